@@ -162,7 +162,8 @@ pub fn parse_strict(bytes: &[u8]) -> Result<Value, CanonicalError> {
                 .unwrap_or_else(|| CanonicalError::Syntax(e.to_string())));
         }
     };
-    de.end().map_err(|e| CanonicalError::Syntax(e.to_string()))?;
+    de.end()
+        .map_err(|e| CanonicalError::Syntax(e.to_string()))?;
     Ok(value)
 }
 

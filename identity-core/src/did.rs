@@ -129,7 +129,11 @@ impl Did {
         let rest = s.strip_prefix("did:").ok_or(DidError::NotADid)?;
         let (method, id) = rest.split_once(':').ok_or(DidError::NotADid)?;
         if method != "key" {
-            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+            if method.is_empty()
+                || !method
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            {
                 return Err(DidError::NotADid);
             }
             return Err(DidError::MethodNotSupported(method.to_owned()));
@@ -250,8 +254,17 @@ mod tests {
     #[test]
     fn malformed_input_never_panics() {
         for s in [
-            "", "did:", "did:key", "did:key:", "did:key:z", "did:key:z6Mk", "did:key:6Mk",
-            "did:key:z0OIl", "did:web:example.com", "did:KEY:z6Mk", "did::x",
+            "",
+            "did:",
+            "did:key",
+            "did:key:",
+            "did:key:z",
+            "did:key:z6Mk",
+            "did:key:6Mk",
+            "did:key:z0OIl",
+            "did:web:example.com",
+            "did:KEY:z6Mk",
+            "did::x",
             "did:key:z6LShs9GGnqk85isEBzzshkuVWrVKsRp24GnDuHk8QWkARMW",
         ] {
             assert!(Did::parse(s).is_err(), "{s}");

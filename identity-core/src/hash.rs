@@ -161,7 +161,17 @@ mod tests {
         assert_eq!(OpHash::parse(&s[1..]), Err(HashError::NotBase58btc));
         assert_eq!(OpHash::parse("z0OIl"), Err(HashError::BadBase58));
         // sha1 multihash (0x11) is refused.
-        let sha1 = format!("z{}", bs58::encode([0x11u8, 20].iter().chain([0u8; 20].iter()).copied().collect::<Vec<_>>()).into_string());
+        let sha1 = format!(
+            "z{}",
+            bs58::encode(
+                [0x11u8, 20]
+                    .iter()
+                    .chain([0u8; 20].iter())
+                    .copied()
+                    .collect::<Vec<_>>()
+            )
+            .into_string()
+        );
         assert_eq!(OpHash::parse(&sha1), Err(HashError::WrongCode(0x11)));
         // Leading-zero padding of base58 is not canonical.
         assert!(OpHash::parse(&format!("z1{}", &s[1..])).is_err());

@@ -26,7 +26,9 @@ pub enum IdError {
     MissingSigil,
     #[error("user ID must have the form @localpart:server_name")]
     MissingColon,
-    #[error("localpart contains {found:?}, which is not allowed (use a-z, 0-9, '.', '_', '=', '-', '/', '+')")]
+    #[error(
+        "localpart contains {found:?}, which is not allowed (use a-z, 0-9, '.', '_', '=', '-', '/', '+')"
+    )]
     InvalidLocalpart { found: char },
     #[error("server name {0:?} is not a valid hostname, IPv4 address or [IPv6] literal")]
     InvalidHost(String),

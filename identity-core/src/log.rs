@@ -1,0 +1,1174 @@
+//! The account log: an append-only, hash-linked list of signed operations per DID.
+//!
+//! Verification happens in fixed phases, so the same input always yields the same error:
+//!
+//! 1. **Parse** every op on its own: shape, known action and fields, canonical encodings,
+//!    size caps, the right DID, exactly one signature.
+//! 2. **Link**: one op per hash (duplicates are the same op), `prev` names a held op whose
+//!    `seq` is one less, `created_at` never goes backwards, nothing follows a deactivate.
+//! 3. **Signers**: each op's required signer follows from its ancestry alone (the update key
+//!    of the nearest genesis/rotate; a rotate must carry the committed key and be signed by
+//!    it). All signatures are checked in one batch, falling back to one by one to name the
+//!    culprit.
+//! 4. **Forks**, epoch by epoch (an epoch is a genesis or rotate and the non-rotate ops after
+//!    it): one rotate attached anywhere in the epoch wins and supersedes every other op of the
+//!    epoch not on its path (recovery, no clock involved); two rotates, or a fork with no rotate,
+//!    is equivocation, reported with both ops.
+//! 5. **Replay** the chosen chain into an [`AccountState`], checking each action's meaning
+//!    (claimed IDs, devices, caps).
+
+use std::collections::{BTreeMap, HashMap};
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde_json::{Map, Value, json};
+
+use crate::canonical::{self, CanonicalError};
+use crate::did::{self, Did};
+use crate::hash::{KeyCommitment, OpHash};
+use crate::ids::{DeviceId, KeyId, ServerName, UserId};
+use crate::{Millis, b64, signed};
+
+/// Largest canonical size of one operation, in bytes.
+pub const MAX_OP_BYTES: usize = 4096;
+/// Most operations one log may hold (all branches counted).
+pub const MAX_LOG_OPS: usize = 1000;
+/// Most servers one `genesis` or `move` may list.
+pub const MAX_SERVERS: usize = 10;
+/// Most user IDs an account may have claimed at once.
+pub const MAX_USER_IDS: usize = 10;
+/// Most devices an account may have signed in at once.
+pub const MAX_DEVICES: usize = 10;
+/// How far in the future of the verifier's clock an op's `created_at` may be.
+pub const MAX_FUTURE_SKEW_MS: Millis = 5 * 60 * 1000;
+
+/// Why a log (or one of its ops) failed verification. [`LogError::class`] gives the stable
+/// name used in the spec and the vectors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogError {
+    #[error("op {index}: not valid JSON for a Roam object: {source}")]
+    Encoding {
+        index: usize,
+        source: CanonicalError,
+    },
+    #[error("op {index}: malformed: {reason}")]
+    Malformed { index: usize, reason: String },
+    #[error("op {index}: unknown action {action:?}")]
+    UnknownAction { index: usize, action: String },
+    #[error("op {index}: unknown field {field:?} for action {action}")]
+    UnknownField {
+        index: usize,
+        action: String,
+        field: String,
+    },
+    #[error("op {index}: {reason}")]
+    NonCanonical { index: usize, reason: String },
+    #[error("op {index} is {size} bytes; the limit is {MAX_OP_BYTES}")]
+    OpTooLarge { index: usize, size: usize },
+    #[error("log has {count} ops; the limit is {MAX_LOG_OPS}")]
+    LogTooLarge { count: usize },
+    #[error("op {index}: {what} lists {count}; the limit is {limit}")]
+    TooMany {
+        index: usize,
+        what: &'static str,
+        count: usize,
+        limit: usize,
+    },
+    #[error("op {index} belongs to {found}, not {expected}")]
+    WrongDid {
+        index: usize,
+        expected: String,
+        found: String,
+    },
+    #[error("log is empty")]
+    Empty,
+    #[error("log has no genesis op")]
+    NoGenesis,
+    #[error("op {index}: genesis must have seq 0 and no prev; other ops need both")]
+    BadGenesis { index: usize },
+    #[error("op {index}: prev {prev} is not an op of this log")]
+    UnknownPrev { index: usize, prev: String },
+    #[error("op {index}: seq {found} after an op with seq {parent}; expected {}", parent + 1)]
+    SeqGap {
+        index: usize,
+        parent: u64,
+        found: u64,
+    },
+    #[error("op {index}: created_at {found} is before its predecessor's {parent}")]
+    TimeReversed {
+        index: usize,
+        parent: Millis,
+        found: Millis,
+    },
+    #[error("op {index}: created_at {found} is in the future (now {now})")]
+    FromFuture {
+        index: usize,
+        now: Millis,
+        found: Millis,
+    },
+    #[error("op {index} follows a deactivate")]
+    AfterDeactivate { index: usize },
+    #[error("op {index}: must be signed by {expected}")]
+    WrongSigner { index: usize, expected: String },
+    #[error("op {index}: the new update key does not match the committed next key")]
+    CommitmentMismatch { index: usize },
+    #[error("op {index}: genesis update key must be the DID's own key")]
+    GenesisKeyMismatch { index: usize },
+    #[error("op {index}: signature does not verify")]
+    BadSignature { index: usize },
+    #[error("equivocation: ops {} and {} conflict and no recovery rotate settles it", a.hash, b.hash)]
+    Equivocation { a: Box<SignedOp>, b: Box<SignedOp> },
+    #[error("op {index}: {user_id} is already claimed")]
+    AlreadyClaimed { index: usize, user_id: String },
+    #[error("op {index}: {user_id} is not claimed")]
+    NotClaimed { index: usize, user_id: String },
+    #[error("op {index}: device {device_id} is already signed in")]
+    DeviceExists { index: usize, device_id: String },
+    #[error("op {index}: device {device_id} is not signed in")]
+    UnknownDevice { index: usize, device_id: String },
+}
+
+impl LogError {
+    /// The stable error class named in spec/protocol.md and the vectors.
+    pub fn class(&self) -> &'static str {
+        match self {
+            LogError::Encoding { source, .. } => match source {
+                CanonicalError::Syntax(_) => "malformed",
+                CanonicalError::DuplicateKey(_) => "duplicate_key",
+                CanonicalError::Float(_) => "float",
+                CanonicalError::IntegerOutOfRange(_) => "integer_range",
+            },
+            LogError::Malformed { .. } => "malformed",
+            LogError::UnknownAction { .. } => "unknown_action",
+            LogError::UnknownField { .. } => "unknown_field",
+            LogError::NonCanonical { .. } => "non_canonical",
+            LogError::OpTooLarge { .. } => "op_too_large",
+            LogError::LogTooLarge { .. } => "log_too_large",
+            LogError::TooMany { .. } => "too_many",
+            LogError::WrongDid { .. } => "wrong_did",
+            LogError::Empty => "empty",
+            LogError::NoGenesis => "no_genesis",
+            LogError::BadGenesis { .. } => "bad_genesis",
+            LogError::UnknownPrev { .. } => "unknown_prev",
+            LogError::SeqGap { .. } => "seq_gap",
+            LogError::TimeReversed { .. } => "time_reversed",
+            LogError::FromFuture { .. } => "from_future",
+            LogError::AfterDeactivate { .. } => "after_deactivate",
+            LogError::WrongSigner { .. } => "wrong_signer",
+            LogError::CommitmentMismatch { .. } => "commitment_mismatch",
+            LogError::GenesisKeyMismatch { .. } => "genesis_key_mismatch",
+            LogError::BadSignature { .. } => "bad_signature",
+            LogError::Equivocation { .. } => "equivocation",
+            LogError::AlreadyClaimed { .. } => "already_claimed",
+            LogError::NotClaimed { .. } => "not_claimed",
+            LogError::DeviceExists { .. } => "device_exists",
+            LogError::UnknownDevice { .. } => "unknown_device",
+        }
+    }
+
+    /// The position (in the input) of the op the error is about, if there is one.
+    pub fn index(&self) -> Option<usize> {
+        use LogError::*;
+        match self {
+            Encoding { index, .. }
+            | Malformed { index, .. }
+            | UnknownAction { index, .. }
+            | UnknownField { index, .. }
+            | NonCanonical { index, .. }
+            | OpTooLarge { index, .. }
+            | TooMany { index, .. }
+            | WrongDid { index, .. }
+            | BadGenesis { index }
+            | UnknownPrev { index, .. }
+            | SeqGap { index, .. }
+            | TimeReversed { index, .. }
+            | FromFuture { index, .. }
+            | AfterDeactivate { index }
+            | WrongSigner { index, .. }
+            | CommitmentMismatch { index }
+            | GenesisKeyMismatch { index }
+            | BadSignature { index }
+            | AlreadyClaimed { index, .. }
+            | NotClaimed { index, .. }
+            | DeviceExists { index, .. }
+            | UnknownDevice { index, .. } => Some(*index),
+            LogTooLarge { .. } | Empty | NoGenesis | Equivocation { .. } => None,
+        }
+    }
+
+    fn with_index(mut self, i: usize) -> Self {
+        use LogError::*;
+        match &mut self {
+            Encoding { index, .. }
+            | Malformed { index, .. }
+            | UnknownAction { index, .. }
+            | UnknownField { index, .. }
+            | NonCanonical { index, .. }
+            | OpTooLarge { index, .. }
+            | TooMany { index, .. }
+            | WrongDid { index, .. }
+            | BadGenesis { index }
+            | UnknownPrev { index, .. }
+            | SeqGap { index, .. }
+            | TimeReversed { index, .. }
+            | FromFuture { index, .. }
+            | AfterDeactivate { index }
+            | WrongSigner { index, .. }
+            | CommitmentMismatch { index }
+            | GenesisKeyMismatch { index }
+            | BadSignature { index }
+            | AlreadyClaimed { index, .. }
+            | NotClaimed { index, .. }
+            | DeviceExists { index, .. }
+            | UnknownDevice { index, .. } => *index = i,
+            LogTooLarge { .. } | Empty | NoGenesis | Equivocation { .. } => {}
+        }
+        self
+    }
+}
+
+/// A device's Matrix identity keys as signed into the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceKeys {
+    /// The device's Ed25519 signing key (`ed25519:DEVICE` in Matrix device keys).
+    pub ed25519: [u8; 32],
+    /// The device's Curve25519 identity key (`curve25519:DEVICE`).
+    pub curve25519: [u8; 32],
+}
+
+/// What an operation does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Creates the account. `update_key` must be the DID's key.
+    Genesis {
+        update_key: VerifyingKey,
+        next_key: KeyCommitment,
+        user_id: UserId,
+        servers: Vec<ServerName>,
+    },
+    /// Binds a user ID (counts once that domain attests the DID).
+    Claim { user_id: UserId },
+    /// Unbinds a user ID.
+    Release { user_id: UserId },
+    /// Sets the ordered server list: primary first, then backups.
+    Move { servers: Vec<ServerName> },
+    /// Replaces the update key with the committed one and commits to the next.
+    Rotate {
+        update_key: VerifyingKey,
+        next_key: KeyCommitment,
+    },
+    /// Signs a device into the account.
+    AddDevice {
+        device_id: DeviceId,
+        keys: DeviceKeys,
+    },
+    /// Signs a device out.
+    RevokeDevice { device_id: DeviceId },
+    /// Ends the account (only a recovery rotate from before it can undo it).
+    Deactivate,
+}
+
+impl Action {
+    /// The wire name of the action.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Genesis { .. } => "genesis",
+            Action::Claim { .. } => "claim",
+            Action::Release { .. } => "release",
+            Action::Move { .. } => "move",
+            Action::Rotate { .. } => "rotate",
+            Action::AddDevice { .. } => "add_device",
+            Action::RevokeDevice { .. } => "revoke_device",
+            Action::Deactivate => "deactivate",
+        }
+    }
+
+    /// True for genesis and rotate, the ops that start a key epoch.
+    pub fn is_key_event(&self) -> bool {
+        matches!(self, Action::Genesis { .. } | Action::Rotate { .. })
+    }
+}
+
+/// An operation before signing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    /// The account.
+    pub did: Did,
+    /// 0 for genesis, then +1 along the chain.
+    pub seq: u64,
+    /// Hash of the previous op; `None` only for genesis.
+    pub prev: Option<OpHash>,
+    /// When the op was made (ms), as claimed by its signer.
+    pub created_at: Millis,
+    /// What it does.
+    pub action: Action,
+}
+
+impl Operation {
+    /// The unsigned wire object.
+    pub fn to_value(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("did".into(), json!(self.did.as_str()));
+        m.insert("seq".into(), json!(self.seq));
+        if let Some(prev) = &self.prev {
+            m.insert("prev".into(), json!(prev.to_multibase()));
+        }
+        m.insert("created_at".into(), json!(self.created_at));
+        m.insert("action".into(), json!(self.action.name()));
+        match &self.action {
+            Action::Genesis {
+                update_key,
+                next_key,
+                user_id,
+                servers,
+            } => {
+                m.insert("update_key".into(), json!(did::encode_multikey(update_key)));
+                m.insert("next_key".into(), json!(next_key.to_multibase()));
+                m.insert("user_id".into(), json!(user_id.as_str()));
+                m.insert("servers".into(), json!(servers));
+            }
+            Action::Claim { user_id } | Action::Release { user_id } => {
+                m.insert("user_id".into(), json!(user_id.as_str()));
+            }
+            Action::Move { servers } => {
+                m.insert("servers".into(), json!(servers));
+            }
+            Action::Rotate {
+                update_key,
+                next_key,
+            } => {
+                m.insert("update_key".into(), json!(did::encode_multikey(update_key)));
+                m.insert("next_key".into(), json!(next_key.to_multibase()));
+            }
+            Action::AddDevice { device_id, keys } => {
+                m.insert("device_id".into(), json!(device_id.as_str()));
+                m.insert(
+                    "device_keys".into(),
+                    json!({
+                        "ed25519": b64::encode(&keys.ed25519),
+                        "curve25519": b64::encode(&keys.curve25519),
+                    }),
+                );
+            }
+            Action::RevokeDevice { device_id } => {
+                m.insert("device_id".into(), json!(device_id.as_str()));
+            }
+            Action::Deactivate => {}
+        }
+        Value::Object(m)
+    }
+
+    /// Signs the op with `key` (which must be the key the log expects for it; the signature
+    /// is checked when the log is verified, not here).
+    pub fn sign(&self, key: &SigningKey) -> SignedOp {
+        let mut value = self.to_value();
+        let key_id = key_id_for(&key.verifying_key());
+        // The value was built from typed fields: it is an object of strings and safe integers.
+        let bytes = signed::signing_bytes(&value).unwrap_or_default();
+        let sig: Signature = key.sign(&bytes);
+        value["signatures"] = json!({
+            self.did.as_str(): { key_id.as_str(): b64::encode(&sig.to_bytes()) }
+        });
+        let canonical = canonical::to_canonical_bytes(&value).unwrap_or_default();
+        SignedOp {
+            hash: OpHash::of_canonical_bytes(&canonical),
+            signer: key.verifying_key(),
+            signature: sig,
+            op: self.clone(),
+            value,
+        }
+    }
+}
+
+/// The signature key ID of an account key: `ed25519:` + its Multikey (`z6Mk…`).
+pub fn key_id_for(key: &VerifyingKey) -> KeyId {
+    // A Multikey is printable ASCII, so this cannot fail.
+    KeyId::ed25519(&did::encode_multikey(key)).unwrap_or_else(|_| unreachable!())
+}
+
+/// A parsed, well-formed signed op. Its signature has not necessarily been checked against
+/// the log: only [`verify_log`] does that.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedOp {
+    /// The typed content.
+    pub op: Operation,
+    /// The key named by its one signature.
+    pub signer: VerifyingKey,
+    /// The signature.
+    pub signature: Signature,
+    /// Hash of the canonical bytes (signatures included).
+    pub hash: OpHash,
+    /// The wire object exactly as signed.
+    pub value: Value,
+}
+
+impl SignedOp {
+    /// Parses JSON bytes strictly (duplicate keys, floats and unsafe integers refused).
+    pub fn from_json(bytes: &[u8]) -> Result<Self, LogError> {
+        let value = canonical::parse_strict(bytes)
+            .map_err(|source| LogError::Encoding { index: 0, source })?;
+        Self::from_value(value)
+    }
+
+    /// Parses a wire object (see the module docs, phase 1).
+    pub fn from_value(value: Value) -> Result<Self, LogError> {
+        parse_op(value, 0)
+    }
+
+    /// The canonical JSON bytes (what is hashed).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        canonical::to_canonical_bytes(&self.value).unwrap_or_default()
+    }
+
+    /// Checks this op's signature against its own named signer only.
+    fn signing_message(&self) -> Vec<u8> {
+        signed::signing_bytes(&self.value).unwrap_or_default()
+    }
+}
+
+fn malformed(index: usize, reason: impl Into<String>) -> LogError {
+    LogError::Malformed {
+        index,
+        reason: reason.into(),
+    }
+}
+
+fn parse_op(value: Value, index: usize) -> Result<SignedOp, LogError> {
+    canonical::check_numbers(&value).map_err(|source| LogError::Encoding { index, source })?;
+    let canonical = canonical::to_canonical_bytes(&value)
+        .map_err(|source| LogError::Encoding { index, source })?;
+    if canonical.len() > MAX_OP_BYTES {
+        return Err(LogError::OpTooLarge {
+            index,
+            size: canonical.len(),
+        });
+    }
+    let obj = value
+        .as_object()
+        .ok_or_else(|| malformed(index, "op must be a JSON object"))?;
+    let action_name = get_str(obj, "action", index)?;
+    let allowed: &[&str] = match action_name {
+        "genesis" => &["update_key", "next_key", "user_id", "servers"],
+        "claim" | "release" => &["user_id"],
+        "move" => &["servers"],
+        "rotate" => &["update_key", "next_key"],
+        "add_device" => &["device_id", "device_keys"],
+        "revoke_device" => &["device_id"],
+        "deactivate" => &[],
+        other => {
+            return Err(LogError::UnknownAction {
+                index,
+                action: other.to_owned(),
+            });
+        }
+    };
+    const COMMON: &[&str] = &["did", "seq", "prev", "created_at", "action", "signatures"];
+    if let Some(field) = obj
+        .keys()
+        .find(|k| !COMMON.contains(&k.as_str()) && !allowed.contains(&k.as_str()))
+    {
+        return Err(LogError::UnknownField {
+            index,
+            action: action_name.to_owned(),
+            field: field.clone(),
+        });
+    }
+    let did_text = get_str(obj, "did", index)?;
+    let did = Did::parse(did_text).map_err(|e| LogError::NonCanonical {
+        index,
+        reason: format!("did: {e}"),
+    })?;
+    let seq = obj
+        .get("seq")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| malformed(index, "seq must be a non-negative integer"))?;
+    let prev = match obj.get("prev") {
+        None => None,
+        Some(Value::String(s)) => Some(OpHash::parse(s).map_err(|e| LogError::NonCanonical {
+            index,
+            reason: format!("prev: {e}"),
+        })?),
+        Some(_) => return Err(malformed(index, "prev must be a string")),
+    };
+    let created_at = obj
+        .get("created_at")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| malformed(index, "created_at must be a non-negative integer (ms)"))?;
+    let action = match action_name {
+        "genesis" => Action::Genesis {
+            update_key: get_key(obj, "update_key", index)?,
+            next_key: get_commitment(obj, index)?,
+            user_id: get_user_id(obj, index)?,
+            servers: get_servers(obj, index)?,
+        },
+        "claim" => Action::Claim {
+            user_id: get_user_id(obj, index)?,
+        },
+        "release" => Action::Release {
+            user_id: get_user_id(obj, index)?,
+        },
+        "move" => Action::Move {
+            servers: get_servers(obj, index)?,
+        },
+        "rotate" => Action::Rotate {
+            update_key: get_key(obj, "update_key", index)?,
+            next_key: get_commitment(obj, index)?,
+        },
+        "add_device" => Action::AddDevice {
+            device_id: get_device_id(obj, index)?,
+            keys: get_device_keys(obj, index)?,
+        },
+        "revoke_device" => Action::RevokeDevice {
+            device_id: get_device_id(obj, index)?,
+        },
+        _ => Action::Deactivate,
+    };
+    // Exactly one signature, by the DID entity: extra signatures would let anyone mint a
+    // second op with the same content and a different hash, faking a fork.
+    let sigs = obj
+        .get("signatures")
+        .and_then(Value::as_object)
+        .ok_or_else(|| malformed(index, "signatures must be an object"))?;
+    if sigs.len() != 1 || !sigs.contains_key(did.as_str()) {
+        return Err(malformed(
+            index,
+            "signatures must hold exactly one entry, under the op's DID",
+        ));
+    }
+    let by_did = sigs
+        .get(did.as_str())
+        .and_then(Value::as_object)
+        .ok_or_else(|| malformed(index, "signatures[did] must be an object"))?;
+    if by_did.len() != 1 {
+        return Err(malformed(index, "an op carries exactly one signature"));
+    }
+    let (key_id_text, sig_value) = by_did
+        .iter()
+        .next()
+        .ok_or_else(|| malformed(index, "no signature"))?;
+    let key_id = KeyId::parse(key_id_text).map_err(|e| malformed(index, e.to_string()))?;
+    if key_id.algorithm() != "ed25519" {
+        return Err(malformed(index, "signature key must be ed25519"));
+    }
+    let signer = did::decode_multikey(key_id.version()).map_err(|e| LogError::NonCanonical {
+        index,
+        reason: format!("signature key ID: {e}"),
+    })?;
+    let sig_text = sig_value
+        .as_str()
+        .ok_or_else(|| malformed(index, "signature must be a string"))?;
+    let sig_bytes = b64::decode_array::<64>(sig_text).map_err(|e| LogError::NonCanonical {
+        index,
+        reason: format!("signature: {e}"),
+    })?;
+    let op = Operation {
+        did,
+        seq,
+        prev,
+        created_at,
+        action,
+    };
+    Ok(SignedOp {
+        hash: OpHash::of_canonical_bytes(&canonical),
+        signer,
+        signature: Signature::from_bytes(&sig_bytes),
+        op,
+        value,
+    })
+}
+
+fn get_str<'a>(
+    obj: &'a Map<String, Value>,
+    field: &str,
+    index: usize,
+) -> Result<&'a str, LogError> {
+    obj.get(field)
+        .and_then(Value::as_str)
+        .ok_or_else(|| malformed(index, format!("{field} must be a string")))
+}
+
+fn get_key(obj: &Map<String, Value>, field: &str, index: usize) -> Result<VerifyingKey, LogError> {
+    did::decode_multikey(get_str(obj, field, index)?).map_err(|e| LogError::NonCanonical {
+        index,
+        reason: format!("{field}: {e}"),
+    })
+}
+
+fn get_commitment(obj: &Map<String, Value>, index: usize) -> Result<KeyCommitment, LogError> {
+    KeyCommitment::parse(get_str(obj, "next_key", index)?).map_err(|e| LogError::NonCanonical {
+        index,
+        reason: format!("next_key: {e}"),
+    })
+}
+
+fn get_user_id(obj: &Map<String, Value>, index: usize) -> Result<UserId, LogError> {
+    UserId::parse(get_str(obj, "user_id", index)?)
+        .map_err(|e| malformed(index, format!("user_id: {e}")))
+}
+
+fn get_device_id(obj: &Map<String, Value>, index: usize) -> Result<DeviceId, LogError> {
+    DeviceId::parse(get_str(obj, "device_id", index)?)
+        .map_err(|e| malformed(index, format!("device_id: {e}")))
+}
+
+fn get_servers(obj: &Map<String, Value>, index: usize) -> Result<Vec<ServerName>, LogError> {
+    let list = obj
+        .get("servers")
+        .and_then(Value::as_array)
+        .ok_or_else(|| malformed(index, "servers must be an array"))?;
+    if list.is_empty() {
+        return Err(malformed(index, "servers must name at least one server"));
+    }
+    if list.len() > MAX_SERVERS {
+        return Err(LogError::TooMany {
+            index,
+            what: "servers",
+            count: list.len(),
+            limit: MAX_SERVERS,
+        });
+    }
+    let mut out: Vec<ServerName> = Vec::with_capacity(list.len());
+    for v in list {
+        let s = v
+            .as_str()
+            .ok_or_else(|| malformed(index, "servers must be strings"))?;
+        let name = ServerName::parse(s).map_err(|e| malformed(index, format!("servers: {e}")))?;
+        if out.contains(&name) {
+            return Err(malformed(index, format!("servers lists {name} twice")));
+        }
+        out.push(name);
+    }
+    Ok(out)
+}
+
+fn get_device_keys(obj: &Map<String, Value>, index: usize) -> Result<DeviceKeys, LogError> {
+    let keys = obj
+        .get("device_keys")
+        .and_then(Value::as_object)
+        .ok_or_else(|| malformed(index, "device_keys must be an object"))?;
+    if let Some(k) = keys.keys().find(|k| *k != "ed25519" && *k != "curve25519") {
+        return Err(LogError::UnknownField {
+            index,
+            action: "add_device".into(),
+            field: format!("device_keys.{k}"),
+        });
+    }
+    let get = |name: &str| -> Result<[u8; 32], LogError> {
+        let text = keys
+            .get(name)
+            .and_then(Value::as_str)
+            .ok_or_else(|| malformed(index, format!("device_keys.{name} must be a string")))?;
+        b64::decode_array::<32>(text).map_err(|e| LogError::NonCanonical {
+            index,
+            reason: format!("device_keys.{name}: {e}"),
+        })
+    };
+    Ok(DeviceKeys {
+        ed25519: get("ed25519")?,
+        curve25519: get("curve25519")?,
+    })
+}
+
+/// The account as its verified log describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountState {
+    /// The account.
+    pub did: Did,
+    /// The key that signs the account's operations now.
+    pub update_key: VerifyingKey,
+    /// Commitment to the key that may rotate (and recover) next.
+    pub next_key: KeyCommitment,
+    /// Claimed user IDs, in claim order.
+    pub user_ids: Vec<UserId>,
+    /// Servers, primary first.
+    pub servers: Vec<ServerName>,
+    /// Signed-in devices.
+    pub devices: BTreeMap<DeviceId, DeviceKeys>,
+    /// Hash of the last op of the chain.
+    pub head: OpHash,
+    /// Its seq.
+    pub seq: u64,
+    /// `created_at` of the genesis op.
+    pub created_at: Millis,
+    /// `created_at` of the head.
+    pub updated_at: Millis,
+    /// True once a deactivate is the head.
+    pub deactivated: bool,
+}
+
+impl AccountState {
+    /// The primary server, if any.
+    pub fn primary(&self) -> Option<&ServerName> {
+        self.servers.first()
+    }
+}
+
+/// A verified log: the chosen chain and what it superseded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedLog {
+    /// The account state at the head.
+    pub state: AccountState,
+    /// The chain from genesis to head.
+    pub chain: Vec<SignedOp>,
+    /// Valid ops that a recovery rotate superseded (kept as evidence).
+    pub superseded: Vec<SignedOp>,
+}
+
+impl VerifiedLog {
+    /// The chain as wire objects, in order.
+    pub fn chain_values(&self) -> Vec<Value> {
+        self.chain.iter().map(|o| o.value.clone()).collect()
+    }
+
+    /// True when `hash` is on the chain.
+    pub fn contains(&self, hash: &OpHash) -> bool {
+        self.chain.iter().any(|o| &o.hash == hash)
+    }
+}
+
+/// Verifies wire objects as one log of `did` (if given) at time `now`.
+pub fn verify_values(
+    values: &[Value],
+    expected_did: Option<&Did>,
+    now: Millis,
+) -> Result<VerifiedLog, LogError> {
+    if values.len() > MAX_LOG_OPS {
+        return Err(LogError::LogTooLarge {
+            count: values.len(),
+        });
+    }
+    let mut ops = Vec::with_capacity(values.len());
+    for (i, v) in values.iter().enumerate() {
+        ops.push(parse_op(v.clone(), i)?);
+    }
+    verify_log(&ops, expected_did, now)
+}
+
+/// Verifies parsed ops as one log (phases 2–5 of the module docs). Ops may come in any order
+/// and may repeat; errors name ops by their position in `ops`.
+pub fn verify_log(
+    ops: &[SignedOp],
+    expected_did: Option<&Did>,
+    now: Millis,
+) -> Result<VerifiedLog, LogError> {
+    if ops.is_empty() {
+        return Err(LogError::Empty);
+    }
+    if ops.len() > MAX_LOG_OPS {
+        return Err(LogError::LogTooLarge { count: ops.len() });
+    }
+    let did = expected_did.unwrap_or(&ops[0].op.did).clone();
+    for (i, o) in ops.iter().enumerate() {
+        if o.op.did != did {
+            return Err(LogError::WrongDid {
+                index: i,
+                expected: did.to_string(),
+                found: o.op.did.to_string(),
+            });
+        }
+        if o.op.created_at > now.saturating_add(MAX_FUTURE_SKEW_MS) {
+            return Err(LogError::FromFuture {
+                index: i,
+                now,
+                found: o.op.created_at,
+            });
+        }
+        let is_genesis = matches!(o.op.action, Action::Genesis { .. });
+        if is_genesis != (o.op.seq == 0) || is_genesis != o.op.prev.is_none() {
+            return Err(LogError::BadGenesis { index: i });
+        }
+    }
+
+    // Phase 2: link. Keep the first position of each distinct op.
+    let mut by_hash: HashMap<OpHash, usize> = HashMap::with_capacity(ops.len());
+    let mut uniq: Vec<usize> = Vec::with_capacity(ops.len());
+    for (i, o) in ops.iter().enumerate() {
+        if let std::collections::hash_map::Entry::Vacant(e) = by_hash.entry(o.hash) {
+            e.insert(i);
+            uniq.push(i);
+        }
+    }
+    let mut children: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut roots = Vec::new();
+    for &i in &uniq {
+        let o = &ops[i];
+        match &o.op.prev {
+            None => roots.push(i),
+            Some(prev) => {
+                let &p = by_hash.get(prev).ok_or_else(|| LogError::UnknownPrev {
+                    index: i,
+                    prev: prev.to_string(),
+                })?;
+                let parent = &ops[p];
+                if o.op.seq != parent.op.seq + 1 {
+                    return Err(LogError::SeqGap {
+                        index: i,
+                        parent: parent.op.seq,
+                        found: o.op.seq,
+                    });
+                }
+                if o.op.created_at < parent.op.created_at {
+                    return Err(LogError::TimeReversed {
+                        index: i,
+                        parent: parent.op.created_at,
+                        found: o.op.created_at,
+                    });
+                }
+                if matches!(parent.op.action, Action::Deactivate) {
+                    return Err(LogError::AfterDeactivate { index: i });
+                }
+                children.entry(p).or_default().push(i);
+            }
+        }
+    }
+    if roots.is_empty() {
+        return Err(LogError::NoGenesis);
+    }
+    for v in children.values_mut() {
+        v.sort_by_key(|&i| ops[i].hash);
+    }
+    roots.sort_by_key(|&i| ops[i].hash);
+
+    // Phase 3: required signers, from ancestry. Walk the tree from each root, carrying the
+    // key event (genesis/rotate) in force.
+    let mut key_event: HashMap<usize, usize> = HashMap::with_capacity(uniq.len());
+    let mut order: Vec<usize> = Vec::with_capacity(uniq.len());
+    let mut stack: Vec<(usize, Option<usize>)> = roots.iter().rev().map(|&r| (r, None)).collect();
+    while let Some((i, parent_event)) = stack.pop() {
+        let o = &ops[i];
+        let event = match &o.op.action {
+            Action::Genesis { update_key, .. } => {
+                if update_key != did.verifying_key() {
+                    return Err(LogError::GenesisKeyMismatch { index: i });
+                }
+                expect_signer(o, i, &[*update_key])?;
+                i
+            }
+            Action::Rotate { update_key, .. } => {
+                let commitment = parent_event.map(|e| commitment_of(&ops[e]));
+                if commitment.is_none_or(|c| !c.matches(update_key)) {
+                    return Err(LogError::CommitmentMismatch { index: i });
+                }
+                expect_signer(o, i, &[*update_key])?;
+                i
+            }
+            Action::Deactivate => {
+                let e = parent_event.unwrap_or(i);
+                let committed_signer = KeyCommitment::to_key(&o.signer) == commitment_of(&ops[e]);
+                if !committed_signer {
+                    expect_signer(o, i, &[update_key_of(&ops[e])])?;
+                }
+                e
+            }
+            _ => {
+                let e = parent_event.unwrap_or(i);
+                expect_signer(o, i, &[update_key_of(&ops[e])])?;
+                e
+            }
+        };
+        key_event.insert(i, event);
+        order.push(i);
+        if let Some(kids) = children.get(&i) {
+            for &c in kids.iter().rev() {
+                stack.push((c, Some(event)));
+            }
+        }
+    }
+    verify_signatures(ops, &order)?;
+
+    // Phase 4: forks, epoch by epoch.
+    let (chain_idx, superseded_idx) = choose_chain(ops, &roots, &children)?;
+
+    // Phase 5: replay.
+    let state = replay(ops, &chain_idx)?;
+    Ok(VerifiedLog {
+        state,
+        chain: chain_idx.iter().map(|&i| ops[i].clone()).collect(),
+        superseded: superseded_idx.iter().map(|&i| ops[i].clone()).collect(),
+    })
+}
+
+fn commitment_of(event: &SignedOp) -> KeyCommitment {
+    match &event.op.action {
+        Action::Genesis { next_key, .. } | Action::Rotate { next_key, .. } => *next_key,
+        _ => unreachable!("key events are genesis or rotate"),
+    }
+}
+
+fn update_key_of(event: &SignedOp) -> VerifyingKey {
+    match &event.op.action {
+        Action::Genesis { update_key, .. } | Action::Rotate { update_key, .. } => *update_key,
+        _ => unreachable!("key events are genesis or rotate"),
+    }
+}
+
+fn expect_signer(o: &SignedOp, index: usize, allowed: &[VerifyingKey]) -> Result<(), LogError> {
+    if allowed.contains(&o.signer) {
+        Ok(())
+    } else {
+        Err(LogError::WrongSigner {
+            index,
+            expected: allowed
+                .iter()
+                .map(did::encode_multikey)
+                .collect::<Vec<_>>()
+                .join(" or "),
+        })
+    }
+}
+
+/// Checks every op's signature in one batch; on failure, one by one in `order` to name the
+/// first bad op. Weak keys never reach here (the multikey parser refuses them), which is
+/// what makes the batch's missing weak-key check safe.
+fn verify_signatures(ops: &[SignedOp], order: &[usize]) -> Result<(), LogError> {
+    let messages: Vec<Vec<u8>> = order.iter().map(|&i| ops[i].signing_message()).collect();
+    let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+    let sigs: Vec<Signature> = order.iter().map(|&i| ops[i].signature).collect();
+    let keys: Vec<VerifyingKey> = order.iter().map(|&i| ops[i].signer).collect();
+    // The batch equation does not refuse small-order R points the way verify_strict does;
+    // check that separately so batch and single verification accept exactly the same logs.
+    if ed25519_dalek::verify_batch(&refs, &sigs, &keys).is_ok()
+        && sigs.iter().all(r_is_not_small_order)
+    {
+        return Ok(());
+    }
+    for (n, &i) in order.iter().enumerate() {
+        if keys[n].verify_strict(&messages[n], &sigs[n]).is_err() {
+            return Err(LogError::BadSignature { index: i });
+        }
+    }
+    Ok(())
+}
+
+fn r_is_not_small_order(sig: &Signature) -> bool {
+    curve25519_dalek::edwards::CompressedEdwardsY(*sig.r_bytes())
+        .decompress()
+        .is_some_and(|r| !r.is_small_order())
+}
+
+/// Walks the epochs and returns the chain (indices) and the superseded ops.
+fn choose_chain(
+    ops: &[SignedOp],
+    roots: &[usize],
+    children: &HashMap<usize, Vec<usize>>,
+) -> Result<(Vec<usize>, Vec<usize>), LogError> {
+    let kids = |i: usize| children.get(&i).map(Vec::as_slice).unwrap_or(&[]);
+    let mut chain: Vec<usize> = Vec::new();
+    let mut superseded: Vec<usize> = Vec::new();
+    // The epoch's starting points: the geneses at first, then the accepted rotate.
+    let mut starts: Vec<usize> = roots.to_vec();
+    loop {
+        // Collect the epoch: non-rotate descendants of its start(s), and rotates hanging off it.
+        let mut members: Vec<usize> = Vec::new();
+        let mut rotates: Vec<usize> = Vec::new();
+        let mut stack: Vec<usize> = starts.clone();
+        while let Some(i) = stack.pop() {
+            members.push(i);
+            for &c in kids(i) {
+                if matches!(ops[c].op.action, Action::Rotate { .. }) {
+                    rotates.push(c);
+                } else {
+                    stack.push(c);
+                }
+            }
+        }
+        if rotates.len() > 1 {
+            rotates.sort_by_key(|&i| ops[i].hash);
+            return Err(equivocation(ops, rotates[0], rotates[1]));
+        }
+        let base = chain.len();
+        if let Some(&rot) = rotates.first() {
+            // The rotate's path back to the epoch start is the epoch's final content.
+            let mut path = vec![rot];
+            let mut cur = rot;
+            while let Some(prev) = &ops[cur].op.prev {
+                let parent = members
+                    .iter()
+                    .copied()
+                    .find(|&m| &ops[m].hash == prev)
+                    .unwrap_or_else(|| unreachable!("a rotate's parent is in its epoch"));
+                if starts.contains(&parent) {
+                    path.push(parent);
+                    break;
+                }
+                path.push(parent);
+                cur = parent;
+            }
+            path.reverse();
+            let rot_pos = path.len() - 1;
+            superseded.extend(
+                members
+                    .iter()
+                    .copied()
+                    .filter(|m| !path[..rot_pos].contains(m)),
+            );
+            chain.extend_from_slice(&path[..rot_pos]);
+            starts = vec![rot];
+            continue;
+        }
+        // No rotate: the epoch must be one straight line.
+        if starts.len() > 1 {
+            return Err(equivocation(ops, starts[0], starts[1]));
+        }
+        let mut cur = starts[0];
+        chain.push(cur);
+        loop {
+            let next: Vec<usize> = kids(cur).to_vec();
+            match next.len() {
+                0 => break,
+                1 => {
+                    cur = next[0];
+                    chain.push(cur);
+                }
+                _ => return Err(equivocation(ops, next[0], next[1])),
+            }
+        }
+        debug_assert!(chain.len() > base);
+        return Ok((chain, superseded));
+    }
+}
+
+fn equivocation(ops: &[SignedOp], a: usize, b: usize) -> LogError {
+    LogError::Equivocation {
+        a: Box::new(ops[a].clone()),
+        b: Box::new(ops[b].clone()),
+    }
+}
+
+fn replay(ops: &[SignedOp], chain: &[usize]) -> Result<AccountState, LogError> {
+    let first = &ops[chain[0]];
+    let Action::Genesis {
+        update_key,
+        next_key,
+        user_id,
+        servers,
+    } = &first.op.action
+    else {
+        return Err(LogError::NoGenesis);
+    };
+    let mut st = AccountState {
+        did: first.op.did.clone(),
+        update_key: *update_key,
+        next_key: *next_key,
+        user_ids: vec![user_id.clone()],
+        servers: servers.clone(),
+        devices: BTreeMap::new(),
+        head: first.hash,
+        seq: 0,
+        created_at: first.op.created_at,
+        updated_at: first.op.created_at,
+        deactivated: false,
+    };
+    for &i in &chain[1..] {
+        let o = &ops[i];
+        match &o.op.action {
+            Action::Genesis { .. } => return Err(LogError::BadGenesis { index: i }),
+            Action::Claim { user_id } => {
+                if st.user_ids.contains(user_id) {
+                    return Err(LogError::AlreadyClaimed {
+                        index: i,
+                        user_id: user_id.to_string(),
+                    });
+                }
+                if st.user_ids.len() >= MAX_USER_IDS {
+                    return Err(LogError::TooMany {
+                        index: i,
+                        what: "claimed user IDs",
+                        count: st.user_ids.len() + 1,
+                        limit: MAX_USER_IDS,
+                    });
+                }
+                st.user_ids.push(user_id.clone());
+            }
+            Action::Release { user_id } => {
+                let pos = st
+                    .user_ids
+                    .iter()
+                    .position(|u| u == user_id)
+                    .ok_or_else(|| LogError::NotClaimed {
+                        index: i,
+                        user_id: user_id.to_string(),
+                    })?;
+                st.user_ids.remove(pos);
+            }
+            Action::Move { servers } => st.servers = servers.clone(),
+            Action::Rotate {
+                update_key,
+                next_key,
+            } => {
+                st.update_key = *update_key;
+                st.next_key = *next_key;
+            }
+            Action::AddDevice { device_id, keys } => {
+                if st.devices.contains_key(device_id) {
+                    return Err(LogError::DeviceExists {
+                        index: i,
+                        device_id: device_id.to_string(),
+                    });
+                }
+                if st.devices.len() >= MAX_DEVICES {
+                    return Err(LogError::TooMany {
+                        index: i,
+                        what: "devices",
+                        count: st.devices.len() + 1,
+                        limit: MAX_DEVICES,
+                    });
+                }
+                st.devices.insert(device_id.clone(), *keys);
+            }
+            Action::RevokeDevice { device_id } => {
+                if st.devices.remove(device_id).is_none() {
+                    return Err(LogError::UnknownDevice {
+                        index: i,
+                        device_id: device_id.to_string(),
+                    });
+                }
+            }
+            Action::Deactivate => st.deactivated = true,
+        }
+        st.head = o.hash;
+        st.seq = o.op.seq;
+        st.updated_at = o.op.created_at;
+    }
+    Ok(st)
+}
+
+/// Builds the next op on top of `state` (seq and prev filled in).
+pub fn next_op(state: &AccountState, created_at: Millis, action: Action) -> Operation {
+    Operation {
+        did: state.did.clone(),
+        seq: state.seq + 1,
+        prev: Some(state.head),
+        created_at,
+        action,
+    }
+}
+
+/// Builds a genesis op for the account key `key`.
+pub fn genesis_op(
+    key: &VerifyingKey,
+    next_key: KeyCommitment,
+    user_id: UserId,
+    servers: Vec<ServerName>,
+    created_at: Millis,
+) -> Result<Operation, crate::DidError> {
+    Ok(Operation {
+        did: Did::from_key(key)?,
+        seq: 0,
+        prev: None,
+        created_at,
+        action: Action::Genesis {
+            update_key: *key,
+            next_key,
+            user_id,
+            servers,
+        },
+    })
+}
+
+/// The error index is relative to the input: shift it when a caller verified a sub-slice.
+pub fn reindex(err: LogError, offset: usize) -> LogError {
+    match err.index() {
+        Some(i) => err.with_index(i + offset),
+        None => err,
+    }
+}

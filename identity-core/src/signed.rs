@@ -55,7 +55,12 @@ pub fn signing_bytes_with(obj: &Value, policy: NumberPolicy) -> Result<Vec<u8>, 
 }
 
 /// Signs `obj` in place, adding `signatures[entity][key_id]` and keeping other signatures.
-pub fn sign(obj: &mut Value, entity: &str, key_id: &KeyId, key: &SigningKey) -> Result<(), SignError> {
+pub fn sign(
+    obj: &mut Value,
+    entity: &str,
+    key_id: &KeyId,
+    key: &SigningKey,
+) -> Result<(), SignError> {
     check_algorithm(key_id)?;
     let bytes = signing_bytes(obj)?;
     let sig = key.sign(&bytes);
@@ -63,14 +68,24 @@ pub fn sign(obj: &mut Value, entity: &str, key_id: &KeyId, key: &SigningKey) -> 
 }
 
 /// Signs with a lenient number policy (foreign Matrix objects, the spec's vectors).
-pub fn sign_matrix(obj: &mut Value, entity: &str, key_id: &KeyId, key: &SigningKey) -> Result<(), SignError> {
+pub fn sign_matrix(
+    obj: &mut Value,
+    entity: &str,
+    key_id: &KeyId,
+    key: &SigningKey,
+) -> Result<(), SignError> {
     check_algorithm(key_id)?;
     let bytes = signing_bytes_with(obj, NumberPolicy::MatrixLenient)?;
     let sig = key.sign(&bytes);
     insert_signature(obj, entity, key_id, &sig)
 }
 
-fn insert_signature(obj: &mut Value, entity: &str, key_id: &KeyId, sig: &Signature) -> Result<(), SignError> {
+fn insert_signature(
+    obj: &mut Value,
+    entity: &str,
+    key_id: &KeyId,
+    sig: &Signature,
+) -> Result<(), SignError> {
     let map = obj.as_object_mut().ok_or(SignError::NotAnObject)?;
     let sigs = map
         .entry("signatures")
@@ -91,7 +106,9 @@ fn insert_signature(obj: &mut Value, entity: &str, key_id: &KeyId, sig: &Signatu
 
 fn check_algorithm(key_id: &KeyId) -> Result<(), SignError> {
     if key_id.algorithm() != "ed25519" {
-        return Err(SignError::UnsupportedAlgorithm(key_id.algorithm().to_owned()));
+        return Err(SignError::UnsupportedAlgorithm(
+            key_id.algorithm().to_owned(),
+        ));
     }
     Ok(())
 }
@@ -135,7 +152,12 @@ pub fn key_ids_of(obj: &Value, entity: &str) -> Vec<String> {
 }
 
 /// Verifies `signatures[entity][key_id]` over `obj` with `key`.
-pub fn verify(obj: &Value, entity: &str, key_id: &KeyId, key: &VerifyingKey) -> Result<(), SignError> {
+pub fn verify(
+    obj: &Value,
+    entity: &str,
+    key_id: &KeyId,
+    key: &VerifyingKey,
+) -> Result<(), SignError> {
     verify_with(obj, entity, key_id, key, NumberPolicy::Strict)
 }
 
@@ -192,7 +214,10 @@ mod tests {
         let kid = KeyId::parse("ed25519:1").unwrap();
         let mut obj = json!({"a": 1});
         sign(&mut obj, "e", &kid, &key).unwrap();
-        let s = obj["signatures"]["e"]["ed25519:1"].as_str().unwrap().to_owned();
+        let s = obj["signatures"]["e"]["ed25519:1"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         obj["signatures"]["e"]["ed25519:1"] = json!(format!("{s}=="));
         assert!(matches!(
             verify(&obj, "e", &kid, &key.verifying_key()),
