@@ -45,6 +45,22 @@ pub enum BundleError {
     ForeignAttestation { index: usize, found: String },
 }
 
+impl BundleError {
+    /// The stable error class used in spec/protocol.md and the vectors (log errors keep
+    /// their own class).
+    pub fn class(&self) -> &'static str {
+        match self {
+            BundleError::Malformed(_) => "malformed",
+            BundleError::WrongDid { .. } => "wrong_did",
+            BundleError::Log(e) => e.class(),
+            BundleError::ServerKeys { .. } => "server_keys",
+            BundleError::Attestation { .. } => "attestation",
+            BundleError::MissingServerKeys { .. } => "missing_server_keys",
+            BundleError::ForeignAttestation { .. } => "foreign_attestation",
+        }
+    }
+}
+
 /// A bundle on the wire.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bundle {

@@ -28,6 +28,18 @@ pub enum CanonicalError {
     IntegerOutOfRange(String),
 }
 
+impl CanonicalError {
+    /// The stable error class used in spec/protocol.md and the vectors.
+    pub fn class(&self) -> &'static str {
+        match self {
+            CanonicalError::Syntax(_) => "malformed",
+            CanonicalError::DuplicateKey(_) => "duplicate_key",
+            CanonicalError::Float(_) => "float",
+            CanonicalError::IntegerOutOfRange(_) => "integer_range",
+        }
+    }
+}
+
 /// How numbers that are not safe integers are treated when encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NumberPolicy {

@@ -46,6 +46,22 @@ pub enum DidError {
 }
 
 impl DidError {
+    /// The stable error class used in spec/protocol.md and the vectors.
+    pub fn class(&self) -> &'static str {
+        match self {
+            DidError::NotADid => "not_a_did",
+            DidError::MethodNotSupported(_) => "method_not_supported",
+            DidError::NotBase58btc => "not_base58btc",
+            DidError::BadBase58 => "bad_base58",
+            DidError::NotEd25519 => "not_ed25519",
+            DidError::WrongLength(_) => "wrong_length",
+            DidError::InvalidPoint => "invalid_point",
+            DidError::WeakKey => "weak_key",
+            DidError::NonCanonical => "non_canonical",
+            DidError::TooLong => "too_long",
+        }
+    }
+
     /// The DID Resolution error code for this error.
     pub fn resolution_error(&self) -> &'static str {
         match self {
@@ -71,6 +87,21 @@ pub fn encode_x25519_multikey(key: &[u8; 32]) -> String {
     format!("z{}", bs58::encode(bytes).into_string())
 }
 
+/// Reads 32 raw bytes as an Ed25519 public key, refusing invalid, non-canonical and weak
+/// points. Every public key that enters Roam from outside goes through here.
+pub fn ed25519_key_strict(raw: &[u8; 32]) -> Result<VerifyingKey, DidError> {
+    let key = VerifyingKey::from_bytes(raw).map_err(|_| DidError::InvalidPoint)?;
+    // Decompression accepts y coordinates >= p; such a second spelling of a point must not
+    // name "another" key.
+    if key.to_edwards().compress().to_bytes() != *raw {
+        return Err(DidError::NonCanonical);
+    }
+    if key.is_weak() {
+        return Err(DidError::WeakKey);
+    }
+    Ok(key)
+}
+
 /// Decodes a `z6Mk…` Ed25519 Multikey strictly (see the module docs).
 pub fn decode_multikey(s: &str) -> Result<VerifyingKey, DidError> {
     if s.len() > MAX_DID_LEN {
@@ -86,10 +117,7 @@ pub fn decode_multikey(s: &str) -> Result<VerifyingKey, DidError> {
     let raw: [u8; 32] = raw
         .try_into()
         .map_err(|_| DidError::WrongLength(raw.len()))?;
-    let key = VerifyingKey::from_bytes(&raw).map_err(|_| DidError::InvalidPoint)?;
-    if key.is_weak() {
-        return Err(DidError::WeakKey);
-    }
+    let key = ed25519_key_strict(&raw)?;
     if encode_multikey(&key) != s {
         return Err(DidError::NonCanonical);
     }

@@ -81,8 +81,6 @@ pub enum LogError {
     },
     #[error("log is empty")]
     Empty,
-    #[error("log has no genesis op")]
-    NoGenesis,
     #[error("op {index}: genesis must have seq 0 and no prev; other ops need both")]
     BadGenesis { index: usize },
     #[error("op {index}: prev {prev} is not an op of this log")]
@@ -131,12 +129,7 @@ impl LogError {
     /// The stable error class named in spec/protocol.md and the vectors.
     pub fn class(&self) -> &'static str {
         match self {
-            LogError::Encoding { source, .. } => match source {
-                CanonicalError::Syntax(_) => "malformed",
-                CanonicalError::DuplicateKey(_) => "duplicate_key",
-                CanonicalError::Float(_) => "float",
-                CanonicalError::IntegerOutOfRange(_) => "integer_range",
-            },
+            LogError::Encoding { source, .. } => source.class(),
             LogError::Malformed { .. } => "malformed",
             LogError::UnknownAction { .. } => "unknown_action",
             LogError::UnknownField { .. } => "unknown_field",
@@ -146,7 +139,6 @@ impl LogError {
             LogError::TooMany { .. } => "too_many",
             LogError::WrongDid { .. } => "wrong_did",
             LogError::Empty => "empty",
-            LogError::NoGenesis => "no_genesis",
             LogError::BadGenesis { .. } => "bad_genesis",
             LogError::UnknownPrev { .. } => "unknown_prev",
             LogError::SeqGap { .. } => "seq_gap",
@@ -191,7 +183,7 @@ impl LogError {
             | NotClaimed { index, .. }
             | DeviceExists { index, .. }
             | UnknownDevice { index, .. } => Some(*index),
-            LogTooLarge { .. } | Empty | NoGenesis | Equivocation { .. } => None,
+            LogTooLarge { .. } | Empty | Equivocation { .. } => None,
         }
     }
 
@@ -220,7 +212,7 @@ impl LogError {
             | NotClaimed { index, .. }
             | DeviceExists { index, .. }
             | UnknownDevice { index, .. } => *index = i,
-            LogTooLarge { .. } | Empty | NoGenesis | Equivocation { .. } => {}
+            LogTooLarge { .. } | Empty | Equivocation { .. } => {}
         }
         self
     }
@@ -820,9 +812,8 @@ pub fn verify_log(
             }
         }
     }
-    if roots.is_empty() {
-        return Err(LogError::NoGenesis);
-    }
+    // Every op either is a genesis or names a held parent, and hashes admit no cycles, so
+    // at least one root exists here.
     for v in children.values_mut() {
         v.sort_by_key(|&i| ops[i].hash);
     }
@@ -1043,7 +1034,7 @@ fn replay(ops: &[SignedOp], chain: &[usize]) -> Result<AccountState, LogError> {
         servers,
     } = &first.op.action
     else {
-        return Err(LogError::NoGenesis);
+        unreachable!("every chain starts at a genesis");
     };
     let mut st = AccountState {
         did: first.op.did.clone(),

@@ -133,12 +133,8 @@ fn parse_key(v: &Value, what: &str) -> Result<VerifyingKey, ServerKeyError> {
         .ok_or_else(|| ServerKeyError::Malformed(format!("{what}: missing key")))?;
     let bytes = b64::decode_array::<32>(text)
         .map_err(|e| ServerKeyError::Malformed(format!("{what}: {e}")))?;
-    let key = VerifyingKey::from_bytes(&bytes)
-        .map_err(|_| ServerKeyError::Malformed(format!("{what}: not an Ed25519 point")))?;
-    if key.is_weak() {
-        return Err(ServerKeyError::Malformed(format!("{what}: weak key")));
-    }
-    Ok(key)
+    crate::did::ed25519_key_strict(&bytes)
+        .map_err(|e| ServerKeyError::Malformed(format!("{what}: {e}")))
 }
 
 /// Verifies a key document as served by `expected` (its self-signatures; not its freshness,
