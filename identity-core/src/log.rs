@@ -742,6 +742,26 @@ pub fn verify_log(
     expected_did: Option<&Did>,
     now: Millis,
 ) -> Result<VerifiedLog, LogError> {
+    verify_log_with(ops, expected_did, now, SignatureCheck::Batch)
+}
+
+/// How phase 3 checks signatures. Both accept exactly the same logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SignatureCheck {
+    /// One batch verification, falling back to single checks to name a bad op (default).
+    #[default]
+    Batch,
+    /// `verify_strict` for each op.
+    Single,
+}
+
+/// [`verify_log`] with an explicit signature-checking strategy.
+pub fn verify_log_with(
+    ops: &[SignedOp],
+    expected_did: Option<&Did>,
+    now: Millis,
+    check: SignatureCheck,
+) -> Result<VerifiedLog, LogError> {
     if ops.is_empty() {
         return Err(LogError::Empty);
     }
@@ -864,7 +884,7 @@ pub fn verify_log(
             }
         }
     }
-    verify_signatures(ops, &order)?;
+    verify_signatures(ops, &order, check)?;
 
     // Phase 4: forks, epoch by epoch.
     let (chain_idx, superseded_idx) = choose_chain(ops, &roots, &children)?;
@@ -910,14 +930,19 @@ fn expect_signer(o: &SignedOp, index: usize, allowed: &[VerifyingKey]) -> Result
 /// Checks every op's signature in one batch; on failure, one by one in `order` to name the
 /// first bad op. Weak keys never reach here (the multikey parser refuses them), which is
 /// what makes the batch's missing weak-key check safe.
-fn verify_signatures(ops: &[SignedOp], order: &[usize]) -> Result<(), LogError> {
+fn verify_signatures(
+    ops: &[SignedOp],
+    order: &[usize],
+    check: SignatureCheck,
+) -> Result<(), LogError> {
     let messages: Vec<Vec<u8>> = order.iter().map(|&i| ops[i].signing_message()).collect();
     let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
     let sigs: Vec<Signature> = order.iter().map(|&i| ops[i].signature).collect();
     let keys: Vec<VerifyingKey> = order.iter().map(|&i| ops[i].signer).collect();
     // The batch equation does not refuse small-order R points the way verify_strict does;
     // check that separately so batch and single verification accept exactly the same logs.
-    if ed25519_dalek::verify_batch(&refs, &sigs, &keys).is_ok()
+    if check == SignatureCheck::Batch
+        && ed25519_dalek::verify_batch(&refs, &sigs, &keys).is_ok()
         && sigs.iter().all(r_is_not_small_order)
     {
         return Ok(());

@@ -78,6 +78,18 @@ fn account_log_vectors() {
     for v in vectors(&file) {
         let name = v["name"].as_str().unwrap();
         let result = run_log(&v["input"], now);
+        // Single and batch signature checking must accept exactly the same logs.
+        if let Some(ops) = v["input"].get("ops").and_then(Value::as_array) {
+            let parsed: Result<Vec<SignedOp>, _> =
+                ops.iter().cloned().map(SignedOp::from_value).collect();
+            if let Ok(parsed) = parsed {
+                let single = log::verify_log_with(&parsed, None, now, log::SignatureCheck::Single);
+                assert_eq!(single.is_ok(), result.is_ok(), "{name}: single vs batch");
+                if let (Err(a), Err(b)) = (&single, &result) {
+                    assert_eq!(a.class(), b.class(), "{name}: single vs batch");
+                }
+            }
+        }
         if v["valid"].as_bool().unwrap() {
             let got = result.unwrap_or_else(|e| panic!("{name}: expected valid, got {e}"));
             let mut got = state_json(&got);
