@@ -1,0 +1,139 @@
+//! `roam admin`: maintenance on a data directory. It opens the redb file directly, which
+//! redb allows to one process at a time: stop `roam serve` first (the command says so if
+//! the file is busy).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use roam_server::config::DEFAULT_DATA_DIR;
+use roam_server::secrets;
+use roam_server::store::{RegistrationToken, Store};
+use roam_server::{RedbStore, StoreError};
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Manage registration tokens (used when registration = "token").
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+struct DataDir {
+    /// The server's data directory.
+    #[arg(long, env = "ROAM_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it.
+    Create {
+        #[command(flatten)]
+        dir: DataDir,
+        /// How many registrations it admits (default: unlimited).
+        #[arg(long)]
+        uses: Option<u32>,
+        /// Expire it this many hours from now (default: never).
+        #[arg(long)]
+        expires_in_hours: Option<u64>,
+        /// Use this text instead of a random token ([A-Za-z0-9._~-], at most 64).
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// List tokens with their use counts.
+    List {
+        #[command(flatten)]
+        dir: DataDir,
+    },
+    /// Delete a token.
+    Revoke {
+        #[command(flatten)]
+        dir: DataDir,
+        token: String,
+    },
+}
+
+fn open(dir: &DataDir) -> anyhow::Result<RedbStore> {
+    match RedbStore::open_dir(&dir.data_dir) {
+        Err(StoreError::Locked) => anyhow::bail!(
+            "{} is in use by a running roam server; stop it, run this command, then start it again",
+            dir.data_dir.display()
+        ),
+        other => other.with_context(|| format!("opening the store in {}", dir.data_dir.display())),
+    }
+}
+
+pub fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let AdminCommand::Token { command } = args.command;
+    match command {
+        TokenCommand::Create {
+            dir,
+            uses,
+            expires_in_hours,
+            token,
+        } => {
+            let token = match token {
+                Some(t) => {
+                    let ok = !t.is_empty()
+                        && t.len() <= 64
+                        && t.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b));
+                    anyhow::ensure!(ok, "a token is 1 to 64 characters of A-Z a-z 0-9 . _ ~ -");
+                    t
+                }
+                None => secrets::new_opaque_id(16),
+            };
+            let now = roam_server::state::now_ms();
+            let record = RegistrationToken {
+                token: token.clone(),
+                uses_allowed: uses,
+                completed: 0,
+                expiry_time: expires_in_hours.map(|h| now + h.saturating_mul(3_600_000)),
+                created_at: now,
+            };
+            open(&dir)?.create_registration_token(record)?;
+            println!("{token}");
+        }
+        TokenCommand::List { dir } => {
+            let tokens = open(&dir)?.registration_tokens()?;
+            if tokens.is_empty() {
+                println!("no registration tokens");
+            }
+            let now = roam_server::state::now_ms();
+            for t in tokens {
+                let uses = t
+                    .uses_allowed
+                    .map_or("unlimited".to_owned(), |n| n.to_string());
+                let expiry = t
+                    .expiry_time
+                    .map_or("never".to_owned(), |e| format!("{e} (unix ms)"));
+                let status = if t.is_usable(now) {
+                    "usable"
+                } else {
+                    "used up or expired"
+                };
+                println!(
+                    "{}\tused {}/{uses}\texpires {expiry}\t{status}",
+                    t.token, t.completed
+                );
+            }
+        }
+        TokenCommand::Revoke { dir, token } => {
+            match open(&dir)?.revoke_registration_token(&token) {
+                Err(StoreError::NotFound(_)) => anyhow::bail!("no registration token {token:?}"),
+                other => other?,
+            }
+            println!("revoked {token}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! `roam serve`: load the configuration, open the store, serve until SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use roam_server::config::{self, FileConfig, Overrides};
+use roam_server::{AppState, RedbStore, RegistrationMode, StoreError};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file; flags and ROAM_* variables override it.
+    #[arg(long, env = "ROAM_CONFIG")]
+    config: Option<PathBuf>,
+    /// The server name users get in their IDs (default: localhost:8008).
+    #[arg(long, env = "ROAM_SERVER_NAME")]
+    server_name: Option<String>,
+    /// Address to listen on (default: 127.0.0.1:8008).
+    #[arg(long, env = "ROAM_LISTEN")]
+    listen: Option<String>,
+    /// Directory of the redb database (default: ./.roam-data).
+    #[arg(long, env = "ROAM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Base URL clients should use, for /.well-known/matrix/client.
+    #[arg(long, env = "ROAM_PUBLIC_BASE_URL")]
+    public_base_url: Option<String>,
+    /// Who may register: open, token or closed (default: open).
+    #[arg(long, env = "ROAM_REGISTRATION")]
+    registration: Option<String>,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ROAM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn")),
+        )
+        .init();
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let config = config::resolve(
+        file,
+        Overrides {
+            server_name: args.server_name,
+            listen: args.listen,
+            data_dir: args.data_dir,
+            public_base_url: args.public_base_url,
+            registration: args.registration,
+        },
+    )?;
+    let store = match RedbStore::open_dir(&config.data_dir) {
+        Err(StoreError::Locked) => {
+            anyhow::bail!(
+                "{} is in use by another roam process",
+                config.data_dir.display()
+            )
+        }
+        other => {
+            other.with_context(|| format!("opening the store in {}", config.data_dir.display()))?
+        }
+    };
+    let state = AppState::new(config.clone(), Arc::new(store))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let key_id = state.server_key().key_id.clone();
+        println!(
+            "roam: homeserver {} listening on http://{addr}",
+            config.server_name
+        );
+        println!(
+            "      data in {}, server key {key_id}, registration {:?}",
+            config.data_dir.display(),
+            config.registration
+        );
+        println!("      try: curl http://{addr}/_matrix/client/versions");
+        if config.registration == RegistrationMode::Open && !addr.ip().is_loopback() {
+            tracing::warn!(
+                "registration is open on a non-loopback address: anyone who reaches it can sign up"
+            );
+        }
+        roam_server::run(listener, state, shutdown_signal()).await?;
+        println!("roam: stopped");
+        Ok(())
+    })
+}
+
+/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

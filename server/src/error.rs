@@ -1,0 +1,180 @@
+//! The one error type of the HTTP layer and its mapping to Matrix errors.
+//!
+//! Every handler returns `Result<_, AppError>`; the single `match` in [`AppError::parts`]
+//! decides the status code and `errcode`. Internal failures are logged with their cause and
+//! answered with a fixed text, so storage details never reach a client.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::store::StoreError;
+
+/// A user-interactive authentication challenge: the 401 body of the Matrix UIA protocol.
+#[derive(Debug, Clone)]
+pub struct UiaChallenge {
+    pub session: String,
+    pub flows: Vec<Vec<&'static str>>,
+    pub completed: Vec<String>,
+    pub params: Value,
+    /// Set when the last stage attempt failed.
+    pub error: Option<(&'static str, String)>,
+}
+
+/// Everything a Matrix endpoint can answer besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("Missing access token")]
+    MissingToken,
+    #[error("Invalid access token passed.")]
+    UnknownToken,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("User ID already taken.")]
+    UserInUse,
+    #[error("{0}")]
+    InvalidUsername(String),
+    #[error("Content not JSON.")]
+    NotJson,
+    #[error("{0}")]
+    BadJson(String),
+    #[error("{0}")]
+    MissingParam(String),
+    #[error("{0}")]
+    InvalidParam(String),
+    #[error("{0}")]
+    InvalidSignature(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("Too Many Requests")]
+    LimitExceeded { retry_after_ms: u64 },
+    #[error("Unrecognized request")]
+    Unrecognized { status: StatusCode },
+    #[error("Guest access is disabled")]
+    GuestAccessForbidden,
+    /// A client error that has no more specific code (Synapse answers `M_UNKNOWN` 400).
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("user-interactive authentication required")]
+    Uia(Box<UiaChallenge>),
+    /// Something broke on our side. The text is logged, never sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    /// Status, errcode and client-facing message: the one place that decides them.
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        use AppError::*;
+        let msg = self.to_string();
+        match self {
+            MissingToken => (StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN", msg),
+            UnknownToken => (StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN", msg),
+            Forbidden(_) | GuestAccessForbidden => (StatusCode::FORBIDDEN, "M_FORBIDDEN", msg),
+            Unauthorized(_) => (StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED", msg),
+            UserInUse => (StatusCode::BAD_REQUEST, "M_USER_IN_USE", msg),
+            InvalidUsername(_) => (StatusCode::BAD_REQUEST, "M_INVALID_USERNAME", msg),
+            NotJson => (StatusCode::BAD_REQUEST, "M_NOT_JSON", msg),
+            BadJson(_) => (StatusCode::BAD_REQUEST, "M_BAD_JSON", msg),
+            MissingParam(_) => (StatusCode::BAD_REQUEST, "M_MISSING_PARAM", msg),
+            InvalidParam(_) => (StatusCode::BAD_REQUEST, "M_INVALID_PARAM", msg),
+            InvalidSignature(_) => (StatusCode::BAD_REQUEST, "M_INVALID_SIGNATURE", msg),
+            NotFound(_) => (StatusCode::NOT_FOUND, "M_NOT_FOUND", msg),
+            TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", msg),
+            LimitExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED", msg),
+            Unrecognized { status } => (*status, "M_UNRECOGNIZED", msg),
+            BadRequest(_) => (StatusCode::BAD_REQUEST, "M_UNKNOWN", msg),
+            Uia(_) => (StatusCode::UNAUTHORIZED, "M_FORBIDDEN", msg),
+            Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "M_UNKNOWN",
+                "Internal server error".to_owned(),
+            ),
+        }
+    }
+
+    /// The Matrix error code, for tests and logs.
+    pub fn errcode(&self) -> &'static str {
+        self.parts().1
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, errcode, error) = self.parts();
+        let body = match &self {
+            AppError::UnknownToken => {
+                json!({"errcode": errcode, "error": error, "soft_logout": false})
+            }
+            AppError::LimitExceeded { retry_after_ms } => {
+                json!({"errcode": errcode, "error": error, "retry_after_ms": retry_after_ms})
+            }
+            AppError::Uia(c) => {
+                let flows: Vec<Value> = c
+                    .flows
+                    .iter()
+                    .map(|stages| json!({"stages": stages}))
+                    .collect();
+                let mut body = json!({
+                    "session": c.session,
+                    "flows": flows,
+                    "params": c.params,
+                    "completed": c.completed,
+                });
+                if let Some((code, text)) = &c.error {
+                    body["errcode"] = json!(code);
+                    body["error"] = json!(text);
+                }
+                body
+            }
+            AppError::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                json!({"errcode": errcode, "error": error})
+            }
+            _ => json!({"errcode": errcode, "error": error}),
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let AppError::LimitExceeded { retry_after_ms } = self {
+            // Seconds, rounded up, for clients and proxies that read the standard header.
+            let secs = retry_after_ms.div_ceil(1000).max(1);
+            if let Ok(v) = secs.to_string().parse() {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, v);
+            }
+        }
+        response
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UserInUse(_) => AppError::UserInUse,
+            StoreError::NotFound(what) => {
+                AppError::NotFound(format!("{} not found", capitalize(what)))
+            }
+            StoreError::KeyConflict { key_id } => AppError::InvalidParam(format!(
+                "One time key {key_id} already exists with different content"
+            )),
+            StoreError::TokenInvalid => AppError::Unauthorized("Invalid registration token".into()),
+            StoreError::TokenExists => AppError::InvalidParam("Token already exists".into()),
+            e @ (StoreError::Locked | StoreError::Corrupt(_) | StoreError::Backend(_)) => {
+                AppError::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}

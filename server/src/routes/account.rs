@@ -1,0 +1,432 @@
+//! Registration, login, logout and whoami.
+
+use std::sync::OnceLock;
+
+use axum::Json;
+use axum::extract::State;
+use roam_identity_core::{DeviceId, Localpart, UserId};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::config::RegistrationMode;
+use crate::error::AppError;
+use crate::extract::{Authenticated, ClientIp, MatrixJson, QueryParams};
+use crate::secrets::{self, MAX_PASSWORD_BYTES};
+use crate::state::{AppState, now_ms};
+use crate::store::{Account, NewSession};
+use crate::uia::{self, Purpose};
+
+/// Longest device display name accepted (Synapse's limit).
+pub const MAX_DISPLAY_NAME_LEN: usize = 100;
+
+#[derive(Debug, Deserialize)]
+pub struct RegisterBody {
+    username: Option<Value>,
+    password: Option<Value>,
+    device_id: Option<Value>,
+    initial_device_display_name: Option<Value>,
+    inhibit_login: Option<Value>,
+    auth: Option<Value>,
+}
+
+/// `POST /register`.
+pub async fn register(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    query: QueryParams,
+    MatrixJson(body): MatrixJson<RegisterBody>,
+) -> Result<Json<Value>, AppError> {
+    match query.get("kind").unwrap_or("user") {
+        "user" => {}
+        "guest" => return Err(AppError::GuestAccessForbidden),
+        other => {
+            return Err(AppError::InvalidParam(format!(
+                "Invalid registration kind {other:?}"
+            )));
+        }
+    }
+    let flows = registration_flows(state.config().registration)?;
+    state
+        .limiters()
+        .register_per_ip
+        .check(ip.key())
+        .map_err(|retry_after_ms| AppError::LimitExceeded { retry_after_ms })?;
+
+    let password = opt_string(&body.password, "password")?;
+    if password
+        .as_ref()
+        .is_some_and(|p| p.len() > MAX_PASSWORD_BYTES)
+    {
+        return Err(AppError::InvalidParam("Password too long".into()));
+    }
+    let inhibit_login = match &body.inhibit_login {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(AppError::InvalidParam(
+                "inhibit_login must be a boolean".into(),
+            ));
+        }
+    };
+    let device_id = opt_string(&body.device_id, "device_id")?
+        .map(|d| {
+            DeviceId::parse(&d)
+                .map_err(|e| AppError::InvalidParam(format!("Invalid device_id: {e}")))
+        })
+        .transpose()?;
+    let display_name = opt_display_name(&body.initial_device_display_name)?;
+
+    // Like Synapse, check the name before UIA so a client learns about a taken name at once.
+    let requested = match opt_string(&body.username, "username")? {
+        Some(name) => {
+            let user_id = user_id_for_registration(&state, &name)?;
+            let check = user_id.clone();
+            if state.db(move |s| s.account(&check)).await?.is_some() {
+                return Err(AppError::UserInUse);
+            }
+            Some(user_id)
+        }
+        None => None,
+    };
+
+    let completed = run_registration_uia(&state, &flows, body.auth.as_ref()).await?;
+
+    let password =
+        password.ok_or_else(|| AppError::MissingParam("Missing params: password".into()))?;
+    let user_id = match requested {
+        Some(u) => u,
+        None => generate_user_id(&state).await?,
+    };
+    let password_hash = hash_password(password).await?;
+    let now = now_ms();
+    let account = Account {
+        user_id: user_id.clone(),
+        password_hash: Some(password_hash),
+        created_at: now,
+    };
+    let (session, reply) = if inhibit_login {
+        (
+            None,
+            json!({"user_id": user_id, "home_server": state.config().server_name}),
+        )
+    } else {
+        let device_id = device_id.unwrap_or_else(new_device_id);
+        let (token, token_hash) = secrets::new_access_token();
+        let session = NewSession {
+            device_id: device_id.clone(),
+            display_name,
+            token_hash,
+            ip: ip.0.clone(),
+            now,
+        };
+        let reply = json!({
+            "user_id": user_id,
+            "access_token": token,
+            "device_id": device_id,
+            "home_server": state.config().server_name,
+        });
+        (Some(session), reply)
+    };
+    let token = completed.registration_token;
+    state
+        .db(move |s| s.create_account(account, session, token.as_deref()))
+        .await?;
+    tracing::info!(user_id = %user_id, "registered");
+    Ok(Json(reply))
+}
+
+fn registration_flows(mode: RegistrationMode) -> Result<Vec<Vec<&'static str>>, AppError> {
+    match mode {
+        RegistrationMode::Open => Ok(vec![vec![uia::DUMMY]]),
+        RegistrationMode::Token => Ok(vec![vec![uia::REGISTRATION_TOKEN, uia::DUMMY]]),
+        RegistrationMode::Closed => {
+            Err(AppError::Forbidden("Registration has been disabled".into()))
+        }
+    }
+}
+
+async fn run_registration_uia(
+    state: &AppState,
+    flows: &[Vec<&'static str>],
+    auth: Option<&Value>,
+) -> Result<uia::Completed, AppError> {
+    let attempt = state.uia().begin(Purpose::Register, flows, auth)?;
+    let outcome = match attempt.kind.as_str() {
+        uia::DUMMY => Ok(None),
+        uia::REGISTRATION_TOKEN => {
+            let token = attempt
+                .auth
+                .get("token")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            match token {
+                None => return Err(AppError::MissingParam("Missing registration token".into())),
+                Some(token) => {
+                    let lookup = token.clone();
+                    let found = state.db(move |s| s.registration_token(&lookup)).await?;
+                    if found.is_some_and(|t| t.is_usable(now_ms())) {
+                        Ok(Some(token))
+                    } else {
+                        Err(("M_UNAUTHORIZED", "Invalid registration token".to_owned()))
+                    }
+                }
+            }
+        }
+        other => Err(("M_UNRECOGNIZED", format!("Unrecognized login type {other}"))),
+    };
+    state.uia().finish(attempt, flows, outcome)
+}
+
+/// Lower-cases and checks a requested localpart the way Synapse does, with its messages.
+fn user_id_for_registration(state: &AppState, name: &str) -> Result<UserId, AppError> {
+    let name = name.to_lowercase();
+    if name.is_empty() {
+        return Err(AppError::InvalidUsername("User ID cannot be empty".into()));
+    }
+    if name.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(AppError::InvalidUsername(
+            "Numeric user IDs are reserved for guest users.".into(),
+        ));
+    }
+    let localpart = Localpart::parse(&name).map_err(|_| {
+        AppError::InvalidUsername(
+            "User ID can only contain characters a-z, 0-9, or '=_-./+'".into(),
+        )
+    })?;
+    UserId::new(&localpart, &state.config().server_name).map_err(|_| {
+        AppError::InvalidUsername("User ID may not be longer than 255 characters".into())
+    })
+}
+
+async fn generate_user_id(state: &AppState) -> Result<UserId, AppError> {
+    // Random digits, as Synapse's generated IDs are numeric; retry on the rare collision.
+    for _ in 0..8 {
+        let local = format!("u{}", secrets::random_string(b"0123456789", 10));
+        let user_id = Localpart::parse(&local)
+            .and_then(|l| UserId::new(&l, &state.config().server_name))
+            .map_err(|e| AppError::Internal(format!("generated user ID: {e}")))?;
+        let check = user_id.clone();
+        if state.db(move |s| s.account(&check)).await?.is_none() {
+            return Ok(user_id);
+        }
+    }
+    Err(AppError::Internal(
+        "could not generate a free user ID".into(),
+    ))
+}
+
+/// `GET /register/available?username=`.
+pub async fn register_available(
+    State(state): State<AppState>,
+    query: QueryParams,
+) -> Result<Json<Value>, AppError> {
+    if state.config().registration == RegistrationMode::Closed {
+        return Err(AppError::Forbidden("Registration has been disabled".into()));
+    }
+    let user_id = user_id_for_registration(&state, query.require("username")?)?;
+    if state.db(move |s| s.account(&user_id)).await?.is_some() {
+        return Err(AppError::UserInUse);
+    }
+    Ok(Json(json!({"available": true})))
+}
+
+/// `GET /_matrix/client/v1/register/m.login.registration_token/validity?token=`.
+pub async fn registration_token_validity(
+    State(state): State<AppState>,
+    query: QueryParams,
+) -> Result<Json<Value>, AppError> {
+    if state.config().registration != RegistrationMode::Token {
+        return Err(AppError::Forbidden(
+            "Registration tokens are not enabled".into(),
+        ));
+    }
+    let token = query.require("token")?.to_owned();
+    let found = state.db(move |s| s.registration_token(&token)).await?;
+    Ok(Json(
+        json!({"valid": found.is_some_and(|t| t.is_usable(now_ms()))}),
+    ))
+}
+
+/// `GET /login`.
+pub async fn login_flows() -> Json<Value> {
+    Json(json!({"flows": [{"type": "m.login.password"}]}))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginBody {
+    #[serde(rename = "type")]
+    kind: Option<Value>,
+    device_id: Option<Value>,
+    initial_device_display_name: Option<Value>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, Value>,
+}
+
+/// `POST /login` with `m.login.password`.
+pub async fn login(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    MatrixJson(body): MatrixJson<LoginBody>,
+) -> Result<Json<Value>, AppError> {
+    match &body.kind {
+        Some(Value::String(t)) if t == "m.login.password" => {}
+        Some(Value::String(_)) => return Err(AppError::BadRequest("Unknown login type".into())),
+        Some(_) => return Err(AppError::BadJson("type must be a string".into())),
+        None => return Err(AppError::MissingParam("Missing param: type".into())),
+    }
+    state
+        .limiters()
+        .login_per_ip
+        .check(ip.key())
+        .map_err(|retry_after_ms| AppError::LimitExceeded { retry_after_ms })?;
+    let (user, password) = uia::password_identity(&Value::Object(body.rest))?;
+    let device_id = opt_string(&body.device_id, "device_id")?
+        .map(|d| {
+            DeviceId::parse(&d)
+                .map_err(|e| AppError::InvalidParam(format!("Invalid device_id: {e}")))
+        })
+        .transpose()?;
+    let display_name = opt_display_name(&body.initial_device_display_name)?;
+
+    let user_id = local_user_id(&state, &user)?;
+    state
+        .limiters()
+        .login_per_account
+        .check(user_id.as_str())
+        .map_err(|retry_after_ms| AppError::LimitExceeded { retry_after_ms })?;
+    if !check_password(&state, &user_id, password).await? {
+        return Err(AppError::Forbidden("Invalid username or password".into()));
+    }
+
+    let device_id = device_id.unwrap_or_else(new_device_id);
+    let (token, token_hash) = secrets::new_access_token();
+    let session = NewSession {
+        device_id: device_id.clone(),
+        display_name,
+        token_hash,
+        ip: ip.0.clone(),
+        now: now_ms(),
+    };
+    let who = user_id.clone();
+    state.db(move |s| s.create_session(&who, session)).await?;
+    Ok(Json(json!({
+        "user_id": user_id,
+        "access_token": token,
+        "device_id": device_id,
+        "home_server": state.config().server_name,
+        "well_known": {"m.homeserver": {"base_url": format!("{}/", state.config().public_base_url)}},
+    })))
+}
+
+/// The local user a login names, from `@alice:server` or `alice`. Anything that cannot be
+/// ours is answered like a wrong password, so the reply never tells which part was wrong.
+pub fn local_user_id(state: &AppState, user: &str) -> Result<UserId, AppError> {
+    let wrong = || AppError::Forbidden("Invalid username or password".into());
+    let full = if user.starts_with('@') {
+        let parsed = UserId::parse(user).map_err(|_| wrong())?;
+        if parsed.server_name() != state.config().server_name {
+            return Err(wrong());
+        }
+        format!(
+            "@{}:{}",
+            parsed.localpart().to_lowercase(),
+            state.config().server_name
+        )
+    } else {
+        format!("@{}:{}", user.to_lowercase(), state.config().server_name)
+    };
+    UserId::parse(&full).map_err(|_| wrong())
+}
+
+/// True when `password` is the user's. Runs argon2 even for unknown users so that response
+/// time does not reveal which accounts exist.
+pub async fn check_password(
+    state: &AppState,
+    user_id: &UserId,
+    password: String,
+) -> Result<bool, AppError> {
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Ok(false);
+    }
+    let who = user_id.clone();
+    let account = state.db(move |s| s.account(&who)).await?;
+    let stored = account.and_then(|a| a.password_hash);
+    tokio::task::spawn_blocking(move || match stored {
+        Some(phc) => secrets::verify_password(&password, &phc),
+        None => {
+            secrets::verify_password(&password, dummy_hash());
+            false
+        }
+    })
+    .await
+    .map_err(|e| AppError::Internal(format!("password check task failed: {e}")))
+}
+
+fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| secrets::hash_password("roam-dummy-password").unwrap_or_default())
+}
+
+async fn hash_password(password: String) -> Result<String, AppError> {
+    tokio::task::spawn_blocking(move || secrets::hash_password(&password))
+        .await
+        .map_err(|e| AppError::Internal(format!("hash task failed: {e}")))?
+        .map_err(|e| AppError::Internal(e.to_string()))
+}
+
+/// `GET /account/whoami`.
+pub async fn whoami(auth: Authenticated) -> Json<Value> {
+    Json(json!({"user_id": auth.user_id, "device_id": auth.device_id, "is_guest": false}))
+}
+
+/// `POST /logout`: ends this session, which deletes its device and the device's keys.
+pub async fn logout(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> Result<Json<Value>, AppError> {
+    state
+        .db(move |s| s.delete_devices(&auth.user_id, &[auth.device_id]))
+        .await?;
+    Ok(Json(json!({})))
+}
+
+/// `POST /logout/all`.
+pub async fn logout_all(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> Result<Json<Value>, AppError> {
+    state
+        .db(move |s| s.delete_all_devices(&auth.user_id))
+        .await?;
+    Ok(Json(json!({})))
+}
+
+fn new_device_id() -> DeviceId {
+    // Ten upper-case letters always parse.
+    DeviceId::parse(&secrets::new_device_id())
+        .unwrap_or_else(|_| unreachable!("generated device IDs are valid"))
+}
+
+/// An optional string field: absent or null → `None`; another type → `M_INVALID_PARAM`.
+pub fn opt_string(v: &Option<Value>, name: &str) -> Result<Option<String>, AppError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(AppError::InvalidParam(format!(
+            "Invalid {name}: must be a string"
+        ))),
+    }
+}
+
+pub fn opt_display_name(v: &Option<Value>) -> Result<Option<String>, AppError> {
+    let name = opt_string(v, "display name")?;
+    if name
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_DISPLAY_NAME_LEN)
+    {
+        return Err(AppError::TooLarge(format!(
+            "Device display name is too long (max {MAX_DISPLAY_NAME_LEN})"
+        )));
+    }
+    Ok(name)
+}

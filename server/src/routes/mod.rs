@@ -1,0 +1,80 @@
+//! The HTTP surface: which path goes to which handler, plus the fallbacks that turn unknown
+//! paths and methods into Matrix `M_UNRECOGNIZED` errors.
+
+mod account;
+mod devices;
+mod keys;
+mod server;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// Everything under `/_matrix/client/{v3,r0}`: the two prefixes serve the same handlers.
+fn client_routes() -> Router<AppState> {
+    Router::new()
+        .route("/register", post(account::register))
+        .route("/register/available", get(account::register_available))
+        .route("/login", get(account::login_flows).post(account::login))
+        .route("/account/whoami", get(account::whoami))
+        .route("/logout", post(account::logout))
+        .route("/logout/all", post(account::logout_all))
+        .route("/devices", get(devices::list))
+        .route(
+            "/devices/{device_id}",
+            get(devices::get_one)
+                .put(devices::rename)
+                .delete(devices::delete_one),
+        )
+        .route("/delete_devices", post(devices::delete_many))
+        .route("/keys/upload", post(keys::upload))
+        .route("/keys/query", post(keys::query))
+        .route("/keys/claim", post(keys::claim))
+        .route("/keys/changes", get(keys::changes))
+        .route(
+            "/keys/device_signing/upload",
+            post(keys::device_signing_upload),
+        )
+        .route("/keys/signatures/upload", post(keys::signatures_upload))
+}
+
+/// The complete application with its state.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config().max_body_bytes;
+    Router::new()
+        .route("/_matrix/client/versions", get(server::versions))
+        .route(
+            "/_matrix/client/v1/register/m.login.registration_token/validity",
+            get(account::registration_token_validity),
+        )
+        .nest("/_matrix/client/v3", client_routes())
+        .nest("/_matrix/client/r0", client_routes())
+        .route("/_matrix/key/v2/server", get(server::server_keys))
+        .route(
+            "/_matrix/key/v2/server/{key_id}",
+            get(server::server_keys_by_id),
+        )
+        .route("/.well-known/matrix/server", get(server::well_known_server))
+        .route("/.well-known/matrix/client", get(server::well_known_client))
+        .route("/health", get(server::health))
+        .fallback(unrecognized)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+async fn unrecognized() -> AppError {
+    AppError::Unrecognized {
+        status: StatusCode::NOT_FOUND,
+    }
+}
+
+async fn method_not_allowed() -> AppError {
+    AppError::Unrecognized {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+    }
+}

@@ -1,0 +1,75 @@
+//! Server-level documents: supported versions, discovery (`.well-known`) and the server's
+//! signing keys.
+
+use axum::Json;
+use axum::extract::Path;
+use axum::extract::State;
+use roam_identity_core::{b64, signed};
+use serde_json::{Map, Value, json};
+
+use crate::error::AppError;
+use crate::state::{AppState, now_ms};
+
+/// `GET /_matrix/client/versions`.
+pub async fn versions() -> Json<Value> {
+    Json(json!({
+        "versions": ["r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11"],
+        "unstable_features": {},
+    }))
+}
+
+/// `GET /.well-known/matrix/server`.
+pub async fn well_known_server(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({"m.server": state.config().federation_address}))
+}
+
+/// `GET /.well-known/matrix/client`.
+pub async fn well_known_client(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({"m.homeserver": {"base_url": state.config().public_base_url}}))
+}
+
+/// `GET /health`: the process is up and its store answers.
+pub async fn health(State(state): State<AppState>) -> Result<&'static str, AppError> {
+    state.db(|s| s.key_change_position()).await?;
+    Ok("OK")
+}
+
+/// The signed server key document, valid for the configured time from now.
+pub fn server_key_document(state: &AppState, now: u64) -> Result<Value, AppError> {
+    let key = state.server_key();
+    let public = b64::encode(key.signing_key.verifying_key().as_bytes());
+    let old: Map<String, Value> = key
+        .old
+        .iter()
+        .map(|k| {
+            (
+                format!("ed25519:{}", k.version),
+                json!({"key": b64::encode(&k.public_key), "expired_ts": k.expired_ts}),
+            )
+        })
+        .collect();
+    let server_name = state.config().server_name.as_str();
+    let mut doc = json!({
+        "server_name": server_name,
+        "verify_keys": { key.key_id.as_str(): { "key": public } },
+        "old_verify_keys": old,
+        "valid_until_ts": now + state.config().key_validity_ms,
+    });
+    signed::sign(&mut doc, server_name, &key.key_id, &key.signing_key)
+        .map_err(|e| AppError::Internal(format!("signing server keys: {e}")))?;
+    Ok(doc)
+}
+
+/// `GET /_matrix/key/v2/server`.
+pub async fn server_keys(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+    server_key_document(&state, now_ms()).map(Json)
+}
+
+/// `GET /_matrix/key/v2/server/{keyId}`: deprecated; like Synapse, the key ID is ignored and
+/// the whole document returned.
+pub async fn server_keys_by_id(
+    State(state): State<AppState>,
+    _key_id: Path<String>,
+) -> Result<Json<Value>, AppError> {
+    server_key_document(&state, now_ms()).map(Json)
+}

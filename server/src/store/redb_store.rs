@@ -1,0 +1,816 @@
+//! The redb implementation of [`Store`]: one file in the data directory.
+//!
+//! Each method is one transaction. Reads use a read transaction (a consistent snapshot);
+//! writes use one write transaction that is committed (with redb's default immediate
+//! durability) before the method returns.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
+use roam_identity_core::{DeviceId, Millis, UserId, b64};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::tables::{self as t, PRINTABLE_END};
+use super::{
+    Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewSession, OldServerKey,
+    OneTimeKey, RegistrationToken, ServerKeyRecord, Store, StoreError, StoreResult, TokenOwner,
+};
+
+macro_rules! backend_errors {
+    ($($ty:ty),*) => {$(
+        impl From<$ty> for StoreError {
+            fn from(e: $ty) -> Self {
+                StoreError::Backend(e.to_string())
+            }
+        }
+    )*};
+}
+backend_errors!(
+    redb::Error,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+impl From<redb::DatabaseError> for StoreError {
+    fn from(e: redb::DatabaseError) -> Self {
+        match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked,
+            e => StoreError::Backend(e.to_string()),
+        }
+    }
+}
+
+/// The homeserver store on redb.
+#[derive(Debug)]
+pub struct RedbStore {
+    db: Database,
+}
+
+impl RedbStore {
+    /// Opens (or creates) `roam.redb` in `data_dir`, creating the directory if needed.
+    pub fn open_dir(data_dir: &Path) -> StoreResult<Self> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Backend(format!("cannot create {}: {e}", data_dir.display()))
+        })?;
+        Self::open(&data_dir.join("roam.redb"))
+    }
+
+    /// Opens (or creates) the database file at `path`.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        Self::init(Database::create(path)?)
+    }
+
+    /// A store that lives in memory only, for tests.
+    pub fn in_memory() -> StoreResult<Self> {
+        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
+        Self::init(db)
+    }
+
+    fn init(db: Database) -> StoreResult<Self> {
+        let txn = db.begin_write()?;
+        {
+            // Creating every table up front lets read transactions open them unconditionally.
+            let mut meta = txn.open_table(t::META)?;
+            txn.open_table(t::OLD_SERVER_KEYS)?;
+            txn.open_table(t::ACCOUNTS)?;
+            txn.open_table(t::DEVICES)?;
+            txn.open_table(t::ACCESS_TOKENS)?;
+            txn.open_table(t::DEVICE_KEYS)?;
+            txn.open_table(t::ONE_TIME_KEYS)?;
+            txn.open_table(t::FALLBACK_KEYS)?;
+            txn.open_table(t::CROSS_SIGNING_KEYS)?;
+            txn.open_table(t::KEY_SIGNATURES)?;
+            txn.open_table(t::KEY_CHANGES)?;
+            txn.open_table(t::REGISTRATION_TOKENS)?;
+            let stored = meta
+                .get(t::META_SCHEMA)?
+                .map(|v| decode_u64(v.value()))
+                .transpose()?;
+            match stored {
+                None => {
+                    meta.insert(t::META_SCHEMA, t::SCHEMA_VERSION.to_be_bytes().as_slice())?;
+                }
+                Some(v) if v == t::SCHEMA_VERSION => {}
+                Some(v) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "schema version {v}, this build understands {}",
+                        t::SCHEMA_VERSION
+                    )));
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(Self { db })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> StoreResult<T>) -> StoreResult<T> {
+        let txn = self.db.begin_read()?;
+        f(&txn)
+    }
+
+    /// Runs `f` in one write transaction and commits only if it succeeded; dropping an
+    /// uncommitted transaction aborts it.
+    fn write<T>(&self, f: impl FnOnce(&WriteTransaction) -> StoreResult<T>) -> StoreResult<T> {
+        let txn = self.db.begin_write()?;
+        let out = f(&txn)?;
+        txn.commit()?;
+        Ok(out)
+    }
+}
+
+fn decode_u64(bytes: &[u8]) -> StoreResult<u64> {
+    <[u8; 8]>::try_from(bytes)
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt("u64 of wrong length".into()))
+}
+
+fn to_json<T: Serialize>(row: &T) -> StoreResult<String> {
+    serde_json::to_string(row).map_err(|e| StoreError::Backend(format!("encoding row: {e}")))
+}
+
+fn from_json<T: DeserializeOwned>(text: &str) -> StoreResult<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn parse_user(s: &str) -> StoreResult<UserId> {
+    UserId::parse(s).map_err(|e| StoreError::Corrupt(format!("user ID {s:?}: {e}")))
+}
+
+fn parse_device(s: &str) -> StoreResult<DeviceId> {
+    DeviceId::parse(s).map_err(|e| StoreError::Corrupt(format!("device ID {s:?}: {e}")))
+}
+
+fn device_from_row(user_id: &UserId, device_id: &str, row: t::DeviceRow) -> StoreResult<Device> {
+    Ok(Device {
+        user_id: user_id.clone(),
+        device_id: parse_device(device_id)?,
+        display_name: row.display_name,
+        created_at: row.created_at,
+        last_seen_ip: row.last_seen_ip,
+        last_seen_ts: row.last_seen_ts,
+    })
+}
+
+/// Appends `user` to the key-change stream and returns the new position.
+fn bump_key_stream(txn: &WriteTransaction, user: &str) -> StoreResult<u64> {
+    let mut meta = txn.open_table(t::META)?;
+    let current = meta
+        .get(t::META_KEY_STREAM)?
+        .map(|v| decode_u64(v.value()))
+        .transpose()?
+        .unwrap_or(0);
+    let next = current + 1;
+    meta.insert(t::META_KEY_STREAM, next.to_be_bytes().as_slice())?;
+    txn.open_table(t::KEY_CHANGES)?.insert(next, user)?;
+    Ok(next)
+}
+
+/// Inserts or updates a device row and points a fresh token at it, revoking the old one.
+fn put_session(txn: &WriteTransaction, user_id: &UserId, s: NewSession) -> StoreResult<()> {
+    let mut devices = txn.open_table(t::DEVICES)?;
+    let mut tokens = txn.open_table(t::ACCESS_TOKENS)?;
+    let key = (user_id.as_str(), s.device_id.as_str());
+    let existing: Option<t::DeviceRow> = devices
+        .get(key)?
+        .map(|v| from_json(v.value()))
+        .transpose()?;
+    let row = match existing {
+        Some(mut row) => {
+            if let Some(old) = row.token_hash.take() {
+                let old = hex::decode(&old).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                tokens.remove(old.as_slice())?;
+            }
+            if s.display_name.is_some() {
+                row.display_name = s.display_name;
+            }
+            row.token_hash = Some(hex::encode(s.token_hash));
+            row.last_seen_ip = s.ip;
+            row.last_seen_ts = Some(s.now);
+            row
+        }
+        None => t::DeviceRow {
+            display_name: s.display_name,
+            created_at: s.now,
+            token_hash: Some(hex::encode(s.token_hash)),
+            last_seen_ip: s.ip,
+            last_seen_ts: Some(s.now),
+        },
+    };
+    devices.insert(key, to_json(&row)?.as_str())?;
+    let owner = t::TokenRow {
+        user_id: user_id.as_str().to_owned(),
+        device_id: s.device_id.as_str().to_owned(),
+    };
+    tokens.insert(s.token_hash.as_slice(), to_json(&owner)?.as_str())?;
+    Ok(())
+}
+
+/// Removes a device with its token, keys and the signatures made on it.
+fn remove_device(txn: &WriteTransaction, user: &str, device: &str) -> StoreResult<()> {
+    let row: Option<t::DeviceRow> = txn
+        .open_table(t::DEVICES)?
+        .remove((user, device))?
+        .map(|v| from_json(v.value()))
+        .transpose()?;
+    let Some(row) = row else { return Ok(()) };
+    if let Some(hash) = row.token_hash {
+        let hash = hex::decode(&hash).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        txn.open_table(t::ACCESS_TOKENS)?.remove(hash.as_slice())?;
+    }
+    let had_keys = txn
+        .open_table(t::DEVICE_KEYS)?
+        .remove((user, device))?
+        .is_some();
+    txn.open_table(t::ONE_TIME_KEYS)?
+        .retain_in((user, device, "")..(user, device, PRINTABLE_END), |_, _| {
+            false
+        })?;
+    txn.open_table(t::FALLBACK_KEYS)?
+        .retain_in((user, device, "")..(user, device, PRINTABLE_END), |_, _| {
+            false
+        })?;
+    txn.open_table(t::KEY_SIGNATURES)?.retain_in(
+        (user, device, "", "")..(user, device, PRINTABLE_END, ""),
+        |_, _| false,
+    )?;
+    if had_keys {
+        bump_key_stream(txn, user)?;
+    }
+    Ok(())
+}
+
+fn device_ids(txn: &WriteTransaction, user: &str) -> StoreResult<Vec<String>> {
+    let devices = txn.open_table(t::DEVICES)?;
+    let mut out = Vec::new();
+    for entry in devices.range((user, "")..(user, PRINTABLE_END))? {
+        let (k, _) = entry?;
+        out.push(k.value().1.to_owned());
+    }
+    Ok(out)
+}
+
+fn count_otks(
+    txn_table: &impl ReadableTable<(&'static str, &'static str, &'static str), &'static str>,
+    user: &str,
+    device: &str,
+) -> StoreResult<BTreeMap<String, u64>> {
+    let mut counts = BTreeMap::new();
+    for entry in txn_table.range((user, device, "")..(user, device, PRINTABLE_END))? {
+        let (k, _) = entry?;
+        let key_id = k.value().2;
+        let algorithm = key_id.split_once(':').map_or(key_id, |(a, _)| a);
+        *counts.entry(algorithm.to_owned()).or_insert(0) += 1;
+    }
+    Ok(counts)
+}
+
+impl Store for RedbStore {
+    fn server_key_or_insert(&self, candidate: ServerKeyRecord) -> StoreResult<ServerKeyRecord> {
+        self.write(|txn| {
+            let mut meta = txn.open_table(t::META)?;
+            if let Some(v) = meta.get(t::META_SERVER_KEY)? {
+                let text = std::str::from_utf8(v.value())
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let row: t::ServerKeyRow = from_json(text)?;
+                let seed = b64::decode_array::<32>(&row.seed)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                return Ok(ServerKeyRecord {
+                    version: row.version,
+                    seed,
+                    created_at: row.created_at,
+                });
+            }
+            let row = t::ServerKeyRow {
+                version: candidate.version.clone(),
+                seed: b64::encode(&candidate.seed),
+                created_at: candidate.created_at,
+            };
+            meta.insert(t::META_SERVER_KEY, to_json(&row)?.as_bytes())?;
+            Ok(candidate)
+        })
+    }
+
+    fn old_server_keys(&self) -> StoreResult<Vec<OldServerKey>> {
+        self.read(|txn| {
+            let table = txn.open_table(t::OLD_SERVER_KEYS)?;
+            let mut out = Vec::new();
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                let row: t::OldServerKeyRow = from_json(v.value())?;
+                out.push(OldServerKey {
+                    version: k.value().to_owned(),
+                    public_key: b64::decode_array::<32>(&row.public_key)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    expired_ts: row.expired_ts,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn create_account(
+        &self,
+        account: Account,
+        session: Option<NewSession>,
+        registration_token: Option<&str>,
+    ) -> StoreResult<()> {
+        self.write(|txn| {
+            let user = account.user_id.as_str();
+            {
+                let mut accounts = txn.open_table(t::ACCOUNTS)?;
+                if accounts.get(user)?.is_some() {
+                    return Err(StoreError::UserInUse(user.to_owned()));
+                }
+                let row = t::AccountRow {
+                    password_hash: account.password_hash.clone(),
+                    created_at: account.created_at,
+                };
+                accounts.insert(user, to_json(&row)?.as_str())?;
+            }
+            if let Some(token) = registration_token {
+                let mut tokens = txn.open_table(t::REGISTRATION_TOKENS)?;
+                let mut row: t::RegistrationTokenRow = match tokens.get(token)? {
+                    Some(v) => from_json(v.value())?,
+                    None => return Err(StoreError::TokenInvalid),
+                };
+                let usable = row.uses_allowed.is_none_or(|n| row.completed < n)
+                    && row.expiry_time.is_none_or(|t| account.created_at < t);
+                if !usable {
+                    return Err(StoreError::TokenInvalid);
+                }
+                row.completed += 1;
+                tokens.insert(token, to_json(&row)?.as_str())?;
+            }
+            if let Some(session) = session {
+                put_session(txn, &account.user_id, session)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn account(&self, user_id: &UserId) -> StoreResult<Option<Account>> {
+        self.read(|txn| {
+            let accounts = txn.open_table(t::ACCOUNTS)?;
+            let Some(v) = accounts.get(user_id.as_str())? else {
+                return Ok(None);
+            };
+            let row: t::AccountRow = from_json(v.value())?;
+            Ok(Some(Account {
+                user_id: user_id.clone(),
+                password_hash: row.password_hash,
+                created_at: row.created_at,
+            }))
+        })
+    }
+
+    fn create_session(&self, user_id: &UserId, session: NewSession) -> StoreResult<()> {
+        self.write(|txn| {
+            if txn
+                .open_table(t::ACCOUNTS)?
+                .get(user_id.as_str())?
+                .is_none()
+            {
+                return Err(StoreError::NotFound("account"));
+            }
+            put_session(txn, user_id, session)
+        })
+    }
+
+    fn token_owner(&self, token_hash: &[u8; 32]) -> StoreResult<Option<TokenOwner>> {
+        self.read(|txn| {
+            let tokens = txn.open_table(t::ACCESS_TOKENS)?;
+            let Some(v) = tokens.get(token_hash.as_slice())? else {
+                return Ok(None);
+            };
+            let row: t::TokenRow = from_json(v.value())?;
+            Ok(Some(TokenOwner {
+                user_id: parse_user(&row.user_id)?,
+                device_id: parse_device(&row.device_id)?,
+            }))
+        })
+    }
+
+    fn delete_devices(&self, user_id: &UserId, devices: &[DeviceId]) -> StoreResult<()> {
+        self.write(|txn| {
+            for d in devices {
+                remove_device(txn, user_id.as_str(), d.as_str())?;
+            }
+            Ok(())
+        })
+    }
+
+    fn delete_all_devices(&self, user_id: &UserId) -> StoreResult<()> {
+        self.write(|txn| {
+            for d in device_ids(txn, user_id.as_str())? {
+                remove_device(txn, user_id.as_str(), &d)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn devices(&self, user_id: &UserId) -> StoreResult<Vec<Device>> {
+        self.read(|txn| {
+            let devices = txn.open_table(t::DEVICES)?;
+            let u = user_id.as_str();
+            let mut out = Vec::new();
+            for entry in devices.range((u, "")..(u, PRINTABLE_END))? {
+                let (k, v) = entry?;
+                out.push(device_from_row(
+                    user_id,
+                    k.value().1,
+                    from_json(v.value())?,
+                )?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn device(&self, user_id: &UserId, device_id: &DeviceId) -> StoreResult<Option<Device>> {
+        self.read(|txn| {
+            let devices = txn.open_table(t::DEVICES)?;
+            let Some(v) = devices.get((user_id.as_str(), device_id.as_str()))? else {
+                return Ok(None);
+            };
+            Ok(Some(device_from_row(
+                user_id,
+                device_id.as_str(),
+                from_json(v.value())?,
+            )?))
+        })
+    }
+
+    fn set_device_display_name(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        name: Option<String>,
+    ) -> StoreResult<()> {
+        self.write(|txn| {
+            let mut devices = txn.open_table(t::DEVICES)?;
+            let key = (user_id.as_str(), device_id.as_str());
+            let mut row: t::DeviceRow = match devices.get(key)? {
+                Some(v) => from_json(v.value())?,
+                None => return Err(StoreError::NotFound("device")),
+            };
+            row.display_name = name;
+            devices.insert(key, to_json(&row)?.as_str())?;
+            // The display name is part of what /keys/query returns.
+            if txn.open_table(t::DEVICE_KEYS)?.get(key)?.is_some() {
+                bump_key_stream(txn, user_id.as_str())?;
+            }
+            Ok(())
+        })
+    }
+
+    fn upload_keys(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        upload: KeysUpload,
+        _now: Millis,
+    ) -> StoreResult<BTreeMap<String, u64>> {
+        let (u, d) = (user_id.as_str(), device_id.as_str());
+        self.write(|txn| {
+            if txn.open_table(t::DEVICES)?.get((u, d))?.is_none() {
+                return Err(StoreError::NotFound("device"));
+            }
+            if let Some(keys) = &upload.device_keys {
+                let text = to_json(keys)?;
+                let mut table = txn.open_table(t::DEVICE_KEYS)?;
+                let changed = table.get((u, d))?.is_none_or(|old| old.value() != text);
+                if changed {
+                    table.insert((u, d), text.as_str())?;
+                    drop(table);
+                    bump_key_stream(txn, u)?;
+                }
+            }
+            let mut otks = txn.open_table(t::ONE_TIME_KEYS)?;
+            for k in &upload.one_time_keys {
+                let text = to_json(&k.key)?;
+                let existing = otks
+                    .get((u, d, k.key_id.as_str()))?
+                    .map(|v| v.value().to_owned());
+                match existing {
+                    // Re-uploading the same key is harmless (a retried request); a different key
+                    // under the same ID would silently change what a peer may have claimed.
+                    Some(old) if old == text => {}
+                    Some(_) => {
+                        return Err(StoreError::KeyConflict {
+                            key_id: k.key_id.clone(),
+                        });
+                    }
+                    None => {
+                        otks.insert((u, d, k.key_id.as_str()), text.as_str())?;
+                    }
+                }
+            }
+            let mut fallbacks = txn.open_table(t::FALLBACK_KEYS)?;
+            for k in upload.fallback_keys {
+                let algorithm = k
+                    .key_id
+                    .split_once(':')
+                    .map_or(k.key_id.as_str(), |(a, _)| a)
+                    .to_owned();
+                let row = t::FallbackKeyRow {
+                    key_id: k.key_id,
+                    key: k.key,
+                    used: false,
+                };
+                fallbacks.insert((u, d, algorithm.as_str()), to_json(&row)?.as_str())?;
+            }
+            count_otks(&otks, u, d)
+        })
+    }
+
+    fn one_time_key_counts(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+    ) -> StoreResult<BTreeMap<String, u64>> {
+        self.read(|txn| {
+            count_otks(
+                &txn.open_table(t::ONE_TIME_KEYS)?,
+                user_id.as_str(),
+                device_id.as_str(),
+            )
+        })
+    }
+
+    fn device_keys(
+        &self,
+        user_id: &UserId,
+        only: &[DeviceId],
+    ) -> StoreResult<Vec<(Device, Value)>> {
+        self.read(|txn| {
+            let keys = txn.open_table(t::DEVICE_KEYS)?;
+            let devices = txn.open_table(t::DEVICES)?;
+            let u = user_id.as_str();
+            let mut out = Vec::new();
+            let mut push = |device: &str, json: &str| -> StoreResult<()> {
+                let Some(row) = devices.get((u, device))? else {
+                    return Ok(());
+                };
+                let dev = device_from_row(user_id, device, from_json(row.value())?)?;
+                out.push((dev, from_json(json)?));
+                Ok(())
+            };
+            if only.is_empty() {
+                for entry in keys.range((u, "")..(u, PRINTABLE_END))? {
+                    let (k, v) = entry?;
+                    push(k.value().1, v.value())?;
+                }
+            } else {
+                for d in only {
+                    if let Some(v) = keys.get((u, d.as_str()))? {
+                        push(d.as_str(), v.value())?;
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn claim_key(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        algorithm: &str,
+    ) -> StoreResult<Option<OneTimeKey>> {
+        let (u, d) = (user_id.as_str(), device_id.as_str());
+        let lo = format!("{algorithm}:");
+        // ';' is the character after ':', so this range is exactly "algorithm:*".
+        let hi = format!("{algorithm};");
+        self.write(|txn| {
+            let mut otks = txn.open_table(t::ONE_TIME_KEYS)?;
+            let first = otks
+                .range((u, d, lo.as_str())..(u, d, hi.as_str()))?
+                .next()
+                .transpose()?
+                .map(|(k, v)| (k.value().2.to_owned(), v.value().to_owned()));
+            if let Some((key_id, text)) = first {
+                otks.remove((u, d, key_id.as_str()))?;
+                return Ok(Some(OneTimeKey {
+                    key_id,
+                    key: from_json(&text)?,
+                }));
+            }
+            let mut fallbacks = txn.open_table(t::FALLBACK_KEYS)?;
+            let row: Option<t::FallbackKeyRow> = fallbacks
+                .get((u, d, algorithm))?
+                .map(|v| from_json(v.value()))
+                .transpose()?;
+            match row {
+                Some(mut row) => {
+                    let key = OneTimeKey {
+                        key_id: row.key_id.clone(),
+                        key: row.key.clone(),
+                    };
+                    if !row.used {
+                        row.used = true;
+                        fallbacks.insert((u, d, algorithm), to_json(&row)?.as_str())?;
+                    }
+                    Ok(Some(key))
+                }
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn unused_fallback_key_types(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+    ) -> StoreResult<Vec<String>> {
+        self.read(|txn| {
+            let table = txn.open_table(t::FALLBACK_KEYS)?;
+            let (u, d) = (user_id.as_str(), device_id.as_str());
+            let mut out = Vec::new();
+            for entry in table.range((u, d, "")..(u, d, PRINTABLE_END))? {
+                let (k, v) = entry?;
+                let row: t::FallbackKeyRow = from_json(v.value())?;
+                if !row.used {
+                    out.push(k.value().2.to_owned());
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn cross_signing_keys(
+        &self,
+        user_id: &UserId,
+    ) -> StoreResult<BTreeMap<CrossSigningKind, Value>> {
+        self.read(|txn| {
+            let table = txn.open_table(t::CROSS_SIGNING_KEYS)?;
+            let mut out = BTreeMap::new();
+            for kind in CrossSigningKind::ALL {
+                if let Some(v) = table.get((user_id.as_str(), kind.as_str()))? {
+                    out.insert(kind, from_json(v.value())?);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn put_cross_signing_keys(
+        &self,
+        user_id: &UserId,
+        keys: Vec<(CrossSigningKind, Value)>,
+        _now: Millis,
+    ) -> StoreResult<()> {
+        self.write(|txn| {
+            let u = user_id.as_str();
+            {
+                let mut table = txn.open_table(t::CROSS_SIGNING_KEYS)?;
+                let replaces_master = keys.iter().any(|(k, _)| *k == CrossSigningKind::Master);
+                for (kind, key) in &keys {
+                    table.insert((u, kind.as_str()), to_json(key)?.as_str())?;
+                }
+                if replaces_master {
+                    // Signatures made by or on the old identity no longer describe the new one.
+                    drop(table);
+                    let mut sigs = txn.open_table(t::KEY_SIGNATURES)?;
+                    sigs.retain(|(target, _, signer, _), _| target != u && signer != u)?;
+                }
+            }
+            bump_key_stream(txn, u)?;
+            Ok(())
+        })
+    }
+
+    fn add_key_signatures(&self, signatures: Vec<KeySignature>, _now: Millis) -> StoreResult<()> {
+        self.write(|txn| {
+            let mut touched = std::collections::BTreeSet::new();
+            {
+                let mut table = txn.open_table(t::KEY_SIGNATURES)?;
+                for s in &signatures {
+                    table.insert(
+                        (
+                            s.target_user.as_str(),
+                            s.target_key.as_str(),
+                            s.signer_user.as_str(),
+                            s.signer_key_id.as_str(),
+                        ),
+                        s.signature.as_str(),
+                    )?;
+                    touched.insert(s.target_user.as_str().to_owned());
+                }
+            }
+            for user in touched {
+                bump_key_stream(txn, &user)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn key_signatures(&self, target_user: &UserId) -> StoreResult<Vec<KeySignature>> {
+        self.read(|txn| {
+            let table = txn.open_table(t::KEY_SIGNATURES)?;
+            let u = target_user.as_str();
+            let mut out = Vec::new();
+            // Cross-signing key IDs are base64 and device IDs printable ASCII: all below 0x7F.
+            for entry in table.range((u, "", "", "")..(u, PRINTABLE_END, "", ""))? {
+                let (k, v) = entry?;
+                let (_, target_key, signer_user, signer_key_id) = k.value();
+                out.push(KeySignature {
+                    target_user: target_user.clone(),
+                    target_key: target_key.to_owned(),
+                    signer_user: parse_user(signer_user)?,
+                    signer_key_id: signer_key_id.to_owned(),
+                    signature: v.value().to_owned(),
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn key_change_position(&self) -> StoreResult<u64> {
+        self.read(|txn| {
+            let meta = txn.open_table(t::META)?;
+            meta.get(t::META_KEY_STREAM)?
+                .map(|v| decode_u64(v.value()))
+                .transpose()
+                .map(|v| v.unwrap_or(0))
+        })
+    }
+
+    fn key_changes(&self, from: u64, to: u64) -> StoreResult<Vec<UserId>> {
+        if to <= from {
+            return Ok(Vec::new());
+        }
+        self.read(|txn| {
+            let table = txn.open_table(t::KEY_CHANGES)?;
+            let mut users = std::collections::BTreeSet::new();
+            for entry in table.range(from + 1..=to)? {
+                let (_, v) = entry?;
+                users.insert(v.value().to_owned());
+            }
+            users.iter().map(|u| parse_user(u)).collect()
+        })
+    }
+
+    fn create_registration_token(&self, token: RegistrationToken) -> StoreResult<()> {
+        self.write(|txn| {
+            let mut table = txn.open_table(t::REGISTRATION_TOKENS)?;
+            if table.get(token.token.as_str())?.is_some() {
+                return Err(StoreError::TokenExists);
+            }
+            let row = t::RegistrationTokenRow {
+                uses_allowed: token.uses_allowed,
+                completed: token.completed,
+                expiry_time: token.expiry_time,
+                created_at: token.created_at,
+            };
+            table.insert(token.token.as_str(), to_json(&row)?.as_str())?;
+            Ok(())
+        })
+    }
+
+    fn registration_tokens(&self) -> StoreResult<Vec<RegistrationToken>> {
+        self.read(|txn| {
+            let table = txn.open_table(t::REGISTRATION_TOKENS)?;
+            let mut out = Vec::new();
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                out.push(token_from_row(k.value(), from_json(v.value())?));
+            }
+            Ok(out)
+        })
+    }
+
+    fn registration_token(&self, token: &str) -> StoreResult<Option<RegistrationToken>> {
+        self.read(|txn| {
+            let table = txn.open_table(t::REGISTRATION_TOKENS)?;
+            let row = table
+                .get(token)?
+                .map(|v| from_json(v.value()))
+                .transpose()?;
+            Ok(row.map(|row| token_from_row(token, row)))
+        })
+    }
+
+    fn revoke_registration_token(&self, token: &str) -> StoreResult<()> {
+        self.write(|txn| {
+            let mut table = txn.open_table(t::REGISTRATION_TOKENS)?;
+            match table.remove(token)? {
+                Some(_) => Ok(()),
+                None => Err(StoreError::NotFound("registration token")),
+            }
+        })
+    }
+}
+
+fn token_from_row(token: &str, row: t::RegistrationTokenRow) -> RegistrationToken {
+    RegistrationToken {
+        token: token.to_owned(),
+        uses_allowed: row.uses_allowed,
+        completed: row.completed,
+        expiry_time: row.expiry_time,
+        created_at: row.created_at,
+    }
+}

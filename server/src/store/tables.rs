@@ -1,0 +1,116 @@
+//! Every redb table of the homeserver and the layout of its keys and values, in one place.
+//!
+//! Keys are tuples of strings so that one user's (or one device's) rows are a contiguous
+//! range: `(user_id, device_id, …)`. Values that are records are JSON-encoded row structs
+//! defined here; they are a storage format, separate from both the internal types in
+//! [`super`] and the Matrix wire format, so either can change without a migration.
+//! Uploaded Matrix objects (device keys, one-time keys, cross-signing keys) are stored as the
+//! JSON text the client sent, after validation.
+
+use redb::TableDefinition;
+use serde::{Deserialize, Serialize};
+
+/// Bumped when a layout below changes incompatibly.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// `name → bytes`. Names: [`META_SCHEMA`], [`META_SERVER_KEY`], [`META_KEY_STREAM`].
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub const META_SCHEMA: &str = "schema_version";
+/// JSON [`ServerKeyRow`].
+pub const META_SERVER_KEY: &str = "server_key";
+/// u64 big-endian: the newest key-change stream position.
+pub const META_KEY_STREAM: &str = "key_stream";
+
+/// `version → JSON OldServerKeyRow`.
+pub const OLD_SERVER_KEYS: TableDefinition<&str, &str> = TableDefinition::new("old_server_keys");
+
+/// `user_id → JSON AccountRow`.
+pub const ACCOUNTS: TableDefinition<&str, &str> = TableDefinition::new("accounts");
+
+/// `(user_id, device_id) → JSON DeviceRow`.
+pub const DEVICES: TableDefinition<(&str, &str), &str> = TableDefinition::new("devices");
+
+/// `sha256(access token) → JSON TokenRow`. The device row holds the reverse link.
+pub const ACCESS_TOKENS: TableDefinition<&[u8], &str> = TableDefinition::new("access_tokens");
+
+/// `(user_id, device_id) → device keys JSON`.
+pub const DEVICE_KEYS: TableDefinition<(&str, &str), &str> = TableDefinition::new("device_keys");
+
+/// `(user_id, device_id, "algorithm:key_id") → key JSON`. The algorithm prefix makes "one key
+/// of this algorithm" a range scan.
+pub const ONE_TIME_KEYS: TableDefinition<(&str, &str, &str), &str> =
+    TableDefinition::new("one_time_keys");
+
+/// `(user_id, device_id, algorithm) → JSON FallbackKeyRow`.
+pub const FALLBACK_KEYS: TableDefinition<(&str, &str, &str), &str> =
+    TableDefinition::new("fallback_keys");
+
+/// `(user_id, "master" | "self_signing" | "user_signing") → key JSON`.
+pub const CROSS_SIGNING_KEYS: TableDefinition<(&str, &str), &str> =
+    TableDefinition::new("cross_signing_keys");
+
+/// `(target_user, target_key, signer_user, signer_key_id) → unpadded base64 signature`.
+pub const KEY_SIGNATURES: TableDefinition<(&str, &str, &str, &str), &str> =
+    TableDefinition::new("key_signatures");
+
+/// `stream position → user_id` whose keys changed at that position.
+pub const KEY_CHANGES: TableDefinition<u64, &str> = TableDefinition::new("key_changes");
+
+/// `token → JSON RegistrationTokenRow`.
+pub const REGISTRATION_TOKENS: TableDefinition<&str, &str> =
+    TableDefinition::new("registration_tokens");
+
+/// Upper bound for device IDs and key IDs in range scans: they are printable ASCII (< 0x7F).
+pub const PRINTABLE_END: &str = "\u{7f}";
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ServerKeyRow {
+    pub version: String,
+    /// Unpadded base64 of the 32-byte seed.
+    pub seed: String,
+    pub created_at: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OldServerKeyRow {
+    /// Unpadded base64 of the public key.
+    pub public_key: String,
+    pub expired_ts: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AccountRow {
+    pub password_hash: Option<String>,
+    pub created_at: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeviceRow {
+    pub display_name: Option<String>,
+    pub created_at: u64,
+    /// Hex sha256 of the device's access token, so that deleting the device revokes it.
+    pub token_hash: Option<String>,
+    pub last_seen_ip: Option<String>,
+    pub last_seen_ts: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TokenRow {
+    pub user_id: String,
+    pub device_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FallbackKeyRow {
+    pub key_id: String,
+    pub key: serde_json::Value,
+    pub used: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RegistrationTokenRow {
+    pub uses_allowed: Option<u32>,
+    pub completed: u32,
+    pub expiry_time: Option<u64>,
+    pub created_at: u64,
+}

@@ -1,0 +1,291 @@
+//! User-interactive authentication (UIA), as Synapse runs it.
+//!
+//! The first request without `auth` gets a 401 with the flows and a new `session`; the client
+//! repeats the request with `auth: {type, session, …}` for each stage until one flow is
+//! complete. A session is bound to what it authorises (registration, or one user's device
+//! deletion / key replacement) so that it cannot be replayed for something else. Sessions live
+//! in memory for a few minutes: losing them on restart only makes a client start over.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use roam_identity_core::UserId;
+use serde_json::{Value, json};
+
+use crate::error::{AppError, UiaChallenge};
+use crate::secrets;
+
+pub const DUMMY: &str = "m.login.dummy";
+pub const PASSWORD: &str = "m.login.password";
+pub const REGISTRATION_TOKEN: &str = "m.login.registration_token";
+
+const SESSION_TTL: Duration = Duration::from_secs(15 * 60);
+const MAX_SESSIONS: usize = 10_000;
+
+/// What a UIA session authorises.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purpose {
+    Register,
+    /// Deleting devices of this user.
+    DeleteDevices(UserId),
+    /// Replacing this user's cross-signing keys.
+    CrossSigning(UserId),
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    purpose: Purpose,
+    created: Instant,
+    completed: Vec<String>,
+    registration_token: Option<String>,
+}
+
+/// The in-memory session table.
+#[derive(Debug, Default)]
+pub struct UiaSessions {
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+/// A stage the client claims to have completed, before checking it.
+#[derive(Debug)]
+pub struct StageAttempt {
+    pub session: String,
+    pub kind: String,
+    pub auth: Value,
+}
+
+/// What a successful UIA run leaves behind.
+#[derive(Debug, Default)]
+pub struct Completed {
+    /// The registration token the client presented, to be consumed with the account.
+    pub registration_token: Option<String>,
+}
+
+impl UiaSessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        // The map stays consistent even if a holder panicked: every update is one insert.
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn create(&self, purpose: Purpose) -> String {
+        let id = secrets::new_opaque_id(24);
+        let mut map = self.lock();
+        let now = Instant::now();
+        map.retain(|_, s| now.duration_since(s.created) < SESSION_TTL);
+        if map.len() >= MAX_SESSIONS {
+            // Bound memory against clients that open sessions and never finish them.
+            if let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, s)| s.created)
+                .map(|(k, _)| k.clone())
+            {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(
+            id.clone(),
+            Session {
+                purpose,
+                created: now,
+                completed: Vec::new(),
+                registration_token: None,
+            },
+        );
+        id
+    }
+
+    /// Starts or continues UIA for `purpose`. Returns the stage to check, or the 401
+    /// challenge to send when the client has not attempted a stage.
+    pub fn begin(
+        &self,
+        purpose: Purpose,
+        flows: &[Vec<&'static str>],
+        auth: Option<&Value>,
+    ) -> Result<StageAttempt, AppError> {
+        let Some(auth) = auth.filter(|a| !a.is_null()) else {
+            let session = self.create(purpose);
+            return Err(self.challenge(&session, flows, None));
+        };
+        if !auth.is_object() {
+            return Err(AppError::BadJson("auth must be an object".into()));
+        }
+        let session = match auth.get("session") {
+            None => self.create(purpose.clone()),
+            Some(Value::String(id)) => {
+                let map = self.lock();
+                match map.get(id) {
+                    Some(s) if s.purpose == purpose && s.created.elapsed() < SESSION_TTL => {
+                        id.clone()
+                    }
+                    // Unknown, expired, or issued for another operation or user.
+                    _ => return Err(AppError::BadRequest("Unknown session ID".into())),
+                }
+            }
+            Some(_) => return Err(AppError::BadJson("auth.session must be a string".into())),
+        };
+        match auth.get("type") {
+            // No type: the client asks where the session stands.
+            None => Err(self.challenge(&session, flows, None)),
+            Some(Value::String(kind)) => {
+                let allowed = flows.iter().flatten().any(|s| s == kind);
+                if !allowed {
+                    return Err(self.challenge(
+                        &session,
+                        flows,
+                        Some(("M_UNRECOGNIZED", format!("Unrecognized login type {kind}"))),
+                    ));
+                }
+                Ok(StageAttempt {
+                    session,
+                    kind: kind.clone(),
+                    auth: auth.clone(),
+                })
+            }
+            Some(_) => Err(AppError::BadJson("auth.type must be a string".into())),
+        }
+    }
+
+    /// Records the outcome of a checked stage: a failure answers the challenge with the
+    /// error; a success either completes a flow or asks for the next stage.
+    pub fn finish(
+        &self,
+        attempt: StageAttempt,
+        flows: &[Vec<&'static str>],
+        outcome: Result<Option<String>, (&'static str, String)>,
+    ) -> Result<Completed, AppError> {
+        let token = match outcome {
+            Ok(token) => token,
+            Err(error) => return Err(self.challenge(&attempt.session, flows, Some(error))),
+        };
+        let mut map = self.lock();
+        let Some(session) = map.get_mut(&attempt.session) else {
+            return Err(AppError::BadRequest("Unknown session ID".into()));
+        };
+        if !session.completed.contains(&attempt.kind) {
+            session.completed.push(attempt.kind.clone());
+        }
+        if token.is_some() {
+            session.registration_token = token;
+        }
+        let done = flows.iter().any(|flow| {
+            flow.iter()
+                .all(|stage| session.completed.iter().any(|c| c == stage))
+        });
+        if done {
+            let registration_token = session.registration_token.take();
+            map.remove(&attempt.session);
+            return Ok(Completed { registration_token });
+        }
+        drop(map);
+        Err(self.challenge(&attempt.session, flows, None))
+    }
+
+    fn challenge(
+        &self,
+        session: &str,
+        flows: &[Vec<&'static str>],
+        error: Option<(&'static str, String)>,
+    ) -> AppError {
+        let completed = self
+            .lock()
+            .get(session)
+            .map(|s| s.completed.clone())
+            .unwrap_or_default();
+        AppError::Uia(Box::new(UiaChallenge {
+            session: session.to_owned(),
+            flows: flows.to_vec(),
+            completed,
+            params: json!({}),
+            error,
+        }))
+    }
+}
+
+/// The user and password of an `m.login.password` stage (or login request), in either the
+/// `identifier` form or the legacy `user` form.
+pub fn password_identity(auth: &Value) -> Result<(String, String), AppError> {
+    let user = match auth.get("identifier") {
+        Some(id) => {
+            match id.get("type").and_then(Value::as_str) {
+                Some("m.id.user") => {}
+                Some(_) => {
+                    return Err(AppError::BadRequest("Unknown login identifier type".into()));
+                }
+                None => return Err(AppError::BadJson("identifier.type is required".into())),
+            }
+            id.get("user").and_then(Value::as_str).ok_or_else(|| {
+                AppError::MissingParam("User identifier is missing 'user' key".into())
+            })?
+        }
+        None => auth
+            .get("user")
+            .and_then(Value::as_str)
+            .ok_or_else(|| AppError::MissingParam("Missing param: identifier".into()))?,
+    };
+    let password = auth
+        .get("password")
+        .and_then(Value::as_str)
+        .ok_or_else(|| AppError::MissingParam("Missing param: password".into()))?;
+    Ok((user.to_owned(), password.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dummy_flow_completes_and_session_is_single_use() {
+        let uia = UiaSessions::default();
+        let flows = vec![vec![DUMMY]];
+        let AppError::Uia(c) = uia.begin(Purpose::Register, &flows, None).unwrap_err() else {
+            panic!()
+        };
+        let auth = json!({"type": DUMMY, "session": c.session});
+        let attempt = uia.begin(Purpose::Register, &flows, Some(&auth)).unwrap();
+        uia.finish(attempt, &flows, Ok(None)).unwrap();
+        // The session is gone after success.
+        assert!(matches!(
+            uia.begin(Purpose::Register, &flows, Some(&auth)),
+            Err(AppError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn session_is_bound_to_its_purpose() {
+        let uia = UiaSessions::default();
+        let flows = vec![vec![PASSWORD]];
+        let alice = UserId::parse("@alice:a.example").unwrap();
+        let bob = UserId::parse("@bob:a.example").unwrap();
+        let AppError::Uia(c) = uia
+            .begin(Purpose::DeleteDevices(alice), &flows, None)
+            .unwrap_err()
+        else {
+            panic!()
+        };
+        let auth = json!({"type": PASSWORD, "session": c.session});
+        assert!(
+            uia.begin(Purpose::DeleteDevices(bob), &flows, Some(&auth))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn multi_stage_flow_asks_for_the_next_stage() {
+        let uia = UiaSessions::default();
+        let flows = vec![vec![REGISTRATION_TOKEN, DUMMY]];
+        let auth = json!({"type": REGISTRATION_TOKEN});
+        let attempt = uia.begin(Purpose::Register, &flows, Some(&auth)).unwrap();
+        let AppError::Uia(c) = uia
+            .finish(attempt, &flows, Ok(Some("tok".into())))
+            .unwrap_err()
+        else {
+            panic!()
+        };
+        assert_eq!(c.completed, vec![REGISTRATION_TOKEN.to_owned()]);
+        let auth = json!({"type": DUMMY, "session": c.session});
+        let attempt = uia.begin(Purpose::Register, &flows, Some(&auth)).unwrap();
+        let done = uia.finish(attempt, &flows, Ok(None)).unwrap();
+        assert_eq!(done.registration_token.as_deref(), Some("tok"));
+    }
+}
