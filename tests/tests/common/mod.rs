@@ -1,0 +1,206 @@
+//! Helpers shared by the integration tests: a homeserver on a loopback port with a temporary
+//! redb file, and a small Matrix client over reqwest.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use roam_identity_core::{KeyId, ServerName, b64, signed};
+use roam_server::config::ServerConfig;
+use roam_server::{AppState, RateLimits, RedbStore, StoreError};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const SERVER_NAME: &str = "roam.test";
+
+/// A running server; [`TestServer::stop`] shuts it down gracefully and releases the store.
+#[derive(Debug)]
+pub struct TestServer {
+    pub base: String,
+    pub state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<std::io::Result<()>>,
+}
+
+/// Starts a server on `127.0.0.1:0` whose data lives in `dir`.
+pub async fn start(dir: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = ServerConfig::for_server_name(
+        ServerName::parse(SERVER_NAME).unwrap(),
+        addr,
+        dir.to_owned(),
+    );
+    config.rate_limits = RateLimits::unlimited();
+    tweak(&mut config);
+    let store = open_store(dir).await;
+    let state = AppState::new(config, Arc::new(store)).unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(roam_server::run(listener, state.clone(), async move {
+        let _ = rx.await;
+    }));
+    TestServer {
+        base: format!("http://{addr}"),
+        state,
+        shutdown: Some(tx),
+        handle,
+    }
+}
+
+/// Opens the store, waiting briefly if a just-stopped server still holds the file.
+async fn open_store(dir: &Path) -> RedbStore {
+    for _ in 0..50 {
+        match RedbStore::open_dir(dir) {
+            Err(StoreError::Locked) => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => return other.unwrap(),
+        }
+    }
+    panic!("store in {} stayed locked", dir.display());
+}
+
+impl TestServer {
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        drop(self.state);
+        self.handle.await.unwrap().unwrap();
+    }
+
+    pub fn client(&self) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            base: self.base.clone(),
+            token: None,
+        }
+    }
+}
+
+/// A minimal Matrix client: JSON in, status and JSON out.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: Option<String>,
+}
+
+pub const C: &str = "/_matrix/client/v3";
+
+impl Client {
+    pub fn with_token(&self, token: &str) -> Client {
+        Client {
+            token: Some(token.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, Some(&body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::PUT, path, Some(&body)).await
+    }
+
+    /// Registers through both UIA round trips, as a client following the protocol would.
+    pub async fn register(&self, username: &str, password: &str) -> Client {
+        let (s, v) = self
+            .post(
+                &format!("{C}/register"),
+                json!({"username": username, "password": password}),
+            )
+            .await;
+        assert_eq!(s, 401, "{v}");
+        let session = v["session"].as_str().unwrap();
+        let (s, v) = self
+            .post(
+                &format!("{C}/register"),
+                json!({"username": username, "password": password, "auth": {"type": "m.login.dummy", "session": session}}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        self.with_token(v["access_token"].as_str().unwrap())
+    }
+
+    pub async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        device_id: Option<&str>,
+    ) -> (Client, String) {
+        let mut body = json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password});
+        if let Some(d) = device_id {
+            body["device_id"] = json!(d);
+        }
+        let (s, v) = self.post(&format!("{C}/login"), body).await;
+        assert_eq!(s, 200, "{v}");
+        (
+            self.with_token(v["access_token"].as_str().unwrap()),
+            v["device_id"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+/// Asserts a Matrix error answer.
+pub fn assert_err(got: &(u16, Value), status: u16, errcode: &str) {
+    assert_eq!(got.0, status, "{}", got.1);
+    assert_eq!(got.1["errcode"], errcode, "{}", got.1);
+}
+
+/// Signed device keys for `device` of `user`, as a Matrix client would upload them.
+pub fn device_keys(user: &str, device: &str, key: &SigningKey) -> Value {
+    let mut keys = json!({
+        "user_id": user,
+        "device_id": device,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {
+            format!("curve25519:{device}"): b64::encode(&[7u8; 32]),
+            format!("ed25519:{device}"): b64::encode(key.verifying_key().as_bytes()),
+        },
+    });
+    signed::sign(&mut keys, user, &KeyId::ed25519(device).unwrap(), key).unwrap();
+    keys
+}
+
+/// A cross-signing key object of `usage` for `user`, unsigned.
+pub fn cross_signing_key(user: &str, usage: &str, key: &SigningKey) -> Value {
+    let public = b64::encode(key.verifying_key().as_bytes());
+    json!({"user_id": user, "usage": [usage], "keys": {format!("ed25519:{public}"): public}})
+}
+
+/// The key ID of a cross-signing key: `ed25519:<public key>`.
+pub fn cs_key_id(key: &SigningKey) -> KeyId {
+    KeyId::ed25519(&b64::encode(key.verifying_key().as_bytes())).unwrap()
+}
