@@ -1,1 +1,122 @@
-//! placeholder
+//! Roam's resolver: turns `@alice:a.example` or a `did:key` into a verified answer — the
+//! account's DID, the key that controls it now, the servers that host it now — and says
+//! exactly how fresh that answer is.
+//!
+//! # The key design choice: evidence, not trust
+//!
+//! Nothing a server says is believed because of who said it. Every source — the user ID's own
+//! domain, the account's current primary, a backup, a cache, a LAN peer — hands over *signed
+//! evidence*: account ops signed by the account's keys, attestations signed by servers, key
+//! documents. The resolver gathers the evidence from every source it can reach, drops any
+//! source whose evidence does not verify (naming it in the warnings), takes the union of the
+//! ops, and lets identity-core's fork rules choose the chain: a recovery rotate wins, any
+//! other fork is reported as equivocation with both signed ops. Because of that, the same
+//! verification code serves the online path, the cache and the LAN path, and the only thing
+//! that differs between them is what can be said about *freshness* — which is what
+//! [`ResolveStatus`] (`verified`, `cached`, `stale`, `lan`) records and
+//! [`Resolution::explanation`] puts into words.
+//!
+//! One asymmetry is deliberate. Key documents are self-signed, so anyone can mint one "for
+//! b.example". Online, attestations are verified only with keys fetched from the attesting
+//! server itself ([`keys`]), and a bundle carrying a key document that disagrees with them is
+//! refused. Offline, carried key documents are all there is: they are used (and checked
+//! against any keys cached earlier), and the answer is labelled `lan`, never `verified`.
+//!
+//! # Code map
+//!
+//! - [`Resolver`]: the trait; [`NetworkResolver`] ([`network`]) does the network work,
+//!   [`Cached`] ([`cache`]) wraps any resolver with a redb cache, TTLs, stale answers and the
+//!   never-downgrade rule.
+//! - [`http`]: the only way bytes come in — SSRF guard after DNS and on every redirect,
+//!   timeouts, size caps, per-origin concurrency. [`discovery`]: `.well-known` and overrides.
+//! - [`merge`]: the union of ops from many sources. [`keys`]: server keys and the carried-key
+//!   check.
+//! - [`lan`]: serving the verified cache to peers, mDNS announce/browse.
+//! - [`did_resolution`]: pure W3C DID Resolution shapes for the homeserver's
+//!   `/1.0/identifiers/{did}`.
+//!
+//! # Wire contract with homeservers
+//!
+//! - Discovery: `GET https://{server_name}/.well-known/matrix/server` →
+//!   `{"m.server": "host[:port]"}`; otherwise the name itself (port 8448 if none). An override
+//!   map bypasses discovery.
+//! - `GET {base}/_roam/v1/users/{user_id}` (percent-encoded) → 200 a `roam.bundle` | 404
+//!   `{"errcode":"M_NOT_FOUND","error":…}`. A server the account moved away from still answers
+//!   with the bundle (its log's `servers` then point elsewhere).
+//! - `GET {base}/_roam/v1/accounts/{did}` → 200 bundle | 404.
+//! - `GET {base}/_roam/v1/accounts/{did}/log?since=SEQ` → 200 `{"ops":[…]}`: every op held
+//!   with `seq >= since`, all branches.
+//! - `GET {base}/_matrix/key/v2/server` → Matrix key document.
+//!
+//! # Invariants
+//!
+//! - A [`Resolution`] only exists for evidence that verified; its `bundle` re-verifies with
+//!   `roam_identity_core::bundle::verify` anywhere.
+//! - The cache never replaces a head with one whose log does not contain it (unless a valid
+//!   recovery rotate superseded it).
+//! - No fetch reaches a non-public address unless `allow_private` is set or the target was
+//!   trusted explicitly (an override target or a LAN peer).
+
+pub mod cache;
+pub mod clock;
+pub mod config;
+pub mod did_resolution;
+pub mod discovery;
+pub mod error;
+pub mod http;
+pub mod keys;
+pub mod lan;
+pub mod merge;
+pub mod network;
+pub mod resolution;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use roam_identity_core::{Did, ServerName, UserId};
+
+pub use cache::{CacheError, CacheStore, Cached};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{CachePolicy, ResolverConfig};
+pub use error::{ResolveError, ResolveErrorWire};
+pub use http::{FetchError, SafeClient};
+pub use lan::{LanPeers, lan_router, serve};
+pub use network::NetworkResolver;
+pub use resolution::{Resolution, ResolutionWire, ResolveStatus, Source};
+
+/// What a resolution returns.
+pub type ResolveResult = Result<Resolution, ResolveError>;
+
+/// Resolves user IDs and DIDs. Futures are boxed so that `Arc<dyn Resolver>` works: the
+/// homeserver holds one in its state without knowing whether it is cached.
+pub trait Resolver: Send + Sync {
+    /// Resolves a user ID through its own domain.
+    fn resolve_user<'a>(&'a self, user_id: &'a UserId) -> BoxFuture<'a, ResolveResult>;
+
+    /// Resolves a DID, asking `hints` first (servers the caller already associates with it),
+    /// then servers learned from earlier answers and configured ones.
+    fn resolve_did_via<'a>(
+        &'a self,
+        did: &'a Did,
+        hints: &'a [ServerName],
+    ) -> BoxFuture<'a, ResolveResult>;
+
+    /// Resolves a DID with no hints.
+    fn resolve_did<'a>(&'a self, did: &'a Did) -> BoxFuture<'a, ResolveResult> {
+        self.resolve_did_via(did, &[])
+    }
+}
+
+impl<R: Resolver + ?Sized> Resolver for Arc<R> {
+    fn resolve_user<'a>(&'a self, user_id: &'a UserId) -> BoxFuture<'a, ResolveResult> {
+        (**self).resolve_user(user_id)
+    }
+
+    fn resolve_did_via<'a>(
+        &'a self,
+        did: &'a Did,
+        hints: &'a [ServerName],
+    ) -> BoxFuture<'a, ResolveResult> {
+        (**self).resolve_did_via(did, hints)
+    }
+}

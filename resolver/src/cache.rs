@@ -1,0 +1,514 @@
+//! The cache: verified answers in redb, wrapped around any resolver as [`Cached<R>`].
+//!
+//! Positive answers are served as `cached` within their TTL, negative ones (`not_found`,
+//! `unbound`) are repeated briefly, and past the TTL an unreachable origin yields `stale`.
+//! A cached head is never replaced by an older one: the new verified log must contain it, or
+//! have superseded it by a valid recovery rotate; otherwise the cached answer is kept.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use redb::backends::InMemoryBackend;
+use redb::{Database, ReadableDatabase, TableDefinition};
+use roam_identity_core::bundle::Bundle;
+use roam_identity_core::log;
+use roam_identity_core::{Did, Millis, OpHash, ServerName, UserId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::clock::{Clock, rfc3339};
+use crate::config::CachePolicy;
+use crate::error::ResolveError;
+use crate::merge::{HeadRelation, relation_to};
+use crate::resolution::{Resolution, ResolutionWire, ResolveStatus};
+use crate::{ResolveResult, Resolver};
+
+/// DID → stored account record (JSON: the resolution and its bundle).
+const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
+/// User ID → DID, for user IDs bound when the record was verified.
+const USERS: TableDefinition<&str, &str> = TableDefinition::new("users");
+/// `user:@a:b` or `did:key:…` → stored negative answer (JSON).
+const NEGATIVE: TableDefinition<&str, &[u8]> = TableDefinition::new("negative");
+
+/// Why the cache could not read or write.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cache storage: {0}")]
+    Storage(#[from] redb::Error),
+    #[error("cache record for {key} is unreadable: {reason}")]
+    Record { key: String, reason: String },
+    #[error("cache task failed: {0}")]
+    Task(String),
+}
+
+fn storage<E: Into<redb::Error>>(e: E) -> CacheError {
+    CacheError::Storage(e.into())
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredAccount {
+    resolution: ResolutionWire,
+    bundle: Value,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredNegative {
+    class: String,
+    subject: String,
+    detail: String,
+    #[serde(default)]
+    user_id: Option<UserId>,
+    #[serde(default)]
+    did: Option<Box<Did>>,
+    expires_at: Millis,
+}
+
+/// The redb file holding verified answers. Cheap to clone; the LAN router serves from it.
+#[derive(Debug, Clone)]
+pub struct CacheStore {
+    db: Arc<Database>,
+}
+
+impl CacheStore {
+    /// Opens (or creates) the cache file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, CacheError> {
+        Self::init(Database::create(path).map_err(storage)?)
+    }
+
+    /// A cache in memory (tests, benchmarks, short-lived tools).
+    pub fn in_memory() -> Result<Self, CacheError> {
+        let db = Database::builder()
+            .create_with_backend(InMemoryBackend::new())
+            .map_err(storage)?;
+        Self::init(db)
+    }
+
+    fn init(db: Database) -> Result<Self, CacheError> {
+        let tx = db.begin_write().map_err(storage)?;
+        tx.open_table(ACCOUNTS).map_err(storage)?;
+        tx.open_table(USERS).map_err(storage)?;
+        tx.open_table(NEGATIVE).map_err(storage)?;
+        tx.commit().map_err(storage)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, CacheError> + Send + 'static,
+    ) -> Result<T, CacheError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| CacheError::Task(e.to_string()))?
+    }
+
+    /// The stored bundle (wire JSON) of the account `user` was bound to.
+    pub async fn bundle_for_user(&self, user: &UserId) -> Result<Option<Value>, CacheError> {
+        Ok(self.record_for_user(user).await?.map(|r| r.bundle))
+    }
+
+    /// The stored bundle (wire JSON) of `did`.
+    pub async fn bundle_for_did(&self, did: &Did) -> Result<Option<Value>, CacheError> {
+        Ok(self.record_for_did(did).await?.map(|r| r.bundle))
+    }
+
+    /// The stored resolution of the account `user` was bound to.
+    pub async fn resolution_for_user(
+        &self,
+        user: &UserId,
+    ) -> Result<Option<Resolution>, CacheError> {
+        self.record_for_user(user).await?.map(decode).transpose()
+    }
+
+    /// The stored resolution of `did`.
+    pub async fn resolution_for_did(&self, did: &Did) -> Result<Option<Resolution>, CacheError> {
+        self.record_for_did(did).await?.map(decode).transpose()
+    }
+
+    async fn record_for_user(&self, user: &UserId) -> Result<Option<StoredAccount>, CacheError> {
+        let key = user.to_string();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(storage)?;
+            let users = tx.open_table(USERS).map_err(storage)?;
+            let Some(did) = users.get(key.as_str()).map_err(storage)? else {
+                return Ok(None);
+            };
+            let did = did.value().to_owned();
+            read_account(&tx, &did)
+        })
+        .await
+    }
+
+    async fn record_for_did(&self, did: &Did) -> Result<Option<StoredAccount>, CacheError> {
+        let key = did.to_string();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(storage)?;
+            read_account(&tx, &key)
+        })
+        .await
+    }
+
+    /// Stores a verified answer: the account record, its bound user IDs, and clears negative
+    /// answers about them — in one write transaction.
+    pub async fn put(&self, res: &Resolution) -> Result<(), CacheError> {
+        let did = res.did.to_string();
+        let record = serde_json::to_vec(&StoredAccount {
+            resolution: res.to_wire(),
+            bundle: res.bundle.to_value(),
+        })
+        .map_err(|e| CacheError::Record {
+            key: did.clone(),
+            reason: e.to_string(),
+        })?;
+        let users: Vec<String> = res.user_ids.iter().map(ToString::to_string).collect();
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(storage)?;
+            {
+                let mut accounts = tx.open_table(ACCOUNTS).map_err(storage)?;
+                accounts
+                    .insert(did.as_str(), record.as_slice())
+                    .map_err(storage)?;
+                let mut table = tx.open_table(USERS).map_err(storage)?;
+                for u in &users {
+                    table.insert(u.as_str(), did.as_str()).map_err(storage)?;
+                }
+                let mut neg = tx.open_table(NEGATIVE).map_err(storage)?;
+                neg.remove(did.as_str()).map_err(storage)?;
+                for u in &users {
+                    neg.remove(format!("user:{u}").as_str()).map_err(storage)?;
+                }
+            }
+            tx.commit().map_err(storage)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn negative(&self, key: String) -> Result<Option<StoredNegative>, CacheError> {
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(storage)?;
+            let t = tx.open_table(NEGATIVE).map_err(storage)?;
+            let Some(v) = t.get(key.as_str()).map_err(storage)? else {
+                return Ok(None);
+            };
+            serde_json::from_slice(v.value())
+                .map(Some)
+                .map_err(|e| CacheError::Record {
+                    key: key.clone(),
+                    reason: e.to_string(),
+                })
+        })
+        .await
+    }
+
+    /// Records a negative answer; for a user ID, also forgets its positive mapping (the
+    /// origin has said the binding is gone).
+    async fn put_negative(&self, key: String, neg: StoredNegative) -> Result<(), CacheError> {
+        let bytes = serde_json::to_vec(&neg).map_err(|e| CacheError::Record {
+            key: key.clone(),
+            reason: e.to_string(),
+        })?;
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(storage)?;
+            {
+                let mut t = tx.open_table(NEGATIVE).map_err(storage)?;
+                t.insert(key.as_str(), bytes.as_slice()).map_err(storage)?;
+                if let Some(user) = key.strip_prefix("user:") {
+                    let mut users = tx.open_table(USERS).map_err(storage)?;
+                    users.remove(user).map_err(storage)?;
+                }
+            }
+            tx.commit().map_err(storage)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn read_account(
+    tx: &redb::ReadTransaction,
+    did: &str,
+) -> Result<Option<StoredAccount>, CacheError> {
+    let accounts = tx.open_table(ACCOUNTS).map_err(storage)?;
+    let Some(v) = accounts.get(did).map_err(storage)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(v.value())
+        .map(Some)
+        .map_err(|e| CacheError::Record {
+            key: did.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+fn decode(r: StoredAccount) -> Result<Resolution, CacheError> {
+    let key = r.resolution.did.to_string();
+    let err = |reason: String| CacheError::Record {
+        key: key.clone(),
+        reason,
+    };
+    // Only verified answers are ever written, so the record is decoded, not re-verified;
+    // peers that receive the bundle verify it themselves.
+    let bundle = Bundle::from_value(&r.bundle).map_err(|e| err(e.to_string()))?;
+    Resolution::from_wire(r.resolution, Arc::new(bundle)).map_err(|e| err(e.to_string()))
+}
+
+/// A resolver with a redb cache in front. See the module docs for the rules.
+#[derive(Debug, Clone)]
+pub struct Cached<R> {
+    inner: R,
+    store: CacheStore,
+    clock: Arc<dyn Clock>,
+    policy: CachePolicy,
+}
+
+impl<R: Resolver> Cached<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R, store: CacheStore, clock: Arc<dyn Clock>, policy: CachePolicy) -> Self {
+        Self {
+            inner,
+            store,
+            clock,
+            policy,
+        }
+    }
+
+    /// The store (to serve it on the LAN).
+    pub fn store(&self) -> &CacheStore {
+        &self.store
+    }
+
+    /// The wrapped resolver.
+    pub fn inner(&self) -> &R {
+        &self.inner
+    }
+
+    async fn resolve_user_impl(&self, user: &UserId) -> ResolveResult {
+        let now = self.clock.now_ms();
+        let neg_key = format!("user:{user}");
+        if let Some(e) = self.fresh_negative(neg_key.clone(), now).await {
+            return Err(e);
+        }
+        let cached = self
+            .store
+            .resolution_for_user(user)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(%user, error = %e, "cache read failed; resolving without it");
+                None
+            })
+            .filter(|c| c.user_ids.contains(user));
+        if let Some(c) = &cached
+            && now < c.verified_at.saturating_add(self.policy.positive_ttl_ms)
+        {
+            return Ok(relabel(
+                c.clone(),
+                Some(user.clone()),
+                ResolveStatus::Cached,
+                Vec::new(),
+            ));
+        }
+        let answer = self.inner.resolve_user(user).await;
+        self.settle(answer, cached, Some(user), neg_key, now).await
+    }
+
+    async fn resolve_did_impl(&self, did: &Did, hints: &[ServerName]) -> ResolveResult {
+        let now = self.clock.now_ms();
+        let neg_key = did.to_string();
+        if let Some(e) = self.fresh_negative(neg_key.clone(), now).await {
+            return Err(e);
+        }
+        let cached = self
+            .store
+            .resolution_for_did(did)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(%did, error = %e, "cache read failed; resolving without it");
+                None
+            });
+        if let Some(c) = &cached
+            && now < c.verified_at.saturating_add(self.policy.positive_ttl_ms)
+        {
+            let first = c.user_ids.first().cloned();
+            return Ok(relabel(c.clone(), first, ResolveStatus::Cached, Vec::new()));
+        }
+        let mut all_hints = hints.to_vec();
+        for s in cached.iter().flat_map(|c| c.servers.iter()) {
+            if !all_hints.contains(s) {
+                all_hints.push(s.clone());
+            }
+        }
+        let answer = self.inner.resolve_did_via(did, &all_hints).await;
+        self.settle(answer, cached, None, neg_key, now).await
+    }
+
+    async fn fresh_negative(&self, key: String, now: Millis) -> Option<ResolveError> {
+        let neg = self.store.negative(key).await.ok().flatten()?;
+        if neg.expires_at <= now {
+            return None;
+        }
+        match (neg.class.as_str(), neg.user_id, neg.did) {
+            ("unbound", Some(user_id), Some(did)) => Some(ResolveError::Unbound {
+                user_id,
+                did,
+                reason: format!("{} (cached answer)", neg.detail),
+            }),
+            _ => Some(ResolveError::NotFound {
+                subject: neg.subject,
+                detail: format!("{} (cached answer)", neg.detail),
+            }),
+        }
+    }
+
+    /// Decides what to answer and store, given the inner resolver's answer and the record.
+    async fn settle(
+        &self,
+        answer: ResolveResult,
+        cached: Option<Resolution>,
+        user: Option<&UserId>,
+        neg_key: String,
+        now: Millis,
+    ) -> ResolveResult {
+        let subject_user = |c: &Resolution| user.cloned().or_else(|| c.user_ids.first().cloned());
+        match answer {
+            Ok(fresh) => {
+                let Some(c) = cached.filter(|c| c.did == fresh.did) else {
+                    if fresh.status == ResolveStatus::Verified {
+                        self.store_positive(&fresh).await;
+                    }
+                    return Ok(fresh);
+                };
+                let relation = head_relation(&fresh, &c.head, now);
+                match (fresh.status, relation) {
+                    (ResolveStatus::Verified, HeadRelation::Extends) => {
+                        self.store_positive(&fresh).await;
+                        Ok(fresh)
+                    }
+                    (ResolveStatus::Verified, HeadRelation::Recovered) => {
+                        let mut fresh = fresh;
+                        fresh.warnings.push(format!(
+                            "a recovery rotate superseded the head cached earlier ({}); the owner's recovery key took over",
+                            c.head
+                        ));
+                        self.store_positive(&fresh).await;
+                        Ok(fresh)
+                    }
+                    // A LAN answer that goes further than the cache is more recent evidence;
+                    // it is not stored, since nothing online confirmed it.
+                    (ResolveStatus::Lan, HeadRelation::Extends) if fresh.head != c.head => {
+                        Ok(fresh)
+                    }
+                    // The inner resolver is itself a cache: its answer already says how old it is.
+                    (ResolveStatus::Cached | ResolveStatus::Stale, _) => Ok(fresh),
+                    (status, relation) => {
+                        let mut warnings = fresh.warnings.clone();
+                        let reason = match (status, relation) {
+                            (ResolveStatus::Verified, _) => format!(
+                                "refused a downgrade: the log served now (head {}) does not contain the head verified at {} ({}); keeping the cached answer",
+                                fresh.head,
+                                rfc3339(c.verified_at),
+                                c.head
+                            ),
+                            _ => format!(
+                                "LAN peers offered nothing newer than the head verified at {}; answering from the cache",
+                                rfc3339(c.verified_at)
+                            ),
+                        };
+                        warnings.push(reason);
+                        let who = subject_user(&c);
+                        Ok(relabel(c, who, ResolveStatus::Stale, warnings))
+                    }
+                }
+            }
+            Err(ResolveError::Unreachable { subject, tried }) => match cached {
+                Some(c) => {
+                    let warnings = tried
+                        .iter()
+                        .map(|t| format!("not reachable: {t}"))
+                        .collect();
+                    let who = subject_user(&c);
+                    Ok(relabel(c, who, ResolveStatus::Stale, warnings))
+                }
+                None => Err(ResolveError::Unreachable { subject, tried }),
+            },
+            Err(e @ (ResolveError::NotFound { .. } | ResolveError::Unbound { .. })) => {
+                let neg = match &e {
+                    ResolveError::NotFound { subject, detail } => StoredNegative {
+                        class: "not_found".into(),
+                        subject: subject.clone(),
+                        detail: detail.clone(),
+                        user_id: None,
+                        did: None,
+                        expires_at: now.saturating_add(self.policy.negative_ttl_ms),
+                    },
+                    ResolveError::Unbound {
+                        user_id,
+                        did,
+                        reason,
+                    } => StoredNegative {
+                        class: "unbound".into(),
+                        subject: user_id.to_string(),
+                        detail: reason.clone(),
+                        user_id: Some(user_id.clone()),
+                        did: Some(did.clone()),
+                        expires_at: now.saturating_add(self.policy.negative_ttl_ms),
+                    },
+                    _ => unreachable!("matched above"),
+                };
+                if let Err(err) = self.store.put_negative(neg_key, neg).await {
+                    tracing::warn!(error = %err, "could not cache a negative answer");
+                }
+                Err(e)
+            }
+            // Invalid evidence and equivocation are never cached: each new attempt must see
+            // them again (or see them resolved).
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn store_positive(&self, res: &Resolution) {
+        if let Err(e) = self.store.put(res).await {
+            tracing::warn!(did = %res.did, error = %e, "could not cache a verified answer");
+        }
+    }
+}
+
+/// How the fresh answer's log relates to the cached head; a log that no longer verifies
+/// counts as not containing it.
+fn head_relation(fresh: &Resolution, cached_head: &OpHash, now: Millis) -> HeadRelation {
+    if &fresh.head == cached_head {
+        return HeadRelation::Extends;
+    }
+    match log::verify_values(&fresh.bundle.log, Some(&fresh.did), now) {
+        Ok(l) => relation_to(&l, cached_head),
+        Err(_) => HeadRelation::Missing,
+    }
+}
+
+fn relabel(
+    mut r: Resolution,
+    user: Option<UserId>,
+    status: ResolveStatus,
+    warnings: Vec<String>,
+) -> Resolution {
+    r.user_id = user;
+    r.status = status;
+    r.warnings = warnings;
+    r
+}
+
+impl<R: Resolver> Resolver for Cached<R> {
+    fn resolve_user<'a>(&'a self, user_id: &'a UserId) -> BoxFuture<'a, ResolveResult> {
+        self.resolve_user_impl(user_id).boxed()
+    }
+
+    fn resolve_did_via<'a>(
+        &'a self,
+        did: &'a Did,
+        hints: &'a [ServerName],
+    ) -> BoxFuture<'a, ResolveResult> {
+        self.resolve_did_impl(did, hints).boxed()
+    }
+}

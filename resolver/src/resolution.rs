@@ -1,0 +1,353 @@
+//! What a resolution answers: the internal [`Resolution`] and its separate wire form.
+//!
+//! The status says how much is known (verified online now, from cache, stale, or from a LAN
+//! peer) and [`Resolution::explanation`] puts that in plain words, so that a client never has
+//! to guess what "stale" means for its user.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use roam_identity_core::bundle::Bundle;
+use roam_identity_core::did::{decode_multikey, encode_multikey};
+use roam_identity_core::log::DeviceKeys;
+use roam_identity_core::{DeviceId, Did, Millis, OpHash, ServerName, UserId, VerifyingKey, b64};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::rfc3339;
+
+/// How fresh and how confirmed an answer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResolveStatus {
+    /// Verified online just now, from the user's own domain and the account's servers.
+    Verified,
+    /// Verified online earlier, still within the cache TTL.
+    Cached,
+    /// Verified online earlier; the TTL has passed and the origin cannot be reached.
+    Stale,
+    /// From LAN peers' bundles: every signature checked, freshness unknown.
+    Lan,
+}
+
+impl ResolveStatus {
+    /// The wire name (`verified`, `cached`, `stale`, `lan`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResolveStatus::Verified => "verified",
+            ResolveStatus::Cached => "cached",
+            ResolveStatus::Stale => "stale",
+            ResolveStatus::Lan => "lan",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "verified" => ResolveStatus::Verified,
+            "cached" => ResolveStatus::Cached,
+            "stale" => ResolveStatus::Stale,
+            "lan" => ResolveStatus::Lan,
+            _ => return None,
+        })
+    }
+}
+
+/// Where the evidence of an answer came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Fetched online from `server` (the user ID's own domain, or a server of the DID) at `url`.
+    Origin { server: ServerName, url: String },
+    /// Bundles from these LAN peers (base URLs).
+    Lan { peers: Vec<String> },
+}
+
+/// A verified answer about an account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolution {
+    /// The user ID asked about (for a DID resolution: the first bound user ID, if any).
+    pub user_id: Option<UserId>,
+    /// The account.
+    pub did: Did,
+    /// The key that signs the account's operations now.
+    pub update_key: VerifyingKey,
+    /// Servers that host the account, primary first.
+    pub servers: Vec<ServerName>,
+    /// Devices the account key signed in.
+    pub devices: BTreeMap<DeviceId, DeviceKeys>,
+    /// User IDs bound both ways (claimed by the log, attested by their own domain). For
+    /// `stale` and `lan` answers the attestation may have expired since.
+    pub user_ids: Vec<UserId>,
+    /// Hash of the log's head op.
+    pub head: OpHash,
+    /// Its seq.
+    pub seq: u64,
+    /// `created_at` of the genesis op.
+    pub created_at: Millis,
+    /// `created_at` of the head op.
+    pub updated_at: Millis,
+    /// True when the log ends with a deactivate.
+    pub deactivated: bool,
+    /// How much is known.
+    pub status: ResolveStatus,
+    /// When this resolver last verified the evidence (for `cached`/`stale`: when it was online).
+    pub verified_at: Millis,
+    /// When a server last confirmed the binding (issue time of the newest attestation relied on).
+    pub last_confirmed: Option<Millis>,
+    /// Where the evidence came from.
+    pub source: Source,
+    /// Everything a careful reader should know: sources dropped, peers rejected, servers down.
+    pub warnings: Vec<String>,
+    /// The self-verifying evidence (log with every branch, attestations, key documents).
+    pub bundle: Arc<Bundle>,
+}
+
+impl Resolution {
+    /// The account's update key as a Multikey (`z6Mk…`).
+    pub fn update_key_multikey(&self) -> String {
+        encode_multikey(&self.update_key)
+    }
+
+    /// The domain whose confirmation is missing when the answer is not fresh.
+    fn confirming_domain(&self) -> String {
+        match (&self.user_id, self.servers.first()) {
+            (Some(u), _) => u.server_name().to_string(),
+            (None, Some(s)) => s.to_string(),
+            (None, None) => "the account's server".to_owned(),
+        }
+    }
+
+    fn subject_claim(&self) -> String {
+        match &self.user_id {
+            Some(u) => format!("this user claims to be {u}"),
+            None if self.user_ids.is_empty() => {
+                format!("this account ({}) claims no bound user ID", self.did)
+            }
+            None => format!("this account claims to be {}", join(&self.user_ids)),
+        }
+    }
+
+    /// Plain words for what is and is not known. For `stale` and `lan` it is DESIGN.md's
+    /// sentence: "this user claims to be @foo:example.com; example.com cannot be reached to
+    /// confirm; what is certain is that they hold key XYZ, as last confirmed at T".
+    pub fn explanation(&self) -> String {
+        let key = self.update_key_multikey();
+        let hosted = if self.servers.is_empty() {
+            String::new()
+        } else {
+            format!(", hosted by {}", join(&self.servers))
+        };
+        let deactivated = if self.deactivated {
+            "The account is deactivated. "
+        } else {
+            ""
+        };
+        match self.status {
+            ResolveStatus::Verified | ResolveStatus::Cached => {
+                let what = match &self.user_id {
+                    Some(u) => format!(
+                        "{u} is bound to {}: the account's log claims it and {} attests it{}",
+                        self.did,
+                        u.server_name(),
+                        self.last_confirmed
+                            .map(|t| format!(" (attestation issued at {})", rfc3339(t)))
+                            .unwrap_or_default()
+                    ),
+                    None if self.user_ids.is_empty() => {
+                        format!("{} has no bound user ID", self.did)
+                    }
+                    None => format!("{} is bound to {}", self.did, join(&self.user_ids)),
+                };
+                let when = match self.status {
+                    ResolveStatus::Verified => {
+                        format!("verified online at {}", rfc3339(self.verified_at))
+                    }
+                    _ => format!(
+                        "verified online at {} and served from cache, not rechecked since",
+                        rfc3339(self.verified_at)
+                    ),
+                };
+                format!("{deactivated}{what}; it is controlled by key {key}{hosted}; {when}.")
+            }
+            ResolveStatus::Stale => format!(
+                "{deactivated}{}; {} cannot be reached to confirm; what is certain is that they \
+                 hold key {key}, as last confirmed at {}. This answer is from this resolver's \
+                 cache; a newer operation may exist.",
+                self.subject_claim(),
+                self.confirming_domain(),
+                rfc3339(self.verified_at),
+            ),
+            ResolveStatus::Lan => {
+                let peers = match &self.source {
+                    Source::Lan { peers } => peers.join(", "),
+                    Source::Origin { url, .. } => url.clone(),
+                };
+                format!(
+                    "{deactivated}{}; {} cannot be reached to confirm; what is certain is that \
+                     they hold key {key}, as last confirmed at {}. This answer comes from LAN \
+                     peer(s) {peers}: every signature was checked, but a newer operation may \
+                     exist.",
+                    self.subject_claim(),
+                    self.confirming_domain(),
+                    rfc3339(self.last_confirmed.unwrap_or(self.bundle.fetched_at)),
+                )
+            }
+        }
+    }
+
+    /// The wire form.
+    pub fn to_wire(&self) -> ResolutionWire {
+        ResolutionWire {
+            user_id: self.user_id.clone(),
+            did: self.did.clone(),
+            update_key: self.update_key_multikey(),
+            servers: self.servers.clone(),
+            devices: self
+                .devices
+                .iter()
+                .map(|(id, k)| {
+                    (
+                        id.clone(),
+                        DeviceKeysWire {
+                            ed25519: b64::encode(&k.ed25519),
+                            curve25519: b64::encode(&k.curve25519),
+                        },
+                    )
+                })
+                .collect(),
+            user_ids: self.user_ids.clone(),
+            head: self.head.to_multibase(),
+            seq: self.seq,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            deactivated: self.deactivated,
+            status: self.status.as_str().to_owned(),
+            verified_at: self.verified_at,
+            last_confirmed: self.last_confirmed,
+            source: match &self.source {
+                Source::Origin { server, url } => SourceWire::Origin {
+                    server: server.clone(),
+                    url: url.clone(),
+                },
+                Source::Lan { peers } => SourceWire::Lan {
+                    peers: peers.clone(),
+                },
+            },
+            warnings: self.warnings.clone(),
+            explanation: self.explanation(),
+        }
+    }
+
+    /// Reads the wire form back (used by the cache, which stores what it verified).
+    pub fn from_wire(w: ResolutionWire, bundle: Arc<Bundle>) -> Result<Self, WireError> {
+        let bad = |what: &str, e: &dyn std::fmt::Display| WireError(format!("{what}: {e}"));
+        let mut devices = BTreeMap::new();
+        for (id, k) in w.devices {
+            let ed25519 =
+                b64::decode_array::<32>(&k.ed25519).map_err(|e| bad("device ed25519", &e))?;
+            let curve25519 =
+                b64::decode_array::<32>(&k.curve25519).map_err(|e| bad("device curve25519", &e))?;
+            devices.insert(
+                id,
+                DeviceKeys {
+                    ed25519,
+                    curve25519,
+                },
+            );
+        }
+        Ok(Self {
+            user_id: w.user_id,
+            did: w.did,
+            update_key: decode_multikey(&w.update_key).map_err(|e| bad("update_key", &e))?,
+            servers: w.servers,
+            devices,
+            user_ids: w.user_ids,
+            head: OpHash::parse(&w.head).map_err(|e| bad("head", &e))?,
+            seq: w.seq,
+            created_at: w.created_at,
+            updated_at: w.updated_at,
+            deactivated: w.deactivated,
+            status: ResolveStatus::parse(&w.status)
+                .ok_or_else(|| WireError(format!("unknown status {:?}", w.status)))?,
+            verified_at: w.verified_at,
+            last_confirmed: w.last_confirmed,
+            source: match w.source {
+                SourceWire::Origin { server, url } => Source::Origin { server, url },
+                SourceWire::Lan { peers } => Source::Lan { peers },
+            },
+            warnings: w.warnings,
+            bundle,
+        })
+    }
+}
+
+fn join<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A wire resolution that does not read back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed resolution: {0}")]
+pub struct WireError(pub String);
+
+/// The JSON answer of a resolution (field names as in DESIGN.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResolutionWire {
+    /// The user ID asked about, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<UserId>,
+    /// The account DID.
+    pub did: Did,
+    /// The update key as a Multikey.
+    pub update_key: String,
+    /// Servers, primary first.
+    pub servers: Vec<ServerName>,
+    /// Signed-in devices.
+    pub devices: BTreeMap<DeviceId, DeviceKeysWire>,
+    /// Bound user IDs.
+    pub user_ids: Vec<UserId>,
+    /// Head op hash (multibase).
+    pub head: String,
+    /// Head seq.
+    pub seq: u64,
+    /// Genesis time (ms).
+    pub created_at: Millis,
+    /// Head time (ms).
+    pub updated_at: Millis,
+    /// Deactivated account.
+    pub deactivated: bool,
+    /// `verified`, `cached`, `stale` or `lan`.
+    pub status: String,
+    /// When the evidence was last verified online (ms).
+    pub verified_at: Millis,
+    /// When a server last confirmed the binding (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_confirmed: Option<Millis>,
+    /// Where the evidence came from.
+    pub source: SourceWire,
+    /// Warnings.
+    pub warnings: Vec<String>,
+    /// Plain-words summary (see [`Resolution::explanation`]).
+    pub explanation: String,
+}
+
+/// A device's keys on the wire (unpadded base64, as in Matrix).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceKeysWire {
+    /// Ed25519 signing key.
+    pub ed25519: String,
+    /// Curve25519 identity key.
+    pub curve25519: String,
+}
+
+/// Where the evidence came from, on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourceWire {
+    /// An online server.
+    Origin { server: ServerName, url: String },
+    /// LAN peers.
+    Lan { peers: Vec<String> },
+}
