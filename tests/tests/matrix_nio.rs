@@ -1,0 +1,49 @@
+//! A real, independently written Matrix client (matrix-nio with end-to-end encryption) runs
+//! its flow against the homeserver: tests/matrix_nio/test_flow.py.
+//!
+//! The Python side is installed into `.venv` by `.ci/setup-python.sh`. Without it the test is
+//! skipped with a message, unless `CI` is set, where a missing venv is a failure.
+//! By hand: `bash .ci/setup-python.sh && cargo test -p roam-tests --test matrix_nio -- --nocapture`,
+//! or against any running server: `.venv/bin/python tests/matrix_nio/test_flow.py http://127.0.0.1:8008`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+#[tokio::test]
+async fn matrix_nio_client_flow() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root.join(".venv/bin/python");
+    if !python.exists() {
+        let msg = format!(
+            "{} is missing: run `bash .ci/setup-python.sh` first",
+            python.display()
+        );
+        if std::env::var_os("CI").is_some() {
+            panic!("{msg}");
+        }
+        eprintln!("SKIPPED matrix_nio_client_flow: {msg}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start(dir.path(), |_| {}).await;
+    let script = root.join("tests/matrix_nio/test_flow.py");
+    let base = server.base.clone();
+    let output =
+        tokio::task::spawn_blocking(move || Command::new(python).arg(script).arg(base).output())
+            .await
+            .unwrap()
+            .expect("running python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(
+        output.status.success(),
+        "matrix-nio flow failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(stdout.contains("matrix-nio flow passed"));
+    server.stop().await;
+}
