@@ -122,7 +122,7 @@ pub struct Served {
     pub users: HashMap<String, Value>,
     pub accounts: HashMap<String, Value>,
     pub logs: HashMap<String, Vec<Value>>,
-    /// `/_roam/v1/users/...` answers with a redirect to this URL instead.
+    /// The `/_matrix/key/v2/server` document.
     pub key_doc: Option<Value>,
 }
 
