@@ -1,0 +1,2 @@
+-- wrk script: GET /account/whoami, authenticated.
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("ROAM_BENCH_TOKEN")
