@@ -1,6 +1,6 @@
 //! The `roam` binary: parses the command line and hands over to [`cli`]. Exit codes are
-//! decided here: 0 on success, 1 on any error (printed with its causes), 2 for usage errors
-//! (by clap).
+//! decided in one place, [`cli::exit`]: 0 on success, 2 for usage errors (by clap), and a
+//! code per kind of failure (keystore, unreachable, refused, unverified, unfinished).
 
 mod cli;
 
@@ -9,10 +9,7 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
     match cli::run(args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("roam: error: {e:#}");
-            std::process::ExitCode::from(1)
-        }
+        Ok(()) => std::process::ExitCode::from(cli::exit::SUCCESS),
+        Err(e) => std::process::ExitCode::from(cli::exit::report(&e)),
     }
 }

@@ -1,16 +1,35 @@
 //! The `roam` command line. Each subcommand lives in its own module with its clap `Args`
-//! and a `run` function; add new ones (client commands such as `key`, `account`, `login`,
-//! `migrate`, `resolve`) as another variant of [`Command`] and another module.
+//! and a `run` function: `serve` and `admin` run a homeserver; the others are the user's
+//! client (keys, account, login, devices, migrate, servers, rotate/recover, claim/release,
+//! resolve, export/import, lan), built on `roam_server::client`. Exit codes and error
+//! reports are decided in [`exit`].
 
+mod account;
 mod admin;
+mod claim;
+mod common;
+mod device;
+pub mod exit;
+mod export;
+mod key;
+mod lan;
+mod login;
+mod migrate;
+mod resolve;
+mod rotate;
 mod serve;
+mod servers;
 
 use clap::{Parser, Subcommand};
 
+pub use common::GlobalArgs;
+
 /// Roam: portable identity for Matrix-style federated chat.
 #[derive(Debug, Parser)]
-#[command(name = "roam", version, about, propagate_version = true)]
+#[command(name = "roam", version, propagate_version = true)]
 pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -21,12 +40,55 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Administer a homeserver's data directory (stop the server first).
     Admin(admin::AdminArgs),
+    /// Create account keys.
+    Key(key::KeyArgs),
+    /// Create the account on a homeserver, or show it.
+    Account(account::AccountArgs),
+    /// Log in with the account key; the new device is signed into the account log.
+    Login(login::LoginArgs),
+    /// List or revoke devices.
+    Device(device::DeviceArgs),
+    /// Move the account to another homeserver (resumable: re-run to continue).
+    Migrate(migrate::MigrateArgs),
+    /// Set the account's servers: primary, then backups.
+    Servers(servers::ServersArgs),
+    /// Rotate the update key to the committed key from the recovery file.
+    Rotate(rotate::RotateArgs),
+    /// Recover after a compromise: the committed key supersedes what the thief signed.
+    Recover(rotate::RecoverArgs),
+    /// Bind another user ID to the account.
+    Claim(claim::ClaimArgs),
+    /// Unbind a user ID from the account.
+    Release(claim::ReleaseArgs),
+    /// Resolve a user ID or DID, verifying every signature.
+    Resolve(resolve::ResolveArgs),
+    /// Write a portable account file (log, attestations, devices; secrets only if asked).
+    Export(export::ExportArgs),
+    /// Verify a portable account file and hand its log to a homeserver.
+    Import(export::ImportArgs),
+    /// Share resolved identities with peers on the LAN.
+    Lan(lan::LanArgs),
 }
 
 /// Runs the chosen subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let g = &cli.global;
     match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(args, g),
         Command::Admin(args) => admin::run(args),
+        Command::Key(args) => key::run(args),
+        Command::Account(args) => account::run(args, g),
+        Command::Login(args) => login::run(args, g),
+        Command::Device(args) => device::run(args, g),
+        Command::Migrate(args) => migrate::run(args, g),
+        Command::Servers(args) => servers::run(args, g),
+        Command::Rotate(args) => rotate::rotate(args, g),
+        Command::Recover(args) => rotate::recover(args, g),
+        Command::Claim(args) => claim::claim(args, g),
+        Command::Release(args) => claim::release(args, g),
+        Command::Resolve(args) => resolve::run(args, g),
+        Command::Export(args) => export::export(args, g),
+        Command::Import(args) => export::import(args, g),
+        Command::Lan(args) => lan::run(args, g),
     }
 }

@@ -1,0 +1,345 @@
+//! `roam account create` and `roam account show`.
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use roam_identity_core::bundle::{self, Attested, Bundle};
+use roam_identity_core::log::SignedOp;
+use roam_identity_core::{Localpart, ServerName, UserId};
+use roam_server::client::account::{self, describe_state, now_ms};
+use roam_server::client::keystore::random_seed;
+use roam_server::client::sync;
+use serde_json::{Value, json};
+use url::Url;
+
+use super::common::{GlobalArgs, KeystoreArg, Progress, Session, parse_url, print_json, runtime};
+use super::exit::{CliError, REFUSED};
+
+#[derive(Debug, Args)]
+pub struct AccountArgs {
+    #[command(subcommand)]
+    command: AccountCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountCommand {
+    /// Register the Matrix account on a homeserver with the genesis op of your DID.
+    Create(CreateArgs),
+    /// Show user IDs, DID, servers, devices, head, and what each server attests now.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+struct CreateArgs {
+    #[command(flatten)]
+    keystore: KeystoreArg,
+    /// The homeserver's base URL, e.g. https://matrix.example.org.
+    #[arg(long, value_name = "URL", value_parser = parse_url)]
+    homeserver: Url,
+    /// The localpart of the new user ID (`alice` for @alice:example.org).
+    #[arg(long, value_name = "LOCALPART")]
+    user: String,
+    /// A Matrix password too (for clients without key login). Default: a random one, kept
+    /// in the keystore.
+    #[arg(long, value_name = "PW", env = "ROAM_PASSWORD")]
+    password: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct ShowArgs {
+    #[command(flatten)]
+    keystore: KeystoreArg,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: AccountArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    match args.command {
+        AccountCommand::Create(a) => create(a, global),
+        AccountCommand::Show(a) => show(a, global),
+    }
+}
+
+fn create(args: CreateArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let localpart = Localpart::parse(&args.user)
+        .map_err(|e| CliError::new(super::exit::USAGE, format!("--user {:?}: {e}", args.user)))?;
+    let mut s = Session::open(&args.keystore, global)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let progress = Progress::spinner("registering");
+        let (server, hs) = s
+            .dir
+            .identify(&args.homeserver)
+            .await
+            .with_context(|| format!("asking {} for its server name", args.homeserver))?;
+        let user_id = UserId::new(&localpart, &server)?;
+        if !s.ks.public.ops.is_empty() {
+            let state = account::local_log(&s.ks, now_ms())?.state;
+            if state.user_ids.contains(&user_id) {
+                // Already done (maybe by an earlier run): make sure the server has the log.
+                sync::push_ops(&hs, &state.did, &s.ks.public.ops).await?;
+                progress.finish();
+                println!("{user_id}\n{}", state.did);
+                eprintln!("the account already exists; nothing to do");
+                return Ok(());
+            }
+            return Err(CliError::new(
+                REFUSED,
+                format!(
+                    "this keystore already has an account ({}, {}); create a new keystore with `roam key new` for another one",
+                    s.ks.public.did,
+                    state.user_ids.iter().map(UserId::as_str).collect::<Vec<_>>().join(", ")
+                ),
+            )
+            .into());
+        }
+        let password = args
+            .password
+            .clone()
+            .unwrap_or_else(|| roam_identity_core::b64::encode(&random_seed()[..18]));
+        // The genesis is recorded only once the server took it: a refused registration
+        // leaves the keystore as it was.
+        let mut draft = roam_server::client::keystore::Keystore {
+            public: s.ks.public.clone(),
+            secrets: s.ks.secrets.clone(),
+        };
+        let genesis = account::sign_genesis(&mut draft, user_id.clone(), vec![server.clone()])?;
+        let registered = match hs
+            .register_with_genesis(localpart.as_str(), &password, &genesis.value, false)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if e.errcode() == Some("M_USER_IN_USE") => {
+                // An earlier run may have registered and died before saving: adopt the log
+                // if the server's account is ours.
+                let ours = match hs.user_bundle(&user_id).await {
+                    Ok(b) => b.get("did").and_then(Value::as_str) == Some(s.ks.public.did.as_str()),
+                    Err(_) => false,
+                };
+                if !ours {
+                    return Err(e.into());
+                }
+                let log = hs.account_log(&s.did()?).await?;
+                s.ks.public.ops = log;
+                account::local_log(&s.ks, now_ms())?;
+                s.ks.public.homeserver = Some(args.homeserver.as_str().trim_end_matches('/').to_owned());
+                s.ks.public.user_id = Some(user_id.to_string());
+                s.save()?;
+                progress.finish();
+                println!("{user_id}\n{}", s.ks.public.did);
+                eprintln!("the account was registered by an earlier run; the keystore is up to date now");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match &registered.did {
+            Some(did) if did == &s.ks.public.did => {}
+            Some(did) => anyhow::bail!("{server} registered the account under another DID ({did})"),
+            None => {
+                return Err(CliError::new(
+                    REFUSED,
+                    format!(
+                        "{server} registered {} but did not bind it to the DID (no org.roam.did in its answer): it does not support Roam accounts; use a Roam homeserver",
+                        registered.user_id
+                    ),
+                )
+                .into());
+            }
+        }
+        s.ks.public.ops = draft.public.ops;
+        s.ks.public.homeserver = Some(args.homeserver.as_str().trim_end_matches('/').to_owned());
+        s.ks.public.user_id = Some(registered.user_id.clone());
+        s.ks.secrets.password = Some(password);
+        s.save()?;
+        progress.finish();
+        println!("{}\n{}", registered.user_id, s.ks.public.did);
+        eprintln!(
+            "next: roam login --keystore {} --homeserver {}",
+            s.path.display(),
+            args.homeserver
+        );
+        Ok(())
+    })
+}
+
+/// What one server says about the account.
+fn server_view(
+    server: &ServerName,
+    raw: Result<Value, String>,
+    did: &roam_identity_core::Did,
+    local_head: &str,
+) -> Value {
+    let now = now_ms();
+    let raw = match raw {
+        Ok(r) => r,
+        Err(e) => return json!({"server": server.as_str(), "reachable": false, "error": e}),
+    };
+    let checked = Bundle::from_value(&raw).and_then(|b| bundle::verify(&b, Some(did), now));
+    match checked {
+        Err(e) => {
+            json!({"server": server.as_str(), "reachable": true, "error": format!("its bundle does not verify: {e}")})
+        }
+        Ok(vb) => {
+            let attests: Vec<Value> = vb
+                .attestations
+                .iter()
+                .filter(|a| &a.server_name == server)
+                .map(|a| {
+                    json!({
+                        "user_id": a.user_id.as_ref().map(UserId::as_str),
+                        "hosting": a.hosting,
+                        "head": a.head.to_string(),
+                        "valid_until": a.valid_until,
+                        "current": a.is_current(now),
+                    })
+                })
+                .collect();
+            let hosting = matches!(vb.hosting(server, now), Attested::Current { .. });
+            json!({
+                "server": server.as_str(),
+                "reachable": true,
+                "head": vb.log.state.head.to_string(),
+                "in_sync": vb.log.state.head.to_string() == local_head,
+                "hosting": hosting,
+                "attestations": attests,
+            })
+        }
+    }
+}
+
+fn show(args: ShowArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let s = Session::open(&args.keystore, global)?;
+    let local = account::local_log(&s.ks, now_ms())?;
+    let did = s.did()?;
+    let head = local.state.head.to_string();
+    let mut servers = local.state.servers.clone();
+    for u in &local.state.user_ids {
+        let d = u.server_name();
+        if !servers.contains(&d) {
+            servers.push(d);
+        }
+    }
+    let rt = runtime()?;
+    let (views, foreign) = rt.block_on(async {
+        let progress = Progress::bar(servers.len() as u64, "asking servers");
+        let mut views = Vec::new();
+        for server in &servers {
+            let raw = match s.dir.homeserver(server).await {
+                Ok(hs) => hs.account_bundle(&did).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            views.push(server_view(server, raw, &did, &head));
+            progress.step(server.as_str());
+        }
+        let (ops, _, _) = sync::gather_ops(&s.dir, &did, &local.state.servers).await;
+        let foreign: Vec<String> = account::foreign_ops(&s.ks, &ops)
+            .into_iter()
+            .filter_map(|v| SignedOp::from_value(v.clone()).ok())
+            .map(|o| format!("seq {} {} ({})", o.op.seq, o.op.action.name(), o.hash))
+            .collect();
+        progress.finish();
+        (views, foreign)
+    });
+    let mut out = describe_state(&local.state);
+    out["keystore"] = json!(s.path.display().to_string());
+    out["homeserver"] = json!(s.ks.public.homeserver);
+    out["logged_in_as"] = json!(s.ks.public.user_id);
+    out["device_id"] = json!(s.ks.public.device_id);
+    out["server_views"] = json!(views);
+    out["ops_not_signed_here"] = json!(foreign);
+    out["pending_migration"] = s.ks.public.pending_migration.clone().unwrap_or(Value::Null);
+    if args.json {
+        print_json(&out);
+        return Ok(());
+    }
+    let st = &local.state;
+    println!("DID:        {}", st.did);
+    println!(
+        "user IDs:   {}",
+        st.user_ids
+            .iter()
+            .map(UserId::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "servers:    {} (primary first)",
+        st.servers
+            .iter()
+            .map(ServerName::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "devices:    {}",
+        if st.devices.is_empty() {
+            "none signed in".to_owned()
+        } else {
+            st.devices
+                .keys()
+                .map(|d| d.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    println!(
+        "update key: {}",
+        out["update_key"].as_str().unwrap_or_default()
+    );
+    println!("head:       {} (seq {})", st.head, st.seq);
+    if st.deactivated {
+        println!("status:     DEACTIVATED");
+    }
+    println!("what each server attests now:");
+    for v in &views {
+        let name = v["server"].as_str().unwrap_or_default();
+        if let Some(e) = v.get("error").and_then(Value::as_str) {
+            println!("  {name}: {e}");
+            continue;
+        }
+        let sync = if v["in_sync"] == true {
+            "in sync"
+        } else {
+            "behind or ahead of this keystore"
+        };
+        let mut parts = Vec::new();
+        for a in v["attestations"].as_array().into_iter().flatten() {
+            let who = a["user_id"].as_str().unwrap_or("(hosting only)");
+            let host = if a["hosting"] == true {
+                "hosting"
+            } else {
+                "not hosting (forwarding)"
+            };
+            let cur = if a["current"] == true {
+                ""
+            } else {
+                ", expired"
+            };
+            parts.push(format!("{who} bound, {host}{cur}"));
+        }
+        if parts.is_empty() {
+            parts.push("no attestation".into());
+        }
+        println!("  {name}: {} [{sync}]", parts.join("; "));
+    }
+    if !foreign.is_empty() {
+        println!(
+            "WARNING: the servers hold {} op(s) this keystore did not sign:",
+            foreign.len()
+        );
+        for f in &foreign {
+            println!("  {f}");
+        }
+        println!(
+            "If they are not yours, your update key is compromised: run `roam recover --recovery FILE`."
+        );
+    }
+    if let Some(p) = &s.ks.public.pending_migration {
+        println!(
+            "unfinished migration to {}: re-run `roam migrate --to {}`",
+            p["to_server"].as_str().unwrap_or("?"),
+            p["to_url"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! `roam migrate`: the whole move to another homeserver, resumable.
+
+use clap::Args;
+use roam_server::client::migration::{self, MigrateOptions, StepState};
+use url::Url;
+
+use super::common::{GlobalArgs, KeystoreArg, Progress, Session, parse_url, runtime};
+use super::exit::{CliError, USAGE};
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    keystore: KeystoreArg,
+    /// The new homeserver's base URL.
+    #[arg(long, value_name = "URL", value_parser = parse_url, required_unless_present = "abandon")]
+    to: Option<Url>,
+    /// The localpart to take on the new server [default: the current one].
+    #[arg(long, value_name = "LOCALPART")]
+    user: Option<String>,
+    /// Keep the old server(s) in the list as backups.
+    #[arg(long)]
+    keep_old_as_backup: bool,
+    /// Forget an unfinished migration (ops already signed stay in the log).
+    #[arg(long, conflicts_with_all = ["to", "user", "keep_old_as_backup"])]
+    abandon: bool,
+}
+
+pub fn run(args: MigrateArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let mut s = Session::open(&args.keystore, global)?;
+    if args.abandon {
+        let Some(p) = migration::pending(&s.ks) else {
+            return Err(CliError::new(USAGE, "there is no unfinished migration").into());
+        };
+        s.ks.public.pending_migration = None;
+        s.save()?;
+        println!("dropped the unfinished migration to {}", p.to_server);
+        return Ok(());
+    }
+    let Some(to) = args.to.clone() else {
+        return Err(CliError::new(USAGE, "--to URL is required").into());
+    };
+    let resuming = migration::pending(&s.ks).is_some();
+    if resuming {
+        eprintln!("resuming the unfinished migration");
+    }
+    let opts = MigrateOptions {
+        to,
+        localpart: args.user.clone(),
+        keep_old_as_backup: args.keep_old_as_backup,
+    };
+    let rt = runtime()?;
+    let progress = Progress::bar(migration::STEPS.len() as u64, "migrating");
+    let path = s.path.clone();
+    let pass = s.pass().to_owned();
+    let Session { ks, dir, .. } = &mut s;
+    let result = rt.block_on(migration::run(
+        ks,
+        dir,
+        &opts,
+        |k| Session::save_keystore(&path, &pass, k),
+        |step| {
+            let mark = match step.state {
+                StepState::Done => "done",
+                StepState::AlreadyDone => "done earlier",
+                StepState::Skipped => "skipped",
+            };
+            progress.println(&format!("[{mark}] {}: {}", step.name, step.detail));
+            progress.step(step.name);
+        },
+    ));
+    progress.finish();
+    result?;
+    let state =
+        roam_server::client::account::local_log(&s.ks, roam_server::client::account::now_ms())?
+            .state;
+    println!(
+        "migrated: {} now lives on {}",
+        s.ks.public.user_id.as_deref().unwrap_or("the account"),
+        state
+            .servers
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}

@@ -1,0 +1,23 @@
+//! The user's side of Roam: the keystore, and the HTTP client that talks to homeservers on
+//! the user's behalf. The `roam` subcommands other than `serve` and `admin` are built on it.
+//!
+//! - [`keystore`]: the encrypted keystore and the offline recovery file.
+//! - [`account`]: ops as the client signs them (genesis, next op, rotate/recover, devices),
+//!   always checked by identity-core against the client's own record before signing.
+//! - [`homeserver`]: a typed HTTP client for one homeserver (Matrix + `/_roam/v1`).
+//! - [`directory`]: which base URL answers for a server name.
+//! - [`session`]: key login and signing the device into the log.
+//! - [`sync`]: bringing servers up to date with the ops the client signed.
+//! - [`migration`]: the resumable, step-by-step move to another homeserver.
+//! - [`export`]: the portable account file.
+//!
+//! Errors are concrete enums per module; the binary decides exit codes from them.
+
+pub mod account;
+pub mod directory;
+pub mod export;
+pub mod homeserver;
+pub mod keystore;
+pub mod migration;
+pub mod session;
+pub mod sync;
