@@ -310,6 +310,35 @@ impl SafeClient {
 
     /// GETs `url` and returns the body, at most `max_body_bytes` of it.
     pub async fn get_bytes(&self, url: &Url) -> Result<Vec<u8>, FetchError> {
+        let request = self
+            .client
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT, "application/json");
+        self.send(url, request).await
+    }
+
+    /// POSTs `body` as JSON to `url` and parses the answer as strict JSON. The same guard,
+    /// limits and redirect checks apply as for GET (homeservers forwarding signed ops to
+    /// each other use this).
+    pub async fn post_json(&self, url: &Url, body: &Value) -> Result<Value, FetchError> {
+        let request = self
+            .client
+            .post(url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .json(body);
+        let bytes = self.send(url, request).await?;
+        canonical::parse_strict(&bytes).map_err(|e| FetchError::Json {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Sends a request built for `url` through the guard and reads a capped body.
+    async fn send(
+        &self,
+        url: &Url,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Vec<u8>, FetchError> {
         let shown = url.to_string();
         self.policy
             .check_url(url)
@@ -318,13 +347,7 @@ impl SafeClient {
                 reason,
             })?;
         let _permit = self.limiter.acquire(url).await;
-        let mut resp = self
-            .client
-            .get(url.clone())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| self.classify(&shown, e))?;
+        let mut resp = request.send().await.map_err(|e| self.classify(&shown, e))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(FetchError::Status {

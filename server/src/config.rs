@@ -104,6 +104,13 @@ pub struct ServerConfig {
     pub rate_limits: RateLimits,
     /// How long a fetched server key document may be cached by others.
     pub key_validity_ms: u64,
+    /// Server name → base URL for server-to-server calls, bypassing discovery (tests,
+    /// private deployments). Override targets may be private addresses.
+    pub federation_overrides: std::collections::BTreeMap<ServerName, url::Url>,
+    /// Let server-to-server calls reach loopback, private and link-local addresses.
+    pub allow_private_fetch: bool,
+    /// Per-DID limits on new account-log ops.
+    pub op_limits: crate::portable::oprate::OpLimits,
 }
 
 impl ServerConfig {
@@ -121,6 +128,9 @@ impl ServerConfig {
             max_body_bytes: 1024 * 1024,
             rate_limits: RateLimits::default(),
             key_validity_ms: 7 * 24 * 3600 * 1000,
+            federation_overrides: Default::default(),
+            allow_private_fetch: false,
+            op_limits: Default::default(),
         }
     }
 }
@@ -160,6 +170,10 @@ pub enum ConfigError {
     Listen { value: String, message: String },
     #[error("registration: {0}")]
     Registration(String),
+    #[error(
+        "federation override {0:?}: expected NAME=URL, e.g. b.test=http://127.0.0.1:8009 ({1})"
+    )]
+    FederationOverride(String, String),
 }
 
 /// The TOML file's shape. Every key is optional; unknown keys are an error so typos show.
@@ -175,6 +189,10 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub key_validity_hours: Option<u64>,
     pub rate_limits: Option<RateLimits>,
+    /// `name = "http://host:port"` pairs, like `--federation-override name=URL`.
+    pub federation_overrides: Option<std::collections::BTreeMap<String, String>>,
+    pub allow_private_fetch: Option<bool>,
+    pub op_limits: Option<crate::portable::oprate::OpLimits>,
 }
 
 impl FileConfig {
@@ -198,6 +216,9 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub public_base_url: Option<String>,
     pub registration: Option<String>,
+    /// `NAME=URL` pairs; added to (and winning over) the file's.
+    pub federation_overrides: Vec<String>,
+    pub allow_private_fetch: bool,
 }
 
 pub const DEFAULT_SERVER_NAME: &str = "localhost:8008";
@@ -250,7 +271,34 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<ServerConfig, Config
     if let Some(limits) = file.rate_limits {
         config.rate_limits = limits;
     }
+    if let Some(limits) = file.op_limits {
+        config.op_limits = limits;
+    }
+    let pairs = file
+        .federation_overrides
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .chain(over.federation_overrides);
+    for pair in pairs {
+        let (name, url) = parse_override(&pair)?;
+        config.federation_overrides.insert(name, url);
+    }
+    config.allow_private_fetch =
+        over.allow_private_fetch || file.allow_private_fetch.unwrap_or(false);
     Ok(config)
+}
+
+/// Parses `NAME=URL` (`b.test=http://127.0.0.1:8009`).
+pub fn parse_override(pair: &str) -> Result<(ServerName, url::Url), ConfigError> {
+    let bad = |why: String| ConfigError::FederationOverride(pair.to_owned(), why);
+    let (name, url) = pair.split_once('=').ok_or_else(|| bad("no '='".into()))?;
+    let name = ServerName::parse(name.trim()).map_err(|e| bad(e.to_string()))?;
+    let url = url::Url::parse(url.trim()).map_err(|e| bad(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("the URL must be http or https".into()));
+    }
+    Ok((name, url))
 }
 
 #[cfg(test)]

@@ -62,6 +62,25 @@ pub enum AppError {
     BadRequest(String),
     #[error("user-interactive authentication required")]
     Uia(Box<UiaChallenge>),
+    /// An account op or log fails verification (`class` is the protocol error class).
+    #[error("{message}")]
+    RoamInvalidOp {
+        class: &'static str,
+        index: Option<usize>,
+        message: String,
+    },
+    /// The ops would fork the account log outside the recovery rule.
+    #[error("The operations fork the account log; both conflicting operations are in `evidence`.")]
+    RoamFork { evidence: Vec<Value> },
+    /// The account moved to other servers.
+    #[error("This account has moved; log in at its current homeserver.")]
+    RoamMoved { servers: Vec<String> },
+    /// The account's log is deactivated.
+    #[error("This account is deactivated.")]
+    RoamDeactivated,
+    /// Another homeserver needed for this request could not be reached.
+    #[error("{0}")]
+    RoamUnreachable(String),
     /// Something broke on our side. The text is logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -90,6 +109,11 @@ impl AppError {
             Unrecognized { status } => (*status, "M_UNRECOGNIZED", msg),
             BadRequest(_) => (StatusCode::BAD_REQUEST, "M_UNKNOWN", msg),
             Uia(_) => (StatusCode::UNAUTHORIZED, "M_FORBIDDEN", msg),
+            RoamInvalidOp { .. } => (StatusCode::BAD_REQUEST, "ROAM_INVALID_OP", msg),
+            RoamFork { .. } => (StatusCode::CONFLICT, "ROAM_FORK", msg),
+            RoamMoved { .. } => (StatusCode::FORBIDDEN, "ROAM_MOVED", msg),
+            RoamDeactivated => (StatusCode::FORBIDDEN, "ROAM_DEACTIVATED", msg),
+            RoamUnreachable(_) => (StatusCode::BAD_GATEWAY, "ROAM_UNREACHABLE", msg),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "M_UNKNOWN",
@@ -132,6 +156,15 @@ impl IntoResponse for AppError {
                 }
                 body
             }
+            AppError::RoamInvalidOp { class, index, .. } => {
+                json!({"errcode": errcode, "error": error, "class": class, "index": index})
+            }
+            AppError::RoamFork { evidence } => {
+                json!({"errcode": errcode, "error": error, "evidence": evidence})
+            }
+            AppError::RoamMoved { servers } => {
+                json!({"errcode": errcode, "error": error, "servers": servers})
+            }
             AppError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 json!({"errcode": errcode, "error": error})
@@ -164,6 +197,7 @@ impl From<StoreError> for AppError {
             )),
             StoreError::TokenInvalid => AppError::Unauthorized("Invalid registration token".into()),
             StoreError::TokenExists => AppError::InvalidParam("Token already exists".into()),
+            e @ StoreError::Conflict(_) => AppError::Internal(e.to_string()),
             e @ (StoreError::Locked | StoreError::Corrupt(_) | StoreError::Backend(_)) => {
                 AppError::Internal(e.to_string())
             }

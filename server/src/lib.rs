@@ -16,9 +16,11 @@
 //!
 //! Architecture invariant: handlers know nothing of redb and the store knows nothing of HTTP.
 
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod portable;
 pub mod ratelimit;
 pub mod routes;
 pub mod secrets;

@@ -45,6 +45,7 @@ struct Inner {
     server_key: ServerKey,
     uia: UiaSessions,
     limiters: Limiters,
+    portable: crate::portable::PortableState,
 }
 
 /// Cheap to clone: everything lives behind one `Arc`.
@@ -54,6 +55,19 @@ pub struct AppState(Arc<Inner>);
 impl AppState {
     /// Loads the server key (creating it on first start) and assembles the state.
     pub fn new(config: ServerConfig, store: Arc<dyn Store>) -> Result<Self, StateError> {
+        Self::with_federation(
+            config,
+            store,
+            Arc::new(crate::portable::federation::NoFederation),
+        )
+    }
+
+    /// [`AppState::new`] with the client used to reach other homeservers.
+    pub fn with_federation(
+        config: ServerConfig,
+        store: Arc<dyn Store>,
+        federation: Arc<dyn crate::portable::federation::Federation>,
+    ) -> Result<Self, StateError> {
         let candidate = ServerKeyRecord {
             version: format!("a_{}", secrets::new_opaque_id(4)),
             seed: SigningKey::generate(&mut OsRng).to_bytes(),
@@ -68,6 +82,7 @@ impl AppState {
             old: store.old_server_keys()?,
         };
         let limits = config.rate_limits;
+        let op_limits = config.op_limits;
         Ok(Self(Arc::new(Inner {
             limiters: Limiters {
                 register_per_ip: RateLimiter::new(limits.register_per_ip),
@@ -78,6 +93,7 @@ impl AppState {
             store,
             server_key,
             uia: UiaSessions::default(),
+            portable: crate::portable::PortableState::new(op_limits, federation),
         })))
     }
 
@@ -91,6 +107,11 @@ impl AppState {
 
     pub fn uia(&self) -> &UiaSessions {
         &self.0.uia
+    }
+
+    /// Portable-account state: login challenges, op limits, federation, per-DID locks.
+    pub fn portable(&self) -> &crate::portable::PortableState {
+        &self.0.portable
     }
 
     pub fn limiters(&self) -> &Limiters {

@@ -19,6 +19,8 @@ use crate::secrets;
 pub const DUMMY: &str = "m.login.dummy";
 pub const PASSWORD: &str = "m.login.password";
 pub const REGISTRATION_TOKEN: &str = "m.login.registration_token";
+/// Roam key login: a challenge signed with the account's current update key (spec/api.md).
+pub const ROAM_KEY: &str = "m.login.roam.key";
 
 const SESSION_TTL: Duration = Duration::from_secs(15 * 60);
 const MAX_SESSIONS: usize = 10_000;
@@ -205,6 +207,16 @@ impl UiaSessions {
 /// The user and password of an `m.login.password` stage (or login request), in either the
 /// `identifier` form or the legacy `user` form.
 pub fn password_identity(auth: &Value) -> Result<(String, String), AppError> {
+    let user = login_user(auth)?;
+    let password = auth
+        .get("password")
+        .and_then(Value::as_str)
+        .ok_or_else(|| AppError::MissingParam("Missing param: password".into()))?;
+    Ok((user, password.to_owned()))
+}
+
+/// The user named by a login or UIA body: `identifier` (`m.id.user`) or the legacy `user`.
+pub fn login_user(auth: &Value) -> Result<String, AppError> {
     let user = match auth.get("identifier") {
         Some(id) => {
             match id.get("type").and_then(Value::as_str) {
@@ -223,11 +235,7 @@ pub fn password_identity(auth: &Value) -> Result<(String, String), AppError> {
             .and_then(Value::as_str)
             .ok_or_else(|| AppError::MissingParam("Missing param: identifier".into()))?,
     };
-    let password = auth
-        .get("password")
-        .and_then(Value::as_str)
-        .ok_or_else(|| AppError::MissingParam("Missing param: password".into()))?;
-    Ok((user.to_owned(), password.to_owned()))
+    Ok(user.to_owned())
 }
 
 #[cfg(test)]

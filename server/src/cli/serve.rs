@@ -30,7 +30,9 @@ pub struct ServeArgs {
     registration: Option<String>,
 }
 
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+/// `--federation-override` and `--allow-private-fetch` are the global flags of `roam`
+/// ([`super::GlobalArgs`]): the same meaning for the server as for the client commands.
+pub fn run(args: ServeArgs, global: &super::GlobalArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ROAM_LOG")
@@ -49,6 +51,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             data_dir: args.data_dir,
             public_base_url: args.public_base_url,
             registration: args.registration,
+            federation_overrides: global
+                .federation_override
+                .iter()
+                .map(|(name, url)| format!("{name}={url}"))
+                .collect(),
+            allow_private_fetch: global.allow_private_fetch,
         },
     )?;
     let store = match RedbStore::open_dir(&config.data_dir) {
@@ -62,7 +70,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             other.with_context(|| format!("opening the store in {}", config.data_dir.display()))?
         }
     };
-    let state = AppState::new(config.clone(), Arc::new(store))?;
+    let federation = roam_server::portable::federation::HttpFederation::new(&config)
+        .context("building the server-to-server HTTP client")?;
+    let state = AppState::with_federation(config.clone(), Arc::new(store), Arc::new(federation))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

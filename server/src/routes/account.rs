@@ -27,6 +27,9 @@ pub struct RegisterBody {
     initial_device_display_name: Option<Value>,
     inhibit_login: Option<Value>,
     auth: Option<Value>,
+    /// A genesis op: the account is created with this portable identity (spec/api.md).
+    #[serde(rename = "org.roam.genesis")]
+    genesis: Option<Value>,
 }
 
 /// `POST /register`.
@@ -89,19 +92,31 @@ pub async fn register(
         None => None,
     };
 
+    // A genesis op is checked before UIA too: a client learns at once that its log is bad.
+    let genesis = match &body.genesis {
+        None | Some(Value::Null) => None,
+        Some(g) => Some(check_genesis(&state, g, requested.as_ref()).await?),
+    };
+    let requested = requested.or_else(|| genesis.as_ref().map(|g| g.state.user_ids[0].clone()));
+
     let completed = run_registration_uia(&state, &flows, body.auth.as_ref()).await?;
 
-    let password =
-        password.ok_or_else(|| AppError::MissingParam("Missing params: password".into()))?;
+    // With a portable identity the password is optional: the key logs in.
+    if password.is_none() && genesis.is_none() {
+        return Err(AppError::MissingParam("Missing params: password".into()));
+    }
     let user_id = match requested {
         Some(u) => u,
         None => generate_user_id(&state).await?,
     };
-    let password_hash = hash_password(password).await?;
+    let password_hash = match password {
+        Some(p) => Some(hash_password(p).await?),
+        None => None,
+    };
     let now = now_ms();
     let account = Account {
         user_id: user_id.clone(),
-        password_hash: Some(password_hash),
+        password_hash,
         created_at: now,
     };
     let (session, reply) = if inhibit_login {
@@ -128,11 +143,90 @@ pub async fn register(
         (Some(session), reply)
     };
     let token = completed.registration_token;
-    state
-        .db(move |s| s.create_account(account, session, token.as_deref()))
-        .await?;
+    let mut reply = reply;
+    match genesis {
+        None => {
+            state
+                .db(move |s| s.create_account(account, session, token.as_deref()))
+                .await?;
+        }
+        Some(log) => {
+            use crate::portable::service;
+            let st = &log.state;
+            reply["org.roam.did"] = json!(st.did.as_str());
+            let attestations = crate::portable::attestations_for(
+                st,
+                &state.config().server_name,
+                &service::signing_key(&state),
+                std::slice::from_ref(&user_id),
+                now,
+            );
+            let commit = crate::store::LogCommit {
+                did: st.did.clone(),
+                expected_head: None,
+                new_ops: log
+                    .chain
+                    .iter()
+                    .map(|o| (o.hash, o.value.clone()))
+                    .collect(),
+                summary: service::summary_of(st),
+                attestations: Some(attestations),
+                bind: vec![user_id.clone()],
+                unbind: Vec::new(),
+            };
+            state
+                .db(move |s| s.create_account_with_log(account, session, token.as_deref(), commit))
+                .await?;
+        }
+    }
     tracing::info!(user_id = %user_id, "registered");
     Ok(Json(reply))
+}
+
+/// Verifies a registration's genesis op: it must name the requested user ID (when one was
+/// requested) as a user ID of this server, list this server, and be a DID new here.
+async fn check_genesis(
+    state: &AppState,
+    genesis: &Value,
+    requested: Option<&UserId>,
+) -> Result<roam_identity_core::log::VerifiedLog, AppError> {
+    let log = roam_identity_core::log::verify_values(std::slice::from_ref(genesis), None, now_ms())
+        .map_err(|e| AppError::RoamInvalidOp {
+            class: e.class(),
+            index: Some(0),
+            message: e.to_string(),
+        })?;
+    let st = &log.state;
+    let server = &state.config().server_name;
+    let named = &st.user_ids[0];
+    if named.server_name() != *server || !named.is_strict() {
+        return Err(AppError::InvalidUsername(format!(
+            "The genesis op names {named}, which is not a valid new user ID of {server}"
+        )));
+    }
+    if requested.is_some_and(|r| r != named) {
+        return Err(AppError::InvalidParam(format!(
+            "The genesis op names {named}, but the registration asks for another user ID"
+        )));
+    }
+    if !st.servers.contains(server) {
+        return Err(AppError::Forbidden(format!(
+            "The genesis op does not list {server} as a server"
+        )));
+    }
+    let (did, user) = (st.did.clone(), named.clone());
+    let (held, taken) = state
+        .db(move |s| Ok((s.log_summary(&did)?.is_some(), s.account(&user)?.is_some())))
+        .await?;
+    if taken {
+        return Err(AppError::UserInUse);
+    }
+    if held {
+        return Err(AppError::Forbidden(
+            "This DID already has an account log here; log in with its key instead".into(),
+        ));
+    }
+    Ok(log)
 }
 
 fn registration_flows(mode: RegistrationMode) -> Result<Vec<Vec<&'static str>>, AppError> {
@@ -249,7 +343,7 @@ pub async fn registration_token_validity(
 
 /// `GET /login`.
 pub async fn login_flows() -> Json<Value> {
-    Json(json!({"flows": [{"type": "m.login.password"}]}))
+    Json(json!({"flows": [{"type": "m.login.password"}, {"type": crate::uia::ROAM_KEY}]}))
 }
 
 #[derive(Debug, Deserialize)]
@@ -268,8 +362,9 @@ pub async fn login(
     ip: ClientIp,
     MatrixJson(body): MatrixJson<LoginBody>,
 ) -> Result<Json<Value>, AppError> {
+    let key_login = matches!(&body.kind, Some(Value::String(t)) if t == crate::uia::ROAM_KEY);
     match &body.kind {
-        Some(Value::String(t)) if t == "m.login.password" => {}
+        Some(Value::String(t)) if t == "m.login.password" || key_login => {}
         Some(Value::String(_)) => return Err(AppError::BadRequest("Unknown login type".into())),
         Some(_) => return Err(AppError::BadJson("type must be a string".into())),
         None => return Err(AppError::MissingParam("Missing param: type".into())),
@@ -279,7 +374,13 @@ pub async fn login(
         .login_per_ip
         .check(ip.key())
         .map_err(|retry_after_ms| AppError::LimitExceeded { retry_after_ms })?;
-    let (user, password) = uia::password_identity(&Value::Object(body.rest))?;
+    let rest = Value::Object(body.rest);
+    let (user, password) = if key_login {
+        (uia::login_user(&rest)?, None)
+    } else {
+        let (u, p) = uia::password_identity(&rest)?;
+        (u, Some(p))
+    };
     let device_id = opt_string(&body.device_id, "device_id")?
         .map(|d| {
             DeviceId::parse(&d)
@@ -294,8 +395,17 @@ pub async fn login(
         .login_per_account
         .check(user_id.as_str())
         .map_err(|retry_after_ms| AppError::LimitExceeded { retry_after_ms })?;
-    if !check_password(&state, &user_id, password).await? {
-        return Err(AppError::Forbidden("Invalid username or password".into()));
+    match password {
+        Some(password) => {
+            if !check_password(&state, &user_id, password).await? {
+                return Err(AppError::Forbidden("Invalid username or password".into()));
+            }
+            // A correct password for an account that moved away: say where it went.
+            if let Err(e) = crate::portable::service::hosted_log(&state, &user_id).await? {
+                return Err(e.into());
+            }
+        }
+        None => crate::portable::service::check_key_proof(&state, &user_id, &rest).await?,
     }
 
     let device_id = device_id.unwrap_or_else(new_device_id);

@@ -152,8 +152,28 @@ pub async fn require_password_uia_for(
     uia_auth: Option<&Value>,
     purpose: Purpose,
 ) -> Result<(), AppError> {
-    let flows = vec![vec![uia::PASSWORD]];
+    // Accounts with a portable identity may also prove themselves with their key.
+    let has_key = matches!(
+        crate::portable::service::hosted_log(state, &auth.user_id).await?,
+        Ok(Some(_))
+    );
+    let flows = if has_key {
+        vec![vec![uia::PASSWORD], vec![uia::ROAM_KEY]]
+    } else {
+        vec![vec![uia::PASSWORD]]
+    };
     let attempt = state.uia().begin(purpose, &flows, uia_auth)?;
+    if attempt.kind == uia::ROAM_KEY {
+        let outcome =
+            match crate::portable::service::check_key_proof(state, &auth.user_id, &attempt.auth)
+                .await
+            {
+                Ok(()) => Ok(None),
+                Err(AppError::MissingParam(m)) => return Err(AppError::MissingParam(m)),
+                Err(e) => Err(("M_FORBIDDEN", e.to_string())),
+            };
+        return state.uia().finish(attempt, &flows, outcome).map(|_| ());
+    }
     let (user, password) = uia::password_identity(&attempt.auth)?;
     // The stage proves the *requesting* user knows their password: another user's
     // credentials, even correct ones, do not count.

@@ -131,9 +131,8 @@ fn check_one_time_keys(
                     )));
                 }
                 if let Some(dk) = device_key.filter(|_| o.contains_key("signatures")) {
-                    verify_signature(key, &auth.user_id, &device_key_id, dk).map_err(|e| {
-                        AppError::InvalidSignature(format!("{what}[{id:?}]: {e}"))
-                    })?;
+                    verify_signature(key, &auth.user_id, &device_key_id, dk)
+                        .map_err(|e| AppError::InvalidSignature(format!("{what}[{id:?}]: {e}")))?;
                 }
             }
             _ => {

@@ -4,12 +4,15 @@
 mod account;
 mod devices;
 mod keys;
+mod roam;
 mod server;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+
+pub use server::server_key_document;
 
 use crate::error::AppError;
 use crate::state::AppState;
@@ -42,6 +45,33 @@ fn client_routes() -> Router<AppState> {
         .route("/keys/signatures/upload", post(keys::signatures_upload))
 }
 
+/// Body cap of the routes that carry whole account logs (up to 1000 ops of up to 4 KiB).
+const LOG_BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+/// The `/_roam/v1` API.
+fn roam_routes() -> Router<AppState> {
+    Router::new()
+        .route("/users/{user_id}", get(roam::user_bundle))
+        .route("/accounts/{did}", get(roam::account_bundle))
+        .route("/accounts/{did}/log", get(roam::account_log))
+        .route(
+            "/accounts/{did}/ops",
+            post(roam::post_ops).layer(DefaultBodyLimit::max(LOG_BODY_LIMIT)),
+        )
+        .route("/accounts/{did}/forks", get(roam::account_forks))
+        .route("/export", get(roam::export))
+        .route("/login/challenge", post(roam::login_challenge))
+        .route(
+            "/account/did",
+            post(roam::adopt_did).layer(DefaultBodyLimit::max(LOG_BODY_LIMIT)),
+        )
+        .route(
+            "/migrate",
+            post(roam::start_migration).layer(DefaultBodyLimit::max(LOG_BODY_LIMIT)),
+        )
+        .route("/migrate/{id}", get(roam::migration_status))
+}
+
 /// The complete application with its state.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config().max_body_bytes;
@@ -60,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/.well-known/matrix/server", get(server::well_known_server))
         .route("/.well-known/matrix/client", get(server::well_known_client))
+        .nest("/_roam/v1", roam_routes())
         .route("/health", get(server::health))
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)

@@ -9,6 +9,8 @@
 //! New features (the account log, attestations) add their own tables in [`tables`] and their
 //! own methods here; they must not change the layouts of the existing tables.
 
+pub mod logs;
+mod redb_logs;
 mod redb_store;
 pub mod tables;
 
@@ -17,6 +19,7 @@ use std::collections::BTreeMap;
 use roam_identity_core::{DeviceId, Millis, UserId};
 use serde_json::Value;
 
+pub use logs::{ExportedOp, LogCommit, LogStore, LogSummary};
 pub use redb_store::RedbStore;
 
 /// Why a storage call failed.
@@ -37,6 +40,9 @@ pub enum StoreError {
     /// A registration token does not exist, is used up or expired.
     #[error("registration token is not valid")]
     TokenInvalid,
+    /// A concurrent writer changed the row this write was based on; retry from a fresh read.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// The database file is held by another process (usually a running `roam serve`).
     #[error("the database is in use by another process")]
     Locked,
@@ -178,7 +184,7 @@ pub struct KeySignature {
 ///
 /// Implementations must make each method atomic: either all of its changes are committed
 /// before it returns `Ok`, or none are.
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: LogStore + Send + Sync + std::fmt::Debug + 'static {
     // --- server keys ---
 
     /// The current server signing key, creating it from `candidate` on first start.

@@ -48,7 +48,7 @@ impl From<redb::DatabaseError> for StoreError {
 /// The homeserver store on redb.
 #[derive(Debug)]
 pub struct RedbStore {
-    db: Database,
+    pub(super) db: Database,
 }
 
 impl RedbStore {
@@ -78,6 +78,7 @@ impl RedbStore {
             let mut meta = txn.open_table(t::META)?;
             txn.open_table(t::OLD_SERVER_KEYS)?;
             txn.open_table(t::ACCOUNTS)?;
+            super::redb_logs::create_tables(&txn)?;
             txn.open_table(t::DEVICES)?;
             txn.open_table(t::ACCESS_TOKENS)?;
             txn.open_table(t::DEVICE_KEYS)?;
@@ -129,11 +130,11 @@ fn decode_u64(bytes: &[u8]) -> StoreResult<u64> {
         .map_err(|_| StoreError::Corrupt("u64 of wrong length".into()))
 }
 
-fn to_json<T: Serialize>(row: &T) -> StoreResult<String> {
+pub(super) fn to_json<T: Serialize>(row: &T) -> StoreResult<String> {
     serde_json::to_string(row).map_err(|e| StoreError::Backend(format!("encoding row: {e}")))
 }
 
-fn from_json<T: DeserializeOwned>(text: &str) -> StoreResult<T> {
+pub(super) fn from_json<T: DeserializeOwned>(text: &str) -> StoreResult<T> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
@@ -168,6 +169,46 @@ fn bump_key_stream(txn: &WriteTransaction, user: &str) -> StoreResult<u64> {
     meta.insert(t::META_KEY_STREAM, next.to_be_bytes().as_slice())?;
     txn.open_table(t::KEY_CHANGES)?.insert(next, user)?;
     Ok(next)
+}
+
+/// Inserts a new account (refusing a taken user ID), consumes the registration token and
+/// opens the first session, inside the caller's transaction.
+pub(super) fn insert_account(
+    txn: &WriteTransaction,
+    account: Account,
+    session: Option<NewSession>,
+    registration_token: Option<&str>,
+) -> StoreResult<()> {
+    let user = account.user_id.as_str();
+    {
+        let mut accounts = txn.open_table(t::ACCOUNTS)?;
+        if accounts.get(user)?.is_some() {
+            return Err(StoreError::UserInUse(user.to_owned()));
+        }
+        let row = t::AccountRow {
+            password_hash: account.password_hash.clone(),
+            created_at: account.created_at,
+        };
+        accounts.insert(user, to_json(&row)?.as_str())?;
+    }
+    if let Some(token) = registration_token {
+        let mut tokens = txn.open_table(t::REGISTRATION_TOKENS)?;
+        let mut row: t::RegistrationTokenRow = match tokens.get(token)? {
+            Some(v) => from_json(v.value())?,
+            None => return Err(StoreError::TokenInvalid),
+        };
+        let usable = row.uses_allowed.is_none_or(|n| row.completed < n)
+            && row.expiry_time.is_none_or(|t| account.created_at < t);
+        if !usable {
+            return Err(StoreError::TokenInvalid);
+        }
+        row.completed += 1;
+        tokens.insert(token, to_json(&row)?.as_str())?;
+    }
+    if let Some(session) = session {
+        put_session(txn, &account.user_id, session)?;
+    }
+    Ok(())
 }
 
 /// Inserts or updates a device row and points a fresh token at it, revoking the old one.
@@ -319,38 +360,7 @@ impl Store for RedbStore {
         session: Option<NewSession>,
         registration_token: Option<&str>,
     ) -> StoreResult<()> {
-        self.write(|txn| {
-            let user = account.user_id.as_str();
-            {
-                let mut accounts = txn.open_table(t::ACCOUNTS)?;
-                if accounts.get(user)?.is_some() {
-                    return Err(StoreError::UserInUse(user.to_owned()));
-                }
-                let row = t::AccountRow {
-                    password_hash: account.password_hash.clone(),
-                    created_at: account.created_at,
-                };
-                accounts.insert(user, to_json(&row)?.as_str())?;
-            }
-            if let Some(token) = registration_token {
-                let mut tokens = txn.open_table(t::REGISTRATION_TOKENS)?;
-                let mut row: t::RegistrationTokenRow = match tokens.get(token)? {
-                    Some(v) => from_json(v.value())?,
-                    None => return Err(StoreError::TokenInvalid),
-                };
-                let usable = row.uses_allowed.is_none_or(|n| row.completed < n)
-                    && row.expiry_time.is_none_or(|t| account.created_at < t);
-                if !usable {
-                    return Err(StoreError::TokenInvalid);
-                }
-                row.completed += 1;
-                tokens.insert(token, to_json(&row)?.as_str())?;
-            }
-            if let Some(session) = session {
-                put_session(txn, &account.user_id, session)?;
-            }
-            Ok(())
-        })
+        self.write(|txn| insert_account(txn, account, session, registration_token))
     }
 
     fn account(&self, user_id: &UserId) -> StoreResult<Option<Account>> {

@@ -114,3 +114,40 @@ pub struct RegistrationTokenRow {
     pub expiry_time: Option<u64>,
     pub created_at: u64,
 }
+
+// --- portable accounts (account logs, attestations, migrations) ---
+
+/// `(did, op hash) → canonical op JSON`: every op held for a DID, all branches.
+pub const LOG_OPS: TableDefinition<(&str, &str), &str> = TableDefinition::new("log_ops");
+
+/// `did → JSON LogSummaryRow`: the verified head of each held log.
+pub const LOG_HEADS: TableDefinition<&str, &str> = TableDefinition::new("log_heads");
+
+/// `user_id → did`: local user IDs bound to a DID on this server.
+pub const USER_DIDS: TableDefinition<&str, &str> = TableDefinition::new("user_dids");
+
+/// `did → JSON array of attestations`: the set this server last issued for the DID.
+pub const ATTESTATIONS: TableDefinition<&str, &str> = TableDefinition::new("attestations");
+
+/// `cursor → (did, op hash)`: the order ops were stored in, for `/_roam/v1/export`.
+pub const OP_EXPORT: TableDefinition<u64, (&str, &str)> = TableDefinition::new("op_export");
+
+/// `(did, op hash) → op JSON`: ops refused as equivocation, kept as evidence.
+pub const FORK_EVIDENCE: TableDefinition<(&str, &str), &str> =
+    TableDefinition::new("fork_evidence");
+
+/// `migration id → JSON migration record`.
+pub const MIGRATIONS: TableDefinition<&str, &str> = TableDefinition::new("migrations");
+
+/// `did → migration id`: the latest migration of a DID to this server.
+pub const MIGRATION_BY_DID: TableDefinition<&str, &str> = TableDefinition::new("migration_by_did");
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LogSummaryRow {
+    pub head: String,
+    pub seq: u64,
+    pub servers: Vec<String>,
+    pub user_ids: Vec<String>,
+    pub deactivated: bool,
+    pub updated_at: u64,
+}

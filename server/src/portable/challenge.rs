@@ -1,0 +1,156 @@
+//! Key login (`m.login.roam.key`): short-lived, single-use challenges signed by the account's
+//! current update key.
+//!
+//! The signed message binds the challenge to this server and the user ID, so a signature
+//! captured on one server (or for one account) is useless anywhere else, and consuming the
+//! challenge on first use makes a replay fail even on the same server.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use roam_identity_core::{Millis, ServerName, UserId, VerifyingKey, b64, canonical};
+use serde_json::json;
+
+/// How long a challenge may be answered.
+pub const CHALLENGE_TTL_MS: Millis = 2 * 60 * 1000;
+/// Most outstanding challenges; beyond it the oldest expire first.
+const MAX_OUTSTANDING: usize = 10_000;
+
+/// Why a key login failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChallengeError {
+    #[error("unknown, expired or already used challenge")]
+    Unknown,
+    #[error("challenge was issued for another user")]
+    WrongUser,
+    #[error("signature is not valid base64")]
+    BadEncoding,
+    #[error("signature does not verify with the account's current update key")]
+    BadSignature,
+}
+
+#[derive(Debug)]
+struct Pending {
+    user_id: UserId,
+    expires_at: Millis,
+}
+
+/// Outstanding challenges, in memory: a restart invalidates them, which only costs a retry.
+#[derive(Debug, Default)]
+pub struct Challenges {
+    pending: Mutex<HashMap<String, Pending>>,
+}
+
+impl Challenges {
+    /// Issues a challenge for `user_id`; `random` is 32 fresh random bytes from the caller.
+    pub fn issue(&self, user_id: &UserId, random: [u8; 32], now: Millis) -> (String, Millis) {
+        let challenge = b64::encode(&random);
+        let expires_at = now + CHALLENGE_TTL_MS;
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, p| p.expires_at > now);
+        if map.len() >= MAX_OUTSTANDING {
+            // Evict the challenge closest to expiry.
+            if let Some(k) = map
+                .iter()
+                .min_by_key(|(_, p)| p.expires_at)
+                .map(|(k, _)| k.clone())
+            {
+                map.remove(&k);
+            }
+        }
+        map.insert(
+            challenge.clone(),
+            Pending {
+                user_id: user_id.clone(),
+                expires_at,
+            },
+        );
+        (challenge, expires_at)
+    }
+
+    /// Consumes `challenge` (whatever the outcome, so a wrong guess cannot be retried) and
+    /// checks `signature` over the login message with `key`.
+    pub fn redeem(
+        &self,
+        challenge: &str,
+        user_id: &UserId,
+        server: &ServerName,
+        signature: &str,
+        key: &VerifyingKey,
+        now: Millis,
+    ) -> Result<(), ChallengeError> {
+        let pending = {
+            let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            map.remove(challenge).ok_or(ChallengeError::Unknown)?
+        };
+        if pending.expires_at <= now {
+            return Err(ChallengeError::Unknown);
+        }
+        if &pending.user_id != user_id {
+            return Err(ChallengeError::WrongUser);
+        }
+        let sig = b64::decode_array::<64>(signature).map_err(|_| ChallengeError::BadEncoding)?;
+        let msg = login_message(challenge, server, user_id);
+        key.verify_strict(&msg, &roam_identity_core::Signature::from_bytes(&sig))
+            .map_err(|_| ChallengeError::BadSignature)
+    }
+}
+
+/// The bytes a client signs to log in: canonical JSON of
+/// `{"type": "roam.login", "challenge", "server_name", "user_id"}`.
+pub fn login_message(challenge: &str, server: &ServerName, user_id: &UserId) -> Vec<u8> {
+    let v = json!({
+        "type": "roam.login",
+        "challenge": challenge,
+        "server_name": server.as_str(),
+        "user_id": user_id.as_str(),
+    });
+    // Strings only: canonical encoding cannot fail.
+    canonical::to_canonical_bytes(&v).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::{Signer, SigningKey};
+
+    #[test]
+    fn single_use_bound_to_user_and_server() {
+        let c = Challenges::default();
+        let k = SigningKey::from_bytes(&[3; 32]);
+        let u = UserId::parse("@alice:b.example").unwrap();
+        let s = ServerName::parse("b.example").unwrap();
+        let (ch, _) = c.issue(&u, [1; 32], 1000);
+        let sig = b64::encode(&k.sign(&login_message(&ch, &s, &u)).to_bytes());
+        assert_eq!(
+            c.redeem(&ch, &u, &s, &sig, &k.verifying_key(), 2000),
+            Ok(())
+        );
+        assert_eq!(
+            c.redeem(&ch, &u, &s, &sig, &k.verifying_key(), 2000),
+            Err(ChallengeError::Unknown)
+        );
+        // Signed for another server: refused.
+        let (ch, _) = c.issue(&u, [2; 32], 1000);
+        let other = ServerName::parse("evil.example").unwrap();
+        let sig = b64::encode(&k.sign(&login_message(&ch, &other, &u)).to_bytes());
+        assert_eq!(
+            c.redeem(&ch, &u, &s, &sig, &k.verifying_key(), 2000),
+            Err(ChallengeError::BadSignature)
+        );
+        // Expired.
+        let (ch, exp) = c.issue(&u, [3; 32], 1000);
+        let sig = b64::encode(&k.sign(&login_message(&ch, &s, &u)).to_bytes());
+        assert_eq!(
+            c.redeem(&ch, &u, &s, &sig, &k.verifying_key(), exp),
+            Err(ChallengeError::Unknown)
+        );
+        // Another user's challenge.
+        let (ch, _) = c.issue(&u, [4; 32], 1000);
+        let bob = UserId::parse("@bob:b.example").unwrap();
+        assert_eq!(
+            c.redeem(&ch, &bob, &s, &sig, &k.verifying_key(), 2000),
+            Err(ChallengeError::WrongUser)
+        );
+    }
+}

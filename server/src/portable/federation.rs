@@ -1,0 +1,134 @@
+//! Server-to-server calls of portable accounts: fetching a log from another homeserver and
+//! forwarding signed ops to the servers an account names.
+//!
+//! Behind a trait so the service logic does not care how bytes travel; the implementation
+//! goes through the resolver's guarded HTTP client (discovery, overrides, SSRF guard,
+//! timeouts, size caps), the one client every outgoing fetch of the server uses.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use roam_identity_core::{Did, ServerName};
+use serde_json::Value;
+
+/// A boxed future, so the trait stays object-safe.
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Outgoing server-to-server calls.
+pub trait Federation: Send + Sync + std::fmt::Debug {
+    /// Every op `server` holds for `did`.
+    fn fetch_log<'a>(
+        &'a self,
+        server: &'a ServerName,
+        did: &'a Did,
+    ) -> BoxFut<'a, Result<Vec<Value>, String>>;
+    /// Posts signed ops to `server`'s `/_roam/v1/accounts/{did}/ops`.
+    fn push_ops<'a>(
+        &'a self,
+        server: &'a ServerName,
+        did: &'a Did,
+        ops: Vec<Value>,
+    ) -> BoxFut<'a, Result<(), String>>;
+}
+
+/// A federation that reaches nobody (tests of single servers, or a server configured
+/// without federation). Every call fails with a clear reason.
+#[derive(Debug, Default)]
+pub struct NoFederation;
+
+impl Federation for NoFederation {
+    fn fetch_log<'a>(
+        &'a self,
+        server: &'a ServerName,
+        _did: &'a Did,
+    ) -> BoxFut<'a, Result<Vec<Value>, String>> {
+        Box::pin(async move { Err(format!("federation is disabled; cannot reach {server}")) })
+    }
+    fn push_ops<'a>(
+        &'a self,
+        server: &'a ServerName,
+        _did: &'a Did,
+        _ops: Vec<Value>,
+    ) -> BoxFut<'a, Result<(), String>> {
+        Box::pin(async move { Err(format!("federation is disabled; cannot reach {server}")) })
+    }
+}
+
+/// Federation over HTTP through the resolver's guarded client: overrides first, then
+/// `/.well-known/matrix/server` discovery; private addresses refused unless allowed.
+#[derive(Debug)]
+pub struct HttpFederation {
+    client: roam_resolver::http::SafeClient,
+    discovery: roam_resolver::discovery::Discovery,
+}
+
+impl HttpFederation {
+    /// Builds the client from the server's configuration.
+    pub fn new(
+        config: &crate::config::ServerConfig,
+    ) -> Result<Self, roam_resolver::http::FetchError> {
+        let rc = roam_resolver::ResolverConfig {
+            overrides: config.federation_overrides.clone(),
+            allow_private: config.allow_private_fetch,
+            // Whole logs travel here: up to 1000 ops of up to 4 KiB.
+            max_body_bytes: 4 * 1024 * 1024,
+            ..Default::default()
+        };
+        Ok(Self {
+            client: roam_resolver::http::SafeClient::new(&rc)?,
+            discovery: roam_resolver::discovery::Discovery::new(
+                rc.overrides.clone(),
+                rc.discovery_ttl_ms,
+            ),
+        })
+    }
+
+    async fn url(&self, server: &ServerName, segments: &[&str]) -> url::Url {
+        let base = self
+            .discovery
+            .base_url(&self.client, server, crate::state::now_ms())
+            .await;
+        roam_resolver::discovery::endpoint(&base, segments)
+    }
+}
+
+impl Federation for HttpFederation {
+    fn fetch_log<'a>(
+        &'a self,
+        server: &'a ServerName,
+        did: &'a Did,
+    ) -> BoxFut<'a, Result<Vec<Value>, String>> {
+        Box::pin(async move {
+            let url = self
+                .url(server, &["_roam", "v1", "accounts", did.as_str(), "log"])
+                .await;
+            let v = self
+                .client
+                .get_json(&url)
+                .await
+                .map_err(|e| e.to_string())?;
+            v.get("ops")
+                .and_then(Value::as_array)
+                .cloned()
+                .ok_or_else(|| format!("{server} answered without an `ops` array"))
+        })
+    }
+
+    fn push_ops<'a>(
+        &'a self,
+        server: &'a ServerName,
+        did: &'a Did,
+        ops: Vec<Value>,
+    ) -> BoxFut<'a, Result<(), String>> {
+        Box::pin(async move {
+            let url = self
+                .url(server, &["_roam", "v1", "accounts", did.as_str(), "ops"])
+                .await;
+            self.client
+                .post_json(&url, &serde_json::json!({ "ops": ops }))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+}

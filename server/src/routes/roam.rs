@@ -1,0 +1,292 @@
+//! The `/_roam/v1` API (spec/api.md): bundles, logs, ops, export, key-login challenges,
+//! adopting a DID, migration.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::FromRequest;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use rand_core::{OsRng, RngCore};
+use roam_identity_core::log::SignedOp;
+use roam_identity_core::{Did, UserId, canonical};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::AppError;
+use crate::extract::{Authenticated, MatrixJson, QueryParams};
+use crate::portable::migrate::{self, MigrateRequest};
+use crate::portable::service::{self, apply_ops, bundle_for, held_log};
+use crate::state::{AppState, now_ms};
+use crate::store::LogCommit;
+
+/// A raw body under the route's size cap; over it → `M_TOO_LARGE` (as Matrix JSON).
+#[derive(Debug)]
+pub struct RawBody(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = AppError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, AppError> {
+        Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(|r| {
+                if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    AppError::TooLarge("Request body too large".into())
+                } else {
+                    AppError::BadJson(r.body_text())
+                }
+            })
+    }
+}
+
+fn parse_did(s: &str) -> Result<Did, AppError> {
+    Did::parse(s).map_err(|e| AppError::InvalidParam(format!("Invalid DID: {e}")))
+}
+
+/// Parses an ops body strictly (duplicate keys, floats, unsafe integers refused with their
+/// protocol class) and returns its `ops` array.
+fn ops_body(bytes: &[u8]) -> Result<Vec<Value>, AppError> {
+    let value = canonical::parse_strict(bytes).map_err(|e| match e {
+        canonical::CanonicalError::Syntax(_) => AppError::NotJson,
+        e => AppError::RoamInvalidOp {
+            class: e.class(),
+            index: None,
+            message: e.to_string(),
+        },
+    })?;
+    match value.get("ops") {
+        Some(Value::Array(ops)) => Ok(ops.clone()),
+        _ => Err(AppError::BadJson(
+            "Body must be an object with an `ops` array".into(),
+        )),
+    }
+}
+
+/// `GET /_roam/v1/users/{user_id}`.
+pub async fn user_bundle(
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let user = UserId::parse(&user_id)
+        .map_err(|e| AppError::InvalidParam(format!("Invalid user ID: {e}")))?;
+    let u = user.clone();
+    let did = state.db(move |s| s.did_of_user(&u)).await?.ok_or_else(|| {
+        AppError::NotFound(format!("{user} has no portable identity on this server"))
+    })?;
+    bundle_for(&state, &did).await.map(Json)
+}
+
+/// `GET /_roam/v1/accounts/{did}`.
+pub async fn account_bundle(
+    State(state): State<AppState>,
+    Path(did): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let did = parse_did(&did)?;
+    bundle_for(&state, &did).await.map(Json)
+}
+
+/// `GET /_roam/v1/accounts/{did}/log?since=SEQ`.
+pub async fn account_log(
+    State(state): State<AppState>,
+    Path(did): Path<String>,
+    q: QueryParams,
+) -> Result<Json<Value>, AppError> {
+    let did = parse_did(&did)?;
+    let since: u64 = match q.get("since") {
+        Some(s) => s
+            .parse()
+            .map_err(|_| AppError::InvalidParam("`since` must be a non-negative integer".into()))?,
+        None => 0,
+    };
+    let d = did.clone();
+    let ops = state.db(move |s| s.log_ops(&d)).await?;
+    if ops.is_empty() {
+        return Err(AppError::NotFound(format!("No account log for {did}")));
+    }
+    let mut parsed: Vec<SignedOp> = ops
+        .into_iter()
+        .filter_map(|v| SignedOp::from_value(v).ok())
+        .filter(|o| o.op.seq >= since)
+        .collect();
+    parsed.sort_by_key(|o| (o.op.seq, o.hash));
+    Ok(Json(
+        json!({"ops": parsed.into_iter().map(|o| o.value).collect::<Vec<_>>()}),
+    ))
+}
+
+/// `POST /_roam/v1/accounts/{did}/ops`.
+pub async fn post_ops(
+    State(state): State<AppState>,
+    Path(did): Path<String>,
+    RawBody(body): RawBody,
+) -> Result<Json<Value>, AppError> {
+    let did = parse_did(&did)?;
+    let ops = ops_body(&body)?;
+    if ops.is_empty() {
+        return Err(AppError::BadJson("`ops` is empty".into()));
+    }
+    apply_ops(&state, &did, ops)
+        .await
+        .map(|a| Json(a.to_json()))
+}
+
+/// `GET /_roam/v1/accounts/{did}/forks`: ops refused as equivocation, kept as evidence.
+pub async fn account_forks(
+    State(state): State<AppState>,
+    Path(did): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let did = parse_did(&did)?;
+    let d = did.clone();
+    let evidence = state.db(move |s| s.fork_evidence(&d)).await?;
+    Ok(Json(json!({"did": did.as_str(), "evidence": evidence})))
+}
+
+/// `GET /_roam/v1/export?after=CURSOR&limit=N`: JSON lines of every op held.
+pub async fn export(State(state): State<AppState>, q: QueryParams) -> Result<Response, AppError> {
+    let after: u64 = match q.get("after") {
+        Some(s) => s.parse().map_err(|_| {
+            AppError::InvalidParam("`after` must be a cursor returned earlier".into())
+        })?,
+        None => 0,
+    };
+    let limit: usize = match q.get("limit") {
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| AppError::InvalidParam("`limit` must be from 1 to 10000".into()))?,
+        None => 1000,
+    };
+    let rows = state.db(move |s| s.export_ops(after, limit)).await?;
+    let next = rows.last().map_or(after, |r| r.cursor);
+    let mut body = String::new();
+    for r in rows {
+        body.push_str(
+            &json!({"cursor": r.cursor.to_string(), "did": r.did, "op": r.op}).to_string(),
+        );
+        body.push('\n');
+    }
+    let mut resp = body.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&next.to_string()) {
+        resp.headers_mut().insert("x-roam-next-cursor", v);
+    }
+    Ok(resp)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChallengeRequest {
+    user_id: String,
+}
+
+/// `POST /_roam/v1/login/challenge`.
+pub async fn login_challenge(
+    State(state): State<AppState>,
+    MatrixJson(req): MatrixJson<ChallengeRequest>,
+) -> Result<Json<Value>, AppError> {
+    let user = UserId::parse(&req.user_id)
+        .map_err(|e| AppError::InvalidParam(format!("Invalid user ID: {e}")))?;
+    let mut random = [0u8; 32];
+    OsRng.fill_bytes(&mut random);
+    let (challenge, expires_at) = state.portable().challenges.issue(&user, random, now_ms());
+    Ok(Json(
+        json!({"challenge": challenge, "expires_at": expires_at}),
+    ))
+}
+
+/// `POST /_roam/v1/account/did`: an existing account adopts a DID with a log that claims it.
+pub async fn adopt_did(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    RawBody(body): RawBody,
+) -> Result<Json<Value>, AppError> {
+    let ops = ops_body(&body)?;
+    let first = ops
+        .first()
+        .and_then(|v| v.get("did"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            AppError::BadJson("`ops` must hold the account log, genesis first".into())
+        })?;
+    let did = parse_did(first)?;
+    let u = auth.user_id.clone();
+    if state.db(move |s| s.did_of_user(&u)).await?.is_some() {
+        return Err(AppError::UserInUse);
+    }
+    let lock = state.portable().lock_for(&did);
+    let guard = lock.lock().await;
+    let held = held_log(&state, &did).await?;
+    let held_ops = held.as_ref().map(|(o, _)| o.clone()).unwrap_or_default();
+    let merged =
+        crate::portable::merge_ops(&held_ops, &ops, &did, now_ms()).map_err(service::op_error)?;
+    let st = &merged.log.state;
+    if !st.user_ids.contains(&auth.user_id) {
+        return Err(AppError::Forbidden(format!(
+            "The log does not claim {}",
+            auth.user_id
+        )));
+    }
+    let server = state.config().server_name.clone();
+    let atts = crate::portable::attestations_for(
+        st,
+        &server,
+        &service::signing_key(&state),
+        std::slice::from_ref(&auth.user_id),
+        now_ms(),
+    );
+    let commit = LogCommit {
+        did: did.clone(),
+        expected_head: held.as_ref().map(|(_, l)| l.state.head),
+        new_ops: merged
+            .accepted
+            .iter()
+            .map(|o| (o.hash, o.value.clone()))
+            .collect(),
+        summary: service::summary_of(st),
+        attestations: Some(atts.clone()),
+        bind: vec![auth.user_id.clone()],
+        unbind: Vec::new(),
+    };
+    state.db(move |s| s.commit_log(commit)).await?;
+    drop(guard);
+    Ok(Json(
+        json!({"did": did.as_str(), "user_id": auth.user_id.as_str(), "head": st.head.to_multibase(), "attestations": atts}),
+    ))
+}
+
+/// `POST /_roam/v1/migrate`.
+pub async fn start_migration(
+    State(state): State<AppState>,
+    RawBody(body): RawBody,
+) -> Result<Json<Value>, AppError> {
+    let value = canonical::parse_strict(&body).map_err(|e| match e {
+        canonical::CanonicalError::Syntax(_) => AppError::NotJson,
+        e => AppError::RoamInvalidOp {
+            class: e.class(),
+            index: None,
+            message: e.to_string(),
+        },
+    })?;
+    let req: MigrateRequest = serde_json::from_value(value)
+        .map_err(|e| AppError::BadJson(format!("Invalid request body: {e}")))?;
+    let m = migrate::migrate(&state, req).await?;
+    Ok(Json(
+        serde_json::to_value(m).map_err(|e| AppError::Internal(e.to_string()))?,
+    ))
+}
+
+/// `GET /_roam/v1/migrate/{id}`.
+pub async fn migration_status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let m = migrate::status(&state, &id).await?;
+    Ok(Json(
+        serde_json::to_value(m).map_err(|e| AppError::Internal(e.to_string()))?,
+    ))
+}

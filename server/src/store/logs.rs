@@ -1,0 +1,85 @@
+//! Storage for portable accounts: held account logs, the attestations this server issued,
+//! user ID → DID bindings, the export stream and migrations.
+//!
+//! A separate trait from [`super::Store`] (which requires it) so the account-log half can be
+//! read on its own; the redb implementation shares the same file and transactions.
+
+use roam_identity_core::{Did, Millis, OpHash, ServerName, UserId};
+use serde_json::Value;
+
+use super::{Account, NewSession, StoreResult};
+
+/// The verified head of a held log, as last stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSummary {
+    pub head: OpHash,
+    pub seq: u64,
+    pub servers: Vec<ServerName>,
+    pub user_ids: Vec<UserId>,
+    pub deactivated: bool,
+    pub updated_at: Millis,
+}
+
+/// One atomic change to a held log.
+#[derive(Debug, Clone)]
+pub struct LogCommit {
+    pub did: Did,
+    /// The head the caller verified against (`None`: the log was not held). The commit
+    /// fails with [`super::StoreError::Conflict`] if another writer moved it meanwhile.
+    pub expected_head: Option<OpHash>,
+    /// New ops (hash, canonical JSON value), appended to the log and the export stream.
+    pub new_ops: Vec<(OpHash, Value)>,
+    /// The verified state after the change.
+    pub summary: LogSummary,
+    /// Replaces the issued attestations when `Some`.
+    pub attestations: Option<Vec<Value>>,
+    /// Local user IDs to bind to the DID.
+    pub bind: Vec<UserId>,
+    /// Local user IDs to unbind (released).
+    pub unbind: Vec<UserId>,
+}
+
+/// One line of the export stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportedOp {
+    pub cursor: u64,
+    pub did: String,
+    pub op: Value,
+}
+
+/// Durable state of portable accounts. Every method is atomic.
+pub trait LogStore {
+    /// Every op held for `did` (all branches), in no particular order.
+    fn log_ops(&self, did: &Did) -> StoreResult<Vec<Value>>;
+    /// The stored head of `did`'s log.
+    fn log_summary(&self, did: &Did) -> StoreResult<Option<LogSummary>>;
+    /// Every DID whose log is held.
+    fn held_dids(&self) -> StoreResult<Vec<Did>>;
+    /// The DID bound to a local user ID.
+    fn did_of_user(&self, user_id: &UserId) -> StoreResult<Option<Did>>;
+    /// The attestations this server last issued for `did`.
+    fn issued_attestations(&self, did: &Did) -> StoreResult<Vec<Value>>;
+    /// Applies a change to a held log (or starts holding one).
+    fn commit_log(&self, commit: LogCommit) -> StoreResult<()>;
+    /// Creates an account (and session, consuming a registration token) together with its
+    /// log, binding and attestations, in one transaction.
+    fn create_account_with_log(
+        &self,
+        account: Account,
+        session: Option<NewSession>,
+        registration_token: Option<&str>,
+        commit: LogCommit,
+    ) -> StoreResult<()>;
+    /// Keeps ops refused as equivocation, as evidence.
+    fn record_fork(&self, did: &Did, ops: &[(OpHash, Value)]) -> StoreResult<()>;
+    /// Fork evidence held for `did`.
+    fn fork_evidence(&self, did: &Did) -> StoreResult<Vec<Value>>;
+    /// Ops stored after `after`, at most `limit`, in storage order.
+    fn export_ops(&self, after: u64, limit: usize) -> StoreResult<Vec<ExportedOp>>;
+    /// A migration record.
+    fn migration(&self, id: &str) -> StoreResult<Option<Value>>;
+    /// The latest migration record of `did`.
+    fn migration_of(&self, did: &Did) -> StoreResult<Option<Value>>;
+    /// Stores a migration record (and makes it the DID's latest).
+    fn put_migration(&self, id: &str, did: &Did, record: &Value) -> StoreResult<()>;
+}

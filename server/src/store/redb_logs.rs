@@ -1,0 +1,261 @@
+//! The redb implementation of [`LogStore`]: the same database file as the rest of the store.
+
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use roam_identity_core::{Did, OpHash, ServerName, UserId};
+use serde_json::Value;
+
+use super::logs::{ExportedOp, LogCommit, LogStore, LogSummary};
+use super::redb_store::{RedbStore, from_json, insert_account, to_json};
+use super::tables as t;
+use super::{Account, NewSession, StoreError, StoreResult};
+
+/// Creates the log tables (called when the database is opened).
+pub(super) fn create_tables(txn: &WriteTransaction) -> StoreResult<()> {
+    txn.open_table(t::LOG_OPS)?;
+    txn.open_table(t::LOG_HEADS)?;
+    txn.open_table(t::USER_DIDS)?;
+    txn.open_table(t::ATTESTATIONS)?;
+    txn.open_table(t::OP_EXPORT)?;
+    txn.open_table(t::FORK_EVIDENCE)?;
+    txn.open_table(t::MIGRATIONS)?;
+    txn.open_table(t::MIGRATION_BY_DID)?;
+    Ok(())
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn summary_from_row(row: t::LogSummaryRow) -> StoreResult<LogSummary> {
+    Ok(LogSummary {
+        head: OpHash::parse(&row.head).map_err(corrupt)?,
+        seq: row.seq,
+        servers: row
+            .servers
+            .iter()
+            .map(|s| ServerName::parse(s).map_err(corrupt))
+            .collect::<StoreResult<_>>()?,
+        user_ids: row
+            .user_ids
+            .iter()
+            .map(|s| UserId::parse(s).map_err(corrupt))
+            .collect::<StoreResult<_>>()?,
+        deactivated: row.deactivated,
+        updated_at: row.updated_at,
+    })
+}
+
+fn row_from_summary(s: &LogSummary) -> t::LogSummaryRow {
+    t::LogSummaryRow {
+        head: s.head.to_multibase(),
+        seq: s.seq,
+        servers: s.servers.iter().map(|x| x.to_string()).collect(),
+        user_ids: s.user_ids.iter().map(|x| x.to_string()).collect(),
+        deactivated: s.deactivated,
+        updated_at: s.updated_at,
+    }
+}
+
+/// The body of a log commit, inside a caller's transaction.
+fn apply_commit(txn: &WriteTransaction, c: &LogCommit) -> StoreResult<()> {
+    let did = c.did.as_str();
+    let mut heads = txn.open_table(t::LOG_HEADS)?;
+    let current: Option<OpHash> = match heads.get(did)? {
+        Some(v) => {
+            Some(OpHash::parse(&from_json::<t::LogSummaryRow>(v.value())?.head).map_err(corrupt)?)
+        }
+        None => None,
+    };
+    if current != c.expected_head {
+        return Err(StoreError::Conflict(format!(
+            "log of {did} changed concurrently"
+        )));
+    }
+    {
+        let mut ops = txn.open_table(t::LOG_OPS)?;
+        let mut export = txn.open_table(t::OP_EXPORT)?;
+        let mut next = export.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+        for (hash, op) in &c.new_ops {
+            let h = hash.to_multibase();
+            if ops.get((did, h.as_str()))?.is_some() {
+                continue;
+            }
+            let text = roam_identity_core::canonical::to_canonical_string(op).map_err(corrupt)?;
+            ops.insert((did, h.as_str()), text.as_str())?;
+            export.insert(next, (did, h.as_str()))?;
+            next += 1;
+        }
+    }
+    heads.insert(did, to_json(&row_from_summary(&c.summary))?.as_str())?;
+    if let Some(atts) = &c.attestations {
+        let mut table = txn.open_table(t::ATTESTATIONS)?;
+        table.insert(did, to_json(atts)?.as_str())?;
+    }
+    let mut users = txn.open_table(t::USER_DIDS)?;
+    for u in &c.bind {
+        users.insert(u.as_str(), did)?;
+    }
+    for u in &c.unbind {
+        let bound_here = users.get(u.as_str())?.is_some_and(|v| v.value() == did);
+        if bound_here {
+            users.remove(u.as_str())?;
+        }
+    }
+    Ok(())
+}
+
+impl LogStore for RedbStore {
+    fn log_ops(&self, did: &Did) -> StoreResult<Vec<Value>> {
+        let txn = self.db.begin_read()?;
+        let ops = txn.open_table(t::LOG_OPS)?;
+        let d = did.as_str();
+        let mut out = Vec::new();
+        for row in ops.range((d, "")..=(d, t::PRINTABLE_END))? {
+            let (_, v) = row?;
+            out.push(serde_json::from_str(v.value()).map_err(corrupt)?);
+        }
+        Ok(out)
+    }
+
+    fn log_summary(&self, did: &Did) -> StoreResult<Option<LogSummary>> {
+        let txn = self.db.begin_read()?;
+        let heads = txn.open_table(t::LOG_HEADS)?;
+        match heads.get(did.as_str())? {
+            Some(v) => Ok(Some(summary_from_row(from_json(v.value())?)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn held_dids(&self) -> StoreResult<Vec<Did>> {
+        let txn = self.db.begin_read()?;
+        let heads = txn.open_table(t::LOG_HEADS)?;
+        let mut out = Vec::new();
+        for row in heads.iter()? {
+            let (k, _) = row?;
+            out.push(Did::parse(k.value()).map_err(corrupt)?);
+        }
+        Ok(out)
+    }
+
+    fn did_of_user(&self, user_id: &UserId) -> StoreResult<Option<Did>> {
+        let txn = self.db.begin_read()?;
+        let users = txn.open_table(t::USER_DIDS)?;
+        match users.get(user_id.as_str())? {
+            Some(v) => Ok(Some(Did::parse(v.value()).map_err(corrupt)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn issued_attestations(&self, did: &Did) -> StoreResult<Vec<Value>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(t::ATTESTATIONS)?;
+        match table.get(did.as_str())? {
+            Some(v) => from_json(v.value()),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn commit_log(&self, commit: LogCommit) -> StoreResult<()> {
+        let txn = self.db.begin_write()?;
+        apply_commit(&txn, &commit)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn create_account_with_log(
+        &self,
+        account: Account,
+        session: Option<NewSession>,
+        registration_token: Option<&str>,
+        commit: LogCommit,
+    ) -> StoreResult<()> {
+        let txn = self.db.begin_write()?;
+        insert_account(&txn, account, session, registration_token)?;
+        apply_commit(&txn, &commit)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn record_fork(&self, did: &Did, ops: &[(OpHash, Value)]) -> StoreResult<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(t::FORK_EVIDENCE)?;
+            for (h, op) in ops {
+                let text =
+                    roam_identity_core::canonical::to_canonical_string(op).map_err(corrupt)?;
+                table.insert((did.as_str(), h.to_multibase().as_str()), text.as_str())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn fork_evidence(&self, did: &Did) -> StoreResult<Vec<Value>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(t::FORK_EVIDENCE)?;
+        let d = did.as_str();
+        let mut out = Vec::new();
+        for row in table.range((d, "")..=(d, t::PRINTABLE_END))? {
+            let (_, v) = row?;
+            out.push(serde_json::from_str(v.value()).map_err(corrupt)?);
+        }
+        Ok(out)
+    }
+
+    fn export_ops(&self, after: u64, limit: usize) -> StoreResult<Vec<ExportedOp>> {
+        let txn = self.db.begin_read()?;
+        let export = txn.open_table(t::OP_EXPORT)?;
+        let ops = txn.open_table(t::LOG_OPS)?;
+        let mut out = Vec::new();
+        for row in export.range(after.saturating_add(1)..)? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = row?;
+            let (did, hash) = v.value();
+            let op = ops.get((did, hash))?.ok_or_else(|| {
+                StoreError::Corrupt(format!("export row {} names a missing op", k.value()))
+            })?;
+            out.push(ExportedOp {
+                cursor: k.value(),
+                did: did.to_owned(),
+                op: serde_json::from_str(op.value()).map_err(corrupt)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn migration(&self, id: &str) -> StoreResult<Option<Value>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(t::MIGRATIONS)?;
+        match table.get(id)? {
+            Some(v) => Ok(Some(from_json(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn migration_of(&self, did: &Did) -> StoreResult<Option<Value>> {
+        let txn = self.db.begin_read()?;
+        let by_did = txn.open_table(t::MIGRATION_BY_DID)?;
+        let Some(id) = by_did.get(did.as_str())? else {
+            return Ok(None);
+        };
+        let table = txn.open_table(t::MIGRATIONS)?;
+        match table.get(id.value())? {
+            Some(v) => Ok(Some(from_json(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_migration(&self, id: &str, did: &Did, record: &Value) -> StoreResult<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(t::MIGRATIONS)?;
+            table.insert(id, to_json(record)?.as_str())?;
+            let mut by_did = txn.open_table(t::MIGRATION_BY_DID)?;
+            by_did.insert(did.as_str(), id)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}

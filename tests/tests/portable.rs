@@ -1,0 +1,810 @@
+//! Portable accounts across real homeservers on loopback (issue: /_roam/v1, attestations,
+//! key login, migration and roaming). Three servers, `a.test`, `b.test`, `c.test` (and a
+//! hostile `evil.test`), reach each other through `federation_overrides`; every request is
+//! real HTTP, every store a real redb file in a temporary directory.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::{Signer, SigningKey};
+use roam_identity_core::log::{Action, DeviceKeys, Operation, SignedOp, genesis_op, next_op};
+use roam_identity_core::{DeviceId, KeyCommitment, ServerName, UserId, b64};
+use roam_resolver::{NetworkResolver, Resolver, ResolverConfig, SystemClock};
+use roam_server::config::ServerConfig;
+use roam_server::portable::challenge::login_message;
+use roam_server::portable::federation::HttpFederation;
+use roam_server::{AppState, RateLimits, RedbStore};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A homeserver of the test federation.
+struct Node {
+    name: ServerName,
+    base: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<std::io::Result<()>>>,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Node {
+    async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// Starts one server per name, all knowing each other's addresses.
+async fn federation(names: &[&str]) -> Vec<Node> {
+    let mut listeners = Vec::new();
+    let mut overrides = BTreeMap::new();
+    for n in names {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        overrides.insert(
+            ServerName::parse(n).unwrap(),
+            url::Url::parse(&format!("http://{addr}")).unwrap(),
+        );
+        listeners.push((n.to_string(), l, addr));
+    }
+    let mut nodes = Vec::new();
+    for (name, listener, addr) in listeners {
+        let dir = tempfile::tempdir().unwrap();
+        let sn = ServerName::parse(&name).unwrap();
+        let mut config = ServerConfig::for_server_name(sn.clone(), addr, dir.path().to_owned());
+        config.rate_limits = RateLimits::unlimited();
+        config.federation_overrides = overrides.clone();
+        let fed = HttpFederation::new(&config).unwrap();
+        let store = RedbStore::open_dir(dir.path()).unwrap();
+        let state = AppState::with_federation(config, Arc::new(store), Arc::new(fed)).unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(roam_server::run(listener, state, async move {
+            let _ = rx.await;
+        }));
+        nodes.push(Node {
+            name: sn,
+            base: format!("http://{addr}"),
+            shutdown: Some(tx),
+            handle: Some(handle),
+            dir: Some(dir),
+        });
+    }
+    nodes
+}
+
+async fn call(
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new().request(method, url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn get(node: &Node, path: &str) -> (u16, Value) {
+    call(
+        reqwest::Method::GET,
+        format!("{}{path}", node.base),
+        None,
+        None,
+    )
+    .await
+}
+
+async fn post(node: &Node, path: &str, body: Value) -> (u16, Value) {
+    call(
+        reqwest::Method::POST,
+        format!("{}{path}", node.base),
+        Some(body),
+        None,
+    )
+    .await
+}
+
+fn enc(s: &str) -> String {
+    s.replace('@', "%40").replace(':', "%3A")
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The user's side: keys and the ops the user signed.
+struct Owner {
+    update: SigningKey,
+    next: SigningKey,
+    ops: Vec<SignedOp>,
+}
+
+impl Owner {
+    fn new(seed: u8, user: &str, servers: &[&str]) -> Self {
+        let update = SigningKey::from_bytes(&[seed; 32]);
+        let next = SigningKey::from_bytes(&[seed.wrapping_add(100); 32]);
+        let g = genesis_op(
+            &update.verifying_key(),
+            KeyCommitment::to_key(&next.verifying_key()),
+            UserId::parse(user).unwrap(),
+            servers
+                .iter()
+                .map(|s| ServerName::parse(s).unwrap())
+                .collect(),
+            now() - 60_000,
+        )
+        .unwrap()
+        .sign(&update);
+        Owner {
+            update,
+            next,
+            ops: vec![g],
+        }
+    }
+
+    fn did(&self) -> String {
+        self.ops[0].op.did.to_string()
+    }
+
+    fn state(&self) -> roam_identity_core::log::AccountState {
+        roam_identity_core::log::verify_log(&self.ops, None, now())
+            .unwrap()
+            .state
+    }
+
+    /// Signs `action` on top of the owner's head with the update key.
+    fn sign(&mut self, action: Action) -> Value {
+        let op = next_op(&self.state(), now(), action).sign(&self.update);
+        self.ops.push(op.clone());
+        op.value
+    }
+
+    fn values(&self) -> Vec<Value> {
+        self.ops.iter().map(|o| o.value.clone()).collect()
+    }
+}
+
+fn servers(names: &[&str]) -> Action {
+    Action::Move {
+        servers: names
+            .iter()
+            .map(|s| ServerName::parse(s).unwrap())
+            .collect(),
+    }
+}
+
+async fn register(node: &Node, owner: &Owner, localpart: &str) -> (u16, Value) {
+    post(
+        node,
+        "/_matrix/client/v3/register",
+        json!({
+            "username": localpart,
+            "auth": {"type": "m.login.dummy"},
+            "org.roam.genesis": owner.ops[0].value,
+            "inhibit_login": true,
+        }),
+    )
+    .await
+}
+
+async fn key_login(node: &Node, user: &str, key: &SigningKey) -> (u16, Value) {
+    let (s, c) = post(node, "/_roam/v1/login/challenge", json!({"user_id": user})).await;
+    assert_eq!(s, 200, "{c}");
+    let challenge = c["challenge"].as_str().unwrap();
+    let msg = login_message(challenge, &node.name, &UserId::parse(user).unwrap());
+    let sig = b64::encode(&key.sign(&msg).to_bytes());
+    post(
+        node,
+        "/_matrix/client/v3/login",
+        json!({
+            "type": "m.login.roam.key",
+            "identifier": {"type": "m.id.user", "user": user},
+            "challenge": challenge,
+            "signature": sig,
+        }),
+    )
+    .await
+}
+
+async fn push(node: &Node, did: &str, ops: Vec<Value>) -> (u16, Value) {
+    post(
+        node,
+        &format!("/_roam/v1/accounts/{did}/ops"),
+        json!({ "ops": ops }),
+    )
+    .await
+}
+
+async fn head(node: &Node, did: &str) -> Option<String> {
+    let (s, b) = get(node, &format!("/_roam/v1/accounts/{did}")).await;
+    if s != 200 {
+        return None;
+    }
+    let log: Vec<Value> = b["log"].as_array().unwrap().clone();
+    let v = roam_identity_core::log::verify_values(&log, None, now()).unwrap();
+    Some(v.state.head.to_string())
+}
+
+/// Waits for background forwarding to reach `node`.
+async fn wait_for_head(node: &Node, did: &str, want: &str) {
+    for _ in 0..100 {
+        if head(node, did).await.as_deref() == Some(want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{} never reached head {want} (has {:?})",
+        node.name,
+        head(node, did).await
+    );
+}
+
+fn resolver(nodes: &[&Node]) -> NetworkResolver {
+    let mut config = ResolverConfig::default();
+    for n in nodes {
+        config
+            .overrides
+            .insert(n.name.clone(), url::Url::parse(&n.base).unwrap());
+    }
+    NetworkResolver::new(config, Arc::new(SystemClock)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_login_device_and_bundle() {
+    let nodes = federation(&["a.test"]).await;
+    let a = &nodes[0];
+    let mut alice = Owner::new(1, "@alice:a.test", &["a.test"]);
+    let did = alice.did();
+
+    let (s, b) = register(a, &alice, "alice").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["org.roam.did"], did.as_str());
+    // The same DID cannot register twice.
+    let (s, b) = register(a, &alice, "alice2").await;
+    assert_eq!(s, 400, "{b}");
+
+    // Key login, then sign the new device into the log.
+    let (s, login) = key_login(a, "@alice:a.test", &alice.update).await;
+    assert_eq!(s, 200, "{login}");
+    let device = login["device_id"].as_str().unwrap().to_owned();
+    let dk = SigningKey::from_bytes(&[42; 32]);
+    let op = alice.sign(Action::AddDevice {
+        device_id: DeviceId::parse(&device).unwrap(),
+        keys: DeviceKeys {
+            ed25519: dk.verifying_key().to_bytes(),
+            curve25519: dk.verifying_key().to_montgomery().to_bytes(),
+        },
+    });
+    let (s, r) = push(a, &did, vec![op.clone()]).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["accepted"].as_array().unwrap().len(), 1);
+    // Idempotent.
+    let (s, r) = push(a, &did, vec![op]).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["known"].as_array().unwrap().len(), 1);
+
+    // The bundle verifies offline and binds the user ID both ways.
+    let (s, bundle) = get(a, &format!("/_roam/v1/users/{}", enc("@alice:a.test"))).await;
+    assert_eq!(s, 200, "{bundle}");
+    let b = roam_identity_core::bundle::Bundle::from_value(&bundle).unwrap();
+    let vb = roam_identity_core::bundle::verify(&b, None, now()).unwrap();
+    assert_eq!(
+        vb.bound_user_ids(now()),
+        vec![UserId::parse("@alice:a.test").unwrap()]
+    );
+    assert!(
+        vb.log
+            .state
+            .devices
+            .contains_key(&DeviceId::parse(&device).unwrap())
+    );
+
+    // A resolver sees the device.
+    let r = resolver(&[a])
+        .resolve_user(&UserId::parse("@alice:a.test").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.did.to_string(), did);
+    assert!(r.devices.contains_key(&DeviceId::parse(&device).unwrap()));
+
+    // A replayed login signature is refused; so is another key.
+    let (s, c) = post(
+        a,
+        "/_roam/v1/login/challenge",
+        json!({"user_id": "@alice:a.test"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let ch = c["challenge"].as_str().unwrap();
+    let msg = login_message(ch, &a.name, &UserId::parse("@alice:a.test").unwrap());
+    let body = json!({"type": "m.login.roam.key", "identifier": {"type": "m.id.user", "user": "@alice:a.test"},
+        "challenge": ch, "signature": b64::encode(&alice.update.sign(&msg).to_bytes())});
+    assert_eq!(
+        post(a, "/_matrix/client/v3/login", body.clone()).await.0,
+        200
+    );
+    let (s, e) = post(a, "/_matrix/client/v3/login", body).await;
+    assert_eq!(
+        (s, e["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN")),
+        "{e}"
+    );
+    let (s, e) = key_login(a, "@alice:a.test", &SigningKey::from_bytes(&[9; 32])).await;
+    assert_eq!(
+        (s, e["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN")),
+        "{e}"
+    );
+
+    // Deleting a device with key UIA.
+    let token = login["access_token"].as_str().unwrap();
+    let url = format!("{}/_matrix/client/v3/delete_devices", a.base);
+    let (s, uia) = call(
+        reqwest::Method::POST,
+        url.clone(),
+        Some(json!({"devices": [device]})),
+        Some(token),
+    )
+    .await;
+    assert_eq!(s, 401, "{uia}");
+    assert!(
+        uia["flows"].to_string().contains("m.login.roam.key"),
+        "{uia}"
+    );
+    let (_, c) = post(
+        a,
+        "/_roam/v1/login/challenge",
+        json!({"user_id": "@alice:a.test"}),
+    )
+    .await;
+    let ch = c["challenge"].as_str().unwrap();
+    let msg = login_message(ch, &a.name, &UserId::parse("@alice:a.test").unwrap());
+    let auth = json!({"type": "m.login.roam.key", "session": uia["session"], "challenge": ch,
+        "signature": b64::encode(&alice.update.sign(&msg).to_bytes())});
+    let (s, r) = call(
+        reqwest::Method::POST,
+        url,
+        Some(json!({"devices": [device], "auth": auth})),
+        Some(token),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_documented_errcodes() {
+    let nodes = federation(&["a.test"]).await;
+    let a = &nodes[0];
+    let mut alice = Owner::new(2, "@alice:a.test", &["a.test"]);
+    let did = alice.did();
+    assert_eq!(register(a, &alice, "alice").await.0, 200);
+
+    let (s, e) = get(a, "/_roam/v1/accounts/did:key:z6Mk").await;
+    assert_eq!(
+        (s, e["errcode"].as_str()),
+        (400, Some("M_INVALID_PARAM")),
+        "{e}"
+    );
+    let other = Owner::new(3, "@bob:a.test", &["a.test"]);
+    let (s, e) = get(a, &format!("/_roam/v1/accounts/{}", other.did())).await;
+    assert_eq!(
+        (s, e["errcode"].as_str()),
+        (404, Some("M_NOT_FOUND")),
+        "{e}"
+    );
+    let (s, e) = get(a, &format!("/_roam/v1/users/{}", enc("@nobody:a.test"))).await;
+    assert_eq!(
+        (s, e["errcode"].as_str()),
+        (404, Some("M_NOT_FOUND")),
+        "{e}"
+    );
+
+    // Not JSON, floats, duplicate keys.
+    let url = format!("{}/_roam/v1/accounts/{did}/ops", a.base);
+    let raw = |body: &str| {
+        let url = url.clone();
+        let body = body.to_owned();
+        async move {
+            let resp = reqwest::Client::new()
+                .post(url)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let s = resp.status().as_u16();
+            (s, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, e) = raw("{not json").await;
+    assert_eq!((s, e["errcode"].as_str()), (400, Some("M_NOT_JSON")), "{e}");
+    let (s, e) = raw(r#"{"ops": [{"seq": 1.5}]}"#).await;
+    assert_eq!(
+        (s, e["errcode"].as_str(), e["class"].as_str()),
+        (400, Some("ROAM_INVALID_OP"), Some("float")),
+        "{e}"
+    );
+    let (s, e) = raw(r#"{"ops": [], "ops": []}"#).await;
+    assert_eq!(
+        (s, e["class"].as_str()),
+        (400, Some("duplicate_key")),
+        "{e}"
+    );
+
+    // An op signed by a key that is not the update key (a server forging the user's moves).
+    let forged = next_op(&alice.state(), now(), servers(&["evil.test"]))
+        .sign(&SigningKey::from_bytes(&[66; 32]));
+    let (s, e) = push(a, &did, vec![forged.value]).await;
+    assert_eq!(
+        (s, e["errcode"].as_str(), e["class"].as_str()),
+        (400, Some("ROAM_INVALID_OP"), Some("wrong_signer")),
+        "{e}"
+    );
+
+    // Oversized body.
+    let big = json!({"ops": [{"padding": "x".repeat(5 * 1024 * 1024)}]});
+    let (s, e) = push(a, &did, big["ops"].as_array().unwrap().clone()).await;
+    assert_eq!(
+        (s, e["errcode"].as_str()),
+        (413, Some("M_TOO_LARGE")),
+        "{e}"
+    );
+
+    // Per-DID op rate limit: 10 fresh ops per hour.
+    let mut last = (0, Value::Null);
+    for i in 0..11 {
+        let op = alice.sign(servers(if i % 2 == 0 {
+            &["a.test", "b.test"]
+        } else {
+            &["a.test"]
+        }));
+        last = push(a, &did, vec![op]).await;
+        if i < 10 {
+            assert_eq!(last.0, 200, "op {i}: {}", last.1);
+        }
+    }
+    assert_eq!(
+        (last.0, last.1["errcode"].as_str()),
+        (429, Some("M_LIMIT_EXCEEDED")),
+        "{}",
+        last.1
+    );
+    assert!(last.1["retry_after_ms"].as_u64().unwrap() > 0);
+
+    // Export: every op, resumable by cursor.
+    let (s, text) = call(
+        reqwest::Method::GET,
+        format!("{}/_roam/v1/export?limit=3", a.base),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let lines: Vec<Value> = text
+        .as_str()
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    let cursor = lines[2]["cursor"].as_str().unwrap();
+    let (_, rest) = call(
+        reqwest::Method::GET,
+        format!("{}/_roam/v1/export?after={cursor}", a.base),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        rest.as_str().unwrap().lines().count(),
+        11 - 3,
+        "genesis + 10 ops in all"
+    );
+    let (s, e) = get(a, "/_roam/v1/export?after=x").await;
+    assert_eq!((s, e["errcode"].as_str()), (400, Some("M_INVALID_PARAM")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_with_old_server_up_then_down() {
+    let mut nodes = federation(&["a.test", "b.test"]).await;
+    let mut alice = Owner::new(10, "@alice:a.test", &["a.test"]);
+    let did = alice.did();
+    assert_eq!(register(&nodes[0], &alice, "alice").await.0, 200);
+    assert_eq!(
+        key_login(&nodes[0], "@alice:a.test", &alice.update).await.0,
+        200
+    );
+
+    // Migrate to B with A up: claim @alice:b.test, move [b, a] (A kept as backup).
+    alice.sign(Action::Claim {
+        user_id: UserId::parse("@alice:b.test").unwrap(),
+    });
+    alice.sign(servers(&["b.test"]));
+    let req = json!({"did": did, "log": alice.values(), "from": "a.test", "localpart": "alice"});
+    let (s, m) = post(&nodes[1], "/_roam/v1/migrate", req.clone()).await;
+    assert_eq!(s, 200, "{m}");
+    assert_eq!(m["state"], "complete", "{m}");
+    assert!(m["steps"].to_string().contains("\"forward\""), "{m}");
+    let forward = m["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "forward")
+        .unwrap();
+    assert_eq!(forward["state"], "done", "{m}");
+    // Repeating is safe and returns the same migration; status by ID too.
+    let (s, m2) = post(&nodes[1], "/_roam/v1/migrate", req).await;
+    assert_eq!((s, &m2["id"]), (200, &m["id"]));
+    let (s, st) = get(
+        &nodes[1],
+        &format!("/_roam/v1/migrate/{}", m["id"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!((s, &st["state"]), (200, &json!("complete")));
+
+    // A got the move: it answers for @alice:a.test with a bundle that points to B, and
+    // refuses logins with ROAM_MOVED.
+    let head_b = head(&nodes[1], &did).await.unwrap();
+    wait_for_head(&nodes[0], &did, &head_b).await;
+    let (s, bundle) = get(
+        &nodes[0],
+        &format!("/_roam/v1/users/{}", enc("@alice:a.test")),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let b = roam_identity_core::bundle::Bundle::from_value(&bundle).unwrap();
+    let vb = roam_identity_core::bundle::verify(&b, None, now()).unwrap();
+    assert_eq!(
+        vb.log.state.servers,
+        vec![ServerName::parse("b.test").unwrap()]
+    );
+    let (s, e) = key_login(&nodes[0], "@alice:a.test", &alice.update).await;
+    assert_eq!((s, e["errcode"].as_str()), (403, Some("ROAM_MOVED")), "{e}");
+    assert_eq!(e["servers"], json!(["b.test"]));
+    // B takes key logins for the new user ID.
+    let (s, l) = key_login(&nodes[1], "@alice:b.test", &alice.update).await;
+    assert_eq!(s, 200, "{l}");
+
+    // A resolver following @alice:a.test ends at B, verified.
+    let r = resolver(&[&nodes[0], &nodes[1]])
+        .resolve_user(&UserId::parse("@alice:b.test").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.servers, vec![ServerName::parse("b.test").unwrap()]);
+
+    // Now a second account migrates while A is down.
+    let mut bob = Owner::new(11, "@bob:a.test", &["a.test"]);
+    let bob_did = bob.did();
+    assert_eq!(register(&nodes[0], &bob, "bob").await.0, 200);
+    nodes[0].stop().await;
+    bob.sign(Action::Claim {
+        user_id: UserId::parse("@bob:b.test").unwrap(),
+    });
+    bob.sign(servers(&["b.test", "a.test"]));
+    // Without the log, B must fetch it from A, which is down: a clear error.
+    let (s, e) = post(
+        &nodes[1],
+        "/_roam/v1/migrate",
+        json!({"did": bob_did, "from": "a.test", "localpart": "bob"}),
+    )
+    .await;
+    assert_eq!(
+        (s, e["errcode"].as_str()),
+        (502, Some("ROAM_UNREACHABLE")),
+        "{e}"
+    );
+    // With the log, it completes; forwarding to A is recorded as failed, not fatal.
+    let (s, m) = post(
+        &nodes[1],
+        "/_roam/v1/migrate",
+        json!({"did": bob_did, "log": bob.values(), "from": "a.test", "localpart": "bob"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{m}");
+    assert_eq!(m["state"], "complete");
+    let forward = m["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "forward")
+        .unwrap();
+    assert_eq!(forward["state"], "failed", "{m}");
+    assert_eq!(
+        key_login(&nodes[1], "@bob:b.test", &bob.update).await.0,
+        200
+    );
+    // A user ID the log does not claim is refused.
+    let (s, e) = post(
+        &nodes[1],
+        "/_roam/v1/migrate",
+        json!({"did": bob_did, "log": bob.values(), "localpart": "robert"}),
+    )
+    .await;
+    assert_eq!(
+        (s, e["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN")),
+        "{e}"
+    );
+    nodes[1].stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roaming_hostile_servers_recovery_and_equivocation() {
+    let mut nodes = federation(&["a.test", "b.test", "c.test"]).await;
+    let mut alice = Owner::new(20, "@alice:b.test", &["b.test"]);
+    let did = alice.did();
+    assert_eq!(register(&nodes[1], &alice, "alice").await.0, 200);
+
+    // Roaming: B primary, C backup. B forwards the log to C, which then attests hosting.
+    let mv = alice.sign(servers(&["b.test", "c.test"]));
+    let (s, r) = push(&nodes[1], &did, vec![mv]).await;
+    assert_eq!(s, 200, "{r}");
+    let hb = head(&nodes[1], &did).await.unwrap();
+    wait_for_head(&nodes[2], &did, &hb).await;
+    let (_, bundle_c) = get(&nodes[2], &format!("/_roam/v1/accounts/{did}")).await;
+    let b = roam_identity_core::bundle::Bundle::from_value(&bundle_c).unwrap();
+    let vb = roam_identity_core::bundle::verify(&b, None, now()).unwrap();
+    assert!(matches!(
+        vb.hosting(&ServerName::parse("c.test").unwrap(), now()),
+        roam_identity_core::bundle::Attested::Current { .. }
+    ));
+
+    // B stops; the backup accepts ops and serves bundles like the primary.
+    nodes[1].stop().await;
+    let claim = alice.sign(Action::Claim {
+        user_id: UserId::parse("@alice:c.test").unwrap(),
+    });
+    let (s, r) = push(&nodes[2], &did, vec![claim]).await;
+    assert_eq!(s, 200, "{r}");
+    let r = resolver(&[&nodes[0], &nodes[1], &nodes[2]])
+        .resolve_did_via(
+            &alice.ops[0].op.did,
+            &[
+                ServerName::parse("b.test").unwrap(),
+                ServerName::parse("c.test").unwrap(),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.head, alice.state().head, "resolved through the backup");
+
+    // A hostile server cannot move or claim the DID without the user's key: every honest
+    // server refuses its ops.
+    let evil = SigningKey::from_bytes(&[99; 32]);
+    let forged_move = next_op(&alice.state(), now(), servers(&["evil.test"])).sign(&evil);
+    let forged_claim = next_op(
+        &alice.state(),
+        now(),
+        Action::Claim {
+            user_id: UserId::parse("@mallory:c.test").unwrap(),
+        },
+    )
+    .sign(&evil);
+    for n in [&nodes[0], &nodes[2]] {
+        for op in [&forged_move, &forged_claim] {
+            let (s, e) = push(n, &did, vec![op.value.clone()]).await;
+            assert!(s == 400 || s == 404, "{}: {s} {e}", n.name);
+        }
+    }
+    let (s, e) = push(&nodes[2], &did, vec![forged_move.value.clone()]).await;
+    assert_eq!((s, e["class"].as_str()), (400, Some("wrong_signer")), "{e}");
+
+    // A fork outside the rules (two ops on one prev, same epoch) is refused as equivocation
+    // with both ops, and kept as evidence.
+    let st = alice.state();
+    let x = next_op(&st, now(), servers(&["c.test"])).sign(&alice.update);
+    let y = next_op(&st, now(), servers(&["c.test", "a.test"])).sign(&alice.update);
+    assert_eq!(push(&nodes[2], &did, vec![x.value.clone()]).await.0, 200);
+    let (s, e) = push(&nodes[2], &did, vec![y.value.clone()]).await;
+    assert_eq!((s, e["errcode"].as_str()), (409, Some("ROAM_FORK")), "{e}");
+    let ev: Vec<String> = e["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| SignedOp::from_value(v.clone()).unwrap().hash.to_string())
+        .collect();
+    assert!(
+        ev.contains(&x.hash.to_string()) && ev.contains(&y.hash.to_string()),
+        "{e}"
+    );
+    let (_, forks) = get(&nodes[2], &format!("/_roam/v1/accounts/{did}/forks")).await;
+    assert!(!forks["evidence"].as_array().unwrap().is_empty(), "{forks}");
+    alice.ops.push(x);
+
+    // Compromise: the thief holds the update key and moves the account to evil.test on C.
+    let before_theft = alice.ops.len() - 1;
+    let theft = next_op(&alice.state(), now(), servers(&["evil.test"])).sign(&alice.update);
+    assert_eq!(
+        push(&nodes[2], &did, vec![theft.value.clone()]).await.0,
+        200
+    );
+    // B comes back (same store) and gets the thief's op too.
+    let restarted = restart(&mut nodes[1]).await;
+    nodes[1] = restarted;
+    // The owner recovers with the committed key: a rotate forking from before the theft.
+    let base_state = roam_identity_core::log::verify_log(&alice.ops[..=before_theft], None, now())
+        .unwrap()
+        .state;
+    let third = SigningKey::from_bytes(&[21; 32]);
+    let rotate = Operation {
+        did: base_state.did.clone(),
+        seq: base_state.seq + 1,
+        prev: Some(base_state.head),
+        created_at: now(),
+        action: Action::Rotate {
+            update_key: alice.next.verifying_key(),
+            next_key: KeyCommitment::to_key(&third.verifying_key()),
+        },
+    }
+    .sign(&alice.next);
+    let all: Vec<Value> = alice
+        .values()
+        .into_iter()
+        .chain([rotate.value.clone()])
+        .collect();
+    for n in [&nodes[0], &nodes[1], &nodes[2]] {
+        let (s, r) = push(n, &did, all.clone()).await;
+        assert!(s == 200 || s == 403, "{}: {s} {r}", n.name);
+    }
+    // Every server that holds the log ends on the owner's branch.
+    let want = rotate.hash.to_string();
+    wait_for_head(&nodes[2], &did, &want).await;
+    wait_for_head(&nodes[1], &did, &want).await;
+    let (_, bundle) = get(&nodes[2], &format!("/_roam/v1/accounts/{did}")).await;
+    let b = roam_identity_core::bundle::Bundle::from_value(&bundle).unwrap();
+    let vb = roam_identity_core::bundle::verify(&b, None, now()).unwrap();
+    assert!(
+        vb.log.superseded.iter().any(|o| o.hash == theft.hash),
+        "theft superseded"
+    );
+    assert_eq!(vb.log.state.update_key, alice.next.verifying_key());
+    for n in nodes.iter_mut() {
+        n.stop().await;
+    }
+}
+
+/// Restarts a stopped node on a fresh port with the same store. Other nodes keep their old
+/// override for it, so this is only for a node that others need not reach afterwards.
+async fn restart(old: &mut Node) -> Node {
+    let dir = old.dir.take().unwrap();
+    let path: PathBuf = dir.path().to_owned();
+    let addr: std::net::SocketAddr = old.base.trim_start_matches("http://").parse().unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let mut config = ServerConfig::for_server_name(old.name.clone(), addr, path.clone());
+    config.rate_limits = RateLimits::unlimited();
+    let fed = HttpFederation::new(&config).unwrap();
+    let store = RedbStore::open_dir(&path).unwrap();
+    let state = AppState::with_federation(config, Arc::new(store), Arc::new(fed)).unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(roam_server::run(listener, state, async move {
+        let _ = rx.await;
+    }));
+    Node {
+        name: old.name.clone(),
+        base: old.base.clone(),
+        shutdown: Some(tx),
+        handle: Some(handle),
+        dir: Some(dir),
+    }
+}
