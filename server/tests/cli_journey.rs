@@ -30,7 +30,8 @@ fn free_port() -> u16 {
 const RATE_LIMITS: &str = "[rate_limits]\n\
 register_per_ip = { per_second = 1000.0, burst = 1000 }\n\
 login_per_ip = { per_second = 1000.0, burst = 1000 }\n\
-login_per_account = { per_second = 1000.0, burst = 1000 }\n";
+login_per_account = { per_second = 1000.0, burst = 1000 }\n\
+[op_limits]\nper_hour = 1000\nper_day = 1000\n";
 
 /// A `roam serve` process.
 struct Server {
@@ -265,6 +266,27 @@ fn journey() {
     assert_eq!(devices["devices"][0]["signed_in_log"], true);
     assert_eq!(devices["devices"][0]["on_server"], true);
 
+    // A second login is a second device; revoking the first signs it out of the log and
+    // deletes it on the server.
+    let first = device;
+    let device = alice
+        .ok(&["login", "--keystore", ks, "--homeserver", &a.url()])
+        .trim()
+        .to_owned();
+    assert_ne!(device, first);
+    let out = alice.ok(&["device", "revoke", &first, "--keystore", ks]);
+    assert!(out.contains(&format!("revoked {first}")), "{out}");
+    let devices = alice.json(&["device", "list", "--keystore", ks, "--json"]);
+    let listed: Vec<&str> = devices["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["device_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, vec![device.as_str()], "{devices}");
+    let err = alice.fails(6, &["device", "revoke", &first, "--keystore", ks]);
+    assert!(err.contains("device list"), "{err}");
+
     // Bob resolves Alice.
     let bob_cache = bob.path("cache-bob");
     let r = resolve(&bob, "@alice:a.test", &bob_cache, &["--max-age", "0"]);
@@ -426,6 +448,28 @@ fn journey() {
         !strs(&r["user_ids"]).contains(&"@mallory:a.test".to_owned()),
         "{r}"
     );
+
+    // Release the old user ID: it no longer resolves to the account.
+    alice.ok(&["release", "@alice:a.test", "--keystore", ks]);
+    let out = bob.run(&[
+        "resolve",
+        "@alice:a.test",
+        "--json",
+        "--max-age",
+        "0",
+        "--cache",
+        bob_cache.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"], "unbound", "{v}");
+    let r = resolve(&bob, "@alice:b.test", &bob_cache, &["--max-age", "0"]);
+    assert_eq!(strs(&r["user_ids"]), vec!["@alice:b.test"], "{r}");
 
     // Export, and import into a server the log names.
     let export = alice.path("alice-export.json");

@@ -1,7 +1,7 @@
 //! `roam device list` and `roam device revoke`.
 
 use clap::{Args, Subcommand};
-use roam_identity_core::log::Action;
+use roam_identity_core::log::{self, Action};
 use roam_identity_core::{DeviceId, ServerName, UserId, b64};
 use roam_server::client::account::{self, now_ms};
 use roam_server::client::homeserver::{Homeserver, UiaAnswer};
@@ -60,11 +60,26 @@ fn logged_in(s: &Session) -> Option<(Homeserver, UserId)> {
 
 fn list(args: ListArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let s = Session::open(&args.keystore, global)?;
-    let state = account::local_log(&s.ks, now_ms())?.state;
+    let local = account::local_log(&s.ks, now_ms())?.state;
     let rt = runtime()?;
     let on_server = match logged_in(&s) {
         Some((hs, _)) => Some(rt.block_on(hs.devices())?),
         None => None,
+    };
+    // The log as the servers hold it may have devices signed by ops this keystore did not
+    // sign (another copy of the key, or a thief): show those too, marked.
+    let (held, _, _) = rt.block_on(sync::gather_ops(&s.dir, &local.did, &local.servers));
+    let mut all = s.ks.public.ops.clone();
+    all.extend(held);
+    let state = match log::verify_values(&all, Some(&local.did), now_ms() + log::MAX_FUTURE_SKEW_MS)
+    {
+        Ok(v) => v.state,
+        Err(e) => {
+            eprintln!(
+                "warning: the servers' log and this keystore's disagree ({e}); showing this keystore's view"
+            );
+            local.clone()
+        }
     };
     let mut rows = Vec::new();
     for (id, keys) in &state.devices {
@@ -74,6 +89,7 @@ fn list(args: ListArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         rows.push(json!({
             "device_id": id.as_str(),
             "signed_in_log": true,
+            "signed_by_this_keystore": local.devices.get(id) == Some(keys),
             "on_server": on_server.as_ref().map(|_| server.is_some()),
             "display_name": server.and_then(|d| d.display_name.clone()),
             "last_seen_ts": server.and_then(|d| d.last_seen_ts),
@@ -87,6 +103,7 @@ fn list(args: ListArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             rows.push(json!({
                 "device_id": d.device_id,
                 "signed_in_log": false,
+                "signed_by_this_keystore": false,
                 "on_server": true,
                 "display_name": d.display_name,
                 "last_seen_ts": d.last_seen_ts,
@@ -111,6 +128,11 @@ fn list(args: ListArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         } else {
             "NOT signed by the account key (added by the server, or not yet signed)"
         });
+        if r["signed_in_log"] == true && r["signed_by_this_keystore"] == false {
+            notes.push(
+                "signed by an op this keystore did not make: if not yours, run `roam recover`",
+            );
+        }
         if r["on_server"] == false {
             notes.push("not on the server");
         }
@@ -140,6 +162,26 @@ fn revoke(args: RevokeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let state = account::local_log(&s.ks, now_ms())?.state;
     let did = state.did.clone();
     let in_log = state.devices.contains_key(&device);
+    if !in_log {
+        // Signed in by an op this keystore did not make? Revoking it here would fork the log.
+        let held = runtime()?
+            .block_on(sync::gather_ops(&s.dir, &did, &state.servers))
+            .0;
+        let foreign = account::foreign_ops(&s.ks, &held).into_iter().any(|v| {
+            v.get("action").and_then(|a| a.as_str()) == Some("add_device")
+                && v.get("device_id").and_then(|d| d.as_str()) == Some(device.as_str())
+        });
+        if foreign {
+            return Err(CliError::new(
+                UNVERIFIED,
+                format!(
+                    "{device} was signed into the log by an op this keystore did not make; \
+                     if that was not you, your update key is compromised: run `roam recover --recovery FILE`"
+                ),
+            )
+            .into());
+        }
+    }
     let rt = runtime()?;
     rt.block_on(async {
         let progress = Progress::spinner("revoking");

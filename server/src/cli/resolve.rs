@@ -101,8 +101,10 @@ pub fn run(args: ResolveArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             lan_peers: args.lan_peer.clone(),
             ..ResolverConfig::default()
         };
+        let mut offline_url = None;
         if args.offline {
             let closed = closed_port_url()?;
+            offline_url = Some(closed.as_str().trim_end_matches('/').to_owned());
             let mut names: Vec<ServerName> = via.clone();
             let cached = match &subject {
                 Subject::User(u) => {
@@ -145,7 +147,17 @@ pub fn run(args: ResolveArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         };
         progress.finish();
         match result {
-            Ok(res) => {
+            Ok(mut res) => {
+                if let Some(closed) = &offline_url {
+                    // The closed port is how --offline keeps the resolver off the network;
+                    // say that rather than "not reachable: http://127.0.0.1:…".
+                    let before = res.warnings.len();
+                    res.warnings.retain(|w| !w.contains(closed.as_str()));
+                    if res.warnings.len() != before {
+                        res.warnings
+                            .insert(0, "offline: no server was asked (--offline)".to_owned());
+                    }
+                }
                 if args.json {
                     print_json(&serde_json::to_value(res.to_wire())?);
                 } else {
