@@ -274,8 +274,17 @@ fn journey() {
         .trim()
         .to_owned();
     assert_ne!(device, first);
-    let out = alice.ok(&["device", "revoke", &first, "--keystore", ks]);
-    assert!(out.contains(&format!("revoked {first}")), "{out}");
+    let out = alice.run(&["device", "revoke", &first, "--keystore", ks]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains(&format!("revoked {first}")), "{stdout}");
+    assert!(
+        !stderr.contains("password was used"),
+        "key UIA should do: {stderr}"
+    );
     let devices = alice.json(&["device", "list", "--keystore", ks, "--json"]);
     let listed: Vec<&str> = devices["devices"]
         .as_array()

@@ -237,6 +237,11 @@ fn revoke(args: RevokeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                 for a in &answer {
                     match hs.delete_devices(&[device.to_string()], a).await {
                         Ok(()) => {
+                            if let Some(e) = &last {
+                                eprintln!(
+                                    "note: the server refused key authentication ({e}); the account password was used"
+                                );
+                            }
                             deleted = true;
                             last = None;
                             break;

@@ -454,18 +454,20 @@ impl Homeserver {
                 server,
                 key,
             } if offers("m.login.roam.key") => {
-                let c = challenge
+                // spec/api.md puts the challenge in the 401's params; a server that does
+                // not is answered with a fresh one from /_roam/v1/login/challenge.
+                let c = match challenge
                     .pointer("/params/m.login.roam.key/challenge")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| HomeserverError::BadResponse {
-                        url: self.url(PATH),
-                        reason: "m.login.roam.key offered without params.challenge".into(),
-                    })?;
+                {
+                    Some(c) => c.to_owned(),
+                    None => self.login_challenge(user_id).await?.challenge,
+                };
                 json!({
                     "type": "m.login.roam.key",
                     "session": session,
+                    "signature": crate::client::account::sign_login(key, &c, server, user_id),
                     "challenge": c,
-                    "signature": crate::client::account::sign_login(key, c, server, user_id),
                 })
             }
             UiaAnswer::Password { user_id, password } if offers("m.login.password") => json!({
