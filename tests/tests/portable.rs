@@ -329,6 +329,34 @@ async fn create_login_device_and_bundle() {
     assert_eq!(r.did.to_string(), did);
     assert!(r.devices.contains_key(&DeviceId::parse(&device).unwrap()));
 
+    // W3C DID Resolution, in both representations, and its errors.
+    let (s, res) = get(a, &format!("/1.0/identifiers/{did}")).await;
+    assert_eq!(s, 200, "{res}");
+    assert_eq!(res["didDocument"]["id"], did.as_str());
+    assert_eq!(
+        res["didDocument"]["alsoKnownAs"],
+        json!(["matrix:u/alice:a.test"])
+    );
+    assert_eq!(res["didDocument"]["service"][0]["type"], "MatrixHomeserver");
+    assert_eq!(
+        res["didDocumentMetadata"]["versionId"],
+        alice.state().head.to_string().as_str()
+    );
+    let resp = reqwest::Client::new()
+        .get(format!("{}/1.0/identifiers/{did}", a.base))
+        .header("accept", "application/did+ld+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/did+ld+json");
+    let doc: Value = resp.json().await.unwrap();
+    assert_eq!(doc["id"], did.as_str());
+    assert_eq!(get(a, "/1.0/identifiers/did:key:z6Mk").await.0, 400);
+    assert_eq!(get(a, "/1.0/identifiers/did:web:example.com").await.0, 501);
+    let stranger = Owner::new(77, "@x:a.test", &["a.test"]);
+    let (s, e) = get(a, &format!("/1.0/identifiers/{}", stranger.did())).await;
+    assert_eq!(s, 404, "{e}");
+
     // A replayed login signature is refused; so is another key.
     let (s, c) = post(
         a,
@@ -646,6 +674,21 @@ async fn migrate_with_old_server_up_then_down() {
         (403, Some("M_FORBIDDEN")),
         "{e}"
     );
+    // Deactivation: the DID resolves as deactivated (410) and logins stop.
+    let deact = bob.sign(Action::Deactivate);
+    assert_eq!(push(&nodes[1], &bob_did, vec![deact]).await.0, 200);
+    let (s, res) = get(&nodes[1], &format!("/1.0/identifiers/{bob_did}")).await;
+    assert_eq!(
+        (s, &res["didDocumentMetadata"]["deactivated"]),
+        (410, &json!(true)),
+        "{res}"
+    );
+    let (s, e) = key_login(&nodes[1], "@bob:b.test", &bob.update).await;
+    assert_eq!(
+        (s, e["errcode"].as_str()),
+        (403, Some("ROAM_DEACTIVATED")),
+        "{e}"
+    );
     nodes[1].stop().await;
 }
 
@@ -677,6 +720,13 @@ async fn roaming_hostile_servers_recovery_and_equivocation() {
     });
     let (s, r) = push(&nodes[2], &did, vec![claim]).await;
     assert_eq!(s, 200, "{r}");
+    // A server that does not hold the log resolves the DID through the others.
+    let (s, res) = get(&nodes[0], &format!("/1.0/identifiers/{did}")).await;
+    assert_eq!(s, 200, "{res}");
+    assert_eq!(
+        res["didDocumentMetadata"]["versionId"],
+        alice.state().head.to_string().as_str()
+    );
     let r = resolver(&[&nodes[0], &nodes[1], &nodes[2]])
         .resolve_did_via(
             &alice.ops[0].op.did,

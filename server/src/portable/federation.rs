@@ -1,5 +1,6 @@
-//! Server-to-server calls of portable accounts: fetching a log from another homeserver and
-//! forwarding signed ops to the servers an account names.
+//! Server-to-server calls of portable accounts: fetching a log from another homeserver,
+//! forwarding signed ops to the servers an account names, and resolving DIDs this server
+//! does not hold.
 //!
 //! Behind a trait so the service logic does not care how bytes travel; the implementation
 //! goes through the resolver's guarded HTTP client (discovery, overrides, SSRF guard,
@@ -9,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use roam_identity_core::{Did, ServerName};
+use roam_resolver::{ResolveError, ResolveResult};
 use serde_json::Value;
 
 /// A boxed future, so the trait stays object-safe.
@@ -29,6 +31,8 @@ pub trait Federation: Send + Sync + std::fmt::Debug {
         did: &'a Did,
         ops: Vec<Value>,
     ) -> BoxFut<'a, Result<(), String>>;
+    /// Resolves a DID this server does not hold, verifying everything.
+    fn resolve_did<'a>(&'a self, did: &'a Did) -> BoxFut<'a, ResolveResult>;
 }
 
 /// A federation that reaches nobody (tests of single servers, or a server configured
@@ -44,6 +48,7 @@ impl Federation for NoFederation {
     ) -> BoxFut<'a, Result<Vec<Value>, String>> {
         Box::pin(async move { Err(format!("federation is disabled; cannot reach {server}")) })
     }
+
     fn push_ops<'a>(
         &'a self,
         server: &'a ServerName,
@@ -51,6 +56,15 @@ impl Federation for NoFederation {
         _ops: Vec<Value>,
     ) -> BoxFut<'a, Result<(), String>> {
         Box::pin(async move { Err(format!("federation is disabled; cannot reach {server}")) })
+    }
+
+    fn resolve_did<'a>(&'a self, did: &'a Did) -> BoxFut<'a, ResolveResult> {
+        Box::pin(async move {
+            Err(ResolveError::NotFound {
+                subject: did.to_string(),
+                detail: "this server does not hold the DID and federation is disabled".into(),
+            })
+        })
     }
 }
 
@@ -60,6 +74,9 @@ impl Federation for NoFederation {
 pub struct HttpFederation {
     client: roam_resolver::http::SafeClient,
     discovery: roam_resolver::discovery::Discovery,
+    resolver: roam_resolver::NetworkResolver,
+    /// Servers to ask about a DID nobody named: the configured peers.
+    hints: Vec<ServerName>,
 }
 
 impl HttpFederation {
@@ -74,12 +91,23 @@ impl HttpFederation {
             max_body_bytes: 4 * 1024 * 1024,
             ..Default::default()
         };
+        let hints = rc
+            .overrides
+            .keys()
+            .filter(|s| **s != config.server_name)
+            .cloned()
+            .collect();
         Ok(Self {
             client: roam_resolver::http::SafeClient::new(&rc)?,
             discovery: roam_resolver::discovery::Discovery::new(
                 rc.overrides.clone(),
                 rc.discovery_ttl_ms,
             ),
+            resolver: roam_resolver::NetworkResolver::new(
+                rc,
+                std::sync::Arc::new(roam_resolver::SystemClock),
+            )?,
+            hints,
         })
     }
 
@@ -130,5 +158,10 @@ impl Federation for HttpFederation {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         })
+    }
+
+    fn resolve_did<'a>(&'a self, did: &'a Did) -> BoxFut<'a, ResolveResult> {
+        use roam_resolver::Resolver;
+        self.resolver.resolve_did_via(did, &self.hints)
     }
 }

@@ -91,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .route("/.well-known/matrix/server", get(server::well_known_server))
         .route("/.well-known/matrix/client", get(server::well_known_client))
         .nest("/_roam/v1", roam_routes())
+        .route("/1.0/identifiers/{did}", get(roam::identifiers))
         .route("/health", get(server::health))
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)

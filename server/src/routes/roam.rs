@@ -290,3 +290,66 @@ pub async fn migration_status(
         serde_json::to_value(m).map_err(|e| AppError::Internal(e.to_string()))?,
     ))
 }
+
+/// `GET /1.0/identifiers/{did}`: W3C DID Resolution (Universal Resolver driver shape). DIDs
+/// held here are answered from the local log; others through the resolver, verified.
+pub async fn identifiers(
+    State(state): State<AppState>,
+    Path(did): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    use roam_resolver::did_resolution::{
+        AccountView, CONTENT_TYPE_DID_RESOLUTION, ResolutionError, negotiate, resolution_result,
+    };
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let repr = negotiate(accept);
+    let respond = |status: u16, body: Value, ctype: &'static str| {
+        let mut resp = Json(body).into_response();
+        *resp.status_mut() = axum::http::StatusCode::from_u16(status)
+            .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+        resp
+    };
+    let fail = |e: ResolutionError| {
+        let (status, body) = e.result();
+        respond(status, body, CONTENT_TYPE_DID_RESOLUTION)
+    };
+    let did = match Did::parse(&did) {
+        Ok(d) => d,
+        Err(e) => return fail(ResolutionError::from_did_error(&e)),
+    };
+    let now = now_ms();
+    let view = match bundle_for(&state, &did).await {
+        Ok(bundle) => {
+            let verified = roam_identity_core::bundle::Bundle::from_value(&bundle)
+                .and_then(|b| roam_identity_core::bundle::verify(&b, Some(&did), now));
+            match verified {
+                Ok(vb) => AccountView::from_bundle(&vb, now),
+                Err(e) => {
+                    tracing::error!(%did, error = %e, "own bundle does not verify");
+                    return fail(ResolutionError::Internal);
+                }
+            }
+        }
+        Err(AppError::NotFound(_)) => match state.portable().federation.resolve_did(&did).await {
+            Ok(r) => AccountView::from_resolution(&r),
+            Err(roam_resolver::ResolveError::NotFound { .. }) => {
+                return fail(ResolutionError::NotFound(format!(
+                    "No account is known for {did}"
+                )));
+            }
+            Err(e) => {
+                return fail(ResolutionError::NotFound(format!(
+                    "{did} could not be resolved: {e}"
+                )));
+            }
+        },
+        Err(e) => {
+            tracing::error!(%did, error = %e, "DID resolution failed");
+            return fail(ResolutionError::Internal);
+        }
+    };
+    let (status, body) = resolution_result(&view, repr);
+    respond(status, body, repr.content_type())
+}
