@@ -634,7 +634,7 @@ fn flaky_proxy(target: u16, allow: Arc<AtomicUsize>) -> u16 {
 fn half_done_migration_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let a = Server::start(root, "a.test");
+    let mut a = Server::start(root, "a.test");
     let b = Server::start(root, "b.test");
     let allow = Arc::new(AtomicUsize::new(0));
     let proxy = flaky_proxy(b.port, allow.clone());
@@ -655,6 +655,9 @@ fn half_done_migration_resumes() {
         "erin",
     ]);
     erin.ok(&["login", "--keystore", ks, "--homeserver", &a.url()]);
+    // The old server is gone for good: the migration needs nothing from it.
+    let a_url = a.url();
+    a.stop();
 
     // B answers who it is, then goes away: the migration stops after signing, exit 7.
     allow.store(1, Ordering::SeqCst);
@@ -676,13 +679,17 @@ fn half_done_migration_resumes() {
     let signed = show["seq"].as_u64().unwrap();
 
     // Another target is refused while this one is unfinished.
-    let err = erin.fails(1, &["migrate", "--keystore", ks, "--to", &a.url()]);
+    let err = erin.fails(1, &["migrate", "--keystore", ks, "--to", &a_url]);
     assert!(err.contains("unfinished"), "{err}");
 
     // B is back: the same command finishes without signing anything new.
     allow.store(usize::MAX, Ordering::SeqCst);
     let out = erin.ok(&["migrate", "--keystore", ks, "--to", &b_via_proxy]);
     assert!(out.contains("[done earlier] sign"), "{out}");
+    assert!(
+        out.contains("[skipped] notify: a.test: not updated"),
+        "{out}"
+    );
     assert!(out.contains("migrated"), "{out}");
     let show = erin.json(&["account", "show", "--keystore", ks, "--json"]);
     assert!(show["pending_migration"].is_null(), "{show}");
