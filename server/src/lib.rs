@@ -20,6 +20,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod portable;
 pub mod ratelimit;
 pub mod routes;

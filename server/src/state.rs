@@ -46,6 +46,7 @@ struct Inner {
     uia: UiaSessions,
     limiters: Limiters,
     portable: crate::portable::PortableState,
+    metrics: crate::metrics::Metrics,
 }
 
 /// Cheap to clone: everything lives behind one `Arc`.
@@ -94,6 +95,7 @@ impl AppState {
             server_key,
             uia: UiaSessions::default(),
             portable: crate::portable::PortableState::new(op_limits, federation),
+            metrics: crate::metrics::Metrics::default(),
         })))
     }
 
@@ -107,6 +109,11 @@ impl AppState {
 
     pub fn uia(&self) -> &UiaSessions {
         &self.0.uia
+    }
+
+    /// Prometheus counters.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.0.metrics
     }
 
     /// Portable-account state: login challenges, op limits, federation, per-DID locks.

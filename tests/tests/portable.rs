@@ -419,6 +419,21 @@ async fn create_login_device_and_bundle() {
     )
     .await;
     assert_eq!(s, 200, "{r}");
+
+    // Prometheus metrics count what happened, labelled by route template (no user data).
+    let text = reqwest::get(format!("{}/metrics", a.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("roam_account_ops_accepted_total 1"), "{text}");
+    assert!(text.contains("roam_key_proofs_total 3"), "{text}");
+    assert!(
+        text.contains("route=\"/_roam/v1/accounts/{did}/ops\""),
+        "{text}"
+    );
+    assert!(!text.contains("alice"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

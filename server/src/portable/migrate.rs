@@ -211,6 +211,7 @@ pub async fn migrate(state: &AppState, req: MigrateRequest) -> Result<Migration,
     }
     m.state = "complete".into();
     save(state, &did, &mut m).await?;
+    crate::metrics::Metrics::add(&state.metrics().migrations_completed, 1);
 
     // Step 6: forward the signed log to every other server it names and to the old server.
     let mut targets: Vec<ServerName> = st

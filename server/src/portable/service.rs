@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::{PortableError, attestations_for, attestations_stale, changes_attestations, merge_ops};
 use crate::error::AppError;
+use crate::metrics::Metrics;
 use crate::state::{AppState, now_ms};
 use crate::store::{LogCommit, LogSummary, StoreError};
 
@@ -157,9 +158,14 @@ pub async fn apply_ops(
             let d = did.clone();
             state.db(move |s| s.record_fork(&d, &evidence)).await?;
             tracing::warn!(%did, "refused ops that fork the log");
+            Metrics::add(&state.metrics().forks_refused, 1);
             return Err(op_error(PortableError::Fork { a, b }));
         }
-        other => other.map_err(op_error)?,
+        Err(e) => {
+            Metrics::add(&state.metrics().ops_refused, 1);
+            return Err(op_error(e));
+        }
+        Ok(o) => o,
     };
     let server = state.config().server_name.clone();
     if held.is_empty() && !outcome.log.state.servers.contains(&server) {
@@ -221,6 +227,7 @@ pub async fn apply_ops(
     };
     state.db(move |s| s.commit_log(commit)).await?;
     tracing::info!(%did, accepted = outcome.accepted.len(), head = %st.head, "stored account ops");
+    Metrics::add(&state.metrics().ops_accepted, outcome.accepted.len() as u64);
 
     let mut targets: BTreeSet<ServerName> = st.servers.iter().cloned().collect();
     if let Some(s) = &summary {
@@ -399,5 +406,7 @@ pub async fn check_key_proof(
             &log.state.update_key,
             now_ms(),
         )
-        .map_err(|e| AppError::Forbidden(format!("Key login failed: {e}")))
+        .map_err(|e| AppError::Forbidden(format!("Key login failed: {e}")))?;
+    Metrics::add(&state.metrics().key_logins, 1);
+    Ok(())
 }
