@@ -220,8 +220,8 @@ pub struct Public {
     pub server_urls: std::collections::BTreeMap<String, String>,
 }
 
-/// The secrets, sealed.
-#[derive(Debug, Clone, Default)]
+/// The secrets, sealed. `Debug` shows which are present, never their values.
+#[derive(Clone, Default)]
 pub struct Secrets {
     /// Seed of the current update key.
     pub update_key: [u8; 32],
@@ -231,6 +231,23 @@ pub struct Secrets {
     pub password: Option<String>,
     /// Seeds of this device's Ed25519 and Curve25519 identity keys, if logged in.
     pub device_keys: Option<([u8; 32], [u8; 32])>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field("update_key", &"<redacted>")
+            .field(
+                "access_token",
+                &self.access_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field(
+                "device_keys",
+                &self.device_keys.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -480,6 +497,7 @@ mod tests {
         assert_eq!(back.secrets.update_key, key.to_bytes());
         assert_eq!(back.secrets.access_token.as_deref(), Some("tok"));
         assert_eq!(back.secrets.device_keys, Some(([1; 32], [2; 32])));
+        assert!(!format!("{back:?}").contains("tok"), "Debug shows a secret");
         assert!(matches!(
             Keystore::load(&path, "wrong"),
             Err(KeystoreError::WrongPassphrase { .. })
