@@ -497,7 +497,11 @@ mod tests {
         assert_eq!(back.secrets.update_key, key.to_bytes());
         assert_eq!(back.secrets.access_token.as_deref(), Some("tok"));
         assert_eq!(back.secrets.device_keys, Some(([1; 32], [2; 32])));
-        assert!(!format!("{back:?}").contains("tok"), "Debug shows a secret");
+        let debug = format!("{back:?}");
+        assert!(
+            !debug.contains("\"tok\"") && !debug.contains(&format!("{:?}", key.to_bytes())),
+            "Debug shows a secret: {debug}"
+        );
         assert!(matches!(
             Keystore::load(&path, "wrong"),
             Err(KeystoreError::WrongPassphrase { .. })
