@@ -159,6 +159,18 @@ impl LogError {
 
     /// The position (in the input) of the op the error is about, if there is one.
     pub fn index(&self) -> Option<usize> {
+        self.clone().index_slot().map(|i| *i)
+    }
+
+    fn with_index(mut self, i: usize) -> Self {
+        if let Some(slot) = self.index_slot() {
+            *slot = i;
+        }
+        self
+    }
+
+    /// The one list of which errors are about a particular op.
+    fn index_slot(&mut self) -> Option<&mut usize> {
         use LogError::*;
         match self {
             Encoding { index, .. }
@@ -182,39 +194,9 @@ impl LogError {
             | AlreadyClaimed { index, .. }
             | NotClaimed { index, .. }
             | DeviceExists { index, .. }
-            | UnknownDevice { index, .. } => Some(*index),
+            | UnknownDevice { index, .. } => Some(index),
             LogTooLarge { .. } | Empty | Equivocation { .. } => None,
         }
-    }
-
-    fn with_index(mut self, i: usize) -> Self {
-        use LogError::*;
-        match &mut self {
-            Encoding { index, .. }
-            | Malformed { index, .. }
-            | UnknownAction { index, .. }
-            | UnknownField { index, .. }
-            | NonCanonical { index, .. }
-            | OpTooLarge { index, .. }
-            | TooMany { index, .. }
-            | WrongDid { index, .. }
-            | BadGenesis { index }
-            | UnknownPrev { index, .. }
-            | SeqGap { index, .. }
-            | TimeReversed { index, .. }
-            | FromFuture { index, .. }
-            | AfterDeactivate { index }
-            | WrongSigner { index, .. }
-            | CommitmentMismatch { index }
-            | GenesisKeyMismatch { index }
-            | BadSignature { index }
-            | AlreadyClaimed { index, .. }
-            | NotClaimed { index, .. }
-            | DeviceExists { index, .. }
-            | UnknownDevice { index, .. } => *index = i,
-            LogTooLarge { .. } | Empty | Equivocation { .. } => {}
-        }
-        self
     }
 }
 

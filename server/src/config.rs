@@ -22,6 +22,16 @@ pub enum RegistrationMode {
     Closed,
 }
 
+impl std::fmt::Display for RegistrationMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Open => "open",
+            Self::Token => "token",
+            Self::Closed => "closed",
+        })
+    }
+}
+
 impl std::str::FromStr for RegistrationMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

@@ -87,7 +87,7 @@ pub fn run(args: ServeArgs, global: &super::GlobalArgs) -> anyhow::Result<()> {
             config.server_name
         );
         println!(
-            "      data in {}, server key {key_id}, registration {:?}",
+            "      data in {}, server key {key_id}, registration {}",
             config.data_dir.display(),
             config.registration
         );

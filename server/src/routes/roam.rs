@@ -45,17 +45,23 @@ fn parse_did(s: &str) -> Result<Did, AppError> {
     Did::parse(s).map_err(|e| AppError::InvalidParam(format!("Invalid DID: {e}")))
 }
 
-/// Parses an ops body strictly (duplicate keys, floats, unsafe integers refused with their
-/// protocol class) and returns its `ops` array.
-fn ops_body(bytes: &[u8]) -> Result<Vec<Value>, AppError> {
-    let value = canonical::parse_strict(bytes).map_err(|e| match e {
+/// Parses a body as a Roam object: duplicate keys, floats and unsafe integers are refused
+/// with their protocol class (`ROAM_INVALID_OP`); what is not JSON is `M_NOT_JSON`.
+fn strict_json(bytes: &[u8]) -> Result<Value, AppError> {
+    canonical::parse_strict(bytes).map_err(|e| match e {
         canonical::CanonicalError::Syntax(_) => AppError::NotJson,
         e => AppError::RoamInvalidOp {
             class: e.class(),
             index: None,
             message: e.to_string(),
         },
-    })?;
+    })
+}
+
+/// Parses an ops body strictly (duplicate keys, floats, unsafe integers refused with their
+/// protocol class) and returns its `ops` array.
+fn ops_body(bytes: &[u8]) -> Result<Vec<Value>, AppError> {
+    let value = strict_json(bytes)?;
     match value.get("ops") {
         Some(Value::Array(ops)) => Ok(ops.clone()),
         _ => Err(AppError::BadJson(
@@ -264,14 +270,7 @@ pub async fn start_migration(
     State(state): State<AppState>,
     RawBody(body): RawBody,
 ) -> Result<Json<Value>, AppError> {
-    let value = canonical::parse_strict(&body).map_err(|e| match e {
-        canonical::CanonicalError::Syntax(_) => AppError::NotJson,
-        e => AppError::RoamInvalidOp {
-            class: e.class(),
-            index: None,
-            message: e.to_string(),
-        },
-    })?;
+    let value = strict_json(&body)?;
     let req: MigrateRequest = serde_json::from_value(value)
         .map_err(|e| AppError::BadJson(format!("Invalid request body: {e}")))?;
     let m = migrate::migrate(&state, req).await?;
