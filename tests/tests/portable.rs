@@ -873,3 +873,57 @@ async fn restart(old: &mut Node) -> Node {
         dir: Some(dir),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_account_adopts_a_did() {
+    let nodes = federation(&["a.test"]).await;
+    let a = &nodes[0];
+    let (s, r) = post(
+        a,
+        "/_matrix/client/v3/register",
+        json!({"username": "carol", "password": "pw-carol-1", "auth": {"type": "m.login.dummy"}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    let token = r["access_token"].as_str().unwrap().to_owned();
+    let adopt = |body: Value, token: Option<String>| {
+        let url = format!("{}/_roam/v1/account/did", a.base);
+        async move { call(reqwest::Method::POST, url, Some(body), token.as_deref()).await }
+    };
+    // Without a token: M_MISSING_TOKEN.
+    let carol = Owner::new(30, "@carol:a.test", &["a.test"]);
+    let (s, e) = adopt(json!({"ops": carol.values()}), None).await;
+    assert_eq!(
+        (s, e["errcode"].as_str()),
+        (401, Some("M_MISSING_TOKEN")),
+        "{e}"
+    );
+    // A log that does not claim the caller's user ID is refused.
+    let other = Owner::new(31, "@dave:a.test", &["a.test"]);
+    let (s, e) = adopt(json!({"ops": other.values()}), Some(token.clone())).await;
+    assert_eq!(
+        (s, e["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN")),
+        "{e}"
+    );
+    // The signed genesis claiming @carol:a.test binds the account to the DID.
+    let (s, r) = adopt(json!({"ops": carol.values()}), Some(token.clone())).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["did"], carol.did().as_str());
+    let (s, bundle) = get(a, &format!("/_roam/v1/users/{}", enc("@carol:a.test"))).await;
+    assert_eq!(s, 200, "{bundle}");
+    let b = roam_identity_core::bundle::Bundle::from_value(&bundle).unwrap();
+    let vb = roam_identity_core::bundle::verify(&b, None, now()).unwrap();
+    assert_eq!(
+        vb.bound_user_ids(now()),
+        vec![UserId::parse("@carol:a.test").unwrap()]
+    );
+    // Once is enough; the key now logs in too.
+    let (s, e) = adopt(json!({"ops": carol.values()}), Some(token)).await;
+    assert_eq!(
+        (s, e["errcode"].as_str()),
+        (400, Some("M_USER_IN_USE")),
+        "{e}"
+    );
+    assert_eq!(key_login(a, "@carol:a.test", &carol.update).await.0, 200);
+}
