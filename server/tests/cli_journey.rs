@@ -842,3 +842,31 @@ fn claim_an_existing_account_and_carry_the_keystore() {
     );
     assert!(err.contains("--include-secrets"), "{err}");
 }
+
+#[test]
+fn lan_serve_is_found_by_lan_peers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grace = User::new(tmp.path(), "grace", &[]);
+    let port = free_port();
+    let mut node = grace
+        .cmd(&[
+            "lan",
+            "serve",
+            "--cache",
+            grace.path("cache").to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let peers = grace.json(&["lan", "peers", "--wait", "5", "--json"]);
+    let _ = node.kill();
+    let _ = node.wait();
+    let wanted = format!("http://127.0.0.1:{port}/");
+    assert!(
+        strs(&peers["peers"]).contains(&wanted),
+        "{wanted} not announced: {peers}"
+    );
+}
