@@ -61,6 +61,18 @@ pub struct RateLimits {
     pub register_per_ip: RateLimit,
     pub login_per_ip: RateLimit,
     pub login_per_account: RateLimit,
+    /// Key-login challenges (`POST /_roam/v1/login/challenge`), per client address.
+    #[serde(default = "default_challenge_per_ip")]
+    pub challenge_per_ip: RateLimit,
+}
+
+fn default_challenge_per_ip() -> RateLimit {
+    // One per second sustained, bursts of 20: a client doing a few key operations in a row
+    // is never slowed, a flood is.
+    RateLimit {
+        per_second: 1.0,
+        burst: 20,
+    }
 }
 
 impl Default for RateLimits {
@@ -79,6 +91,7 @@ impl Default for RateLimits {
                 per_second: 0.17,
                 burst: 5,
             },
+            challenge_per_ip: default_challenge_per_ip(),
         }
     }
 }
@@ -94,6 +107,7 @@ impl RateLimits {
             register_per_ip: none,
             login_per_ip: none,
             login_per_account: none,
+            challenge_per_ip: none,
         }
     }
 }

@@ -36,6 +36,7 @@ pub struct Limiters {
     pub register_per_ip: RateLimiter,
     pub login_per_ip: RateLimiter,
     pub login_per_account: RateLimiter,
+    pub challenge_per_ip: RateLimiter,
 }
 
 #[derive(Debug)]
@@ -89,6 +90,7 @@ impl AppState {
                 register_per_ip: RateLimiter::new(limits.register_per_ip),
                 login_per_ip: RateLimiter::new(limits.login_per_ip),
                 login_per_account: RateLimiter::new(limits.login_per_account),
+                challenge_per_ip: RateLimiter::new(limits.challenge_per_ip),
             },
             config,
             store,

@@ -599,6 +599,17 @@ async fn migrate_with_old_server_up_then_down() {
     // Repeating is safe and returns the same migration; status by ID too.
     let (s, m2) = post(&nodes[1], "/_roam/v1/migrate", req).await;
     assert_eq!((s, &m2["id"]), (200, &m["id"]));
+    // Repeating with a longer log adds the new ops.
+    alice.sign(Action::Claim {
+        user_id: UserId::parse("@alice2:b.test").unwrap(),
+    });
+    let longer = json!({"did": did, "log": alice.values(), "from": "a.test", "localpart": "alice"});
+    let (s, m3) = post(&nodes[1], "/_roam/v1/migrate", longer).await;
+    assert_eq!((s, &m3["id"]), (200, &m["id"]), "{m3}");
+    assert_eq!(
+        head(&nodes[1], &did).await.unwrap(),
+        alice.state().head.to_string()
+    );
     let (s, st) = get(
         &nodes[1],
         &format!("/_roam/v1/migrate/{}", m["id"].as_str().unwrap()),
@@ -898,6 +909,14 @@ async fn password_account_adopts_a_did() {
         (401, Some("M_MISSING_TOKEN")),
         "{e}"
     );
+    // A log that does not name this server is refused (it would lock the account out).
+    let elsewhere = Owner::new(32, "@carol:a.test", &["other.test"]);
+    let (s, e) = adopt(json!({"ops": elsewhere.values()}), Some(token.clone())).await;
+    assert_eq!(
+        (s, e["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN")),
+        "{e}"
+    );
     // A log that does not claim the caller's user ID is refused.
     let other = Owner::new(31, "@dave:a.test", &["a.test"]);
     let (s, e) = adopt(json!({"ops": other.values()}), Some(token.clone())).await;
@@ -926,4 +945,30 @@ async fn password_account_adopts_a_did() {
         "{e}"
     );
     assert_eq!(key_login(a, "@carol:a.test", &carol.update).await.0, 200);
+
+    // A second account of the same server joins the DID: both stay attested.
+    let (s, r) = post(
+        a,
+        "/_matrix/client/v3/register",
+        json!({"username": "carola", "password": "pw-carol-2", "auth": {"type": "m.login.dummy"}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    let token2 = r["access_token"].as_str().unwrap().to_owned();
+    let mut carol = carol;
+    carol.sign(Action::Claim {
+        user_id: UserId::parse("@carola:a.test").unwrap(),
+    });
+    let (s, r) = adopt(json!({"ops": carol.values()}), Some(token2)).await;
+    assert_eq!(s, 200, "{r}");
+    let (_, bundle) = get(a, &format!("/_roam/v1/accounts/{}", carol.did())).await;
+    let b = roam_identity_core::bundle::Bundle::from_value(&bundle).unwrap();
+    let vb = roam_identity_core::bundle::verify(&b, None, now()).unwrap();
+    assert_eq!(
+        vb.bound_user_ids(now()),
+        vec![
+            UserId::parse("@carol:a.test").unwrap(),
+            UserId::parse("@carola:a.test").unwrap()
+        ]
+    );
 }

@@ -13,8 +13,10 @@ use serde_json::json;
 
 /// How long a challenge may be answered.
 pub const CHALLENGE_TTL_MS: Millis = 2 * 60 * 1000;
-/// Most outstanding challenges; beyond it the oldest expire first.
+/// Most outstanding challenges server-wide; beyond it new ones are refused.
 const MAX_OUTSTANDING: usize = 10_000;
+/// Most outstanding challenges of one user.
+pub const MAX_PER_USER: usize = 4;
 
 /// Why a key login failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +29,8 @@ pub enum ChallengeError {
     BadEncoding,
     #[error("signature does not verify with the account's current update key")]
     BadSignature,
+    #[error("too many outstanding login challenges; try again shortly")]
+    Busy,
 }
 
 #[derive(Debug)]
@@ -43,20 +47,31 @@ pub struct Challenges {
 
 impl Challenges {
     /// Issues a challenge for `user_id`; `random` is 32 fresh random bytes from the caller.
-    pub fn issue(&self, user_id: &UserId, random: [u8; 32], now: Millis) -> (String, Millis) {
+    ///
+    /// A user has at most [`MAX_PER_USER`] outstanding challenges (a new one retires that
+    /// user's oldest), and when the server-wide cap is reached new challenges are refused
+    /// rather than evicting other users' — so a flood cannot lock anyone else out of key
+    /// login; the endpoint is also rate-limited per client address.
+    pub fn issue(
+        &self,
+        user_id: &UserId,
+        random: [u8; 32],
+        now: Millis,
+    ) -> Result<(String, Millis), ChallengeError> {
         let challenge = b64::encode(&random);
         let expires_at = now + CHALLENGE_TTL_MS;
         let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, p| p.expires_at > now);
-        if map.len() >= MAX_OUTSTANDING {
-            // Evict the challenge closest to expiry.
-            if let Some(k) = map
-                .iter()
-                .min_by_key(|(_, p)| p.expires_at)
-                .map(|(k, _)| k.clone())
-            {
-                map.remove(&k);
-            }
+        let mut mine: Vec<(Millis, String)> = map
+            .iter()
+            .filter(|(_, p)| &p.user_id == user_id)
+            .map(|(k, p)| (p.expires_at, k.clone()))
+            .collect();
+        if mine.len() >= MAX_PER_USER {
+            mine.sort();
+            map.remove(&mine[0].1);
+        } else if map.len() >= MAX_OUTSTANDING {
+            return Err(ChallengeError::Busy);
         }
         map.insert(
             challenge.clone(),
@@ -65,7 +80,14 @@ impl Challenges {
                 expires_at,
             },
         );
-        (challenge, expires_at)
+        Ok((challenge, expires_at))
+    }
+
+    /// Forgets a challenge without checking anything (the login failed before the proof
+    /// could be checked): a challenge is single-use whatever the outcome.
+    pub fn discard(&self, challenge: &str) {
+        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(challenge);
     }
 
     /// Consumes `challenge` (whatever the outcome, so a wrong guess cannot be retried) and
@@ -120,7 +142,7 @@ mod tests {
         let k = SigningKey::from_bytes(&[3; 32]);
         let u = UserId::parse("@alice:b.example").unwrap();
         let s = ServerName::parse("b.example").unwrap();
-        let (ch, _) = c.issue(&u, [1; 32], 1000);
+        let (ch, _) = c.issue(&u, [1; 32], 1000).unwrap();
         let sig = b64::encode(&k.sign(&login_message(&ch, &s, &u)).to_bytes());
         assert_eq!(
             c.redeem(&ch, &u, &s, &sig, &k.verifying_key(), 2000),
@@ -131,7 +153,7 @@ mod tests {
             Err(ChallengeError::Unknown)
         );
         // Signed for another server: refused.
-        let (ch, _) = c.issue(&u, [2; 32], 1000);
+        let (ch, _) = c.issue(&u, [2; 32], 1000).unwrap();
         let other = ServerName::parse("evil.example").unwrap();
         let sig = b64::encode(&k.sign(&login_message(&ch, &other, &u)).to_bytes());
         assert_eq!(
@@ -139,18 +161,32 @@ mod tests {
             Err(ChallengeError::BadSignature)
         );
         // Expired.
-        let (ch, exp) = c.issue(&u, [3; 32], 1000);
+        let (ch, exp) = c.issue(&u, [3; 32], 1000).unwrap();
         let sig = b64::encode(&k.sign(&login_message(&ch, &s, &u)).to_bytes());
         assert_eq!(
             c.redeem(&ch, &u, &s, &sig, &k.verifying_key(), exp),
             Err(ChallengeError::Unknown)
         );
         // Another user's challenge.
-        let (ch, _) = c.issue(&u, [4; 32], 1000);
+        let (ch, _) = c.issue(&u, [4; 32], 1000).unwrap();
         let bob = UserId::parse("@bob:b.example").unwrap();
         assert_eq!(
             c.redeem(&ch, &bob, &s, &sig, &k.verifying_key(), 2000),
             Err(ChallengeError::WrongUser)
+        );
+        // A user's fifth challenge retires the oldest; others' are untouched.
+        let (bobs, _) = c.issue(&bob, [9; 32], 1000).unwrap();
+        let first = c.issue(&u, [10; 32], 1000).unwrap().0;
+        for i in 0..MAX_PER_USER as u8 {
+            c.issue(&u, [11 + i; 32], 1001 + u64::from(i)).unwrap();
+        }
+        assert_eq!(
+            c.redeem(&first, &u, &s, &sig, &k.verifying_key(), 2000),
+            Err(ChallengeError::Unknown)
+        );
+        assert_ne!(
+            c.redeem(&bobs, &bob, &s, &sig, &k.verifying_key(), 2000),
+            Err(ChallengeError::Unknown)
         );
     }
 }

@@ -7,17 +7,14 @@
 //! one transaction, so there is no half-created account to clean up. Forwarding the log to
 //! the other servers is best effort: a server that is down does not block anything.
 
-use roam_identity_core::log::VerifiedLog;
 use roam_identity_core::{Did, Localpart, ServerName, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::service::{held_log, op_error, signing_key, summary_of};
-use super::{attestations_for, merge_ops};
+use super::service::{AccountMode, bind_account};
 use crate::error::AppError;
 use crate::state::{AppState, now_ms};
-use crate::store::{Account, LogCommit};
 
 /// The request body.
 #[derive(Debug, Clone, Deserialize)]
@@ -65,12 +62,6 @@ impl Migration {
             Some(x) => *x = s,
             None => self.steps.push(s),
         }
-    }
-
-    fn done(&self, name: &str) -> bool {
-        self.steps
-            .iter()
-            .any(|s| s.name == name && s.state == "done")
     }
 }
 
@@ -140,10 +131,6 @@ pub async fn migrate(state: &AppState, req: MigrateRequest) -> Result<Migration,
             updated_at: now_ms(),
         },
     };
-    if m.state == "complete" && m.done("forward") {
-        return Ok(m);
-    }
-
     // Step 1: the log — given, or fetched from the old server — verified together with
     // whatever this server already holds.
     let mut incoming = req.log.clone().unwrap_or_default();
@@ -168,44 +155,22 @@ pub async fn migrate(state: &AppState, req: MigrateRequest) -> Result<Migration,
             }
         }
     }
-    let held = held_log(state, &did).await?;
-    let held_ops = held
-        .as_ref()
-        .map(|(ops, _)| ops.clone())
-        .unwrap_or_default();
-    let merged = merge_ops(&held_ops, &incoming, &did, now_ms()).map_err(op_error)?;
-    let st = merged.log.state.clone();
-    if !st.servers.contains(&server) {
-        return Err(AppError::Forbidden(format!(
-            "The account log does not name {server} as a server; sign a `move` that lists it first"
-        )));
-    }
-    if st.deactivated {
-        return Err(AppError::RoamDeactivated);
-    }
-    if let Some(u) = &user_id
-        && !st.user_ids.contains(u)
-    {
-        return Err(AppError::Forbidden(format!(
-            "The account log does not claim {u}; sign a `claim` for it first"
-        )));
-    }
+    // Steps 1–5: verify the union with what is held, then account, log, attestations and
+    // activation (binding) in one transaction. A repeat with a longer log adds the new ops.
+    let log = bind_account(
+        state,
+        &did,
+        &incoming,
+        user_id.as_ref(),
+        AccountMode::CreateIfMissing,
+    )
+    .await?;
+    let st = log.state.clone();
     m.step(
         "verify",
         "done",
         Some(format!("log verified, head {} (seq {})", st.head, st.seq)),
     );
-
-    // Steps 2–5 in one transaction: account, log, attestations, activation (binding).
-    commit_account(
-        state,
-        &did,
-        &merged.log,
-        &merged.accepted,
-        held.as_ref().map(|(_, l)| l.state.head),
-        user_id.as_ref(),
-    )
-    .await?;
     for name in ["account", "log", "attest", "activate"] {
         m.step(name, "done", None);
     }
@@ -226,19 +191,11 @@ pub async fn migrate(state: &AppState, req: MigrateRequest) -> Result<Migration,
     {
         targets.push(f.clone());
     }
-    let all_ops = roam_identity_core::log::verify_values(
-        &[held_ops, incoming].concat(),
-        Some(&did),
-        now_ms(),
-    )
-    .map(|l| {
-        l.chain
-            .iter()
-            .chain(l.superseded.iter())
-            .map(|o| o.value.clone())
-            .collect::<Vec<_>>()
-    })
-    .unwrap_or_default();
+    // Everything held, superseded branches included: receivers dedupe by hash.
+    let all_ops = {
+        let d = did.clone();
+        state.db(move |s| s.log_ops(&d)).await?
+    };
     let mut failures = Vec::new();
     for t in &targets {
         let fut = state
@@ -271,70 +228,4 @@ pub async fn migrate(state: &AppState, req: MigrateRequest) -> Result<Migration,
     }
     save(state, &did, &mut m).await?;
     Ok(m)
-}
-
-/// Stores the log, creates or binds the local account and issues attestations, atomically.
-async fn commit_account(
-    state: &AppState,
-    did: &Did,
-    log: &VerifiedLog,
-    accepted: &[roam_identity_core::log::SignedOp],
-    expected_head: Option<roam_identity_core::OpHash>,
-    user_id: Option<&UserId>,
-) -> Result<(), AppError> {
-    let lock = state.portable().lock_for(did);
-    let _guard = lock.lock().await;
-    let server = state.config().server_name.clone();
-    let now = now_ms();
-    let bound: Vec<UserId> = user_id.into_iter().cloned().collect();
-    // Also keep user IDs bound earlier (a repeated or second migration).
-    let mut bound_all = bound.clone();
-    for u in log
-        .state
-        .user_ids
-        .iter()
-        .filter(|u| u.server_name() == server)
-    {
-        let (u2, d2) = (u.clone(), did.clone());
-        if state
-            .db(move |s| Ok(s.did_of_user(&u2)?.as_ref() == Some(&d2)))
-            .await?
-            && !bound_all.contains(u)
-        {
-            bound_all.push(u.clone());
-        }
-    }
-    let attestations = attestations_for(&log.state, &server, &signing_key(state), &bound_all, now);
-    let commit = LogCommit {
-        did: did.clone(),
-        expected_head,
-        new_ops: accepted.iter().map(|o| (o.hash, o.value.clone())).collect(),
-        summary: summary_of(&log.state),
-        attestations: Some(attestations),
-        bind: bound.clone(),
-        unbind: Vec::new(),
-    };
-    let Some(user_id) = user_id.cloned() else {
-        return state.db(move |s| s.commit_log(commit)).await;
-    };
-    let existing = {
-        let u = user_id.clone();
-        state
-            .db(move |s| Ok((s.account(&u)?, s.did_of_user(&u)?)))
-            .await?
-    };
-    match existing {
-        (Some(_), Some(d)) if &d == did => state.db(move |s| s.commit_log(commit)).await,
-        (Some(_), _) => Err(AppError::UserInUse),
-        (None, _) => {
-            let account = Account {
-                user_id,
-                password_hash: None,
-                created_at: now,
-            };
-            state
-                .db(move |s| s.create_account_with_log(account, None, None, commit))
-                .await
-        }
-    }
 }

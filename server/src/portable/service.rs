@@ -96,7 +96,7 @@ pub fn summary_of(st: &AccountState) -> LogSummary {
 }
 
 /// The local user IDs of `server` claimed by `st` that this server bound to its DID.
-async fn bound_here(state: &AppState, st: &AccountState) -> Result<Vec<UserId>, AppError> {
+pub async fn bound_here(state: &AppState, st: &AccountState) -> Result<Vec<UserId>, AppError> {
     let server = state.config().server_name.clone();
     let did = st.did.clone();
     let local: Vec<UserId> = st
@@ -388,12 +388,13 @@ pub async fn check_key_proof(
     let (challenge, signature) = (field("challenge")?, field("signature")?);
     let log = match hosted_log(state, user_id).await? {
         Ok(Some(log)) => log,
-        Ok(None) => {
-            return Err(AppError::Forbidden(
-                "Invalid username or key signature".into(),
-            ));
+        other => {
+            state.portable().challenges.discard(&challenge);
+            return Err(match other {
+                Err(e) => e.into(),
+                _ => AppError::Forbidden("Invalid username or key signature".into()),
+            });
         }
-        Err(e) => return Err(e.into()),
     };
     state
         .portable()
@@ -409,4 +410,110 @@ pub async fn check_key_proof(
         .map_err(|e| AppError::Forbidden(format!("Key login failed: {e}")))?;
     Metrics::add(&state.metrics().key_logins, 1);
     Ok(())
+}
+
+/// How [`bind_account`] finds the local account of the user ID it binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountMode {
+    /// The account exists and is the caller's (adopting a DID); it is not bound yet.
+    Existing,
+    /// Create the account when it does not exist (migration); an existing account must
+    /// already be bound to this DID.
+    CreateIfMissing,
+}
+
+/// Verifies `incoming` with the held log of `did`, then stores the log, binds `user_id`
+/// (when given) and re-issues attestations for every user ID bound here, in one
+/// transaction. The log must name this server, be active, and claim `user_id`.
+pub async fn bind_account(
+    state: &AppState,
+    did: &Did,
+    incoming: &[Value],
+    user_id: Option<&UserId>,
+    mode: AccountMode,
+) -> Result<VerifiedLog, AppError> {
+    let lock = state.portable().lock_for(did);
+    let _guard = lock.lock().await;
+    let now = now_ms();
+    let d = did.clone();
+    let (held, summary) = state
+        .db(move |s| Ok((s.log_ops(&d)?, s.log_summary(&d)?)))
+        .await?;
+    let merged = merge_ops(&held, incoming, did, now).map_err(op_error)?;
+    let st = &merged.log.state;
+    let server = state.config().server_name.clone();
+    if !st.servers.contains(&server) {
+        return Err(AppError::Forbidden(format!(
+            "The account log does not name {server} as a server; sign a `move` that lists it first"
+        )));
+    }
+    if st.deactivated {
+        return Err(AppError::RoamDeactivated);
+    }
+    if let Some(u) = user_id
+        && !st.user_ids.contains(u)
+    {
+        return Err(AppError::Forbidden(format!(
+            "The account log does not claim {u}; sign a `claim` for it first"
+        )));
+    }
+    let fresh = merged
+        .accepted
+        .iter()
+        .filter(|o| o.op.created_at + 24 * 3600 * 1000 > now)
+        .count();
+    state
+        .portable()
+        .op_limits
+        .admit(did.as_str(), fresh, now)
+        .map_err(|retry_after_ms| AppError::LimitExceeded { retry_after_ms })?;
+    // Every user ID bound here keeps its attestation; the new one joins them.
+    let mut bound = bound_here(state, st).await?;
+    if let Some(u) = user_id
+        && !bound.contains(u)
+    {
+        bound.push(u.clone());
+    }
+    let attestations = attestations_for(st, &server, &signing_key(state), &bound, now);
+    let commit = LogCommit {
+        did: did.clone(),
+        expected_head: summary.as_ref().map(|s| s.head),
+        new_ops: merged
+            .accepted
+            .iter()
+            .map(|o| (o.hash, o.value.clone()))
+            .collect(),
+        summary: summary_of(st),
+        attestations: Some(attestations),
+        bind: user_id.into_iter().cloned().collect(),
+        unbind: Vec::new(),
+    };
+    let accepted = merged.accepted.len() as u64;
+    match (user_id.cloned(), mode) {
+        (None, _) | (Some(_), AccountMode::Existing) => {
+            state.db(move |s| s.commit_log(commit)).await?;
+        }
+        (Some(user_id), AccountMode::CreateIfMissing) => {
+            let u = user_id.clone();
+            let existing = state
+                .db(move |s| Ok((s.account(&u)?.is_some(), s.did_of_user(&u)?)))
+                .await?;
+            match existing {
+                (true, Some(d)) if &d == did => state.db(move |s| s.commit_log(commit)).await?,
+                (true, _) => return Err(AppError::UserInUse),
+                (false, _) => {
+                    let account = crate::store::Account {
+                        user_id,
+                        password_hash: None,
+                        created_at: now,
+                    };
+                    state
+                        .db(move |s| s.create_account_with_log(account, None, None, commit))
+                        .await?
+                }
+            }
+        }
+    }
+    Metrics::add(&state.metrics().ops_accepted, accepted);
+    Ok(merged.log)
 }

@@ -16,9 +16,8 @@ use serde_json::{Value, json};
 use crate::error::AppError;
 use crate::extract::{Authenticated, MatrixJson, QueryParams};
 use crate::portable::migrate::{self, MigrateRequest};
-use crate::portable::service::{self, apply_ops, bundle_for, held_log};
+use crate::portable::service::{self, apply_ops, bundle_for};
 use crate::state::{AppState, now_ms};
-use crate::store::LogCommit;
 
 /// A raw body under the route's size cap; over it → `M_TOO_LARGE` (as Matrix JSON).
 #[derive(Debug)]
@@ -193,13 +192,25 @@ pub struct ChallengeRequest {
 /// `POST /_roam/v1/login/challenge`.
 pub async fn login_challenge(
     State(state): State<AppState>,
+    ip: crate::extract::ClientIp,
     MatrixJson(req): MatrixJson<ChallengeRequest>,
 ) -> Result<Json<Value>, AppError> {
     let user = UserId::parse(&req.user_id)
         .map_err(|e| AppError::InvalidParam(format!("Invalid user ID: {e}")))?;
     let mut random = [0u8; 32];
     OsRng.fill_bytes(&mut random);
-    let (challenge, expires_at) = state.portable().challenges.issue(&user, random, now_ms());
+    state
+        .limiters()
+        .challenge_per_ip
+        .check(ip.key())
+        .map_err(|retry_after_ms| AppError::LimitExceeded { retry_after_ms })?;
+    let (challenge, expires_at) = state
+        .portable()
+        .challenges
+        .issue(&user, random, now_ms())
+        .map_err(|_| AppError::LimitExceeded {
+            retry_after_ms: 1000,
+        })?;
     Ok(Json(
         json!({"challenge": challenge, "expires_at": expires_at}),
     ))
@@ -224,42 +235,17 @@ pub async fn adopt_did(
     if state.db(move |s| s.did_of_user(&u)).await?.is_some() {
         return Err(AppError::UserInUse);
     }
-    let lock = state.portable().lock_for(&did);
-    let guard = lock.lock().await;
-    let held = held_log(&state, &did).await?;
-    let held_ops = held.as_ref().map(|(o, _)| o.clone()).unwrap_or_default();
-    let merged =
-        crate::portable::merge_ops(&held_ops, &ops, &did, now_ms()).map_err(service::op_error)?;
-    let st = &merged.log.state;
-    if !st.user_ids.contains(&auth.user_id) {
-        return Err(AppError::Forbidden(format!(
-            "The log does not claim {}",
-            auth.user_id
-        )));
-    }
-    let server = state.config().server_name.clone();
-    let atts = crate::portable::attestations_for(
-        st,
-        &server,
-        &service::signing_key(&state),
-        std::slice::from_ref(&auth.user_id),
-        now_ms(),
-    );
-    let commit = LogCommit {
-        did: did.clone(),
-        expected_head: held.as_ref().map(|(_, l)| l.state.head),
-        new_ops: merged
-            .accepted
-            .iter()
-            .map(|o| (o.hash, o.value.clone()))
-            .collect(),
-        summary: service::summary_of(st),
-        attestations: Some(atts.clone()),
-        bind: vec![auth.user_id.clone()],
-        unbind: Vec::new(),
-    };
-    state.db(move |s| s.commit_log(commit)).await?;
-    drop(guard);
+    let log = service::bind_account(
+        &state,
+        &did,
+        &ops,
+        Some(&auth.user_id),
+        service::AccountMode::Existing,
+    )
+    .await?;
+    let st = &log.state;
+    let d = did.clone();
+    let atts = state.db(move |s| s.issued_attestations(&d)).await?;
     Ok(Json(
         json!({"did": did.as_str(), "user_id": auth.user_id.as_str(), "head": st.head.to_multibase(), "attestations": atts}),
     ))
