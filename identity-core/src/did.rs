@@ -173,6 +173,16 @@ impl Did {
         })
     }
 
+    /// A DID from text whose multikey part was already decoded strictly into `key` (the
+    /// log parser's memo): `text` must be exactly `did:key:` + `encode_multikey(key)`.
+    pub(crate) fn from_checked(text: &str, key: VerifyingKey) -> Self {
+        debug_assert_eq!(text, format!("did:key:{}", encode_multikey(&key)));
+        Self {
+            text: text.to_owned(),
+            key,
+        }
+    }
+
     /// The DID of an Ed25519 public key. Fails only for weak keys.
     pub fn from_key(key: &VerifyingKey) -> Result<Self, DidError> {
         if key.is_weak() {

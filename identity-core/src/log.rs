@@ -385,7 +385,7 @@ impl SignedOp {
 
     /// Parses a wire object (see the module docs, phase 1).
     pub fn from_value(value: Value) -> Result<Self, LogError> {
-        parse_op(value, 0)
+        parse_op(value, 0, &mut KeyMemo::default())
     }
 
     /// The canonical JSON bytes (what is hashed).
@@ -406,7 +406,36 @@ fn malformed(index: usize, reason: impl Into<String>) -> LogError {
     }
 }
 
-fn parse_op(value: Value, index: usize) -> Result<SignedOp, LogError> {
+/// Multikeys already decoded while parsing one log: a log names the same DID and signer in
+/// almost every op, and strict decoding (point decompression and the canonical-encoding
+/// check) is the most expensive part of parsing.
+#[derive(Debug, Default)]
+struct KeyMemo(HashMap<String, VerifyingKey>);
+
+impl KeyMemo {
+    fn decode(&mut self, multikey: &str) -> Result<VerifyingKey, crate::DidError> {
+        if let Some(k) = self.0.get(multikey) {
+            return Ok(*k);
+        }
+        let k = did::decode_multikey(multikey)?;
+        self.0.insert(multikey.to_owned(), k);
+        Ok(k)
+    }
+
+    fn did(&mut self, text: &str) -> Result<Did, crate::DidError> {
+        match text.strip_prefix("did:key:") {
+            Some(mk) if self.0.contains_key(mk) => Ok(Did::from_checked(text, self.0[mk])),
+            _ => {
+                let d = Did::parse(text)?;
+                self.0
+                    .insert(d.fingerprint().to_owned(), *d.verifying_key());
+                Ok(d)
+            }
+        }
+    }
+}
+
+fn parse_op(value: Value, index: usize, memo: &mut KeyMemo) -> Result<SignedOp, LogError> {
     canonical::check_numbers(&value).map_err(|source| LogError::Encoding { index, source })?;
     let canonical = canonical::to_canonical_bytes(&value)
         .map_err(|source| LogError::Encoding { index, source })?;
@@ -447,7 +476,7 @@ fn parse_op(value: Value, index: usize) -> Result<SignedOp, LogError> {
         });
     }
     let did_text = get_str(obj, "did", index)?;
-    let did = Did::parse(did_text).map_err(|e| LogError::NonCanonical {
+    let did = memo.did(did_text).map_err(|e| LogError::NonCanonical {
         index,
         reason: format!("did: {e}"),
     })?;
@@ -469,7 +498,7 @@ fn parse_op(value: Value, index: usize) -> Result<SignedOp, LogError> {
         .ok_or_else(|| malformed(index, "created_at must be a non-negative integer (ms)"))?;
     let action = match action_name {
         "genesis" => Action::Genesis {
-            update_key: get_key(obj, "update_key", index)?,
+            update_key: get_key(obj, "update_key", index, memo)?,
             next_key: get_commitment(obj, index)?,
             user_id: get_user_id(obj, index)?,
             servers: get_servers(obj, index)?,
@@ -484,7 +513,7 @@ fn parse_op(value: Value, index: usize) -> Result<SignedOp, LogError> {
             servers: get_servers(obj, index)?,
         },
         "rotate" => Action::Rotate {
-            update_key: get_key(obj, "update_key", index)?,
+            update_key: get_key(obj, "update_key", index, memo)?,
             next_key: get_commitment(obj, index)?,
         },
         "add_device" => Action::AddDevice {
@@ -523,10 +552,12 @@ fn parse_op(value: Value, index: usize) -> Result<SignedOp, LogError> {
     if key_id.algorithm() != "ed25519" {
         return Err(malformed(index, "signature key must be ed25519"));
     }
-    let signer = did::decode_multikey(key_id.version()).map_err(|e| LogError::NonCanonical {
-        index,
-        reason: format!("signature key ID: {e}"),
-    })?;
+    let signer = memo
+        .decode(key_id.version())
+        .map_err(|e| LogError::NonCanonical {
+            index,
+            reason: format!("signature key ID: {e}"),
+        })?;
     let sig_text = sig_value
         .as_str()
         .ok_or_else(|| malformed(index, "signature must be a string"))?;
@@ -560,11 +591,17 @@ fn get_str<'a>(
         .ok_or_else(|| malformed(index, format!("{field} must be a string")))
 }
 
-fn get_key(obj: &Map<String, Value>, field: &str, index: usize) -> Result<VerifyingKey, LogError> {
-    did::decode_multikey(get_str(obj, field, index)?).map_err(|e| LogError::NonCanonical {
-        index,
-        reason: format!("{field}: {e}"),
-    })
+fn get_key(
+    obj: &Map<String, Value>,
+    field: &str,
+    index: usize,
+    memo: &mut KeyMemo,
+) -> Result<VerifyingKey, LogError> {
+    memo.decode(get_str(obj, field, index)?)
+        .map_err(|e| LogError::NonCanonical {
+            index,
+            reason: format!("{field}: {e}"),
+        })
 }
 
 fn get_commitment(obj: &Map<String, Value>, index: usize) -> Result<KeyCommitment, LogError> {
@@ -711,8 +748,9 @@ pub fn verify_values(
         });
     }
     let mut ops = Vec::with_capacity(values.len());
+    let mut memo = KeyMemo::default();
     for (i, v) in values.iter().enumerate() {
-        ops.push(parse_op(v.clone(), i)?);
+        ops.push(parse_op(v.clone(), i, &mut memo)?);
     }
     verify_log(&ops, expected_did, now)
 }
