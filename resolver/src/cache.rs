@@ -4,6 +4,12 @@
 //! `unbound`) are repeated briefly, and past the TTL an unreachable origin yields `stale`.
 //! A cached head is never replaced by an older one: the new verified log must contain it, or
 //! have superseded it by a valid recovery rotate; otherwise the cached answer is kept.
+//!
+//! Offline (the inner resolver [`Resolver::is_offline`]), the same rules apply with the inner
+//! resolver asking LAN peers only: within the TTL the answer is `cached`; past it the LAN
+//! peers are asked and the answer is `stale` (first warning [`OFFLINE_WARNING`]: no server
+//! was asked) unless a peer proves a strictly newer head (`lan`, not stored); with nothing
+//! cached the LAN answer (or `unreachable`) is returned as is.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::clock::{Clock, rfc3339};
-use crate::config::CachePolicy;
+use crate::config::{CachePolicy, OFFLINE_WARNING};
 use crate::error::ResolveError;
 use crate::merge::{HeadRelation, relation_to};
 use crate::resolution::{Resolution, ResolutionWire, ResolveStatus};
@@ -424,9 +430,16 @@ impl<R: Resolver> Cached<R> {
             }
             Err(ResolveError::Unreachable { subject, tried }) => match cached {
                 Some(c) => {
-                    let warnings = tried
-                        .iter()
-                        .map(|t| format!("not reachable: {t}"))
+                    // Offline, "cannot be reached" means "was not asked": say so first.
+                    let offline = self.inner.is_offline().then(|| OFFLINE_WARNING.to_owned());
+                    let warnings = offline
+                        .into_iter()
+                        .chain(
+                            tried
+                                .iter()
+                                .filter(|t| !t.starts_with("offline:"))
+                                .map(|t| format!("not reachable: {t}")),
+                        )
                         .collect();
                     let who = subject_user(&c);
                     Ok(relabel(c, who, ResolveStatus::Stale, warnings))
@@ -510,5 +523,9 @@ impl<R: Resolver> Resolver for Cached<R> {
         hints: &'a [ServerName],
     ) -> BoxFuture<'a, ResolveResult> {
         self.resolve_did_impl(did, hints).boxed()
+    }
+
+    fn is_offline(&self) -> bool {
+        self.inner.is_offline()
     }
 }

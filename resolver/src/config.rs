@@ -40,7 +40,16 @@ pub struct ResolverConfig {
     pub discovery_ttl_ms: Millis,
     /// Rounds of "follow the log's primary" before giving up (each may reveal a newer move).
     pub max_follow_rounds: usize,
+    /// Offline mode: ask no server at all — no discovery, no origin, primary, backup or key
+    /// fetch — only LAN peers (listed in [`Self::lan_peers`] or added later, e.g. by mDNS).
+    /// The HTTP client itself refuses every other target, redirects included. Answers are
+    /// `lan` (or, through [`crate::Cached`], `cached`/`stale`), never `verified`.
+    pub offline: bool,
 }
+
+/// The warning every offline answer carries first: nobody but the cache and LAN peers was
+/// asked, so "cannot be reached" in the explanation means "was not asked".
+pub const OFFLINE_WARNING: &str = "offline: no server was asked (the resolver is offline)";
 
 impl Default for ResolverConfig {
     fn default() -> Self {
@@ -57,6 +66,7 @@ impl Default for ResolverConfig {
             max_key_cache_ms: 24 * 3600 * 1000,
             discovery_ttl_ms: 3600 * 1000,
             max_follow_rounds: 4,
+            offline: false,
         }
     }
 }

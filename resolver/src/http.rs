@@ -102,11 +102,15 @@ fn is_forbidden_v6(ip: Ipv6Addr) -> bool {
 
 /// The SSRF guard's view of the world: whether private targets are allowed at all, and which
 /// targets were trusted explicitly (override targets, configured or discovered LAN peers).
+/// In offline mode ([`AddressPolicy::lan_only`]) it refuses every origin that is not a LAN
+/// peer, whatever its address: that is what keeps an offline resolver off the network.
 #[derive(Debug, Default)]
 pub struct AddressPolicy {
     allow_private: bool,
+    lan_only: bool,
     trusted_hosts: RwLock<HashSet<String>>,
     trusted_origins: RwLock<HashSet<(String, u16)>>,
+    lan_origins: RwLock<HashSet<(String, u16)>>,
 }
 
 /// The guard's refusal, carried through reqwest's error chain so it can be recognised.
@@ -120,6 +124,26 @@ impl AddressPolicy {
         Self {
             allow_private,
             ..Self::default()
+        }
+    }
+
+    /// Offline mode: only origins added with [`Self::trust_lan_peer`] may be fetched from (on
+    /// every request and every redirect hop); everything else is refused before connecting.
+    pub fn lan_only(mut self, lan_only: bool) -> Self {
+        self.lan_only = lan_only;
+        self
+    }
+
+    /// True in offline mode.
+    pub fn is_lan_only(&self) -> bool {
+        self.lan_only
+    }
+
+    /// Trusts a LAN peer's origin like [`Self::trust`], and lets it through in offline mode.
+    pub fn trust_lan_peer(&self, url: &Url) {
+        self.trust(url);
+        if let Some(origin) = origin_key(url) {
+            write_lock(&self.lan_origins).insert(origin);
         }
     }
 
@@ -154,6 +178,14 @@ impl AddressPolicy {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!("scheme {:?} is not http(s)", url.scheme()));
         }
+        if self.lan_only
+            && !origin_key(url).is_some_and(|o| read_lock(&self.lan_origins).contains(&o))
+        {
+            return Err(format!(
+                "offline: {} is not a LAN peer, and an offline resolver asks nobody else",
+                url.origin().ascii_serialization()
+            ));
+        }
         let ip = match url.host() {
             Some(Host::Ipv4(ip)) => IpAddr::V4(ip),
             Some(Host::Ipv6(ip)) => IpAddr::V6(ip),
@@ -168,6 +200,14 @@ impl AddressPolicy {
             ))
         }
     }
+}
+
+/// `(host, port)` of a URL, the host lowercased.
+fn origin_key(url: &Url) -> Option<(String, u16)> {
+    Some((
+        url.host_str()?.to_ascii_lowercase(),
+        url.port_or_known_default()?,
+    ))
 }
 
 fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -245,11 +285,14 @@ pub struct SafeClient {
 
 impl SafeClient {
     /// Builds the client from the configuration; override targets and listed LAN peers are
-    /// trusted explicitly.
+    /// trusted explicitly. With `config.offline` the client fetches from LAN peers only.
     pub fn new(config: &ResolverConfig) -> Result<Self, FetchError> {
-        let policy = Arc::new(AddressPolicy::new(config.allow_private));
-        for url in config.overrides.values().chain(config.lan_peers.iter()) {
+        let policy = Arc::new(AddressPolicy::new(config.allow_private).lan_only(config.offline));
+        for url in config.overrides.values() {
             policy.trust(url);
+        }
+        for url in &config.lan_peers {
+            policy.trust_lan_peer(url);
         }
         let max_redirects = config.max_redirects;
         let redirect_policy = {
@@ -478,6 +521,34 @@ mod tests {
         assert!(
             AddressPolicy::new(true)
                 .check_url(&Url::parse("http://10.0.0.1/").unwrap())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn lan_only_refuses_everything_but_lan_peers() {
+        let p = AddressPolicy::new(true).lan_only(true);
+        let peer = Url::parse("http://192.168.1.20:8450").unwrap();
+        let overridden = Url::parse("http://127.0.0.1:8081").unwrap();
+        p.trust(&overridden);
+        p.trust_lan_peer(&peer);
+        assert!(
+            p.check_url(&peer.join("/_roam/v1/users/x").unwrap())
+                .is_ok()
+        );
+        for refused in [
+            "https://a.example/.well-known/matrix/server",
+            "https://93.184.216.34:8448/_matrix/key/v2/server",
+            "http://127.0.0.1:8081/_roam/v1/users/x",
+            "http://192.168.1.20:8451/",
+        ] {
+            let err = p.check_url(&Url::parse(refused).unwrap()).unwrap_err();
+            assert!(err.starts_with("offline:"), "{refused}: {err}");
+        }
+        let online = AddressPolicy::new(true);
+        assert!(
+            online
+                .check_url(&Url::parse("https://a.example/").unwrap())
                 .is_ok()
         );
     }

@@ -33,7 +33,7 @@ pub enum LanError {
     Mdns(#[from] mdns_sd::Error),
 }
 
-/// The peers to ask when the origin cannot be reached. Adding a peer also trusts it as a
+/// The peers to ask when the origin cannot be reached (offline: the only ones asked). Adding a peer also trusts it as a
 /// fetch target (LAN peers live on private addresses); its bundles are still verified.
 #[derive(Debug, Clone)]
 pub struct LanPeers {
@@ -49,9 +49,9 @@ impl LanPeers {
         }
     }
 
-    /// Adds a peer by base URL.
+    /// Adds a peer by base URL (also allowing it as a target in offline mode).
     pub fn add(&self, url: Url) {
-        self.policy.trust(&url);
+        self.policy.trust_lan_peer(&url);
         self.peers
             .write()
             .unwrap_or_else(|e| e.into_inner())

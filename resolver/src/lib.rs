@@ -22,11 +22,20 @@
 //! refused. Offline, carried key documents are all there is: they are used (and checked
 //! against any keys cached earlier), and the answer is labelled `lan`, never `verified`.
 //!
+//! "Offline" is also a mode you can ask for: [`ResolverConfig::offline`] makes the resolver
+//! answer from the cache and LAN peers only, contacting no server at all (`roam resolve
+//! --offline`). It is the same LAN path, taken first instead of after a failure.
+//!
 //! # Code map
 //!
 //! - [`Resolver`]: the trait; [`NetworkResolver`] ([`network`]) does the network work,
 //!   [`Cached`] ([`cache`]) wraps any resolver with a redb cache, TTLs, stale answers and the
-//!   never-downgrade rule.
+//!   never-downgrade rule. [`Resolver::is_offline`] says whether it runs in offline mode.
+//! - Offline mode ([`ResolverConfig::offline`]): [`NetworkResolver`] skips discovery, origin,
+//!   primary, backup and key fetches and asks LAN peers only (answer `lan`, or `unreachable`
+//!   with "offline: no LAN peer answered"); [`Cached`] answers `cached` within the TTL and
+//!   `stale` past it (first warning [`OFFLINE_WARNING`]) unless a LAN peer proves a newer head,
+//!   and the [`SafeClient`] refuses every target but a LAN peer (see [`http::AddressPolicy`]).
 //! - [`http`]: the only way bytes come in — SSRF guard after DNS and on every redirect,
 //!   timeouts, size caps, per-origin concurrency. [`discovery`]: `.well-known` and overrides.
 //! - [`merge`]: the union of ops from many sources. [`keys`]: server keys and the carried-key
@@ -56,6 +65,12 @@
 //!   recovery rotate superseded it).
 //! - No fetch reaches a non-public address unless `allow_private` is set or the target was
 //!   trusted explicitly (an override target or a LAN peer).
+//! - Offline, no fetch reaches anything but a LAN peer (listed in the configuration or added
+//!   to [`NetworkResolver::lan_peers`], e.g. by mDNS) — not an override target, not a server
+//!   the log or an attestation names, not a redirect target. The entry points never take the
+//!   online path and the client checks every request and redirect hop, so either lock alone
+//!   would hold. An offline answer is never `verified`, and no positive answer learned
+//!   offline is stored in the cache.
 
 pub mod cache;
 pub mod clock;
@@ -77,7 +92,7 @@ use roam_identity_core::{Did, ServerName, UserId};
 
 pub use cache::{CacheError, CacheStore, Cached};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{CachePolicy, ResolverConfig};
+pub use config::{CachePolicy, OFFLINE_WARNING, ResolverConfig};
 pub use error::{ResolveError, ResolveErrorWire};
 pub use http::{FetchError, SafeClient};
 pub use lan::{LanPeers, lan_router, serve};
@@ -105,6 +120,13 @@ pub trait Resolver: Send + Sync {
     fn resolve_did<'a>(&'a self, did: &'a Did) -> BoxFuture<'a, ResolveResult> {
         self.resolve_did_via(did, &[])
     }
+
+    /// True when this resolver asks no server, only LAN peers ([`ResolverConfig::offline`]).
+    /// [`Cached`] reads it to word its stale answers; resolvers that are never offline keep
+    /// the default.
+    fn is_offline(&self) -> bool {
+        false
+    }
 }
 
 impl<R: Resolver + ?Sized> Resolver for Arc<R> {
@@ -118,5 +140,9 @@ impl<R: Resolver + ?Sized> Resolver for Arc<R> {
         hints: &'a [ServerName],
     ) -> BoxFuture<'a, ResolveResult> {
         (**self).resolve_did_via(did, hints)
+    }
+
+    fn is_offline(&self) -> bool {
+        (**self).is_offline()
     }
 }

@@ -4,6 +4,15 @@
 //! It keeps no answers between calls (that is [`crate::Cached`]'s job); it only remembers
 //! server keys, discovery results and which servers host which DID, which are hints, not
 //! answers.
+//!
+//! # Offline mode
+//!
+//! With [`ResolverConfig::offline`] it goes straight to the LAN path: no discovery and no
+//! origin, primary, backup or key fetch, whatever the log or the caller names. LAN bundles are
+//! verified exactly as when the origin is down (carried key documents checked against keys
+//! cached earlier); the answer is `lan`, or `unreachable` ("offline: no LAN peer answered").
+//! Two locks keep it off the network: the entry points never take the online path, and the
+//! [`SafeClient`] refuses every target but a LAN peer (redirects included).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -19,7 +28,7 @@ use serde_json::Value;
 use url::Url;
 
 use crate::clock::{Clock, rfc3339};
-use crate::config::ResolverConfig;
+use crate::config::{OFFLINE_WARNING, ResolverConfig};
 use crate::discovery::{Discovery, endpoint};
 use crate::error::ResolveError;
 use crate::http::{FetchError, SafeClient};
@@ -104,6 +113,11 @@ impl NetworkResolver {
         })
     }
 
+    /// True when this resolver asks LAN peers only ([`ResolverConfig::offline`]).
+    pub fn is_offline(&self) -> bool {
+        self.inner.config.offline
+    }
+
     /// The LAN peers asked when the origin is unreachable (add mDNS-discovered ones here).
     pub fn lan_peers(&self) -> &LanPeers {
         &self.inner.lan
@@ -119,7 +133,8 @@ impl NetworkResolver {
         &self.inner.client
     }
 
-    /// Fetches (or reuses) `server`'s keys from the server itself.
+    /// Fetches (or reuses) `server`'s keys from the server itself. Offline, only keys fetched
+    /// earlier (and still fresh) are returned; nothing is fetched.
     pub async fn server_keys(&self, server: &ServerName) -> Result<ServerKeys, String> {
         self.online_keys(server, self.inner.clock.now_ms())
             .await
@@ -134,6 +149,11 @@ impl NetworkResolver {
         let inner = &self.inner;
         if let Some(hit) = inner.keys.fresh(server, now, inner.config.max_key_cache_ms) {
             return Ok(hit);
+        }
+        if inner.config.offline {
+            return Err(format!(
+                "offline: {server}'s keys were not fetched (the resolver is offline)"
+            ));
         }
         let base = inner.discovery.base_url(&inner.client, server, now).await;
         let url = endpoint(&base, &["_matrix", "key", "v2", "server"]);
@@ -170,6 +190,9 @@ impl NetworkResolver {
 
     async fn resolve_user_impl(&self, user: &UserId) -> ResolveResult {
         let now = self.inner.clock.now_ms();
+        if self.is_offline() {
+            return self.offline_resolve(Subject::User(user), now).await;
+        }
         let domain = user.server_name();
         let base = self
             .inner
@@ -248,6 +271,9 @@ impl NetworkResolver {
 
     async fn resolve_did_impl(&self, did: &Did, hints: &[ServerName]) -> ResolveResult {
         let now = self.inner.clock.now_ms();
+        if self.is_offline() {
+            return self.offline_resolve(Subject::Did(did), now).await;
+        }
         let mut candidates: Vec<ServerName> = hints.to_vec();
         let learned = self
             .inner
@@ -511,6 +537,11 @@ impl NetworkResolver {
         since: u64,
         now: Millis,
     ) -> Result<Vec<Value>, String> {
+        if self.is_offline() {
+            return Err(format!(
+                "offline: {server} was not asked for newer operations (the resolver is offline)"
+            ));
+        }
         let base = self
             .inner
             .discovery
@@ -529,6 +560,31 @@ impl NetworkResolver {
             .and_then(Value::as_array)
             .cloned()
             .ok_or_else(|| format!("{server} answered {url} without an \"ops\" array; ignored"))
+    }
+
+    /// Offline: LAN peers only, and the answer says nobody else was asked.
+    async fn offline_resolve(&self, subject: Subject<'_>, now: Millis) -> ResolveResult {
+        let none_known = self.inner.lan.is_empty();
+        match self.lan_resolve(subject, now, Vec::new()).await {
+            Ok(mut r) => {
+                r.warnings.insert(0, OFFLINE_WARNING.to_owned());
+                Ok(r)
+            }
+            Err(ResolveError::Unreachable { subject, tried }) => {
+                let first = if none_known {
+                    "offline: no LAN peer answered (none is known: list one or discover them with mDNS); no server is asked when offline"
+                } else {
+                    "offline: no LAN peer answered; no server is asked when offline"
+                };
+                let mut all = vec![first.to_owned()];
+                all.extend(tried);
+                Err(ResolveError::Unreachable {
+                    subject,
+                    tried: all,
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Asks LAN peers for bundles when the origin cannot be reached; every bundle is verified
@@ -815,5 +871,9 @@ impl Resolver for NetworkResolver {
         hints: &'a [ServerName],
     ) -> BoxFuture<'a, ResolveResult> {
         self.resolve_did_impl(did, hints).boxed()
+    }
+
+    fn is_offline(&self) -> bool {
+        NetworkResolver::is_offline(self)
     }
 }

@@ -124,6 +124,8 @@ pub struct Served {
     pub logs: HashMap<String, Vec<Value>>,
     /// The `/_matrix/key/v2/server` document.
     pub key_doc: Option<Value>,
+    /// Every request this origin received (any path, any method), in order.
+    pub requests: Vec<String>,
 }
 
 /// A homeserver stand-in with a real signing key.
@@ -178,6 +180,16 @@ impl Origin {
 
     pub fn base(&self) -> Url {
         Url::parse(&format!("http://{}", self.addr)).unwrap()
+    }
+
+    /// The requests received so far (`METHOD path?query`).
+    pub fn requests(&self) -> Vec<String> {
+        self.served.lock().unwrap().requests.clone()
+    }
+
+    /// Forgets the requests received so far.
+    pub fn clear_requests(&self) {
+        self.served.lock().unwrap().requests.clear();
     }
 
     pub fn key_doc(&self) -> Value {
@@ -294,6 +306,21 @@ fn not_found() -> Response {
 }
 
 fn origin_router(served: Arc<Mutex<Served>>) -> Router {
+    let log = served.clone();
+    let count = axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let log = log.clone();
+            async move {
+                let line = format!(
+                    "{} {}",
+                    req.method(),
+                    req.uri().path_and_query().map_or("", |p| p.as_str())
+                );
+                log.lock().unwrap().requests.push(line);
+                next.run(req).await
+            }
+        },
+    );
     Router::new()
         .route(
             "/_matrix/key/v2/server",
@@ -344,6 +371,8 @@ fn origin_router(served: Arc<Mutex<Served>>) -> Router {
                 },
             ),
         )
+        .fallback(|| async { not_found() })
+        .layer(count)
         .with_state(served)
 }
 

@@ -1,9 +1,9 @@
 //! `roam resolve`: a user ID or DID to a verified answer, with its status in plain words.
 //!
 //! The resolver is roam-resolver's `Cached<NetworkResolver>` on a redb cache in `--cache`.
-//! `--offline` asks nobody but the cache and LAN peers: every server the answer could involve
-//! is pointed at a closed local port, so the network resolver fails over to LAN peers and the
-//! cache answers `cached` or `stale` by its own rules.
+//! `--offline` sets the resolver's offline mode (`ResolverConfig::offline`): it asks nobody
+//! but the cache and LAN peers (listed with `--lan-peer` or found with `--mdns`), and the
+//! cache answers `cached`, `stale` or `lan` by its own rules.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,14 +55,6 @@ enum Subject {
     Did(Did),
 }
 
-/// A URL nothing answers on: a loopback port this process bound and released.
-fn closed_port_url() -> anyhow::Result<Url> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a closed port")?;
-    let port = l.local_addr()?.port();
-    drop(l);
-    Ok(Url::parse(&format!("http://127.0.0.1:{port}"))?)
-}
-
 pub fn run(args: ResolveArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let subject = if args.subject.starts_with("did:") {
         Subject::Did(
@@ -95,31 +87,13 @@ pub fn run(args: ResolveArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     })?;
     let rt = runtime()?;
     rt.block_on(async {
-        let mut config = ResolverConfig {
+        let config = ResolverConfig {
             overrides: global.overrides(),
             allow_private: global.allow_private_fetch,
             lan_peers: args.lan_peer.clone(),
+            offline: args.offline,
             ..ResolverConfig::default()
         };
-        let mut offline_url = None;
-        if args.offline {
-            let closed = closed_port_url()?;
-            offline_url = Some(closed.as_str().trim_end_matches('/').to_owned());
-            let mut names: Vec<ServerName> = via.clone();
-            let cached = match &subject {
-                Subject::User(u) => {
-                    names.push(u.server_name());
-                    store.resolution_for_user(u).await.ok().flatten()
-                }
-                Subject::Did(d) => store.resolution_for_did(d).await.ok().flatten(),
-            };
-            if let Some(c) = cached {
-                names.extend(c.servers.iter().cloned());
-                names.extend(c.user_ids.iter().map(UserId::server_name));
-            }
-            config.overrides = names.into_iter().map(|n| (n, closed.clone())).collect();
-            config.did_servers.clear();
-        }
         let clock = Arc::new(SystemClock);
         let network =
             NetworkResolver::new(config, clock.clone()).context("setting up the resolver")?;
@@ -147,17 +121,7 @@ pub fn run(args: ResolveArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         };
         progress.finish();
         match result {
-            Ok(mut res) => {
-                if let Some(closed) = &offline_url {
-                    // The closed port is how --offline keeps the resolver off the network;
-                    // say that rather than "not reachable: http://127.0.0.1:…".
-                    let before = res.warnings.len();
-                    res.warnings.retain(|w| !w.contains(closed.as_str()));
-                    if res.warnings.len() != before {
-                        res.warnings
-                            .insert(0, "offline: no server was asked (--offline)".to_owned());
-                    }
-                }
+            Ok(res) => {
                 if args.json {
                     print_json(&serde_json::to_value(res.to_wire())?);
                 } else {
