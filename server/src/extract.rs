@@ -143,3 +143,21 @@ fn access_token(parts: &Parts) -> Result<Option<String>, AppError> {
         .remove("access_token")
         .filter(|t| !t.is_empty()))
 }
+
+/// One path parameter as text. A segment that is not valid UTF-8 after percent-decoding
+/// answers `M_INVALID_PARAM` as Matrix JSON instead of axum's plain-text rejection.
+#[derive(Debug)]
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(s)| PathParam(s))
+            .map_err(|e| {
+                AppError::InvalidParam(format!("Invalid path parameter: {}", e.body_text()))
+            })
+    }
+}

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::FromRequest;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use rand_core::{OsRng, RngCore};
@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::AppError;
-use crate::extract::{Authenticated, MatrixJson, QueryParams};
+use crate::extract::{Authenticated, MatrixJson, PathParam, QueryParams};
 use crate::portable::migrate::{self, MigrateRequest};
 use crate::portable::service::{self, apply_ops, bundle_for};
 use crate::state::{AppState, now_ms};
@@ -72,7 +72,7 @@ fn ops_body(bytes: &[u8]) -> Result<Vec<Value>, AppError> {
 /// `GET /_roam/v1/users/{user_id}`.
 pub async fn user_bundle(
     State(state): State<AppState>,
-    Path(user_id): Path<String>,
+    PathParam(user_id): PathParam,
 ) -> Result<Json<Value>, AppError> {
     let user = UserId::parse(&user_id)
         .map_err(|e| AppError::InvalidParam(format!("Invalid user ID: {e}")))?;
@@ -86,7 +86,7 @@ pub async fn user_bundle(
 /// `GET /_roam/v1/accounts/{did}`.
 pub async fn account_bundle(
     State(state): State<AppState>,
-    Path(did): Path<String>,
+    PathParam(did): PathParam,
 ) -> Result<Json<Value>, AppError> {
     let did = parse_did(&did)?;
     bundle_for(&state, &did).await.map(Json)
@@ -95,7 +95,7 @@ pub async fn account_bundle(
 /// `GET /_roam/v1/accounts/{did}/log?since=SEQ`.
 pub async fn account_log(
     State(state): State<AppState>,
-    Path(did): Path<String>,
+    PathParam(did): PathParam,
     q: QueryParams,
 ) -> Result<Json<Value>, AppError> {
     let did = parse_did(&did)?;
@@ -124,7 +124,7 @@ pub async fn account_log(
 /// `POST /_roam/v1/accounts/{did}/ops`.
 pub async fn post_ops(
     State(state): State<AppState>,
-    Path(did): Path<String>,
+    PathParam(did): PathParam,
     RawBody(body): RawBody,
 ) -> Result<Json<Value>, AppError> {
     let did = parse_did(&did)?;
@@ -140,7 +140,7 @@ pub async fn post_ops(
 /// `GET /_roam/v1/accounts/{did}/forks`: ops refused as equivocation, kept as evidence.
 pub async fn account_forks(
     State(state): State<AppState>,
-    Path(did): Path<String>,
+    PathParam(did): PathParam,
 ) -> Result<Json<Value>, AppError> {
     let did = parse_did(&did)?;
     let d = did.clone();
@@ -268,7 +268,7 @@ pub async fn start_migration(
 /// `GET /_roam/v1/migrate/{id}`.
 pub async fn migration_status(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Json<Value>, AppError> {
     let m = migrate::status(&state, &id).await?;
     Ok(Json(
@@ -280,7 +280,7 @@ pub async fn migration_status(
 /// held here are answered from the local log; others through the resolver, verified.
 pub async fn identifiers(
     State(state): State<AppState>,
-    Path(did): Path<String>,
+    did: Result<PathParam, AppError>,
     headers: axum::http::HeaderMap,
 ) -> Response {
     use roam_resolver::did_resolution::{
@@ -299,6 +299,10 @@ pub async fn identifiers(
     let fail = |e: ResolutionError| {
         let (status, body) = e.result();
         respond(status, body, CONTENT_TYPE_DID_RESOLUTION)
+    };
+    let did = match did {
+        Ok(PathParam(d)) => d,
+        Err(e) => return fail(ResolutionError::InvalidDid(e.to_string())),
     };
     let did = match Did::parse(&did) {
         Ok(d) => d,
