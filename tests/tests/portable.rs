@@ -464,6 +464,23 @@ async fn bad_input_gets_documented_errcodes() {
         "{e}"
     );
 
+    // A path segment that is not UTF-8 still gets a Matrix error (DID resolution: its own shape).
+    let (s, e) = get(a, "/_roam/v1/users/%FF%FE").await;
+    assert_eq!(
+        (s, e["errcode"].as_str()),
+        (400, Some("M_INVALID_PARAM")),
+        "{e}"
+    );
+    let (s, e) = get(a, "/1.0/identifiers/%FF").await;
+    assert_eq!(s, 400, "{e}");
+    assert!(
+        e["didResolutionMetadata"]["error"]["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("INVALID_DID"),
+        "{e}"
+    );
+
     // Not JSON, floats, duplicate keys.
     let url = format!("{}/_roam/v1/accounts/{did}/ops", a.base);
     let raw = |body: &str| {
