@@ -664,6 +664,33 @@ async fn migrate_with_old_server_up_then_down() {
         .unwrap();
     assert_eq!(r.servers, vec![ServerName::parse("b.test").unwrap()]);
 
+    // Without the log in the request, B fetches it from A (A holds the signed move).
+    let mut dan = Owner::new(12, "@dan:a.test", &["a.test"]);
+    let dan_did = dan.did();
+    assert_eq!(register(&nodes[0], &dan, "dan").await.0, 200);
+    dan.sign(Action::Claim {
+        user_id: UserId::parse("@dan:b.test").unwrap(),
+    });
+    let mv = dan.sign(servers(&["b.test", "a.test"]));
+    let claim = dan.ops[1].value.clone();
+    let (s, r) = push(&nodes[0], &dan_did, vec![claim, mv]).await;
+    assert_eq!(s, 200, "{r}");
+    let (s, m) = post(
+        &nodes[1],
+        "/_roam/v1/migrate",
+        json!({"did": dan_did, "from": "a.test", "localpart": "dan"}),
+    )
+    .await;
+    assert_eq!((s, &m["state"]), (200, &json!("complete")), "{m}");
+    assert_eq!(
+        head(&nodes[1], &dan_did).await.unwrap(),
+        dan.state().head.to_string()
+    );
+    assert_eq!(
+        key_login(&nodes[1], "@dan:b.test", &dan.update).await.0,
+        200
+    );
+
     // Now a second account migrates while A is down.
     let mut bob = Owner::new(11, "@bob:a.test", &["a.test"]);
     let bob_did = bob.did();
