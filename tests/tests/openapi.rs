@@ -17,10 +17,10 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
-use common::{SERVER_NAME, start};
+use common::{Owner, SERVER_NAME, enc, move_to, now, start};
 use ed25519_dalek::{Signer, SigningKey};
-use roam_identity_core::log::{Action, DeviceKeys, SignedOp, genesis_op, next_op};
-use roam_identity_core::{DeviceId, KeyCommitment, ServerName, UserId, b64};
+use roam_identity_core::log::{Action, DeviceKeys, next_op};
+use roam_identity_core::{DeviceId, ServerName, UserId, b64};
 use roam_server::portable::challenge::login_message;
 use roam_server::portable::oprate::OpLimits;
 use serde_json::{Value, json};
@@ -409,76 +409,8 @@ impl Conformance {
 // ---------------------------------------------------------------------------------------
 // The user's side.
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-fn enc(s: &str) -> String {
-    s.replace('@', "%40").replace(':', "%3A")
-}
-
 fn uid(local: &str) -> String {
     format!("@{local}:{SERVER_NAME}")
-}
-
-struct Owner {
-    update: SigningKey,
-    ops: Vec<SignedOp>,
-}
-
-impl Owner {
-    fn new(seed: u8, user: &str, servers: &[&str]) -> Self {
-        let update = SigningKey::from_bytes(&[seed; 32]);
-        let next = SigningKey::from_bytes(&[seed.wrapping_add(100); 32]);
-        let g = genesis_op(
-            &update.verifying_key(),
-            KeyCommitment::to_key(&next.verifying_key()),
-            UserId::parse(user).unwrap(),
-            servers
-                .iter()
-                .map(|s| ServerName::parse(s).unwrap())
-                .collect(),
-            now() - 60_000,
-        )
-        .unwrap()
-        .sign(&update);
-        Owner {
-            update,
-            ops: vec![g],
-        }
-    }
-
-    fn did(&self) -> String {
-        self.ops[0].op.did.to_string()
-    }
-
-    fn state(&self) -> roam_identity_core::log::AccountState {
-        roam_identity_core::log::verify_log(&self.ops, None, now())
-            .unwrap()
-            .state
-    }
-
-    fn sign(&mut self, action: Action) -> Value {
-        let op = next_op(&self.state(), now(), action).sign(&self.update);
-        self.ops.push(op.clone());
-        op.value
-    }
-
-    fn values(&self) -> Vec<Value> {
-        self.ops.iter().map(|o| o.value.clone()).collect()
-    }
-}
-
-fn move_to(names: &[&str]) -> Action {
-    Action::Move {
-        servers: names
-            .iter()
-            .map(|s| ServerName::parse(s).unwrap())
-            .collect(),
-    }
 }
 
 const OPS: &str = "/_roam/v1/accounts/{did}/ops";

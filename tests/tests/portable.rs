@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ed25519_dalek::{Signer, SigningKey};
-use roam_identity_core::log::{Action, DeviceKeys, Operation, SignedOp, genesis_op, next_op};
+use roam_identity_core::log::{Action, DeviceKeys, Operation, SignedOp, next_op};
 use roam_identity_core::{DeviceId, KeyCommitment, ServerName, UserId, b64};
 use roam_resolver::{NetworkResolver, Resolver, ResolverConfig, SystemClock};
 use roam_server::config::ServerConfig;
@@ -19,6 +19,9 @@ use roam_server::{AppState, RateLimits, RedbStore};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+mod common;
+use common::{Owner, enc, move_to, now};
 
 /// A homeserver of the test federation.
 struct Node {
@@ -120,78 +123,6 @@ async fn post(node: &Node, path: &str, body: Value) -> (u16, Value) {
         None,
     )
     .await
-}
-
-fn enc(s: &str) -> String {
-    s.replace('@', "%40").replace(':', "%3A")
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-/// The user's side: keys and the ops the user signed.
-struct Owner {
-    update: SigningKey,
-    next: SigningKey,
-    ops: Vec<SignedOp>,
-}
-
-impl Owner {
-    fn new(seed: u8, user: &str, servers: &[&str]) -> Self {
-        let update = SigningKey::from_bytes(&[seed; 32]);
-        let next = SigningKey::from_bytes(&[seed.wrapping_add(100); 32]);
-        let g = genesis_op(
-            &update.verifying_key(),
-            KeyCommitment::to_key(&next.verifying_key()),
-            UserId::parse(user).unwrap(),
-            servers
-                .iter()
-                .map(|s| ServerName::parse(s).unwrap())
-                .collect(),
-            now() - 60_000,
-        )
-        .unwrap()
-        .sign(&update);
-        Owner {
-            update,
-            next,
-            ops: vec![g],
-        }
-    }
-
-    fn did(&self) -> String {
-        self.ops[0].op.did.to_string()
-    }
-
-    fn state(&self) -> roam_identity_core::log::AccountState {
-        roam_identity_core::log::verify_log(&self.ops, None, now())
-            .unwrap()
-            .state
-    }
-
-    /// Signs `action` on top of the owner's head with the update key.
-    fn sign(&mut self, action: Action) -> Value {
-        let op = next_op(&self.state(), now(), action).sign(&self.update);
-        self.ops.push(op.clone());
-        op.value
-    }
-
-    fn values(&self) -> Vec<Value> {
-        self.ops.iter().map(|o| o.value.clone()).collect()
-    }
-}
-
-fn servers(names: &[&str]) -> Action {
-    Action::Move {
-        servers: names
-            .iter()
-            .map(|s| ServerName::parse(s).unwrap())
-            .collect(),
-    }
 }
 
 async fn register(node: &Node, owner: &Owner, localpart: &str) -> (u16, Value) {
@@ -513,7 +444,7 @@ async fn bad_input_gets_documented_errcodes() {
     );
 
     // An op signed by a key that is not the update key (a server forging the user's moves).
-    let forged = next_op(&alice.state(), now(), servers(&["evil.test"]))
+    let forged = next_op(&alice.state(), now(), move_to(&["evil.test"]))
         .sign(&SigningKey::from_bytes(&[66; 32]));
     let (s, e) = push(a, &did, vec![forged.value]).await;
     assert_eq!(
@@ -534,7 +465,7 @@ async fn bad_input_gets_documented_errcodes() {
     // Per-DID op rate limit: 10 fresh ops per hour.
     let mut last = (0, Value::Null);
     for i in 0..11 {
-        let op = alice.sign(servers(if i % 2 == 0 {
+        let op = alice.sign(move_to(if i % 2 == 0 {
             &["a.test", "b.test"]
         } else {
             &["a.test"]
@@ -600,7 +531,7 @@ async fn migrate_with_old_server_up_then_down() {
     alice.sign(Action::Claim {
         user_id: UserId::parse("@alice:b.test").unwrap(),
     });
-    alice.sign(servers(&["b.test"]));
+    alice.sign(move_to(&["b.test"]));
     let req = json!({"did": did, "log": alice.values(), "from": "a.test", "localpart": "alice"});
     let (s, m) = post(&nodes[1], "/_roam/v1/migrate", req.clone()).await;
     assert_eq!(s, 200, "{m}");
@@ -671,7 +602,7 @@ async fn migrate_with_old_server_up_then_down() {
     dan.sign(Action::Claim {
         user_id: UserId::parse("@dan:b.test").unwrap(),
     });
-    let mv = dan.sign(servers(&["b.test", "a.test"]));
+    let mv = dan.sign(move_to(&["b.test", "a.test"]));
     let claim = dan.ops[1].value.clone();
     let (s, r) = push(&nodes[0], &dan_did, vec![claim, mv]).await;
     assert_eq!(s, 200, "{r}");
@@ -699,7 +630,7 @@ async fn migrate_with_old_server_up_then_down() {
     bob.sign(Action::Claim {
         user_id: UserId::parse("@bob:b.test").unwrap(),
     });
-    bob.sign(servers(&["b.test", "a.test"]));
+    bob.sign(move_to(&["b.test", "a.test"]));
     // Without the log, B must fetch it from A, which is down: a clear error.
     let (s, e) = post(
         &nodes[1],
@@ -770,7 +701,7 @@ async fn roaming_hostile_servers_recovery_and_equivocation() {
     assert_eq!(register(&nodes[1], &alice, "alice").await.0, 200);
 
     // Roaming: B primary, C backup. B forwards the log to C, which then attests hosting.
-    let mv = alice.sign(servers(&["b.test", "c.test"]));
+    let mv = alice.sign(move_to(&["b.test", "c.test"]));
     let (s, r) = push(&nodes[1], &did, vec![mv]).await;
     assert_eq!(s, 200, "{r}");
     let hb = head(&nodes[1], &did).await.unwrap();
@@ -812,7 +743,7 @@ async fn roaming_hostile_servers_recovery_and_equivocation() {
     // A hostile server cannot move or claim the DID without the user's key: every honest
     // server refuses its ops.
     let evil = SigningKey::from_bytes(&[99; 32]);
-    let forged_move = next_op(&alice.state(), now(), servers(&["evil.test"])).sign(&evil);
+    let forged_move = next_op(&alice.state(), now(), move_to(&["evil.test"])).sign(&evil);
     let forged_claim = next_op(
         &alice.state(),
         now(),
@@ -833,8 +764,8 @@ async fn roaming_hostile_servers_recovery_and_equivocation() {
     // A fork outside the rules (two ops on one prev, same epoch) is refused as equivocation
     // with both ops, and kept as evidence.
     let st = alice.state();
-    let x = next_op(&st, now(), servers(&["c.test"])).sign(&alice.update);
-    let y = next_op(&st, now(), servers(&["c.test", "a.test"])).sign(&alice.update);
+    let x = next_op(&st, now(), move_to(&["c.test"])).sign(&alice.update);
+    let y = next_op(&st, now(), move_to(&["c.test", "a.test"])).sign(&alice.update);
     assert_eq!(push(&nodes[2], &did, vec![x.value.clone()]).await.0, 200);
     let (s, e) = push(&nodes[2], &did, vec![y.value.clone()]).await;
     assert_eq!((s, e["errcode"].as_str()), (409, Some("ROAM_FORK")), "{e}");
@@ -854,7 +785,7 @@ async fn roaming_hostile_servers_recovery_and_equivocation() {
 
     // Compromise: the thief holds the update key and moves the account to evil.test on C.
     let before_theft = alice.ops.len() - 1;
-    let theft = next_op(&alice.state(), now(), servers(&["evil.test"])).sign(&alice.update);
+    let theft = next_op(&alice.state(), now(), move_to(&["evil.test"])).sign(&alice.update);
     assert_eq!(
         push(&nodes[2], &did, vec![theft.value.clone()]).await.0,
         200

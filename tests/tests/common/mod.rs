@@ -204,3 +204,80 @@ pub fn cross_signing_key(user: &str, usage: &str, key: &SigningKey) -> Value {
 pub fn cs_key_id(key: &SigningKey) -> KeyId {
     KeyId::ed25519(&b64::encode(key.verifying_key().as_bytes())).unwrap()
 }
+
+/// Milliseconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Percent-encodes the characters of a user ID that matter in a path segment.
+pub fn enc(s: &str) -> String {
+    s.replace('@', "%40").replace(':', "%3A")
+}
+
+/// The user's side of a portable account in tests: the update key, the committed next key,
+/// and every op the user signed.
+pub struct Owner {
+    pub update: SigningKey,
+    pub next: SigningKey,
+    pub ops: Vec<roam_identity_core::log::SignedOp>,
+}
+
+impl Owner {
+    /// A genesis for `user` on `servers`, with keys from fixed seeds.
+    pub fn new(seed: u8, user: &str, servers: &[&str]) -> Self {
+        let update = SigningKey::from_bytes(&[seed; 32]);
+        let next = SigningKey::from_bytes(&[seed.wrapping_add(100); 32]);
+        let g = roam_identity_core::log::genesis_op(
+            &update.verifying_key(),
+            roam_identity_core::KeyCommitment::to_key(&next.verifying_key()),
+            roam_identity_core::UserId::parse(user).unwrap(),
+            servers
+                .iter()
+                .map(|s| ServerName::parse(s).unwrap())
+                .collect(),
+            now() - 60_000,
+        )
+        .unwrap()
+        .sign(&update);
+        Owner {
+            update,
+            next,
+            ops: vec![g],
+        }
+    }
+
+    pub fn did(&self) -> String {
+        self.ops[0].op.did.to_string()
+    }
+
+    pub fn state(&self) -> roam_identity_core::log::AccountState {
+        roam_identity_core::log::verify_log(&self.ops, None, now())
+            .unwrap()
+            .state
+    }
+
+    /// Signs `action` on top of the owner's head with the update key.
+    pub fn sign(&mut self, action: roam_identity_core::log::Action) -> Value {
+        let op = roam_identity_core::log::next_op(&self.state(), now(), action).sign(&self.update);
+        self.ops.push(op.clone());
+        op.value
+    }
+
+    pub fn values(&self) -> Vec<Value> {
+        self.ops.iter().map(|o| o.value.clone()).collect()
+    }
+}
+
+/// A `move` to `names`, primary first.
+pub fn move_to(names: &[&str]) -> roam_identity_core::log::Action {
+    roam_identity_core::log::Action::Move {
+        servers: names
+            .iter()
+            .map(|s| ServerName::parse(s).unwrap())
+            .collect(),
+    }
+}
