@@ -75,6 +75,35 @@ struct StoredNegative {
 #[derive(Debug, Clone)]
 pub struct CacheStore {
     db: Arc<Database>,
+    /// Decoded answers in memory, in front of redb: a hit costs a map lookup instead of a
+    /// blocking-pool hop, a JSON decode and several point decompressions. It mirrors what
+    /// redb holds (filled on read and on `put`, dropped with a user's positive mapping), and
+    /// it is per process, as the redb file is.
+    memo: Arc<std::sync::Mutex<Memo>>,
+}
+
+/// The in-memory mirror of [`CacheStore`]'s positive entries.
+#[derive(Debug, Default)]
+struct Memo {
+    accounts: std::collections::HashMap<String, Resolution>,
+    users: std::collections::HashMap<String, String>,
+}
+
+/// Most accounts kept decoded in memory; beyond it the mirror starts over (redb keeps all).
+const MEMO_MAX: usize = 10_000;
+
+impl Memo {
+    fn insert(&mut self, res: &Resolution) {
+        if self.accounts.len() >= MEMO_MAX {
+            self.accounts.clear();
+            self.users.clear();
+        }
+        let did = res.did.to_string();
+        for u in &res.user_ids {
+            self.users.insert(u.to_string(), did.clone());
+        }
+        self.accounts.insert(did, res.clone());
+    }
 }
 
 impl CacheStore {
@@ -97,7 +126,10 @@ impl CacheStore {
         tx.open_table(USERS).map_err(storage)?;
         tx.open_table(NEGATIVE).map_err(storage)?;
         tx.commit().map_err(storage)?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            db: Arc::new(db),
+            memo: Arc::default(),
+        })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -125,12 +157,45 @@ impl CacheStore {
         &self,
         user: &UserId,
     ) -> Result<Option<Resolution>, CacheError> {
-        self.record_for_user(user).await?.map(decode).transpose()
+        {
+            let memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(r) = memo
+                .users
+                .get(user.as_str())
+                .and_then(|d| memo.accounts.get(d))
+            {
+                return Ok(Some(r.clone()));
+            }
+        }
+        let found = self.record_for_user(user).await?.map(decode).transpose()?;
+        if let Some(r) = &found {
+            let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+            memo.insert(r);
+            // The stored mapping says `user` leads here even if the answer no longer lists it.
+            memo.users.insert(user.to_string(), r.did.to_string());
+        }
+        Ok(found)
     }
 
     /// The stored resolution of `did`.
     pub async fn resolution_for_did(&self, did: &Did) -> Result<Option<Resolution>, CacheError> {
-        self.record_for_did(did).await?.map(decode).transpose()
+        if let Some(r) = self
+            .memo
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .accounts
+            .get(did.as_str())
+        {
+            return Ok(Some(r.clone()));
+        }
+        let found = self.record_for_did(did).await?.map(decode).transpose()?;
+        if let Some(r) = &found {
+            self.memo
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(r);
+        }
+        Ok(found)
     }
 
     async fn record_for_user(&self, user: &UserId) -> Result<Option<StoredAccount>, CacheError> {
@@ -189,7 +254,13 @@ impl CacheStore {
             tx.commit().map_err(storage)?;
             Ok(())
         })
-        .await
+        .await?;
+        // Only after the commit: the mirror never runs ahead of the disk.
+        self.memo
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(res);
+        Ok(())
     }
 
     async fn negative(&self, key: String) -> Result<Option<StoredNegative>, CacheError> {
@@ -216,6 +287,7 @@ impl CacheStore {
             key: key.clone(),
             reason: e.to_string(),
         })?;
+        let user = key.strip_prefix("user:").map(str::to_owned);
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(storage)?;
             {
@@ -229,7 +301,16 @@ impl CacheStore {
             tx.commit().map_err(storage)?;
             Ok(())
         })
-        .await
+        .await?;
+        // After the commit, like every change to the mirror.
+        if let Some(user) = user {
+            self.memo
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .users
+                .remove(&user);
+        }
+        Ok(())
     }
 }
 
