@@ -155,7 +155,7 @@ async fn verified_cached_stale_lan_not_found_unreachable() {
 
     let clock = ManualClock::new(now());
     let cache_dir = tempfile::tempdir().unwrap();
-    let store = CacheStore::open(&cache_dir.path().join("cache.redb")).unwrap();
+    let store = CacheStore::open(cache_dir.path().join("cache.redb")).unwrap();
     let network = NetworkResolver::new(config_for(&[&hs[0]]), Arc::new(clock.clone())).unwrap();
     let policy = CachePolicy {
         positive_ttl_ms: 60_000,
