@@ -527,6 +527,16 @@ async fn migrate_with_old_server_up_then_down() {
         200
     );
 
+    // A device signed into the log on A moves with the account (its record, not its token).
+    let phone = SigningKey::from_bytes(&[43; 32]);
+    alice.sign(Action::AddDevice {
+        device_id: DeviceId::parse("PHONE").unwrap(),
+        keys: DeviceKeys {
+            ed25519: phone.verifying_key().to_bytes(),
+            curve25519: phone.verifying_key().to_montgomery().to_bytes(),
+        },
+    });
+
     // Migrate to B with A up: claim @alice:b.test, move [b, a] (A kept as backup).
     alice.sign(Action::Claim {
         user_id: UserId::parse("@alice:b.test").unwrap(),
@@ -584,9 +594,18 @@ async fn migrate_with_old_server_up_then_down() {
     let (s, e) = key_login(&nodes[0], "@alice:a.test", &alice.update).await;
     assert_eq!((s, e["errcode"].as_str()), (403, Some("ROAM_MOVED")), "{e}");
     assert_eq!(e["servers"], json!(["b.test"]));
-    // B takes key logins for the new user ID.
+    // B takes key logins for the new user ID, and lists the device that moved.
     let (s, l) = key_login(&nodes[1], "@alice:b.test", &alice.update).await;
     assert_eq!(s, 200, "{l}");
+    let (s, devs) = call(
+        reqwest::Method::GET,
+        format!("{}/_matrix/client/v3/devices", nodes[1].base),
+        None,
+        l["access_token"].as_str(),
+    )
+    .await;
+    assert_eq!(s, 200, "{devs}");
+    assert!(devs["devices"].to_string().contains("\"PHONE\""), "{devs}");
 
     // A resolver following @alice:a.test ends at B, verified.
     let r = resolver(&[&nodes[0], &nodes[1]])

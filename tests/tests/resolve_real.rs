@@ -296,6 +296,7 @@ async fn invalid_when_a_server_serves_a_forged_attestation() {
                 attestations: Some(atts),
                 bind: Vec::new(),
                 unbind: Vec::new(),
+                devices: Vec::new(),
             })
             .unwrap();
     }

@@ -224,6 +224,7 @@ pub async fn apply_ops(
         attestations: refresh.then(|| attestations.clone()),
         bind: Vec::new(),
         unbind: released,
+        devices: Vec::new(),
     };
     state.db(move |s| s.commit_log(commit)).await?;
     tracing::info!(%did, accepted = outcome.accepted.len(), head = %st.head, "stored account ops");
@@ -314,6 +315,7 @@ pub async fn refresh_attestations(
         attestations: Some(atts.clone()),
         bind: Vec::new(),
         unbind: Vec::new(),
+        devices: Vec::new(),
     };
     state
         .db(move |s| match s.commit_log(commit) {
@@ -487,6 +489,10 @@ pub async fn bind_account(
         attestations: Some(attestations),
         bind: user_id.into_iter().cloned().collect(),
         unbind: Vec::new(),
+        devices: user_id
+            .into_iter()
+            .flat_map(|u| st.devices.keys().map(move |d| (u.clone(), d.clone())))
+            .collect(),
     };
     let accepted = merged.accepted.len() as u64;
     match (user_id.cloned(), mode) {

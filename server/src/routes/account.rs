@@ -173,6 +173,7 @@ pub async fn register(
                 attestations: Some(attestations),
                 bind: vec![user_id.clone()],
                 unbind: Vec::new(),
+                devices: Vec::new(),
             };
             state
                 .db(move |s| s.create_account_with_log(account, session, token.as_deref(), commit))

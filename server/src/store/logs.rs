@@ -4,7 +4,7 @@
 //! A separate trait from [`super::Store`] (which requires it) so the account-log half can be
 //! read on its own; the redb implementation shares the same file and transactions.
 
-use roam_identity_core::{Did, Millis, OpHash, ServerName, UserId};
+use roam_identity_core::{DeviceId, Did, Millis, OpHash, ServerName, UserId};
 use serde_json::Value;
 
 use super::{Account, NewSession, StoreResult};
@@ -37,6 +37,10 @@ pub struct LogCommit {
     pub bind: Vec<UserId>,
     /// Local user IDs to unbind (released).
     pub unbind: Vec<UserId>,
+    /// Devices signed into the log that a local account should list (created without an
+    /// access token when the account has no such device yet): device records move with the
+    /// account, Matrix access tokens do not.
+    pub devices: Vec<(UserId, DeviceId)>,
 }
 
 /// One line of the export stream.

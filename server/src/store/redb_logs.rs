@@ -101,6 +101,20 @@ fn apply_commit(txn: &WriteTransaction, c: &LogCommit) -> StoreResult<()> {
             users.remove(u.as_str())?;
         }
     }
+    let mut devices = txn.open_table(t::DEVICES)?;
+    for (u, d) in &c.devices {
+        let key = (u.as_str(), d.as_str());
+        if devices.get(key)?.is_none() {
+            let row = t::DeviceRow {
+                display_name: None,
+                created_at: c.summary.updated_at,
+                token_hash: None,
+                last_seen_ip: None,
+                last_seen_ts: None,
+            };
+            devices.insert(key, to_json(&row)?.as_str())?;
+        }
+    }
     Ok(())
 }
 
