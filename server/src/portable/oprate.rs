@@ -40,6 +40,18 @@ impl OpRateLimiter {
         }
     }
 
+    /// Admits ops new to this server. Only fresh ones (created in the last 24 hours) count:
+    /// replicating an old log to a new server (migration, forwarding) is not flooding.
+    pub fn admit_ops(
+        &self,
+        did: &str,
+        ops: &[roam_identity_core::log::SignedOp],
+        now: Millis,
+    ) -> Result<(), u64> {
+        let fresh = ops.iter().filter(|o| o.op.created_at + DAY > now).count();
+        self.admit(did, fresh, now)
+    }
+
     /// Records `n` new ops for `did` at `now` if that stays within the limits; otherwise
     /// records nothing and returns how long to wait (ms).
     pub fn admit(&self, did: &str, n: usize, now: Millis) -> Result<(), u64> {

@@ -183,17 +183,10 @@ pub async fn apply_ops(
             attestations: stored_atts,
         });
     }
-    // Only fresh ops count against the per-DID limit: replicating an old log to a new
-    // server (migration, forwarding) is not flooding.
-    let fresh = outcome
-        .accepted
-        .iter()
-        .filter(|o| o.op.created_at + 24 * 3600 * 1000 > now)
-        .count();
     state
         .portable()
         .op_limits
-        .admit(did.as_str(), fresh, now)
+        .admit_ops(did.as_str(), &outcome.accepted, now)
         .map_err(|retry_after_ms| AppError::LimitExceeded { retry_after_ms })?;
 
     let st = outcome.log.state.clone();
@@ -459,15 +452,10 @@ pub async fn bind_account(
             "The account log does not claim {u}; sign a `claim` for it first"
         )));
     }
-    let fresh = merged
-        .accepted
-        .iter()
-        .filter(|o| o.op.created_at + 24 * 3600 * 1000 > now)
-        .count();
     state
         .portable()
         .op_limits
-        .admit(did.as_str(), fresh, now)
+        .admit_ops(did.as_str(), &merged.accepted, now)
         .map_err(|retry_after_ms| AppError::LimitExceeded { retry_after_ms })?;
     // Every user ID bound here keeps its attestation; the new one joins them.
     let mut bound = bound_here(state, st).await?;

@@ -4,8 +4,8 @@
 use axum::Json;
 use axum::extract::Path;
 use axum::extract::State;
-use roam_identity_core::{b64, signed};
-use serde_json::{Map, Value, json};
+use roam_identity_core::{KeyId, server_keys};
+use serde_json::{Value, json};
 
 use crate::error::AppError;
 use crate::state::{AppState, now_ms};
@@ -37,27 +37,28 @@ pub async fn health(State(state): State<AppState>) -> Result<&'static str, AppEr
 /// The signed server key document, valid for the configured time from now.
 pub fn server_key_document(state: &AppState, now: u64) -> Result<Value, AppError> {
     let key = state.server_key();
-    let public = b64::encode(key.signing_key.verifying_key().as_bytes());
-    let old: Map<String, Value> = key
-        .old
-        .iter()
-        .map(|k| {
-            (
-                format!("ed25519:{}", k.version),
-                json!({"key": b64::encode(&k.public_key), "expired_ts": k.expired_ts}),
-            )
-        })
-        .collect();
-    let server_name = state.config().server_name.as_str();
-    let mut doc = json!({
-        "server_name": server_name,
-        "verify_keys": { key.key_id.as_str(): { "key": public } },
-        "old_verify_keys": old,
-        "valid_until_ts": now + state.config().key_validity_ms,
-    });
-    signed::sign(&mut doc, server_name, &key.key_id, &key.signing_key)
-        .map_err(|e| AppError::Internal(format!("signing server keys: {e}")))?;
-    Ok(doc)
+    let mut old = std::collections::BTreeMap::new();
+    for k in &key.old {
+        let key_id = KeyId::ed25519(&k.version)
+            .map_err(|e| AppError::Internal(format!("stored old key version: {e}")))?;
+        let public = roam_identity_core::did::ed25519_key_strict(&k.public_key)
+            .map_err(|e| AppError::Internal(format!("stored old key {key_id}: {e}")))?;
+        old.insert(
+            key_id,
+            server_keys::OldKey {
+                key: public,
+                expired_ts: k.expired_ts,
+            },
+        );
+    }
+    let current = crate::portable::service::signing_key(state);
+    server_keys::build(
+        &state.config().server_name,
+        &current,
+        &old,
+        now + state.config().key_validity_ms,
+    )
+    .map_err(|e| AppError::Internal(format!("signing server keys: {e}")))
 }
 
 /// `GET /_matrix/key/v2/server`.
