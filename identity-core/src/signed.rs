@@ -61,10 +61,7 @@ pub fn sign(
     key_id: &KeyId,
     key: &SigningKey,
 ) -> Result<(), SignError> {
-    check_algorithm(key_id)?;
-    let bytes = signing_bytes(obj)?;
-    let sig = key.sign(&bytes);
-    insert_signature(obj, entity, key_id, &sig)
+    sign_with(obj, entity, key_id, key, NumberPolicy::Strict)
 }
 
 /// Signs with a lenient number policy (foreign Matrix objects, the spec's vectors).
@@ -74,8 +71,18 @@ pub fn sign_matrix(
     key_id: &KeyId,
     key: &SigningKey,
 ) -> Result<(), SignError> {
+    sign_with(obj, entity, key_id, key, NumberPolicy::MatrixLenient)
+}
+
+fn sign_with(
+    obj: &mut Value,
+    entity: &str,
+    key_id: &KeyId,
+    key: &SigningKey,
+    policy: NumberPolicy,
+) -> Result<(), SignError> {
     check_algorithm(key_id)?;
-    let bytes = signing_bytes_with(obj, NumberPolicy::MatrixLenient)?;
+    let bytes = signing_bytes_with(obj, policy)?;
     let sig = key.sign(&bytes);
     insert_signature(obj, entity, key_id, &sig)
 }
