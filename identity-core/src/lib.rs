@@ -18,6 +18,7 @@ pub mod did;
 pub mod hash;
 pub mod ids;
 pub mod log;
+pub mod login;
 pub mod server_keys;
 pub mod signed;
 

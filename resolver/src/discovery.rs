@@ -105,6 +105,44 @@ pub fn encode_segment(s: &str) -> String {
     out
 }
 
+/// Why a `NAME=URL` override was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OverrideError {
+    #[error("{0:?} is not NAME=URL (e.g. a.example=http://127.0.0.1:8081)")]
+    NoEquals(String),
+    #[error("server name {name:?}: {reason}")]
+    BadName { name: String, reason: String },
+    #[error("{url:?} is not a URL: {reason} (e.g. https://matrix.example.org)")]
+    BadUrl { url: String, reason: String },
+    #[error("{0:?} is not an http(s) URL with a host")]
+    NotHttp(String),
+}
+
+/// Parses a base URL given by a person or a config file: `http(s)://host[:port][/prefix]`.
+pub fn parse_base_url(s: &str) -> Result<Url, OverrideError> {
+    let url = Url::parse(s.trim()).map_err(|e| OverrideError::BadUrl {
+        url: s.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(OverrideError::NotHttp(s.to_owned()));
+    }
+    Ok(url)
+}
+
+/// Parses one federation override, `NAME=URL` (`b.test=http://127.0.0.1:8009`): the one
+/// parser behind `--federation-override`, `ROAM_*` variables and `[federation_overrides]`.
+pub fn parse_override(pair: &str) -> Result<(ServerName, Url), OverrideError> {
+    let (name, url) = pair
+        .split_once('=')
+        .ok_or_else(|| OverrideError::NoEquals(pair.to_owned()))?;
+    let name = ServerName::parse(name.trim()).map_err(|e| OverrideError::BadName {
+        name: name.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok((name, parse_base_url(url)?))
+}
+
 /// `{base}/{segments…}` with each segment percent-encoded.
 pub fn endpoint(base: &Url, segments: &[&str]) -> Url {
     let mut url = base.clone();

@@ -313,16 +313,10 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<ServerConfig, Config
     Ok(config)
 }
 
-/// Parses `NAME=URL` (`b.test=http://127.0.0.1:8009`).
+/// Parses `NAME=URL` (`b.test=http://127.0.0.1:8009`) with the resolver's one parser.
 pub fn parse_override(pair: &str) -> Result<(ServerName, url::Url), ConfigError> {
-    let bad = |why: String| ConfigError::FederationOverride(pair.to_owned(), why);
-    let (name, url) = pair.split_once('=').ok_or_else(|| bad("no '='".into()))?;
-    let name = ServerName::parse(name.trim()).map_err(|e| bad(e.to_string()))?;
-    let url = url::Url::parse(url.trim()).map_err(|e| bad(e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(bad("the URL must be http or https".into()));
-    }
-    Ok((name, url))
+    roam_resolver::discovery::parse_override(pair)
+        .map_err(|e| ConfigError::FederationOverride(pair.to_owned(), e.to_string()))
 }
 
 #[cfg(test)]

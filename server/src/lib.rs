@@ -16,7 +16,6 @@
 //!
 //! Architecture invariant: handlers know nothing of redb and the store knows nothing of HTTP.
 
-pub mod client;
 pub mod config;
 pub mod error;
 pub mod extract;

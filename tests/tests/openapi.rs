@@ -20,8 +20,8 @@ use std::sync::Mutex;
 use common::{Owner, SERVER_NAME, enc, move_to, now, start};
 use ed25519_dalek::{Signer, SigningKey};
 use roam_identity_core::log::{Action, DeviceKeys, next_op};
+use roam_identity_core::login::login_message;
 use roam_identity_core::{DeviceId, ServerName, UserId, b64};
-use roam_server::portable::challenge::login_message;
 use roam_server::portable::oprate::OpLimits;
 use serde_json::{Value, json};
 

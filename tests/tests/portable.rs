@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use ed25519_dalek::{Signer, SigningKey};
 use roam_identity_core::log::{Action, DeviceKeys, Operation, SignedOp, next_op};
+use roam_identity_core::login::login_message;
 use roam_identity_core::{DeviceId, KeyCommitment, ServerName, UserId, b64};
 use roam_resolver::{NetworkResolver, Resolver, ResolverConfig, SystemClock};
 use roam_server::config::ServerConfig;
-use roam_server::portable::challenge::login_message;
 use roam_server::portable::federation::HttpFederation;
 use roam_server::{AppState, RateLimits, RedbStore};
 use serde_json::{Value, json};

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 fn roam_bin() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "roam-server", "--bin", "roam"])
+        .args(["build", "--quiet", "-p", "roam-cli", "--bin", "roam"])
         .status()
         .expect("running cargo build");
     assert!(status.success(), "building roam failed");

@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use roam_identity_core::{Millis, ServerName, UserId, VerifyingKey, b64, canonical};
-use serde_json::json;
+use roam_identity_core::login::{self, LoginSignatureError};
+use roam_identity_core::{Millis, ServerName, UserId, VerifyingKey, b64};
 
 /// How long a challenge may be answered.
 pub const CHALLENGE_TTL_MS: Millis = 2 * 60 * 1000;
@@ -111,30 +111,18 @@ impl Challenges {
         if &pending.user_id != user_id {
             return Err(ChallengeError::WrongUser);
         }
-        let sig = b64::decode_array::<64>(signature).map_err(|_| ChallengeError::BadEncoding)?;
-        let msg = login_message(challenge, server, user_id);
-        key.verify_strict(&msg, &roam_identity_core::Signature::from_bytes(&sig))
-            .map_err(|_| ChallengeError::BadSignature)
+        login::verify_login(key, signature, challenge, server, user_id).map_err(|e| match e {
+            LoginSignatureError::BadEncoding => ChallengeError::BadEncoding,
+            LoginSignatureError::BadSignature => ChallengeError::BadSignature,
+        })
     }
-}
-
-/// The bytes a client signs to log in: canonical JSON of
-/// `{"type": "roam.login", "challenge", "server_name", "user_id"}`.
-pub fn login_message(challenge: &str, server: &ServerName, user_id: &UserId) -> Vec<u8> {
-    let v = json!({
-        "type": "roam.login",
-        "challenge": challenge,
-        "server_name": server.as_str(),
-        "user_id": user_id.as_str(),
-    });
-    // Strings only: canonical encoding cannot fail.
-    canonical::to_canonical_bytes(&v).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ed25519_dalek::{Signer, SigningKey};
+    use ed25519_dalek::SigningKey;
+    use roam_identity_core::login::sign_login;
 
     #[test]
     fn single_use_bound_to_user_and_server() {
@@ -143,7 +131,7 @@ mod tests {
         let u = UserId::parse("@alice:b.example").unwrap();
         let s = ServerName::parse("b.example").unwrap();
         let (ch, _) = c.issue(&u, [1; 32], 1000).unwrap();
-        let sig = b64::encode(&k.sign(&login_message(&ch, &s, &u)).to_bytes());
+        let sig = sign_login(&k, &ch, &s, &u);
         assert_eq!(
             c.redeem(&ch, &u, &s, &sig, &k.verifying_key(), 2000),
             Ok(())
@@ -155,14 +143,14 @@ mod tests {
         // Signed for another server: refused.
         let (ch, _) = c.issue(&u, [2; 32], 1000).unwrap();
         let other = ServerName::parse("evil.example").unwrap();
-        let sig = b64::encode(&k.sign(&login_message(&ch, &other, &u)).to_bytes());
+        let sig = sign_login(&k, &ch, &other, &u);
         assert_eq!(
             c.redeem(&ch, &u, &s, &sig, &k.verifying_key(), 2000),
             Err(ChallengeError::BadSignature)
         );
         // Expired.
         let (ch, exp) = c.issue(&u, [3; 32], 1000).unwrap();
-        let sig = b64::encode(&k.sign(&login_message(&ch, &s, &u)).to_bytes());
+        let sig = sign_login(&k, &ch, &s, &u);
         assert_eq!(
             c.redeem(&ch, &u, &s, &sig, &k.verifying_key(), exp),
             Err(ChallengeError::Unknown)

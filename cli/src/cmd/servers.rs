@@ -2,10 +2,10 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use roam_client::account::{self, now_ms};
+use roam_client::sync;
 use roam_identity_core::ServerName;
 use roam_identity_core::log::Action;
-use roam_server::client::account::{self, now_ms};
-use roam_server::client::sync;
 use url::Url;
 
 use super::common::{GlobalArgs, KeystoreArg, Progress, Session, parse_url, runtime};

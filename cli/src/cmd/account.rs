@@ -2,12 +2,12 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use roam_client::account::{self, describe_state, now_ms};
+use roam_client::keystore::random_seed;
+use roam_client::sync;
 use roam_identity_core::bundle::{self, Attested, Bundle};
 use roam_identity_core::log::SignedOp;
 use roam_identity_core::{Localpart, ServerName, UserId};
-use roam_server::client::account::{self, describe_state, now_ms};
-use roam_server::client::keystore::random_seed;
-use roam_server::client::sync;
 use serde_json::{Value, json};
 use url::Url;
 
@@ -99,7 +99,7 @@ fn create(args: CreateArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| roam_identity_core::b64::encode(&random_seed()[..18]));
         // The genesis is recorded only once the server took it: a refused registration
         // leaves the keystore as it was.
-        let mut draft = roam_server::client::keystore::Keystore {
+        let mut draft = roam_client::keystore::Keystore {
             public: s.ks.public.clone(),
             secrets: s.ks.secrets.clone(),
         };

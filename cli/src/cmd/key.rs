@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use roam_server::client::account;
-use roam_server::client::keystore::{KdfParams, KeystoreError};
+use roam_client::account;
+use roam_client::keystore::{KdfParams, KeystoreError};
 
 use super::common::{KeystoreArg, Progress, default_recovery, passphrase};
 

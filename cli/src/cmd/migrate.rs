@@ -1,7 +1,7 @@
 //! `roam migrate`: the whole move to another homeserver, resumable.
 
 use clap::Args;
-use roam_server::client::migration::{self, MigrateOptions, StepState};
+use roam_client::migration::{self, MigrateOptions, StepState};
 use url::Url;
 
 use super::common::{GlobalArgs, KeystoreArg, Progress, Session, parse_url, runtime};
@@ -70,9 +70,7 @@ pub fn run(args: MigrateArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     ));
     progress.finish();
     result?;
-    let state =
-        roam_server::client::account::local_log(&s.ks, roam_server::client::account::now_ms())?
-            .state;
+    let state = roam_client::account::local_log(&s.ks, roam_client::account::now_ms())?.state;
     println!(
         "migrated: {} now lives on {}",
         s.ks.public.user_id.as_deref().unwrap_or("the account"),

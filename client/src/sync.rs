@@ -12,8 +12,8 @@ use roam_identity_core::log::SignedOp;
 use roam_identity_core::{Did, ServerName};
 use serde_json::Value;
 
-use crate::client::directory::ServerDirectory;
-use crate::client::homeserver::{Homeserver, HomeserverError};
+use crate::directory::ServerDirectory;
+use crate::homeserver::{Homeserver, HomeserverError};
 
 /// Most ops per request (the API allows 100).
 const MAX_OPS_PER_REQUEST: usize = 50;

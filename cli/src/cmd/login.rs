@@ -2,9 +2,9 @@
 
 use anyhow::Context;
 use clap::Args;
+use roam_client::account::{self, now_ms};
+use roam_client::{session, sync};
 use roam_identity_core::UserId;
-use roam_server::client::account::{self, now_ms};
-use roam_server::client::{session, sync};
 use url::Url;
 
 use super::common::{GlobalArgs, KeystoreArg, Progress, Session, parse_url, runtime};

@@ -1,7 +1,7 @@
 //! Logging in with the account key and signing the device into the account log.
 //!
 //! Key login (`m.login.roam.key`): the server issues a single-use challenge, the client signs
-//! `portable::challenge::login_message` with the current update key. The new device then gets
+//! `roam_identity_core::login::login_message` with the current update key. The new device then gets
 //! its own Ed25519/Curve25519 identity keys, uploaded as Matrix device keys, and an
 //! `add_device` op signed by the account key, so anyone who resolves the account can tell
 //! this device from one a server injected.
@@ -9,9 +9,9 @@
 use roam_identity_core::log::Action;
 use roam_identity_core::{DeviceId, ServerName, UserId};
 
-use crate::client::account::{self, AccountError, DeviceSecrets};
-use crate::client::homeserver::{Homeserver, HomeserverError, LoggedIn};
-use crate::client::keystore::Keystore;
+use crate::account::{self, AccountError, DeviceSecrets};
+use crate::homeserver::{Homeserver, HomeserverError, LoggedIn};
+use crate::keystore::Keystore;
 
 /// Why logging in failed.
 #[derive(Debug, thiserror::Error)]

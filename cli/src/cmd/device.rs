@@ -1,11 +1,11 @@
 //! `roam device list` and `roam device revoke`.
 
 use clap::{Args, Subcommand};
+use roam_client::account::{self, now_ms};
+use roam_client::homeserver::{Homeserver, UiaAnswer};
+use roam_client::sync;
 use roam_identity_core::log::{self, Action};
 use roam_identity_core::{DeviceId, ServerName, UserId, b64};
-use roam_server::client::account::{self, now_ms};
-use roam_server::client::homeserver::{Homeserver, UiaAnswer};
-use roam_server::client::sync;
 use serde_json::json;
 use url::Url;
 

@@ -19,12 +19,12 @@ use roam_identity_core::{Localpart, ServerName, UserId};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::client::account::{self, AccountError};
-use crate::client::directory::ServerDirectory;
-use crate::client::homeserver::{HomeserverError, MigrateRequest, Migration};
-use crate::client::keystore::{Keystore, KeystoreError};
-use crate::client::session::{self, SessionError};
-use crate::client::sync;
+use crate::account::{self, AccountError};
+use crate::directory::ServerDirectory;
+use crate::homeserver::{HomeserverError, MigrateRequest, Migration};
+use crate::keystore::{Keystore, KeystoreError};
+use crate::session::{self, SessionError};
+use crate::sync;
 
 /// The steps, in order.
 pub const STEPS: [&str; 4] = ["sign", "submit", "notify", "login"];
@@ -190,7 +190,7 @@ pub async fn run(
     let to_url = Url::parse(&plan.to_url)
         .map_err(|e| stopped("submit")(StepError::Refused(e.to_string())))?;
     dir.remember(&to_server, &to_url);
-    let hs = crate::client::homeserver::Homeserver::new(to_url.clone())
+    let hs = crate::homeserver::Homeserver::new(to_url.clone())
         .map_err(|e| stopped("submit")(e.into()))?;
 
     // 2. submit

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use roam_client::directory::ServerDirectory;
+use roam_client::keystore::{KdfParams, Keystore};
 use roam_identity_core::ServerName;
-use roam_server::client::directory::ServerDirectory;
-use roam_server::client::keystore::{KdfParams, Keystore};
 use serde_json::Value;
 use url::Url;
 use zeroize::Zeroizing;
@@ -41,22 +41,12 @@ impl GlobalArgs {
 }
 
 fn parse_override(s: &str) -> Result<(ServerName, Url), String> {
-    let (name, url) = s
-        .split_once('=')
-        .ok_or_else(|| format!("{s:?} is not NAME=URL (e.g. a.example=http://127.0.0.1:8081)"))?;
-    let name = ServerName::parse(name).map_err(|e| format!("server name {name:?}: {e}"))?;
-    let url = parse_url(url)?;
-    Ok((name, url))
+    roam_resolver::discovery::parse_override(s).map_err(|e| e.to_string())
 }
 
 /// Parses a homeserver URL given on the command line (`http(s)://host[:port]`).
 pub fn parse_url(s: &str) -> Result<Url, String> {
-    let url = Url::parse(s)
-        .map_err(|e| format!("{s:?} is not a URL: {e} (e.g. https://matrix.example.org)"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(format!("{s:?} is not an http(s) URL with a host"));
-    }
-    Ok(url)
+    roam_resolver::discovery::parse_base_url(s).map_err(|e| e.to_string())
 }
 
 /// The keystore file argument.
@@ -147,7 +137,7 @@ impl Session {
         let path = arg.keystore.clone();
         if !path.exists() {
             // Ask for no passphrase when there is nothing to open.
-            return Err(roam_server::client::keystore::KeystoreError::Missing {
+            return Err(roam_client::keystore::KeystoreError::Missing {
                 path: path.display().to_string(),
             }
             .into());
@@ -183,7 +173,7 @@ impl Session {
         path: &Path,
         pass: &str,
         ks: &Keystore,
-    ) -> Result<(), roam_server::client::keystore::KeystoreError> {
+    ) -> Result<(), roam_client::keystore::KeystoreError> {
         ks.save(path, pass, KdfParams::from_env())
     }
 

@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
+use roam_client::account::{self, now_ms};
+use roam_client::keystore::{KdfParams, RecoveryFile};
+use roam_client::sync;
 use roam_identity_core::ServerName;
 use roam_identity_core::log::{self, SignedOp};
-use roam_server::client::account::{self, now_ms};
-use roam_server::client::keystore::{KdfParams, RecoveryFile};
-use roam_server::client::sync;
 
 use super::common::{GlobalArgs, KeystoreArg, Progress, Session, default_recovery, runtime};
 use super::exit::{CliError, UNREACHABLE};

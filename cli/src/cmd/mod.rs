@@ -1,10 +1,12 @@
 //! The `roam` command line. Each subcommand lives in its own module with its clap `Args`
 //! and a `run` function: `serve` and `admin` run a homeserver; the others are the user's
 //! client (keys, account, login, devices, migrate, servers, rotate/recover, claim/release,
-//! resolve, export/import, lan), built on `roam_server::client`. Exit codes and error
+//! resolve, export/import, lan), built on `roam_client` and `roam_resolver`; `serve` and `admin` call `roam_server` and
+//! exist only with the default `serve` feature. Exit codes and error
 //! reports are decided in [`exit`].
 
 mod account;
+#[cfg(feature = "serve")]
 mod admin;
 mod claim;
 mod common;
@@ -17,6 +19,7 @@ mod login;
 mod migrate;
 mod resolve;
 mod rotate;
+#[cfg(feature = "serve")]
 mod serve;
 mod servers;
 
@@ -37,8 +40,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a homeserver.
+    #[cfg(feature = "serve")]
     Serve(serve::ServeArgs),
     /// Administer a homeserver's data directory (stop the server first).
+    #[cfg(feature = "serve")]
     Admin(admin::AdminArgs),
     /// Create account keys.
     Key(key::KeyArgs),
@@ -74,7 +79,9 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let g = &cli.global;
     match cli.command {
+        #[cfg(feature = "serve")]
         Command::Serve(args) => serve::run(args, g),
+        #[cfg(feature = "serve")]
         Command::Admin(args) => admin::run(args),
         Command::Key(args) => key::run(args),
         Command::Account(args) => account::run(args, g),

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use roam_identity_core::ServerName;
 use url::Url;
 
-use crate::client::homeserver::{Homeserver, HomeserverError};
+use crate::homeserver::{Homeserver, HomeserverError};
 
 /// Server name → base URL.
 #[derive(Debug, Clone, Default)]

@@ -14,13 +14,13 @@
 //! The code comes from the first error in the chain that has a meaning here, so a wrapper
 //! such as "migration stopped" (7) wins over the network error beneath it.
 
+use roam_client::account::AccountError;
+use roam_client::export::ExportError;
+use roam_client::homeserver::HomeserverError;
+use roam_client::keystore::KeystoreError;
+use roam_client::migration::{MigrationError, StepError};
+use roam_client::session::SessionError;
 use roam_resolver::ResolveError;
-use roam_server::client::account::AccountError;
-use roam_server::client::export::ExportError;
-use roam_server::client::homeserver::HomeserverError;
-use roam_server::client::keystore::KeystoreError;
-use roam_server::client::migration::{MigrationError, StepError};
-use roam_server::client::session::SessionError;
 
 pub const SUCCESS: u8 = 0;
 pub const FAILURE: u8 = 1;
@@ -192,7 +192,7 @@ mod tests {
         assert_eq!(classify(&wrapped).0, UNREACHABLE);
         let stopped: anyhow::Error = MigrationError::Stopped {
             step: "submit",
-            source: roam_server::client::migration::StepError::Refused("x".into()),
+            source: roam_client::migration::StepError::Refused("x".into()),
         }
         .into();
         assert_eq!(classify(&stopped).0, INCOMPLETE);

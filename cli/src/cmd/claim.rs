@@ -8,12 +8,12 @@
 //! DID (`POST /_roam/v1/account/did`).
 
 use clap::Args;
+use roam_client::account::{self, now_ms};
+use roam_client::homeserver::Homeserver;
+use roam_client::sync;
 use roam_identity_core::UserId;
 use roam_identity_core::bundle::{self, Attested, Bundle};
 use roam_identity_core::log::Action;
-use roam_server::client::account::{self, now_ms};
-use roam_server::client::homeserver::Homeserver;
-use roam_server::client::sync;
 use url::Url;
 
 use super::common::{GlobalArgs, KeystoreArg, Progress, Session, parse_url, runtime};

@@ -166,7 +166,7 @@ pub fn from_file(v: &Value, now: Millis) -> Result<Imported, ExportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::account;
+    use crate::account;
     use roam_identity_core::{ServerName, UserId};
 
     #[test]

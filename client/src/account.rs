@@ -11,7 +11,7 @@ use roam_identity_core::{
 };
 use serde_json::{Value, json};
 
-use crate::client::keystore::{Keystore, Public, RecoveryFile, Secrets, random_seed};
+use crate::keystore::{Keystore, Public, RecoveryFile, Secrets, random_seed};
 
 /// Why an account operation could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -214,18 +214,7 @@ pub fn sign_rotate(
     ))
 }
 
-/// The key-login signature: the update key over `challenge::login_message` (the one
-/// definition of the signed bytes), unpadded base64.
-pub fn sign_login(
-    key: &SigningKey,
-    challenge: &str,
-    server: &ServerName,
-    user_id: &UserId,
-) -> String {
-    use ed25519_dalek::Signer;
-    let msg = crate::portable::challenge::login_message(challenge, server, user_id);
-    b64::encode(&key.sign(&msg).to_bytes())
-}
+pub use roam_identity_core::login::sign_login;
 
 /// A device's identity keys: an Ed25519 signing key and a Curve25519 identity key.
 #[derive(Debug, Clone)]

@@ -183,18 +183,7 @@ pub struct Homeserver {
     token: Option<String>,
 }
 
-/// Percent-encodes one path segment (user IDs and DIDs carry `@`, `:`).
-pub fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use roam_resolver::discovery::encode_segment;
 
 impl Homeserver {
     /// A client for `base` (scheme, host, port; a trailing path is kept as a prefix).
@@ -466,7 +455,7 @@ impl Homeserver {
                 json!({
                     "type": "m.login.roam.key",
                     "session": session,
-                    "signature": crate::client::account::sign_login(key, &c, server, user_id),
+                    "signature": crate::account::sign_login(key, &c, server, user_id),
                     "challenge": c,
                 })
             }

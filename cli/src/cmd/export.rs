@@ -4,13 +4,13 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use roam_client::account::{self, now_ms};
+use roam_client::export;
+use roam_client::homeserver::Homeserver;
+use roam_client::keystore::{KeystoreError, write_private};
+use roam_client::sync;
 use roam_identity_core::UserId;
 use roam_identity_core::bundle;
-use roam_server::client::account::{self, now_ms};
-use roam_server::client::export;
-use roam_server::client::homeserver::Homeserver;
-use roam_server::client::keystore::{KeystoreError, write_private};
-use roam_server::client::sync;
 use url::Url;
 
 use super::common::{GlobalArgs, KeystoreArg, Progress, Session, parse_url, print_json, runtime};
