@@ -397,7 +397,7 @@ impl SignedOp {
         canonical::to_canonical_bytes(&self.value).unwrap_or_default()
     }
 
-    /// Checks this op's signature against its own named signer only.
+    /// The bytes its signature covers (§4).
     fn signing_message(&self) -> Vec<u8> {
         signed::signing_bytes(&self.value).unwrap_or_default()
     }
@@ -499,10 +499,7 @@ fn action_members(action: &str) -> Option<&'static [&'static str]> {
 
 /// §5.3 phase 1, step 3: the action is known (`unknown_action`) and every member is allowed
 /// for it (`unknown_field`). Returns the action's name.
-fn check_action_and_members<'a>(
-    obj: &'a Map<String, Value>,
-    index: usize,
-) -> Result<&'a str, LogError> {
+fn check_action_and_members(obj: &Map<String, Value>, index: usize) -> Result<&str, LogError> {
     let action = get_str(obj, "action", index)?;
     let allowed = action_members(action).ok_or_else(|| LogError::UnknownAction {
         index,
