@@ -1063,8 +1063,8 @@ fn expect_signer(o: &SignedOp, index: usize, allowed: &[VerifyingKey]) -> Result
     }
 }
 
-/// Checks every op's signature in one batch; on failure, one by one in `order` to name the
-/// first bad op. Weak keys never reach here (the multikey parser refuses them), which is
+/// §5.3 phase 3, the signatures (§4) — `bad_signature`: every op's in one batch; on failure,
+/// one by one in `order` to name the first bad op. Weak keys never reach here (the multikey parser refuses them), which is
 /// what makes the batch's missing weak-key check safe.
 fn verify_signatures(
     ops: &[SignedOp],
