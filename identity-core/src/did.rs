@@ -5,11 +5,7 @@
 //! then re-encodes and compares, so every accepted string is the one canonical spelling of
 //! its key. Malformed input gives an error, never a panic.
 
-use std::fmt;
-use std::str::FromStr;
-
 use ed25519_dalek::VerifyingKey;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Value, json};
 
 /// Multicodec varint prefix of an Ed25519 public key (0xed).
@@ -142,12 +138,6 @@ impl Ord for Did {
     }
 }
 
-impl fmt::Debug for Did {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Did({})", self.text)
-    }
-}
-
 impl Did {
     /// Parses a `did:key:z6Mk…` string strictly.
     pub fn parse(s: &str) -> Result<Self, DidError> {
@@ -262,28 +252,7 @@ impl Did {
     }
 }
 
-impl fmt::Display for Did {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
-    }
-}
-impl FromStr for Did {
-    type Err = DidError;
-    fn from_str(s: &str) -> Result<Self, DidError> {
-        Self::parse(s)
-    }
-}
-impl Serialize for Did {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.text)
-    }
-}
-impl<'de> Deserialize<'de> for Did {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Self::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
+text_form!(Did, DidError, as_str);
 
 #[cfg(test)]
 mod tests {

@@ -4,10 +4,6 @@
 //! (the hash of its canonical bytes, signatures included) and [`KeyCommitment`] commits to the
 //! next update key (the hash of its 32 raw public-key bytes).
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
 /// The multicodec code of sha2-256.
@@ -90,33 +86,7 @@ macro_rules! digest_type {
                 encode_digest(&self.0)
             }
         }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.to_multibase())
-            }
-        }
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}({})", stringify!($name), self.to_multibase())
-            }
-        }
-        impl FromStr for $name {
-            type Err = HashError;
-            fn from_str(s: &str) -> Result<Self, HashError> {
-                Self::parse(s)
-            }
-        }
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&self.to_multibase())
-            }
-        }
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                Self::parse(&s).map_err(serde::de::Error::custom)
-            }
-        }
+        text_form!($name, HashError, to_multibase);
     };
 }
 

@@ -5,11 +5,7 @@
 //! the same parsers. New user IDs use the strict grammar (`Localpart::parse`); user IDs read
 //! from other servers' data use the historical lenient one (`UserId::parse`).
 
-use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::str::FromStr;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Why an identifier was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,33 +49,12 @@ macro_rules! string_newtype {
                 &self.0
             }
         }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0
             }
         }
-        impl FromStr for $name {
-            type Err = IdError;
-            fn from_str(s: &str) -> Result<Self, IdError> {
-                Self::parse(s)
-            }
-        }
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_str(&self.0)
-            }
-        }
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                Self::parse(&s).map_err(serde::de::Error::custom)
-            }
-        }
+        text_form!($name, IdError, as_str);
     };
 }
 
@@ -87,12 +62,6 @@ macro_rules! string_newtype {
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServerName(String);
 string_newtype!(ServerName, "server name");
-
-impl fmt::Debug for ServerName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ServerName({})", self.0)
-    }
-}
 
 impl ServerName {
     /// Parses a server name per the Matrix grammar.
@@ -191,12 +160,6 @@ fn split_host_port(s: &str) -> Result<(&str, Option<&str>), IdError> {
 pub struct Localpart(String);
 string_newtype!(Localpart, "localpart");
 
-impl fmt::Debug for Localpart {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Localpart({})", self.0)
-    }
-}
-
 impl Localpart {
     /// Parses a localpart for a new account (strict grammar). The 255-byte limit applies to
     /// the whole user ID and is checked by [`UserId::new`].
@@ -232,12 +195,6 @@ fn is_historical_localpart_char(c: char) -> bool {
 pub struct UserId {
     full: String,
     colon: usize,
-}
-
-impl fmt::Debug for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "UserId({})", self.full)
-    }
 }
 
 impl UserId {
@@ -310,31 +267,10 @@ impl UserId {
     }
 }
 
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.full)
-    }
-}
+text_form!(UserId, IdError, as_str);
 impl AsRef<str> for UserId {
     fn as_ref(&self) -> &str {
         &self.full
-    }
-}
-impl FromStr for UserId {
-    type Err = IdError;
-    fn from_str(s: &str) -> Result<Self, IdError> {
-        Self::parse(s)
-    }
-}
-impl Serialize for UserId {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.full)
-    }
-}
-impl<'de> Deserialize<'de> for UserId {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Self::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -342,12 +278,6 @@ impl<'de> Deserialize<'de> for UserId {
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DeviceId(String);
 string_newtype!(DeviceId, "device ID");
-
-impl fmt::Debug for DeviceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DeviceId({})", self.0)
-    }
-}
 
 impl DeviceId {
     /// Parses a device ID.
@@ -377,12 +307,6 @@ impl DeviceId {
 pub struct KeyId {
     full: String,
     colon: usize,
-}
-
-impl fmt::Debug for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyId({})", self.full)
-    }
 }
 
 impl KeyId {
@@ -436,28 +360,7 @@ impl KeyId {
     }
 }
 
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.full)
-    }
-}
-impl FromStr for KeyId {
-    type Err = IdError;
-    fn from_str(s: &str) -> Result<Self, IdError> {
-        Self::parse(s)
-    }
-}
-impl Serialize for KeyId {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.full)
-    }
-}
-impl<'de> Deserialize<'de> for KeyId {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Self::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
+text_form!(KeyId, IdError, as_str);
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,41 @@
 //! The crate is pure: no network, no files, no clock (time is a parameter), no async. That is
 //! what lets a homeserver, a resolver cache and a LAN peer run the exact same checks.
 
+/// The text form of a value that only its parser builds: `Debug` as `Name(text)`, `Display`
+/// as the text, and `FromStr` and serde both through `parse`, so that no other path can make
+/// one. `$text` names the method that gives the text.
+macro_rules! text_form {
+    ($name:ident, $err:ty, $text:ident) => {
+        impl ::std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.$text())
+            }
+        }
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(&self.$text())
+            }
+        }
+        impl ::std::str::FromStr for $name {
+            type Err = $err;
+            fn from_str(s: &str) -> Result<Self, $err> {
+                Self::parse(s)
+            }
+        }
+        impl ::serde::Serialize for $name {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.$text())
+            }
+        }
+        impl<'de> ::serde::Deserialize<'de> for $name {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <String as ::serde::Deserialize>::deserialize(d)?;
+                Self::parse(&s).map_err(::serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 pub mod attestation;
 pub mod b64;
 pub mod bundle;

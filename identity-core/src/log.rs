@@ -1,21 +1,25 @@
-//! The account log: an append-only, hash-linked list of signed operations per DID.
+//! The account log (spec/protocol.md §5): an append-only, hash-linked list of signed
+//! operations per DID.
 //!
-//! Verification happens in fixed phases, so the same input always yields the same error:
+//! Verification (§5.3) happens in fixed phases, so the same input always yields the same
+//! error; each phase is a function named after what it checks:
 //!
-//! 1. **Parse** every op on its own: shape, known action and fields, canonical encodings,
-//!    size caps, the right DID, exactly one signature.
-//! 2. **Link**: one op per hash (duplicates are the same op), `prev` names a held op whose
-//!    `seq` is one less, `created_at` never goes backwards, nothing follows a deactivate.
-//! 3. **Signers**: each op's required signer follows from its ancestry alone (the update key
-//!    of the nearest genesis/rotate; a rotate must carry the committed key and be signed by
-//!    it). All signatures are checked in one batch, falling back to one by one to name the
-//!    culprit.
-//! 4. **Forks**, epoch by epoch (an epoch is a genesis or rotate and the non-rotate ops after
-//!    it): one rotate attached anywhere in the epoch wins and supersedes every other op of the
-//!    epoch not on its path (recovery, no clock involved); two rotates, or a fork with no rotate,
-//!    is equivocation, reported with both ops.
-//! 5. **Replay** the chosen chain into an [`AccountState`], checking each action's meaning
-//!    (claimed IDs, devices, caps).
+//! 1. **Parse** every op on its own ([`SignedOp::from_value`]; `parse_op`): strict JSON and
+//!    the size cap, a known action with only its members, canonical encodings and list caps,
+//!    exactly one signature under the op's DID.
+//! 2. **The set** (`check_set`: empty, too large, one DID, not from the future, genesis ⇔ seq
+//!    0 ⇔ no prev) and **links** (`link`: one op per hash, `prev` names a held op whose `seq`
+//!    is one less, `created_at` never goes backwards, nothing follows a deactivate).
+//! 3. **Signers** (`check_signers`): each op's required signer follows from its ancestry
+//!    alone (the update key of the nearest genesis/rotate; a rotate must carry the committed
+//!    key and be signed by it). All signatures are checked in one batch, falling back to one
+//!    by one to name the culprit (`verify_signatures`).
+//! 4. **Forks** (`choose_chain`), epoch by epoch (an epoch is a genesis or rotate and the
+//!    non-rotate ops after it): one rotate attached anywhere in the epoch wins and supersedes
+//!    every other op of the epoch not on its path (recovery, no clock involved); two rotates,
+//!    or a fork with no rotate, is equivocation, reported with both ops.
+//! 5. **Replay** (`replay`) the chosen chain into an [`AccountState`], checking each action's
+//!    meaning (claimed IDs, devices, caps).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -393,7 +397,7 @@ impl SignedOp {
         canonical::to_canonical_bytes(&self.value).unwrap_or_default()
     }
 
-    /// Checks this op's signature against its own named signer only.
+    /// The bytes its signature covers (§4).
     fn signing_message(&self) -> Vec<u8> {
         signed::signing_bytes(&self.value).unwrap_or_default()
     }
@@ -403,6 +407,13 @@ fn malformed(index: usize, reason: impl Into<String>) -> LogError {
     LogError::Malformed {
         index,
         reason: reason.into(),
+    }
+}
+
+fn non_canonical(index: usize, field: &str, error: impl std::fmt::Display) -> LogError {
+    LogError::NonCanonical {
+        index,
+        reason: format!("{field}: {error}"),
     }
 }
 
@@ -435,9 +446,30 @@ impl KeyMemo {
     }
 }
 
+/// §5.3 phase 1: one op on its own, in the order the spec lists the checks, so that every
+/// error names the first rule the op breaks. `index` is the op's input position.
 fn parse_op(value: Value, index: usize, memo: &mut KeyMemo) -> Result<SignedOp, LogError> {
-    canonical::check_numbers(&value).map_err(|source| LogError::Encoding { index, source })?;
-    let canonical = canonical::to_canonical_bytes(&value)
+    let canonical = canonical_within_cap(&value, index)?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| malformed(index, "op must be a JSON object"))?;
+    let action_name = check_action_and_members(obj, index)?;
+    let op = parse_operation(obj, action_name, index, memo)?;
+    let (signer, signature) = parse_signature(obj, &op.did, index, memo)?;
+    Ok(SignedOp {
+        hash: OpHash::of_canonical_bytes(&canonical),
+        signer,
+        signature,
+        op,
+        value,
+    })
+}
+
+/// §5.3 phase 1, steps 1–2: strict JSON numbers (§2.1), then the canonical size cap (§5.2).
+/// Returns the canonical bytes, which are what the op hash covers.
+fn canonical_within_cap(value: &Value, index: usize) -> Result<Vec<u8>, LogError> {
+    canonical::check_numbers(value).map_err(|source| LogError::Encoding { index, source })?;
+    let canonical = canonical::to_canonical_bytes(value)
         .map_err(|source| LogError::Encoding { index, source })?;
     if canonical.len() > MAX_OP_BYTES {
         return Err(LogError::OpTooLarge {
@@ -445,11 +477,15 @@ fn parse_op(value: Value, index: usize, memo: &mut KeyMemo) -> Result<SignedOp, 
             size: canonical.len(),
         });
     }
-    let obj = value
-        .as_object()
-        .ok_or_else(|| malformed(index, "op must be a JSON object"))?;
-    let action_name = get_str(obj, "action", index)?;
-    let allowed: &[&str] = match action_name {
+    Ok(canonical)
+}
+
+/// The members every op carries (§5.1), whatever its action.
+const COMMON_MEMBERS: &[&str] = &["did", "seq", "prev", "created_at", "action", "signatures"];
+
+/// The action fields of §5.1's table, or `None` for an unknown action.
+fn action_members(action: &str) -> Option<&'static [&'static str]> {
+    Some(match action {
         "genesis" => &["update_key", "next_key", "user_id", "servers"],
         "claim" | "release" => &["user_id"],
         "move" => &["servers"],
@@ -457,46 +493,75 @@ fn parse_op(value: Value, index: usize, memo: &mut KeyMemo) -> Result<SignedOp, 
         "add_device" => &["device_id", "device_keys"],
         "revoke_device" => &["device_id"],
         "deactivate" => &[],
-        other => {
-            return Err(LogError::UnknownAction {
-                index,
-                action: other.to_owned(),
-            });
-        }
-    };
-    const COMMON: &[&str] = &["did", "seq", "prev", "created_at", "action", "signatures"];
-    if let Some(field) = obj
-        .keys()
-        .find(|k| !COMMON.contains(&k.as_str()) && !allowed.contains(&k.as_str()))
-    {
-        return Err(LogError::UnknownField {
-            index,
-            action: action_name.to_owned(),
-            field: field.clone(),
-        });
-    }
-    let did_text = get_str(obj, "did", index)?;
-    let did = memo.did(did_text).map_err(|e| LogError::NonCanonical {
+        _ => return None,
+    })
+}
+
+/// §5.3 phase 1, step 3: the action is known (`unknown_action`) and every member is allowed
+/// for it (`unknown_field`). Returns the action's name.
+fn check_action_and_members(obj: &Map<String, Value>, index: usize) -> Result<&str, LogError> {
+    let action = get_str(obj, "action", index)?;
+    let allowed = action_members(action).ok_or_else(|| LogError::UnknownAction {
         index,
-        reason: format!("did: {e}"),
+        action: action.to_owned(),
     })?;
+    let unknown = obj
+        .keys()
+        .find(|k| !COMMON_MEMBERS.contains(&k.as_str()) && !allowed.contains(&k.as_str()));
+    match unknown {
+        Some(field) => Err(LogError::UnknownField {
+            index,
+            action: action.to_owned(),
+            field: field.clone(),
+        }),
+        None => Ok(action),
+    }
+}
+
+/// §5.3 phase 1, step 4: the op's members (§5.1) decoded into their types — canonical
+/// encodings (`non_canonical`), shapes (`malformed`) and list caps (`too_many`).
+fn parse_operation(
+    obj: &Map<String, Value>,
+    action_name: &str,
+    index: usize,
+    memo: &mut KeyMemo,
+) -> Result<Operation, LogError> {
+    let did = memo
+        .did(get_str(obj, "did", index)?)
+        .map_err(|e| non_canonical(index, "did", e))?;
     let seq = obj
         .get("seq")
         .and_then(Value::as_u64)
         .ok_or_else(|| malformed(index, "seq must be a non-negative integer"))?;
     let prev = match obj.get("prev") {
         None => None,
-        Some(Value::String(s)) => Some(OpHash::parse(s).map_err(|e| LogError::NonCanonical {
-            index,
-            reason: format!("prev: {e}"),
-        })?),
+        Some(Value::String(s)) => {
+            Some(OpHash::parse(s).map_err(|e| non_canonical(index, "prev", e))?)
+        }
         Some(_) => return Err(malformed(index, "prev must be a string")),
     };
     let created_at = obj
         .get("created_at")
         .and_then(Value::as_u64)
         .ok_or_else(|| malformed(index, "created_at must be a non-negative integer (ms)"))?;
-    let action = match action_name {
+    Ok(Operation {
+        did,
+        seq,
+        prev,
+        created_at,
+        action: parse_action(obj, action_name, index, memo)?,
+    })
+}
+
+/// §5.3 phase 1, step 4 for the action fields of §5.1's table. `action_name` is known: step 3
+/// refused every other.
+fn parse_action(
+    obj: &Map<String, Value>,
+    action_name: &str,
+    index: usize,
+    memo: &mut KeyMemo,
+) -> Result<Action, LogError> {
+    Ok(match action_name {
         "genesis" => Action::Genesis {
             update_key: get_key(obj, "update_key", index, memo)?,
             next_key: get_commitment(obj, index)?,
@@ -524,9 +589,41 @@ fn parse_op(value: Value, index: usize, memo: &mut KeyMemo) -> Result<SignedOp, 
             device_id: get_device_id(obj, index)?,
         },
         _ => Action::Deactivate,
-    };
-    // Exactly one signature, by the DID entity: extra signatures would let anyone mint a
-    // second op with the same content and a different hash, faking a fork.
+    })
+}
+
+/// §5.3 phase 1, step 5 (with step 4 for the key ID and signature encodings): exactly one
+/// signature, under the op's DID. Extra signatures would let anyone mint a second op with the
+/// same content and a different hash, faking a fork (§5.1).
+fn parse_signature(
+    obj: &Map<String, Value>,
+    did: &Did,
+    index: usize,
+    memo: &mut KeyMemo,
+) -> Result<(VerifyingKey, Signature), LogError> {
+    let (key_id_text, sig_value) = the_one_signature(obj, did, index)?;
+    let key_id = KeyId::parse(key_id_text).map_err(|e| malformed(index, e.to_string()))?;
+    if key_id.algorithm() != "ed25519" {
+        return Err(malformed(index, "signature key must be ed25519"));
+    }
+    let signer = memo
+        .decode(key_id.version())
+        .map_err(|e| non_canonical(index, "signature key ID", e))?;
+    let sig_text = sig_value
+        .as_str()
+        .ok_or_else(|| malformed(index, "signature must be a string"))?;
+    let sig_bytes =
+        b64::decode_array::<64>(sig_text).map_err(|e| non_canonical(index, "signature", e))?;
+    Ok((signer, Signature::from_bytes(&sig_bytes)))
+}
+
+/// The shape half of step 5: `signatures` is `{DID: {key ID: signature}}` with one entry at
+/// each level. Returns the key ID and the signature value.
+fn the_one_signature<'a>(
+    obj: &'a Map<String, Value>,
+    did: &Did,
+    index: usize,
+) -> Result<(&'a String, &'a Value), LogError> {
     let sigs = obj
         .get("signatures")
         .and_then(Value::as_object)
@@ -544,41 +641,28 @@ fn parse_op(value: Value, index: usize, memo: &mut KeyMemo) -> Result<SignedOp, 
     if by_did.len() != 1 {
         return Err(malformed(index, "an op carries exactly one signature"));
     }
-    let (key_id_text, sig_value) = by_did
+    by_did
         .iter()
         .next()
-        .ok_or_else(|| malformed(index, "no signature"))?;
-    let key_id = KeyId::parse(key_id_text).map_err(|e| malformed(index, e.to_string()))?;
-    if key_id.algorithm() != "ed25519" {
-        return Err(malformed(index, "signature key must be ed25519"));
-    }
-    let signer = memo
-        .decode(key_id.version())
-        .map_err(|e| LogError::NonCanonical {
+        .ok_or_else(|| malformed(index, "no signature"))
+}
+
+/// §5.2's list caps: `count` items where at most `limit` are allowed is `too_many`.
+fn within_cap(
+    index: usize,
+    what: &'static str,
+    count: usize,
+    limit: usize,
+) -> Result<(), LogError> {
+    if count > limit {
+        return Err(LogError::TooMany {
             index,
-            reason: format!("signature key ID: {e}"),
-        })?;
-    let sig_text = sig_value
-        .as_str()
-        .ok_or_else(|| malformed(index, "signature must be a string"))?;
-    let sig_bytes = b64::decode_array::<64>(sig_text).map_err(|e| LogError::NonCanonical {
-        index,
-        reason: format!("signature: {e}"),
-    })?;
-    let op = Operation {
-        did,
-        seq,
-        prev,
-        created_at,
-        action,
-    };
-    Ok(SignedOp {
-        hash: OpHash::of_canonical_bytes(&canonical),
-        signer,
-        signature: Signature::from_bytes(&sig_bytes),
-        op,
-        value,
-    })
+            what,
+            count,
+            limit,
+        });
+    }
+    Ok(())
 }
 
 fn get_str<'a>(
@@ -598,17 +682,12 @@ fn get_key(
     memo: &mut KeyMemo,
 ) -> Result<VerifyingKey, LogError> {
     memo.decode(get_str(obj, field, index)?)
-        .map_err(|e| LogError::NonCanonical {
-            index,
-            reason: format!("{field}: {e}"),
-        })
+        .map_err(|e| non_canonical(index, field, e))
 }
 
 fn get_commitment(obj: &Map<String, Value>, index: usize) -> Result<KeyCommitment, LogError> {
-    KeyCommitment::parse(get_str(obj, "next_key", index)?).map_err(|e| LogError::NonCanonical {
-        index,
-        reason: format!("next_key: {e}"),
-    })
+    KeyCommitment::parse(get_str(obj, "next_key", index)?)
+        .map_err(|e| non_canonical(index, "next_key", e))
 }
 
 fn get_user_id(obj: &Map<String, Value>, index: usize) -> Result<UserId, LogError> {
@@ -629,14 +708,7 @@ fn get_servers(obj: &Map<String, Value>, index: usize) -> Result<Vec<ServerName>
     if list.is_empty() {
         return Err(malformed(index, "servers must name at least one server"));
     }
-    if list.len() > MAX_SERVERS {
-        return Err(LogError::TooMany {
-            index,
-            what: "servers",
-            count: list.len(),
-            limit: MAX_SERVERS,
-        });
-    }
+    within_cap(index, "servers", list.len(), MAX_SERVERS)?;
     let mut out: Vec<ServerName> = Vec::with_capacity(list.len());
     for v in list {
         let s = v
@@ -668,10 +740,8 @@ fn get_device_keys(obj: &Map<String, Value>, index: usize) -> Result<DeviceKeys,
             .get(name)
             .and_then(Value::as_str)
             .ok_or_else(|| malformed(index, format!("device_keys.{name} must be a string")))?;
-        b64::decode_array::<32>(text).map_err(|e| LogError::NonCanonical {
-            index,
-            reason: format!("device_keys.{name}: {e}"),
-        })
+        b64::decode_array::<32>(text)
+            .map_err(|e| non_canonical(index, &format!("device_keys.{name}"), e))
     };
     Ok(DeviceKeys {
         ed25519: get("ed25519")?,
@@ -775,13 +845,31 @@ pub enum SignatureCheck {
     Single,
 }
 
-/// [`verify_log`] with an explicit signature-checking strategy.
+/// [`verify_log`] with an explicit signature-checking strategy. Runs §5.3's phases 2–5 in
+/// order; the first error found is the answer.
 pub fn verify_log_with(
     ops: &[SignedOp],
     expected_did: Option<&Did>,
     now: Millis,
     check: SignatureCheck,
 ) -> Result<VerifiedLog, LogError> {
+    let did = check_set(ops, expected_did, now)?;
+    let links = link(ops)?;
+    let order = check_signers(ops, &did, &links)?;
+    verify_signatures(ops, &order, check)?;
+    let (chain, superseded) = choose_chain(ops, &links)?;
+    let state = replay(ops, &chain)?;
+    Ok(VerifiedLog {
+        state,
+        chain: chain.iter().map(|&i| ops[i].clone()).collect(),
+        superseded: superseded.iter().map(|&i| ops[i].clone()).collect(),
+    })
+}
+
+/// §5.3 phase 2, the set as a whole (`empty`, `log_too_large`), then each op in input order:
+/// the expected (or the first op's) DID — `wrong_did`; not from the future — `from_future`;
+/// genesis ⇔ seq 0 ⇔ no prev — `bad_genesis`. Returns the log's DID.
+fn check_set(ops: &[SignedOp], expected_did: Option<&Did>, now: Millis) -> Result<Did, LogError> {
     if ops.is_empty() {
         return Err(LogError::Empty);
     }
@@ -809,113 +897,141 @@ pub fn verify_log_with(
             return Err(LogError::BadGenesis { index: i });
         }
     }
+    Ok(did)
+}
 
-    // Phase 2: link. Keep the first position of each distinct op.
+/// The log as a tree of distinct ops (by input position): the geneses and each op's
+/// children, both sorted by hash so that every walk is deterministic.
+struct Links {
+    roots: Vec<usize>,
+    children: HashMap<usize, Vec<usize>>,
+}
+
+impl Links {
+    fn kids(&self, i: usize) -> &[usize] {
+        self.children.get(&i).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+/// §5.3 phase 2, the links: ops with equal hashes are one op (the first position stands for
+/// it); each `prev` names a held op ([`check_link`]). Ops are checked in input order.
+fn link(ops: &[SignedOp]) -> Result<Links, LogError> {
     let mut by_hash: HashMap<OpHash, usize> = HashMap::with_capacity(ops.len());
-    let mut uniq: Vec<usize> = Vec::with_capacity(ops.len());
+    let mut distinct: Vec<usize> = Vec::with_capacity(ops.len());
     for (i, o) in ops.iter().enumerate() {
         if let std::collections::hash_map::Entry::Vacant(e) = by_hash.entry(o.hash) {
             e.insert(i);
-            uniq.push(i);
+            distinct.push(i);
         }
     }
-    let mut children: HashMap<usize, Vec<usize>> = HashMap::new();
-    let mut roots = Vec::new();
-    for &i in &uniq {
-        let o = &ops[i];
-        match &o.op.prev {
-            None => roots.push(i),
+    let mut links = Links {
+        roots: Vec::new(),
+        children: HashMap::new(),
+    };
+    for i in distinct {
+        match &ops[i].op.prev {
+            None => links.roots.push(i),
             Some(prev) => {
                 let &p = by_hash.get(prev).ok_or_else(|| LogError::UnknownPrev {
                     index: i,
                     prev: prev.to_string(),
                 })?;
-                let parent = &ops[p];
-                if o.op.seq != parent.op.seq + 1 {
-                    return Err(LogError::SeqGap {
-                        index: i,
-                        parent: parent.op.seq,
-                        found: o.op.seq,
-                    });
-                }
-                if o.op.created_at < parent.op.created_at {
-                    return Err(LogError::TimeReversed {
-                        index: i,
-                        parent: parent.op.created_at,
-                        found: o.op.created_at,
-                    });
-                }
-                if matches!(parent.op.action, Action::Deactivate) {
-                    return Err(LogError::AfterDeactivate { index: i });
-                }
-                children.entry(p).or_default().push(i);
+                check_link(&ops[p], &ops[i], i)?;
+                links.children.entry(p).or_default().push(i);
             }
         }
     }
     // Every op either is a genesis or names a held parent, and hashes admit no cycles, so
     // at least one root exists here.
-    for v in children.values_mut() {
+    for v in links.children.values_mut() {
         v.sort_by_key(|&i| ops[i].hash);
     }
-    roots.sort_by_key(|&i| ops[i].hash);
+    links.roots.sort_by_key(|&i| ops[i].hash);
+    Ok(links)
+}
 
-    // Phase 3: required signers, from ancestry. Walk the tree from each root, carrying the
-    // key event (genesis/rotate) in force.
-    let mut key_event: HashMap<usize, usize> = HashMap::with_capacity(uniq.len());
-    let mut order: Vec<usize> = Vec::with_capacity(uniq.len());
-    let mut stack: Vec<(usize, Option<usize>)> = roots.iter().rev().map(|&r| (r, None)).collect();
+/// §5.3 phase 2, one link: the parent's `seq` is one less — `seq_gap`; its `created_at` is not
+/// later — `time_reversed`; it is not a `deactivate` — `after_deactivate`.
+fn check_link(parent: &SignedOp, o: &SignedOp, index: usize) -> Result<(), LogError> {
+    if o.op.seq != parent.op.seq + 1 {
+        return Err(LogError::SeqGap {
+            index,
+            parent: parent.op.seq,
+            found: o.op.seq,
+        });
+    }
+    if o.op.created_at < parent.op.created_at {
+        return Err(LogError::TimeReversed {
+            index,
+            parent: parent.op.created_at,
+            found: o.op.created_at,
+        });
+    }
+    if matches!(parent.op.action, Action::Deactivate) {
+        return Err(LogError::AfterDeactivate { index });
+    }
+    Ok(())
+}
+
+/// §5.3 phase 3, the required signers: walks the tree depth first from each genesis (children
+/// in hash order), carrying the key event (genesis or rotate) in force. Returns the ops in
+/// walk order, which is the order their signatures are then checked in.
+fn check_signers(ops: &[SignedOp], did: &Did, links: &Links) -> Result<Vec<usize>, LogError> {
+    let mut order: Vec<usize> = Vec::with_capacity(ops.len());
+    let mut stack: Vec<(usize, Option<usize>)> =
+        links.roots.iter().rev().map(|&r| (r, None)).collect();
     while let Some((i, parent_event)) = stack.pop() {
-        let o = &ops[i];
-        let event = match &o.op.action {
-            Action::Genesis { update_key, .. } => {
-                if update_key != did.verifying_key() {
-                    return Err(LogError::GenesisKeyMismatch { index: i });
-                }
-                expect_signer(o, i, &[*update_key])?;
-                i
-            }
-            Action::Rotate { update_key, .. } => {
-                let commitment = parent_event.map(|e| commitment_of(&ops[e]));
-                if commitment.is_none_or(|c| !c.matches(update_key)) {
-                    return Err(LogError::CommitmentMismatch { index: i });
-                }
-                expect_signer(o, i, &[*update_key])?;
-                i
-            }
-            Action::Deactivate => {
-                let e = parent_event.unwrap_or(i);
-                let committed_signer = KeyCommitment::to_key(&o.signer) == commitment_of(&ops[e]);
-                if !committed_signer {
-                    expect_signer(o, i, &[update_key_of(&ops[e])])?;
-                }
-                e
-            }
-            _ => {
-                let e = parent_event.unwrap_or(i);
-                expect_signer(o, i, &[update_key_of(&ops[e])])?;
-                e
-            }
-        };
-        key_event.insert(i, event);
+        let event = check_signer(ops, did, i, parent_event)?;
         order.push(i);
-        if let Some(kids) = children.get(&i) {
-            for &c in kids.iter().rev() {
-                stack.push((c, Some(event)));
-            }
+        for &c in links.kids(i).iter().rev() {
+            stack.push((c, Some(event)));
         }
     }
-    verify_signatures(ops, &order, check)?;
+    Ok(order)
+}
 
-    // Phase 4: forks, epoch by epoch.
-    let (chain_idx, superseded_idx) = choose_chain(ops, &roots, &children)?;
-
-    // Phase 5: replay.
-    let state = replay(ops, &chain_idx)?;
-    Ok(VerifiedLog {
-        state,
-        chain: chain_idx.iter().map(|&i| ops[i].clone()).collect(),
-        superseded: superseded_idx.iter().map(|&i| ops[i].clone()).collect(),
-    })
+/// §5.3 phase 3 for op `i`, given the key event in force above it: a genesis's update key is
+/// the DID key — `genesis_key_mismatch`; a rotate's matches the commitment in force —
+/// `commitment_mismatch`; the signer is the one §5.1's table names — `wrong_signer`.
+/// Returns the key event in force for the op's children.
+fn check_signer(
+    ops: &[SignedOp],
+    did: &Did,
+    i: usize,
+    parent_event: Option<usize>,
+) -> Result<usize, LogError> {
+    let o = &ops[i];
+    match &o.op.action {
+        Action::Genesis { update_key, .. } => {
+            if update_key != did.verifying_key() {
+                return Err(LogError::GenesisKeyMismatch { index: i });
+            }
+            expect_signer(o, i, &[*update_key])?;
+            Ok(i)
+        }
+        Action::Rotate { update_key, .. } => {
+            let commitment = parent_event.map(|e| commitment_of(&ops[e]));
+            if commitment.is_none_or(|c| !c.matches(update_key)) {
+                return Err(LogError::CommitmentMismatch { index: i });
+            }
+            expect_signer(o, i, &[*update_key])?;
+            Ok(i)
+        }
+        Action::Deactivate => {
+            // The update key, or the committed next key (§12).
+            let e = parent_event.unwrap_or(i);
+            let committed_signer = KeyCommitment::to_key(&o.signer) == commitment_of(&ops[e]);
+            if !committed_signer {
+                expect_signer(o, i, &[update_key_of(&ops[e])])?;
+            }
+            Ok(e)
+        }
+        _ => {
+            let e = parent_event.unwrap_or(i);
+            expect_signer(o, i, &[update_key_of(&ops[e])])?;
+            Ok(e)
+        }
+    }
 }
 
 fn commitment_of(event: &SignedOp) -> KeyCommitment {
@@ -947,8 +1063,8 @@ fn expect_signer(o: &SignedOp, index: usize, allowed: &[VerifyingKey]) -> Result
     }
 }
 
-/// Checks every op's signature in one batch; on failure, one by one in `order` to name the
-/// first bad op. Weak keys never reach here (the multikey parser refuses them), which is
+/// §5.3 phase 3, the signatures (§4) — `bad_signature`: every op's in one batch; on failure,
+/// one by one in `order` to name the first bad op. Weak keys never reach here (the multikey parser refuses them), which is
 /// what makes the batch's missing weak-key check safe.
 fn verify_signatures(
     ops: &[SignedOp],
@@ -981,88 +1097,115 @@ fn r_is_not_small_order(sig: &Signature) -> bool {
         .is_some_and(|r| !r.is_small_order())
 }
 
-/// Walks the epochs and returns the chain (indices) and the superseded ops.
-fn choose_chain(
-    ops: &[SignedOp],
-    roots: &[usize],
-    children: &HashMap<usize, Vec<usize>>,
-) -> Result<(Vec<usize>, Vec<usize>), LogError> {
-    let kids = |i: usize| children.get(&i).map(Vec::as_slice).unwrap_or(&[]);
+/// §5.3 phase 4, forks epoch by epoch, starting with the epoch(s) of the genesis op(s).
+/// Returns the chain and the superseded ops (input positions).
+fn choose_chain(ops: &[SignedOp], links: &Links) -> Result<(Vec<usize>, Vec<usize>), LogError> {
     let mut chain: Vec<usize> = Vec::new();
     let mut superseded: Vec<usize> = Vec::new();
     // The epoch's starting points: the geneses at first, then the accepted rotate.
-    let mut starts: Vec<usize> = roots.to_vec();
+    let mut starts: Vec<usize> = links.roots.clone();
     loop {
-        // Collect the epoch: non-rotate descendants of its start(s), and rotates hanging off it.
-        let mut members: Vec<usize> = Vec::new();
-        let mut rotates: Vec<usize> = Vec::new();
-        let mut stack: Vec<usize> = starts.clone();
-        while let Some(i) = stack.pop() {
-            members.push(i);
-            for &c in kids(i) {
-                if matches!(ops[c].op.action, Action::Rotate { .. }) {
-                    rotates.push(c);
-                } else {
-                    stack.push(c);
-                }
+        let mut epoch = collect_epoch(ops, links, &starts);
+        match epoch.rotates[..] {
+            [] => break,
+            [rotate] => {
+                // Recovery: the rotate's path is the epoch's final content; earlier epochs
+                // are final from here on.
+                let path = path_to_rotate(ops, &epoch.members, &starts, rotate);
+                superseded.extend(epoch.members.iter().filter(|m| !path.contains(m)));
+                chain.extend_from_slice(&path);
+                starts = vec![rotate];
+            }
+            _ => {
+                // Two rotates for one commitment.
+                epoch.rotates.sort_by_key(|&i| ops[i].hash);
+                return Err(equivocation(ops, epoch.rotates[0], epoch.rotates[1]));
             }
         }
-        if rotates.len() > 1 {
-            rotates.sort_by_key(|&i| ops[i].hash);
-            return Err(equivocation(ops, rotates[0], rotates[1]));
-        }
-        let base = chain.len();
-        if let Some(&rot) = rotates.first() {
-            // The rotate's path back to the epoch start is the epoch's final content.
-            let mut path = vec![rot];
-            let mut cur = rot;
-            while let Some(prev) = &ops[cur].op.prev {
-                let parent = members
-                    .iter()
-                    .copied()
-                    .find(|&m| &ops[m].hash == prev)
-                    .unwrap_or_else(|| unreachable!("a rotate's parent is in its epoch"));
-                if starts.contains(&parent) {
-                    path.push(parent);
-                    break;
-                }
-                path.push(parent);
-                cur = parent;
-            }
-            path.reverse();
-            let rot_pos = path.len() - 1;
-            superseded.extend(
-                members
-                    .iter()
-                    .copied()
-                    .filter(|m| !path[..rot_pos].contains(m)),
-            );
-            chain.extend_from_slice(&path[..rot_pos]);
-            starts = vec![rot];
-            continue;
-        }
-        // No rotate: the epoch must be one straight line.
-        if starts.len() > 1 {
-            return Err(equivocation(ops, starts[0], starts[1]));
-        }
-        let mut cur = starts[0];
-        chain.push(cur);
-        loop {
-            let next: Vec<usize> = kids(cur).to_vec();
-            match next.len() {
-                0 => break,
-                1 => {
-                    cur = next[0];
-                    chain.push(cur);
-                }
-                _ => return Err(equivocation(ops, next[0], next[1])),
+    }
+    follow_single_line(ops, links, &starts, &mut chain)?;
+    Ok((chain, superseded))
+}
+
+/// One key epoch (§5.1): the non-rotate ops descending from its start(s), and the rotates
+/// whose `prev` is one of them.
+struct Epoch {
+    members: Vec<usize>,
+    rotates: Vec<usize>,
+}
+
+/// §5.3 phase 4, first step: collects the epoch that begins at `starts`.
+fn collect_epoch(ops: &[SignedOp], links: &Links, starts: &[usize]) -> Epoch {
+    let mut epoch = Epoch {
+        members: Vec::new(),
+        rotates: Vec::new(),
+    };
+    let mut stack: Vec<usize> = starts.to_vec();
+    while let Some(i) = stack.pop() {
+        epoch.members.push(i);
+        for &c in links.kids(i) {
+            if matches!(ops[c].op.action, Action::Rotate { .. }) {
+                epoch.rotates.push(c);
+            } else {
+                stack.push(c);
             }
         }
-        debug_assert!(chain.len() > base);
-        return Ok((chain, superseded));
+    }
+    epoch
+}
+
+/// §5.3 phase 4, exactly one rotate: the path from the epoch's start to the rotate's `prev`,
+/// in chain order. Every other member of the epoch is superseded.
+fn path_to_rotate(
+    ops: &[SignedOp],
+    members: &[usize],
+    starts: &[usize],
+    rotate: usize,
+) -> Vec<usize> {
+    let mut path = Vec::new();
+    let mut cur = rotate;
+    while let Some(prev) = &ops[cur].op.prev {
+        let parent = members
+            .iter()
+            .copied()
+            .find(|&m| &ops[m].hash == prev)
+            .unwrap_or_else(|| unreachable!("a rotate's parent is in its epoch"));
+        path.push(parent);
+        if starts.contains(&parent) {
+            break;
+        }
+        cur = parent;
+    }
+    path.reverse();
+    path
+}
+
+/// §5.3 phase 4, no rotate: the last epoch must be a single line from a single start. Two
+/// starts (geneses) or two ops with the same `prev` are equivocation.
+fn follow_single_line(
+    ops: &[SignedOp],
+    links: &Links,
+    starts: &[usize],
+    chain: &mut Vec<usize>,
+) -> Result<(), LogError> {
+    if starts.len() > 1 {
+        return Err(equivocation(ops, starts[0], starts[1]));
+    }
+    let mut cur = starts[0];
+    chain.push(cur);
+    loop {
+        match links.kids(cur) {
+            [] => return Ok(()),
+            [next] => {
+                cur = *next;
+                chain.push(cur);
+            }
+            [a, b, ..] => return Err(equivocation(ops, *a, *b)),
+        }
     }
 }
 
+/// Equivocation evidence: both conflicting ops (§5.3 phase 4).
 fn equivocation(ops: &[SignedOp], a: usize, b: usize) -> LogError {
     LogError::Equivocation {
         a: Box::new(ops[a].clone()),
@@ -1070,102 +1213,130 @@ fn equivocation(ops: &[SignedOp], a: usize, b: usize) -> LogError {
     }
 }
 
+/// §5.3 phase 5: replays the chosen chain from its genesis into the account state, checking
+/// what each action means ([`AccountState::apply`]).
 fn replay(ops: &[SignedOp], chain: &[usize]) -> Result<AccountState, LogError> {
-    let first = &ops[chain[0]];
-    let Action::Genesis {
-        update_key,
-        next_key,
-        user_id,
-        servers,
-    } = &first.op.action
-    else {
-        unreachable!("every chain starts at a genesis");
-    };
-    let mut st = AccountState {
-        did: first.op.did.clone(),
-        update_key: *update_key,
-        next_key: *next_key,
-        user_ids: vec![user_id.clone()],
-        servers: servers.clone(),
-        devices: BTreeMap::new(),
-        head: first.hash,
-        seq: 0,
-        created_at: first.op.created_at,
-        updated_at: first.op.created_at,
-        deactivated: false,
-    };
+    let mut state = AccountState::at_genesis(&ops[chain[0]]);
     for &i in &chain[1..] {
         let o = &ops[i];
-        match &o.op.action {
-            Action::Genesis { .. } => return Err(LogError::BadGenesis { index: i }),
-            Action::Claim { user_id } => {
-                if st.user_ids.contains(user_id) {
-                    return Err(LogError::AlreadyClaimed {
-                        index: i,
-                        user_id: user_id.to_string(),
-                    });
-                }
-                if st.user_ids.len() >= MAX_USER_IDS {
-                    return Err(LogError::TooMany {
-                        index: i,
-                        what: "claimed user IDs",
-                        count: st.user_ids.len() + 1,
-                        limit: MAX_USER_IDS,
-                    });
-                }
-                st.user_ids.push(user_id.clone());
-            }
-            Action::Release { user_id } => {
-                let pos = st
-                    .user_ids
-                    .iter()
-                    .position(|u| u == user_id)
-                    .ok_or_else(|| LogError::NotClaimed {
-                        index: i,
-                        user_id: user_id.to_string(),
-                    })?;
-                st.user_ids.remove(pos);
-            }
-            Action::Move { servers } => st.servers = servers.clone(),
+        state.apply(&o.op.action, i)?;
+        state.head = o.hash;
+        state.seq = o.op.seq;
+        state.updated_at = o.op.created_at;
+    }
+    Ok(state)
+}
+
+/// §5.3 phase 5, one action at a time.
+impl AccountState {
+    /// The state a genesis op creates.
+    fn at_genesis(genesis: &SignedOp) -> Self {
+        let Action::Genesis {
+            update_key,
+            next_key,
+            user_id,
+            servers,
+        } = &genesis.op.action
+        else {
+            unreachable!("every chain starts at a genesis");
+        };
+        AccountState {
+            did: genesis.op.did.clone(),
+            update_key: *update_key,
+            next_key: *next_key,
+            user_ids: vec![user_id.clone()],
+            servers: servers.clone(),
+            devices: BTreeMap::new(),
+            head: genesis.hash,
+            seq: 0,
+            created_at: genesis.op.created_at,
+            updated_at: genesis.op.created_at,
+            deactivated: false,
+        }
+    }
+
+    /// Applies the action of the op at input position `index` (not a genesis: phase 2
+    /// allows a genesis only as a root).
+    fn apply(&mut self, action: &Action, index: usize) -> Result<(), LogError> {
+        match action {
+            Action::Genesis { .. } => return Err(LogError::BadGenesis { index }),
+            Action::Claim { user_id } => self.claim(user_id, index)?,
+            Action::Release { user_id } => self.release(user_id, index)?,
+            Action::Move { servers } => self.servers = servers.clone(),
             Action::Rotate {
                 update_key,
                 next_key,
             } => {
-                st.update_key = *update_key;
-                st.next_key = *next_key;
+                self.update_key = *update_key;
+                self.next_key = *next_key;
             }
-            Action::AddDevice { device_id, keys } => {
-                if st.devices.contains_key(device_id) {
-                    return Err(LogError::DeviceExists {
-                        index: i,
-                        device_id: device_id.to_string(),
-                    });
-                }
-                if st.devices.len() >= MAX_DEVICES {
-                    return Err(LogError::TooMany {
-                        index: i,
-                        what: "devices",
-                        count: st.devices.len() + 1,
-                        limit: MAX_DEVICES,
-                    });
-                }
-                st.devices.insert(device_id.clone(), *keys);
-            }
-            Action::RevokeDevice { device_id } => {
-                if st.devices.remove(device_id).is_none() {
-                    return Err(LogError::UnknownDevice {
-                        index: i,
-                        device_id: device_id.to_string(),
-                    });
-                }
-            }
-            Action::Deactivate => st.deactivated = true,
+            Action::AddDevice { device_id, keys } => self.add_device(device_id, keys, index)?,
+            Action::RevokeDevice { device_id } => self.revoke_device(device_id, index)?,
+            Action::Deactivate => self.deactivated = true,
         }
-        st.head = o.hash;
-        st.seq = o.op.seq;
-        st.updated_at = o.op.created_at;
+        Ok(())
     }
-    Ok(st)
+
+    /// `claim` of a claimed user ID — `already_claimed`; over the cap — `too_many`.
+    fn claim(&mut self, user_id: &UserId, index: usize) -> Result<(), LogError> {
+        if self.user_ids.contains(user_id) {
+            return Err(LogError::AlreadyClaimed {
+                index,
+                user_id: user_id.to_string(),
+            });
+        }
+        within_cap(
+            index,
+            "claimed user IDs",
+            self.user_ids.len() + 1,
+            MAX_USER_IDS,
+        )?;
+        self.user_ids.push(user_id.clone());
+        Ok(())
+    }
+
+    /// `release` of an unclaimed user ID — `not_claimed`.
+    fn release(&mut self, user_id: &UserId, index: usize) -> Result<(), LogError> {
+        let pos = self
+            .user_ids
+            .iter()
+            .position(|u| u == user_id)
+            .ok_or_else(|| LogError::NotClaimed {
+                index,
+                user_id: user_id.to_string(),
+            })?;
+        self.user_ids.remove(pos);
+        Ok(())
+    }
+
+    /// `add_device` of a present device — `device_exists`; over the cap — `too_many`.
+    fn add_device(
+        &mut self,
+        device_id: &DeviceId,
+        keys: &DeviceKeys,
+        index: usize,
+    ) -> Result<(), LogError> {
+        if self.devices.contains_key(device_id) {
+            return Err(LogError::DeviceExists {
+                index,
+                device_id: device_id.to_string(),
+            });
+        }
+        within_cap(index, "devices", self.devices.len() + 1, MAX_DEVICES)?;
+        self.devices.insert(device_id.clone(), *keys);
+        Ok(())
+    }
+
+    /// `revoke_device` of an absent device — `unknown_device`.
+    fn revoke_device(&mut self, device_id: &DeviceId, index: usize) -> Result<(), LogError> {
+        if self.devices.remove(device_id).is_none() {
+            return Err(LogError::UnknownDevice {
+                index,
+                device_id: device_id.to_string(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Builds the next op on top of `state` (seq and prev filled in).

@@ -7,8 +7,10 @@
 //! Layout: did:key (`did_key_*`), RFC 8032 (`rfc8032_*`), Matrix canonical JSON and signing
 //! (`matrix_*`), multiformats (`multiformats_*`), RFC 8785 / JCS (`jcs_*`).
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -26,17 +28,18 @@ use sha2::{Digest, Sha256};
 // ---------------------------------------------------------------------------------------------
 // Loading
 
+const EXTERNAL: &str = "spec/vectors/external";
+
 fn ext_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors/external")
+    support::repo_path(EXTERNAL)
 }
 
 fn read_bytes(rel: &str) -> Vec<u8> {
-    let path = ext_dir().join(rel);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    support::read_bytes(Path::new(EXTERNAL).join(rel))
 }
 
 fn load(rel: &str) -> Value {
-    serde_json::from_slice(&read_bytes(rel)).unwrap_or_else(|e| panic!("parsing {rel}: {e}"))
+    support::load(Path::new(EXTERNAL).join(rel))
 }
 
 fn s(v: &Value) -> &str {

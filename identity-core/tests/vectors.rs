@@ -1,28 +1,14 @@
 //! Checks every vector in spec/vectors/*.json (Roam's own formats) against the implementation,
 //! and that the committed files are exactly what the deterministic generator produces.
 
-#[path = "support/gen.rs"]
-mod generator;
+mod support;
 
-use std::path::PathBuf;
-
-use roam_identity_core::bundle::{self, Attested, Bundle};
-use roam_identity_core::log::{self, SignedOp};
-use roam_identity_core::{Did, UserId, b64, canonical, did};
+use roam_identity_core::bundle::{self, Attested, Bundle, BundleError};
+use roam_identity_core::canonical::CanonicalError;
+use roam_identity_core::log::{self, LogError, SignedOp};
+use roam_identity_core::{Did, DidError, UserId, b64, canonical, did};
 use serde_json::{Value, json};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn load(path: &str) -> Value {
-    let text = std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap()
-}
-
-fn vectors(file: &Value) -> &Vec<Value> {
-    file["vectors"].as_array().expect("vectors array")
-}
+use support::{expect_error, generator, load, vectors};
 
 #[test]
 fn committed_vectors_match_the_generator() {
@@ -103,15 +89,8 @@ fn account_log_vectors() {
             }
             assert_eq!(got, want, "{name}");
         } else {
-            let err = result
-                .err()
-                .unwrap_or_else(|| panic!("{name}: expected an error"));
+            let err = expect_error(v, result, LogError::class);
             let want = &v["error"];
-            assert_eq!(
-                err.class(),
-                want["class"].as_str().unwrap(),
-                "{name}: {err}"
-            );
             if let Some(i) = want.get("index") {
                 assert_eq!(
                     err.index(),
@@ -120,7 +99,7 @@ fn account_log_vectors() {
                 );
             }
             if let Some(ev) = want.get("evidence") {
-                let log::LogError::Equivocation { a, b } = &err else {
+                let LogError::Equivocation { a, b } = &err else {
                     panic!("{name}")
                 };
                 let mut pair = vec![a.hash.to_string(), b.hash.to_string()];
@@ -200,14 +179,7 @@ fn bundle_vectors() {
                 .collect();
             assert_eq!(json!(hosting), want["hosting"], "{name}");
         } else {
-            let err = result
-                .err()
-                .unwrap_or_else(|| panic!("{name}: expected an error"));
-            assert_eq!(
-                err.class(),
-                v["error"]["class"].as_str().unwrap(),
-                "{name}: {err}"
-            );
+            expect_error(v, result, BundleError::class);
         }
     }
 }
@@ -238,14 +210,7 @@ fn did_vectors() {
             );
             assert_eq!(d.as_str(), v["input"].as_str().unwrap());
         } else {
-            let err = result
-                .err()
-                .unwrap_or_else(|| panic!("{name}: expected an error"));
-            assert_eq!(
-                err.class(),
-                v["error"]["class"].as_str().unwrap(),
-                "{name}: {err}"
-            );
+            expect_error(v, result, DidError::class);
         }
     }
 }
@@ -260,14 +225,7 @@ fn canonical_vectors() {
         if v["valid"].as_bool().unwrap() {
             assert_eq!(result.unwrap(), v["expected"].as_str().unwrap(), "{name}");
         } else {
-            let err = result
-                .err()
-                .unwrap_or_else(|| panic!("{name}: expected an error"));
-            assert_eq!(
-                err.class(),
-                v["error"]["class"].as_str().unwrap(),
-                "{name}: {err}"
-            );
+            expect_error(v, result, CanonicalError::class);
         }
     }
 }

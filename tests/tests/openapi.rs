@@ -17,11 +17,11 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
-use common::{Owner, SERVER_NAME, enc, move_to, now, start};
+use common::{Owner, SERVER_NAME, add_device, assert_err, enc, move_to, now, start};
 use ed25519_dalek::{Signer, SigningKey};
-use roam_identity_core::log::{Action, DeviceKeys, next_op};
+use roam_identity_core::log::{Action, next_op};
 use roam_identity_core::login::login_message;
-use roam_identity_core::{DeviceId, ServerName, UserId, b64};
+use roam_identity_core::{ServerName, UserId, b64};
 use roam_server::portable::oprate::OpLimits;
 use serde_json::{Value, json};
 
@@ -712,14 +712,7 @@ async fn server_conforms_to_the_spec() {
     let (s, login) = t.key_login(&uid("alice"), &alice.update).await;
     assert_eq!(s, 200, "{login}");
     let device = login["device_id"].as_str().unwrap().to_owned();
-    let dk = SigningKey::from_bytes(&[42; 32]);
-    let op = alice.sign(Action::AddDevice {
-        device_id: DeviceId::parse(&device).unwrap(),
-        keys: DeviceKeys {
-            ed25519: dk.verifying_key().to_bytes(),
-            curve25519: dk.verifying_key().to_montgomery().to_bytes(),
-        },
-    });
+    let op = alice.sign(add_device(&device, 42));
     let (s, r) = t.push(&did, vec![op.clone()]).await;
     assert_eq!(
         (s, r["accepted"].as_array().unwrap().len()),
@@ -824,18 +817,14 @@ async fn server_conforms_to_the_spec() {
         (502, Some("ROAM_UNREACHABLE")),
         "{e}"
     );
-    let (s, e) = t
+    let answer = t
         .post(
             MIGRATE,
             MIGRATE,
             json!({"did": bob_did, "log": bob.values(), "localpart": "robert"}),
         )
         .await;
-    assert_eq!(
-        (s, e["errcode"].as_str()),
-        (403, Some("M_FORBIDDEN")),
-        "{e}"
-    );
+    assert_err(&answer, 403, "M_FORBIDDEN");
 
     // --- Forks: a second op on the same prev is refused with both ops, kept as evidence.
     let st = alice.state();

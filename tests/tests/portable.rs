@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ed25519_dalek::{Signer, SigningKey};
-use roam_identity_core::log::{Action, DeviceKeys, Operation, SignedOp, next_op};
+use roam_identity_core::log::{Action, Operation, SignedOp, next_op};
 use roam_identity_core::login::login_message;
 use roam_identity_core::{DeviceId, KeyCommitment, ServerName, UserId, b64};
 use roam_resolver::{NetworkResolver, Resolver, ResolverConfig, SystemClock};
@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 mod common;
-use common::{Owner, enc, move_to, now};
+use common::{Owner, add_device, assert_err, enc, migration_step, move_to, now, verify_bundle};
 
 /// A homeserver of the test federation.
 struct Node {
@@ -87,22 +87,7 @@ async fn call(
     body: Option<Value>,
     token: Option<&str>,
 ) -> (u16, Value) {
-    let mut req = reqwest::Client::new().request(method, url);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(b.to_string());
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    common::request(&reqwest::Client::new(), method, &url, body.as_ref(), token).await
 }
 
 async fn get(node: &Node, path: &str) -> (u16, Value) {
@@ -137,6 +122,18 @@ async fn register(node: &Node, owner: &Owner, localpart: &str) -> (u16, Value) {
         }),
     )
     .await
+}
+
+/// Registers a password account in one request (dummy auth); returns its access token.
+async fn register_with_password(node: &Node, username: &str, password: &str) -> String {
+    let (s, r) = post(
+        node,
+        "/_matrix/client/v3/register",
+        json!({"username": username, "password": password, "auth": {"type": "m.login.dummy"}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    r["access_token"].as_str().unwrap().to_owned()
 }
 
 async fn key_login(node: &Node, user: &str, key: &SigningKey) -> (u16, Value) {
@@ -220,14 +217,7 @@ async fn create_login_device_and_bundle() {
     let (s, login) = key_login(a, "@alice:a.test", &alice.update).await;
     assert_eq!(s, 200, "{login}");
     let device = login["device_id"].as_str().unwrap().to_owned();
-    let dk = SigningKey::from_bytes(&[42; 32]);
-    let op = alice.sign(Action::AddDevice {
-        device_id: DeviceId::parse(&device).unwrap(),
-        keys: DeviceKeys {
-            ed25519: dk.verifying_key().to_bytes(),
-            curve25519: dk.verifying_key().to_montgomery().to_bytes(),
-        },
-    });
+    let op = alice.sign(add_device(&device, 42));
     let (s, r) = push(a, &did, vec![op.clone()]).await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["accepted"].as_array().unwrap().len(), 1);
@@ -239,8 +229,7 @@ async fn create_login_device_and_bundle() {
     // The bundle verifies offline and binds the user ID both ways.
     let (s, bundle) = get(a, &format!("/_roam/v1/users/{}", enc("@alice:a.test"))).await;
     assert_eq!(s, 200, "{bundle}");
-    let b = roam_identity_core::bundle::Bundle::from_value(&bundle).unwrap();
-    let vb = roam_identity_core::bundle::verify(&b, None, now()).unwrap();
+    let vb = verify_bundle(&bundle);
     assert_eq!(
         vb.bound_user_ids(now()),
         vec![UserId::parse("@alice:a.test").unwrap()]
@@ -484,13 +473,7 @@ async fn bad_input_gets_documented_errcodes() {
     assert!(last.1["retry_after_ms"].as_u64().unwrap() > 0);
 
     // Export: every op, resumable by cursor.
-    let (s, text) = call(
-        reqwest::Method::GET,
-        format!("{}/_roam/v1/export?limit=3", a.base),
-        None,
-        None,
-    )
-    .await;
+    let (s, text) = get(a, "/_roam/v1/export?limit=3").await;
     assert_eq!(s, 200);
     let lines: Vec<Value> = text
         .as_str()
@@ -500,13 +483,7 @@ async fn bad_input_gets_documented_errcodes() {
         .collect();
     assert_eq!(lines.len(), 3);
     let cursor = lines[2]["cursor"].as_str().unwrap();
-    let (_, rest) = call(
-        reqwest::Method::GET,
-        format!("{}/_roam/v1/export?after={cursor}", a.base),
-        None,
-        None,
-    )
-    .await;
+    let (_, rest) = get(a, &format!("/_roam/v1/export?after={cursor}")).await;
     assert_eq!(
         rest.as_str().unwrap().lines().count(),
         11 - 3,
@@ -528,14 +505,7 @@ async fn migrate_with_old_server_up_then_down() {
     );
 
     // A device signed into the log on A moves with the account (its record, not its token).
-    let phone = SigningKey::from_bytes(&[43; 32]);
-    alice.sign(Action::AddDevice {
-        device_id: DeviceId::parse("PHONE").unwrap(),
-        keys: DeviceKeys {
-            ed25519: phone.verifying_key().to_bytes(),
-            curve25519: phone.verifying_key().to_montgomery().to_bytes(),
-        },
-    });
+    alice.sign(add_device("PHONE", 43));
 
     // Migrate to B with A up: claim @alice:b.test, move [b, a] (A kept as backup).
     alice.sign(Action::Claim {
@@ -547,12 +517,7 @@ async fn migrate_with_old_server_up_then_down() {
     assert_eq!(s, 200, "{m}");
     assert_eq!(m["state"], "complete", "{m}");
     assert!(m["steps"].to_string().contains("\"forward\""), "{m}");
-    let forward = m["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "forward")
-        .unwrap();
+    let forward = migration_step(&m, "forward");
     assert_eq!(forward["state"], "done", "{m}");
     // Repeating is safe and returns the same migration; status by ID too.
     let (s, m2) = post(&nodes[1], "/_roam/v1/migrate", req).await;
@@ -585,8 +550,7 @@ async fn migrate_with_old_server_up_then_down() {
     )
     .await;
     assert_eq!(s, 200);
-    let b = roam_identity_core::bundle::Bundle::from_value(&bundle).unwrap();
-    let vb = roam_identity_core::bundle::verify(&b, None, now()).unwrap();
+    let vb = verify_bundle(&bundle);
     assert_eq!(
         vb.log.state.servers,
         vec![ServerName::parse("b.test").unwrap()]
@@ -671,29 +635,20 @@ async fn migrate_with_old_server_up_then_down() {
     .await;
     assert_eq!(s, 200, "{m}");
     assert_eq!(m["state"], "complete");
-    let forward = m["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "forward")
-        .unwrap();
+    let forward = migration_step(&m, "forward");
     assert_eq!(forward["state"], "failed", "{m}");
     assert_eq!(
         key_login(&nodes[1], "@bob:b.test", &bob.update).await.0,
         200
     );
     // A user ID the log does not claim is refused.
-    let (s, e) = post(
+    let answer = post(
         &nodes[1],
         "/_roam/v1/migrate",
         json!({"did": bob_did, "log": bob.values(), "localpart": "robert"}),
     )
     .await;
-    assert_eq!(
-        (s, e["errcode"].as_str()),
-        (403, Some("M_FORBIDDEN")),
-        "{e}"
-    );
+    assert_err(&answer, 403, "M_FORBIDDEN");
     // Deactivation: the DID resolves as deactivated (410) and logins stop.
     let deact = bob.sign(Action::Deactivate);
     assert_eq!(push(&nodes[1], &bob_did, vec![deact]).await.0, 200);
@@ -726,8 +681,7 @@ async fn roaming_hostile_servers_recovery_and_equivocation() {
     let hb = head(&nodes[1], &did).await.unwrap();
     wait_for_head(&nodes[2], &did, &hb).await;
     let (_, bundle_c) = get(&nodes[2], &format!("/_roam/v1/accounts/{did}")).await;
-    let b = roam_identity_core::bundle::Bundle::from_value(&bundle_c).unwrap();
-    let vb = roam_identity_core::bundle::verify(&b, None, now()).unwrap();
+    let vb = verify_bundle(&bundle_c);
     assert!(matches!(
         vb.hosting(&ServerName::parse("c.test").unwrap(), now()),
         roam_identity_core::bundle::Attested::Current { .. }
@@ -842,8 +796,7 @@ async fn roaming_hostile_servers_recovery_and_equivocation() {
     wait_for_head(&nodes[2], &did, &want).await;
     wait_for_head(&nodes[1], &did, &want).await;
     let (_, bundle) = get(&nodes[2], &format!("/_roam/v1/accounts/{did}")).await;
-    let b = roam_identity_core::bundle::Bundle::from_value(&bundle).unwrap();
-    let vb = roam_identity_core::bundle::verify(&b, None, now()).unwrap();
+    let vb = verify_bundle(&bundle);
     assert!(
         vb.log.superseded.iter().any(|o| o.hash == theft.hash),
         "theft superseded"
@@ -883,72 +836,41 @@ async fn restart(old: &mut Node) -> Node {
 async fn password_account_adopts_a_did() {
     let nodes = federation(&["a.test"]).await;
     let a = &nodes[0];
-    let (s, r) = post(
-        a,
-        "/_matrix/client/v3/register",
-        json!({"username": "carol", "password": "pw-carol-1", "auth": {"type": "m.login.dummy"}}),
-    )
-    .await;
-    assert_eq!(s, 200, "{r}");
-    let token = r["access_token"].as_str().unwrap().to_owned();
+    let token = register_with_password(a, "carol", "pw-carol-1").await;
     let adopt = |body: Value, token: Option<String>| {
         let url = format!("{}/_roam/v1/account/did", a.base);
         async move { call(reqwest::Method::POST, url, Some(body), token.as_deref()).await }
     };
     // Without a token: M_MISSING_TOKEN.
     let carol = Owner::new(30, "@carol:a.test", &["a.test"]);
-    let (s, e) = adopt(json!({"ops": carol.values()}), None).await;
-    assert_eq!(
-        (s, e["errcode"].as_str()),
-        (401, Some("M_MISSING_TOKEN")),
-        "{e}"
-    );
+    let answer = adopt(json!({"ops": carol.values()}), None).await;
+    assert_err(&answer, 401, "M_MISSING_TOKEN");
     // A log that does not name this server is refused (it would lock the account out).
     let elsewhere = Owner::new(32, "@carol:a.test", &["other.test"]);
-    let (s, e) = adopt(json!({"ops": elsewhere.values()}), Some(token.clone())).await;
-    assert_eq!(
-        (s, e["errcode"].as_str()),
-        (403, Some("M_FORBIDDEN")),
-        "{e}"
-    );
+    let answer = adopt(json!({"ops": elsewhere.values()}), Some(token.clone())).await;
+    assert_err(&answer, 403, "M_FORBIDDEN");
     // A log that does not claim the caller's user ID is refused.
     let other = Owner::new(31, "@dave:a.test", &["a.test"]);
-    let (s, e) = adopt(json!({"ops": other.values()}), Some(token.clone())).await;
-    assert_eq!(
-        (s, e["errcode"].as_str()),
-        (403, Some("M_FORBIDDEN")),
-        "{e}"
-    );
+    let answer = adopt(json!({"ops": other.values()}), Some(token.clone())).await;
+    assert_err(&answer, 403, "M_FORBIDDEN");
     // The signed genesis claiming @carol:a.test binds the account to the DID.
     let (s, r) = adopt(json!({"ops": carol.values()}), Some(token.clone())).await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["did"], carol.did().as_str());
     let (s, bundle) = get(a, &format!("/_roam/v1/users/{}", enc("@carol:a.test"))).await;
     assert_eq!(s, 200, "{bundle}");
-    let b = roam_identity_core::bundle::Bundle::from_value(&bundle).unwrap();
-    let vb = roam_identity_core::bundle::verify(&b, None, now()).unwrap();
+    let vb = verify_bundle(&bundle);
     assert_eq!(
         vb.bound_user_ids(now()),
         vec![UserId::parse("@carol:a.test").unwrap()]
     );
     // Once is enough; the key now logs in too.
-    let (s, e) = adopt(json!({"ops": carol.values()}), Some(token)).await;
-    assert_eq!(
-        (s, e["errcode"].as_str()),
-        (400, Some("M_USER_IN_USE")),
-        "{e}"
-    );
+    let answer = adopt(json!({"ops": carol.values()}), Some(token)).await;
+    assert_err(&answer, 400, "M_USER_IN_USE");
     assert_eq!(key_login(a, "@carol:a.test", &carol.update).await.0, 200);
 
     // A second account of the same server joins the DID: both stay attested.
-    let (s, r) = post(
-        a,
-        "/_matrix/client/v3/register",
-        json!({"username": "carola", "password": "pw-carol-2", "auth": {"type": "m.login.dummy"}}),
-    )
-    .await;
-    assert_eq!(s, 200, "{r}");
-    let token2 = r["access_token"].as_str().unwrap().to_owned();
+    let token2 = register_with_password(a, "carola", "pw-carol-2").await;
     let mut carol = carol;
     carol.sign(Action::Claim {
         user_id: UserId::parse("@carola:a.test").unwrap(),
@@ -956,8 +878,7 @@ async fn password_account_adopts_a_did() {
     let (s, r) = adopt(json!({"ops": carol.values()}), Some(token2)).await;
     assert_eq!(s, 200, "{r}");
     let (_, bundle) = get(a, &format!("/_roam/v1/accounts/{}", carol.did())).await;
-    let b = roam_identity_core::bundle::Bundle::from_value(&bundle).unwrap();
-    let vb = roam_identity_core::bundle::verify(&b, None, now()).unwrap();
+    let vb = verify_bundle(&bundle);
     assert_eq!(
         vb.bound_user_ids(now()),
         vec![

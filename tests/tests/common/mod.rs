@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests: a homeserver on a loopback port with a temporary
-//! redb file, and a small Matrix client over reqwest.
+//! redb file, one HTTP request function and a small Matrix client over it, the user's side of
+//! a portable account ([`Owner`] and the ops it signs), and checks on what servers answer
+//! (Matrix errors, bundles, migrations).
 
 #![allow(dead_code)] // each test binary uses a different subset
 
@@ -104,22 +106,8 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> (u16, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_string());
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        let url = format!("{}{path}", self.base);
+        request(&self.http, method, &url, body, self.token.as_deref()).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -171,6 +159,33 @@ impl Client {
             v["device_id"].as_str().unwrap().to_owned(),
         )
     }
+}
+
+/// One HTTP request with an optional JSON body and bearer token. Returns the status and the
+/// JSON answer (a body that is not JSON comes back as a JSON string).
+pub async fn request(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<&Value>,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let mut req = http.request(method, url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// Asserts a Matrix error answer.
@@ -270,6 +285,34 @@ impl Owner {
     pub fn values(&self) -> Vec<Value> {
         self.ops.iter().map(|o| o.value.clone()).collect()
     }
+}
+
+/// An `add_device` of `device_id`, with Matrix identity keys from a fixed seed.
+pub fn add_device(device_id: &str, seed: u8) -> roam_identity_core::log::Action {
+    let key = SigningKey::from_bytes(&[seed; 32]).verifying_key();
+    roam_identity_core::log::Action::AddDevice {
+        device_id: roam_identity_core::DeviceId::parse(device_id).unwrap(),
+        keys: roam_identity_core::log::DeviceKeys {
+            ed25519: key.to_bytes(),
+            curve25519: key.to_montgomery().to_bytes(),
+        },
+    }
+}
+
+/// Verifies a bundle as a server served it, offline, at the current time.
+pub fn verify_bundle(bundle: &Value) -> roam_identity_core::bundle::VerifiedBundle {
+    let b = roam_identity_core::bundle::Bundle::from_value(bundle).unwrap();
+    roam_identity_core::bundle::verify(&b, None, now()).unwrap()
+}
+
+/// The step called `name` of a migration answer.
+pub fn migration_step<'a>(migration: &'a Value, name: &str) -> &'a Value {
+    migration["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no step {name} in {migration}"))
 }
 
 /// A `move` to `names`, primary first.
