@@ -5,14 +5,28 @@
 //! server keys, discovery results and which servers host which DID, which are hints, not
 //! answers.
 //!
+//! # The steps
+//!
+//! The code follows DESIGN.md's resolution steps, one method each:
+//!
+//! 1. discover the server ([`Discovery`]) and fetch the bundle (`fetch_user_bundle`, or each
+//!    candidate of `did_candidates` for a DID);
+//! 2. verify the log, the attestations with keys fetched from each attester
+//!    (`fetch_attester_keys`, `check_carried_keys`, `verify_attestations`) and, for a user
+//!    ID, the binding both ways (`check_binding`);
+//! 3. follow the log's primary, then its backups, for newer ops (`follow_servers`), and merge
+//!    every source with the fork rules (`merged_log`);
+//! 4. answer (`build_resolution`), or, when nothing online could be reached, ask the LAN
+//!    peers (`lan_resolve`: `ask_lan_peers` → `check_lan_answers` → `merge_lan_bundles`).
+//!
 //! # Offline mode
 //!
 //! With [`ResolverConfig::offline`] it goes straight to the LAN path: no discovery and no
 //! origin, primary, backup or key fetch, whatever the log or the caller names. LAN bundles are
 //! verified exactly as when the origin is down (carried key documents checked against keys
 //! cached earlier); the answer is `lan`, or `unreachable` ("offline: no LAN peer answered").
-//! Two locks keep it off the network: the entry points never take the online path, and the
-//! [`SafeClient`] refuses every target but a LAN peer (redirects included).
+//! Two locks keep it off the network: the one entry point (`resolve`) never takes the online
+//! path, and the [`SafeClient`] refuses every target but a LAN peer (redirects included).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -32,7 +46,7 @@ use crate::config::{OFFLINE_WARNING, ResolverConfig};
 use crate::discovery::{Discovery, endpoint};
 use crate::error::ResolveError;
 use crate::http::{FetchError, SafeClient};
-use crate::keys::{KeyCache, check_agreement};
+use crate::keys::{KeyCache, KeyFetchError, check_agreement};
 use crate::lan::LanPeers;
 use crate::merge::{OpPool, all_op_values};
 use crate::resolution::{Resolution, ResolveStatus, Source};
@@ -76,13 +90,77 @@ impl Subject<'_> {
             Subject::Did(d) => ["_roam", "v1", "accounts", d.as_str()],
         }
     }
+
+    fn user(&self) -> Option<&UserId> {
+        match self {
+            Subject::User(u) => Some(u),
+            Subject::Did(_) => None,
+        }
+    }
+
+    fn did(&self) -> Option<&Did> {
+        match self {
+            Subject::Did(d) => Some(d),
+            Subject::User(_) => None,
+        }
+    }
+
+    /// "Nothing reachable", with what was tried.
+    fn unreachable(&self, tried: Vec<String>) -> ResolveError {
+        ResolveError::Unreachable {
+            subject: self.describe(),
+            tried,
+        }
+    }
 }
 
-/// Evidence verified online, before the subject-specific checks.
-struct Online {
+/// Verified evidence, in both forms (checked and wire), with what to warn about; the
+/// subject-specific checks come after.
+struct Evidence {
     bundle: VerifiedBundle,
     wire: Bundle,
     warnings: Vec<String>,
+}
+
+/// Verified attestations with their wire values, in the order the bundle carried them.
+type AttestationList = Vec<(Value, Attestation)>;
+
+/// Verified key documents by server, with their wire values.
+type KeyDocs = BTreeMap<ServerName, (ServerKeys, Value)>;
+
+impl Evidence {
+    /// Puts a verified log, attestations and key documents together as a [`VerifiedBundle`]
+    /// and the [`Bundle`] that re-verifies anywhere.
+    fn assemble(
+        did: Did,
+        log: VerifiedLog,
+        attestations: AttestationList,
+        keys: KeyDocs,
+        source: String,
+        now: Millis,
+        warnings: Vec<String>,
+    ) -> Self {
+        let wire = Bundle {
+            did,
+            log: all_op_values(&log),
+            attestations: attestations.iter().map(|(v, _)| v.clone()).collect(),
+            server_keys: keys.values().map(|(_, doc)| doc.clone()).collect(),
+            fetched_at: now,
+            source: source.clone(),
+        };
+        let bundle = VerifiedBundle {
+            log,
+            attestations: attestations.into_iter().map(|(_, a)| a).collect(),
+            server_keys: keys.into_iter().map(|(s, (k, _))| (s, k)).collect(),
+            fetched_at: now,
+            source,
+        };
+        Self {
+            bundle,
+            wire,
+            warnings,
+        }
+    }
 }
 
 /// Whether asking a server for newer ops worked.
@@ -90,6 +168,26 @@ struct Online {
 enum Asked {
     Answered,
     Failed,
+}
+
+/// Why online verification stopped.
+enum OnlineFailure {
+    /// A definite answer (invalid evidence, equivocation).
+    Resolve(ResolveError),
+    /// Something needed could not be fetched.
+    Unreachable(String),
+}
+
+fn invalid(message: String) -> OnlineFailure {
+    OnlineFailure::Resolve(ResolveError::Invalid(message))
+}
+
+/// What the LAN peers that were accepted said, merged.
+struct LanEvidence {
+    pool: OpPool,
+    attestations: AttestationList,
+    key_docs: KeyDocs,
+    peers: Vec<String>,
 }
 
 impl NetworkResolver {
@@ -135,7 +233,7 @@ impl NetworkResolver {
 
     /// Fetches (or reuses) `server`'s keys from the server itself. Offline, only keys fetched
     /// earlier (and still fresh) are returned; nothing is fetched.
-    pub async fn server_keys(&self, server: &ServerName) -> Result<ServerKeys, String> {
+    pub async fn server_keys(&self, server: &ServerName) -> Result<ServerKeys, KeyFetchError> {
         self.online_keys(server, self.inner.clock.now_ms())
             .await
             .map(|(k, _)| k)
@@ -145,33 +243,46 @@ impl NetworkResolver {
         &self,
         server: &ServerName,
         now: Millis,
-    ) -> Result<(ServerKeys, Value), String> {
+    ) -> Result<(ServerKeys, Value), KeyFetchError> {
         let inner = &self.inner;
         if let Some(hit) = inner.keys.fresh(server, now, inner.config.max_key_cache_ms) {
             return Ok(hit);
         }
         if inner.config.offline {
-            return Err(format!(
-                "offline: {server}'s keys were not fetched (the resolver is offline)"
-            ));
+            return Err(KeyFetchError::Offline {
+                server: server.clone(),
+            });
         }
-        let base = inner.discovery.base_url(&inner.client, server, now).await;
+        let base = self.discover(server, now).await;
         let url = endpoint(&base, &["_matrix", "key", "v2", "server"]);
         let doc = inner
             .client
             .get_json(&url)
             .await
-            .map_err(|e| format!("cannot fetch {server}'s keys: {e}"))?;
-        let keys = server_keys::verify(&doc, server)
-            .map_err(|e| format!("{server}'s key document does not verify: {e}"))?;
+            .map_err(|source| KeyFetchError::Fetch {
+                server: server.clone(),
+                source,
+            })?;
+        let keys = server_keys::verify(&doc, server).map_err(|source| KeyFetchError::Invalid {
+            server: server.clone(),
+            source,
+        })?;
         if keys.is_expired(now) {
-            return Err(format!(
-                "{server}'s key document expired at {}",
-                rfc3339(keys.valid_until_ts)
-            ));
+            return Err(KeyFetchError::Expired {
+                server: server.clone(),
+                valid_until: keys.valid_until_ts,
+            });
         }
         inner.keys.insert(keys.clone(), doc.clone(), now);
         Ok((keys, doc))
+    }
+
+    /// The base URL of `server` (discovery, or an override).
+    async fn discover(&self, server: &ServerName, now: Millis) -> Url {
+        self.inner
+            .discovery
+            .base_url(&self.inner.client, server, now)
+            .await
     }
 
     fn remember_servers(&self, did: &Did, servers: &[ServerName]) {
@@ -188,92 +299,115 @@ impl NetworkResolver {
         }
     }
 
-    async fn resolve_user_impl(&self, user: &UserId) -> ResolveResult {
+    /// The one entry point: offline, LAN peers only; otherwise online, with the LAN as the
+    /// fallback.
+    async fn resolve(&self, subject: Subject<'_>, hints: &[ServerName]) -> ResolveResult {
         let now = self.inner.clock.now_ms();
         if self.is_offline() {
-            return self.offline_resolve(Subject::User(user), now).await;
+            return self.offline_resolve(subject, now).await;
         }
+        match subject {
+            Subject::User(user) => self.resolve_user_online(user, now).await,
+            Subject::Did(did) => self.resolve_did_online(did, hints, now).await,
+        }
+    }
+
+    /// A user ID, through its own domain: discover, fetch, verify and follow, check the
+    /// binding both ways, answer.
+    async fn resolve_user_online(&self, user: &UserId, now: Millis) -> ResolveResult {
+        let subject = Subject::User(user);
         let domain = user.server_name();
-        let base = self
-            .inner
-            .discovery
-            .base_url(&self.inner.client, &domain, now)
-            .await;
-        let url = endpoint(&base, &Subject::User(user).path());
-        let value = match self.inner.client.get_json(&url).await {
-            Ok(v) => v,
-            Err(e) if e.is_not_found() => {
-                return Err(ResolveError::NotFound {
-                    subject: user.to_string(),
-                    detail: format!("{domain} has no such user"),
-                });
-            }
-            Err(FetchError::Json { url, reason }) => {
-                return Err(ResolveError::Invalid(format!(
-                    "{url} answered with invalid JSON: {reason}"
-                )));
-            }
-            Err(e) => {
-                let tried = vec![e.to_string()];
-                return self.lan_resolve(Subject::User(user), now, tried).await;
-            }
+        let base = self.discover(&domain, now).await;
+        let url = endpoint(&base, &subject.path());
+        let verified = match self.fetch_user_bundle(user, &domain, &url).await {
+            Ok(value) => self.verify_online(&domain, &url, &value, None, now).await,
+            Err(failure) => Err(failure),
         };
-        let online = match self.verify_online(&domain, &url, &value, None, now).await {
-            Ok(o) => o,
+        let evidence = match verified {
+            Ok(e) => e,
             Err(OnlineFailure::Resolve(e)) => return Err(e),
             Err(OnlineFailure::Unreachable(reason)) => {
-                return self
-                    .lan_resolve(Subject::User(user), now, vec![reason])
-                    .await;
+                return self.lan_resolve(subject, now, vec![reason]).await;
             }
         };
-        let vb = &online.bundle;
-        let did = vb.log.state.did.clone();
-        match vb.binding(user, now) {
-            Attested::Current { .. } => {}
-            Attested::Expired { valid_until } => {
-                return Err(ResolveError::Unbound {
-                    user_id: user.clone(),
-                    did: Box::new(did),
-                    reason: format!(
-                        "{domain}'s attestation of the binding expired at {}",
-                        rfc3339(valid_until)
-                    ),
-                });
-            }
-            Attested::Missing => {
-                let reason = if vb.log.state.user_ids.contains(user) {
-                    format!("{domain} does not attest that {user} belongs to this account")
-                } else {
-                    format!("the account's log does not claim {user}")
-                };
-                return Err(ResolveError::Unbound {
-                    user_id: user.clone(),
-                    did: Box::new(did),
-                    reason,
-                });
-            }
-        }
-        let mut servers = vb.log.state.servers.clone();
+        check_binding(&evidence.bundle, user, &domain, now)?;
+        let mut servers = evidence.bundle.log.state.servers.clone();
         servers.push(domain.clone());
-        self.remember_servers(&did, &servers);
+        self.remember_servers(&evidence.bundle.log.state.did, &servers);
         Ok(build_resolution(
             Some(user),
-            online,
+            evidence,
             ResolveStatus::Verified,
             now,
-            Source::Origin {
-                server: domain,
-                url: base.to_string(),
-            },
+            origin_source(&domain, &base),
         ))
     }
 
-    async fn resolve_did_impl(&self, did: &Did, hints: &[ServerName]) -> ResolveResult {
-        let now = self.inner.clock.now_ms();
-        if self.is_offline() {
-            return self.offline_resolve(Subject::Did(did), now).await;
+    /// `GET /_roam/v1/users/{user_id}` from the user ID's own server: a 404 is `not_found`,
+    /// a body that is not JSON is `invalid`, anything else is unreachable (the LAN is next).
+    async fn fetch_user_bundle(
+        &self,
+        user: &UserId,
+        domain: &ServerName,
+        url: &Url,
+    ) -> Result<Value, OnlineFailure> {
+        self.inner.client.get_json(url).await.map_err(|e| match e {
+            e if e.is_not_found() => OnlineFailure::Resolve(ResolveError::NotFound {
+                subject: user.to_string(),
+                detail: format!("{domain} has no such user"),
+            }),
+            FetchError::Json { url, reason } => {
+                invalid(format!("{url} answered with invalid JSON: {reason}"))
+            }
+            e => OnlineFailure::Unreachable(e.to_string()),
+        })
+    }
+
+    /// A DID, from the first candidate server that serves a bundle for it; when none can be
+    /// reached, the LAN peers.
+    async fn resolve_did_online(
+        &self,
+        did: &Did,
+        hints: &[ServerName],
+        now: Millis,
+    ) -> ResolveResult {
+        let subject = Subject::Did(did);
+        let mut tried = Vec::new();
+        let mut not_found = Vec::new();
+        for server in &self.did_candidates(did, hints) {
+            let base = self.discover(server, now).await;
+            let url = endpoint(&base, &subject.path());
+            let value = match self.inner.client.get_json(&url).await {
+                Ok(v) => v,
+                Err(e) if e.is_not_found() => {
+                    not_found.push(server.to_string());
+                    continue;
+                }
+                Err(e) => {
+                    tried.push(e.to_string());
+                    continue;
+                }
+            };
+            match self
+                .verify_online(server, &url, &value, Some(did), now)
+                .await
+            {
+                Ok(evidence) => {
+                    self.remember_servers(did, &evidence.bundle.log.state.servers);
+                    let source = origin_source(server, &base);
+                    let status = ResolveStatus::Verified;
+                    return Ok(build_resolution(None, evidence, status, now, source));
+                }
+                Err(OnlineFailure::Resolve(e)) => return Err(e),
+                Err(OnlineFailure::Unreachable(reason)) => tried.push(reason),
+            }
         }
+        self.did_not_served(did, tried, not_found, now).await
+    }
+
+    /// The servers to ask for a DID: the caller's hints, then servers learned from earlier
+    /// answers, then configured ones.
+    fn did_candidates(&self, did: &Did, hints: &[ServerName]) -> Vec<ServerName> {
         let mut candidates: Vec<ServerName> = hints.to_vec();
         let learned = self
             .inner
@@ -291,47 +425,18 @@ impl NetworkResolver {
                 candidates.push(s);
             }
         }
-        let mut tried = Vec::new();
-        let mut not_found = Vec::new();
-        for server in &candidates {
-            let base = self
-                .inner
-                .discovery
-                .base_url(&self.inner.client, server, now)
-                .await;
-            let url = endpoint(&base, &Subject::Did(did).path());
-            let value = match self.inner.client.get_json(&url).await {
-                Ok(v) => v,
-                Err(e) if e.is_not_found() => {
-                    not_found.push(server.to_string());
-                    continue;
-                }
-                Err(e) => {
-                    tried.push(e.to_string());
-                    continue;
-                }
-            };
-            match self
-                .verify_online(server, &url, &value, Some(did), now)
-                .await
-            {
-                Ok(online) => {
-                    self.remember_servers(did, &online.bundle.log.state.servers);
-                    return Ok(build_resolution(
-                        None,
-                        online,
-                        ResolveStatus::Verified,
-                        now,
-                        Source::Origin {
-                            server: server.clone(),
-                            url: base.to_string(),
-                        },
-                    ));
-                }
-                Err(OnlineFailure::Resolve(e)) => return Err(e),
-                Err(OnlineFailure::Unreachable(reason)) => tried.push(reason),
-            }
-        }
+        candidates
+    }
+
+    /// No candidate served the DID: `not_found` when every server answered and no LAN peer is
+    /// known, otherwise the LAN peers are asked.
+    async fn did_not_served(
+        &self,
+        did: &Did,
+        mut tried: Vec<String>,
+        not_found: Vec<String>,
+        now: Millis,
+    ) -> ResolveResult {
         if tried.is_empty() && self.inner.lan.is_empty() {
             let detail = if not_found.is_empty() {
                 "no server is known to host it (pass a server hint)".to_owned()
@@ -347,8 +452,9 @@ impl NetworkResolver {
         self.lan_resolve(Subject::Did(did), now, tried).await
     }
 
-    /// Verifies a bundle fetched online from `server`, then follows the account's servers for
-    /// newer ops.
+    /// Verifies a bundle fetched online from `server` (log, attestations with each
+    /// attester's own keys, carried key documents), then follows the account's servers for
+    /// newer ops and merges them with the fork rules.
     async fn verify_online(
         &self,
         server: &ServerName,
@@ -356,75 +462,77 @@ impl NetworkResolver {
         value: &Value,
         expected: Option<&Did>,
         now: Millis,
-    ) -> Result<Online, OnlineFailure> {
-        let invalid = |m: String| OnlineFailure::Resolve(ResolveError::Invalid(m));
-        let b = Bundle::from_value(value)
-            .map_err(|e| invalid(format!("{server} served a malformed bundle: {e}")))?;
-        if let Some(d) = expected
-            && d != &b.did
-        {
-            return Err(invalid(format!(
-                "{server} served a bundle for {}, not {d}",
-                b.did
-            )));
-        }
-        let mut warnings = Vec::new();
+    ) -> Result<Evidence, OnlineFailure> {
+        let b = parse_bundle(server, value, expected)?;
         let mut pool = OpPool::new(b.did.clone());
         pool.add_source(&b.log, now)
             .map_err(|e| invalid(format!("{server}'s log does not verify: {e}")))?;
+        let parsed = parse_attestations(server, &b)?;
+        let mut warnings = Vec::new();
+        let mut keys = self
+            .fetch_attester_keys(server, &parsed, now, &mut warnings)
+            .await?;
+        self.check_carried_keys(server, &b.server_keys, &keys)?;
+        let attestations = verify_attestations(server, parsed, &keys, now)?;
+        self.follow_servers(server, &b.did, &mut pool, now, &mut warnings)
+            .await;
+        let log = merged_log(&pool, now, "the merged log").map_err(OnlineFailure::Resolve)?;
+        // Only the key documents an attestation was verified with travel with the bundle.
+        let used: HashSet<ServerName> = attestations
+            .iter()
+            .map(|(_, a)| a.server_name.clone())
+            .collect();
+        keys.retain(|s, _| used.contains(s));
+        let source = url.to_string();
+        Ok(Evidence::assemble(
+            b.did,
+            log,
+            attestations,
+            keys,
+            source,
+            now,
+            warnings,
+        ))
+    }
 
-        // Attestations: each verified with keys fetched from the attesting server itself.
-        let mut parsed = Vec::with_capacity(b.attestations.len());
-        for (i, v) in b.attestations.iter().enumerate() {
-            let a = attestation::parse(v).map_err(|e| {
-                invalid(format!(
-                    "{server}'s bundle: attestation {i} is malformed: {e}"
-                ))
-            })?;
-            if a.did != b.did {
-                return Err(invalid(format!(
-                    "{server}'s bundle: attestation {i} is about {}, not {}",
-                    a.did, b.did
-                )));
-            }
-            parsed.push((v, a));
-        }
-        let attesters: Vec<ServerName> = {
-            let mut s: Vec<ServerName> =
-                parsed.iter().map(|(_, a)| a.server_name.clone()).collect();
-            s.sort();
-            s.dedup();
-            s
-        };
+    /// Fetches the keys of every attesting server from the server itself. Failing to get the
+    /// keys of `server` (which just answered) means nothing can be confirmed: unreachable.
+    /// Other attesters' failures leave their attestations unchecked, with a warning.
+    async fn fetch_attester_keys(
+        &self,
+        server: &ServerName,
+        parsed: &[(&Value, Attestation)],
+        now: Millis,
+        warnings: &mut Vec<String>,
+    ) -> Result<KeyDocs, OnlineFailure> {
+        let mut attesters: Vec<ServerName> =
+            parsed.iter().map(|(_, a)| a.server_name.clone()).collect();
+        attesters.sort();
+        attesters.dedup();
         let fetched = join_all(attesters.iter().map(|s| self.online_keys(s, now))).await;
-        let mut keys: BTreeMap<ServerName, (ServerKeys, Value)> = BTreeMap::new();
+        let mut keys = KeyDocs::new();
         for (s, r) in attesters.iter().zip(fetched) {
             match r {
                 Ok(k) => {
                     keys.insert(s.clone(), k);
                 }
-                // The user ID's own domain just answered, so failing to get its keys means
-                // nothing can be confirmed: that is "unreachable", not a partial answer.
-                Err(e) if s == server => return Err(OnlineFailure::Unreachable(e)),
+                Err(e) if s == server => return Err(OnlineFailure::Unreachable(e.to_string())),
                 Err(e) => warnings.push(format!("attestations by {s} were not checked: {e}")),
             }
         }
-        // Carried key documents must agree with what the servers themselves publish.
-        for doc in &b.server_keys {
-            let name = doc
-                .get("server_name")
-                .and_then(Value::as_str)
-                .and_then(|s| ServerName::parse(s).ok())
-                .ok_or_else(|| {
-                    invalid(format!(
-                        "{server}'s bundle carries a key document without a valid server_name"
-                    ))
-                })?;
-            let carried = server_keys::verify(doc, &name).map_err(|e| {
-                invalid(format!(
-                    "{server}'s bundle carries a key document for {name} that does not verify: {e}"
-                ))
-            })?;
+        Ok(keys)
+    }
+
+    /// Carried key documents must verify and agree with what the servers themselves publish
+    /// (strictly for keys fetched just now, leniently for keys cached earlier).
+    fn check_carried_keys(
+        &self,
+        server: &ServerName,
+        docs: &[Value],
+        keys: &KeyDocs,
+    ) -> Result<(), OnlineFailure> {
+        for doc in docs {
+            let (name, carried) = parse_carried_keys(server, doc)?;
             let (known, strict) = match keys.get(&name) {
                 Some((k, _)) => (Some(k.clone()), true),
                 None => (self.inner.keys.known(&name), false),
@@ -437,32 +545,24 @@ impl NetworkResolver {
                 })?;
             }
         }
-        let mut attestations: Vec<(Value, Attestation)> = Vec::new();
-        for (v, a) in parsed {
-            let Some((k, _)) = keys.get(&a.server_name) else {
-                continue;
-            };
-            let verified = attestation::verify(v, k, now).map_err(|e| {
-                invalid(format!(
-                    "{server}'s bundle: an attestation by {} does not verify with {}'s published keys: {e}",
-                    a.server_name, a.server_name
-                ))
-            })?;
-            attestations.push((v.clone(), verified));
-        }
+        Ok(())
+    }
 
-        // Follow the log's servers: the primary first, backups when it fails, again whenever
-        // newer ops name a new primary.
-        let mut asked: HashMap<ServerName, Asked> = HashMap::new();
-        asked.insert(server.clone(), Asked::Answered);
+    /// Follows the log's servers: the primary first, backups when it fails, again whenever
+    /// newer ops name a new primary. What fails becomes a warning; `origin` already answered.
+    async fn follow_servers(
+        &self,
+        origin: &ServerName,
+        did: &Did,
+        pool: &mut OpPool,
+        now: Millis,
+        warnings: &mut Vec<String>,
+    ) {
+        let mut asked = HashMap::from([(origin.clone(), Asked::Answered)]);
         let budget =
             self.inner.config.max_follow_rounds * (roam_identity_core::log::MAX_SERVERS + 1);
         for _ in 0..budget {
-            let (candidates, since) = match pool.verify(now) {
-                Ok(log) => (log.state.servers.clone(), epoch_start_seq(&log) + 1),
-                // Forked evidence: any server the ops name may hold the settling rotate.
-                Err(_) => (servers_named(&pool), 0),
-            };
+            let (candidates, since) = servers_to_follow(pool, now);
             let next = candidates
                 .iter()
                 .find(|s| asked.get(*s) != Some(&Asked::Failed))
@@ -477,12 +577,8 @@ impl NetworkResolver {
             if asked.get(&next) == Some(&Asked::Answered) {
                 break;
             }
-            let outcome = self.fetch_newer(&next, &b.did, since, now).await;
-            match outcome.and_then(|ops| {
-                pool.add_source(&ops, now)
-                    .map_err(|e| format!("{next} served operations that do not verify with the rest of the log ({e}); ignored"))
-            }) {
-                Ok(_) => {
+            match self.merge_newer_from(&next, did, since, pool, now).await {
+                Ok(()) => {
                     asked.insert(next, Asked::Answered);
                 }
                 Err(w) => {
@@ -491,41 +587,23 @@ impl NetworkResolver {
                 }
             }
         }
+    }
 
-        let log = pool.verify(now).map_err(|e| match e {
-            LogError::Equivocation { a, b } => {
-                OnlineFailure::Resolve(ResolveError::Equivocation { a, b })
-            }
-            other => invalid(format!("the merged log does not verify: {other}")),
-        })?;
-        let used: HashSet<&ServerName> = attestations.iter().map(|(_, a)| &a.server_name).collect();
-        let server_keys: BTreeMap<ServerName, ServerKeys> = keys
-            .iter()
-            .filter(|(s, _)| used.contains(s))
-            .map(|(s, (k, _))| (s.clone(), k.clone()))
-            .collect();
-        let wire = Bundle {
-            did: b.did.clone(),
-            log: all_op_values(&log),
-            attestations: attestations.iter().map(|(v, _)| v.clone()).collect(),
-            server_keys: keys
-                .iter()
-                .filter(|(s, _)| used.contains(s))
-                .map(|(_, (_, doc))| doc.clone())
-                .collect(),
-            fetched_at: now,
-            source: url.to_string(),
-        };
-        Ok(Online {
-            bundle: VerifiedBundle {
-                log,
-                attestations: attestations.into_iter().map(|(_, a)| a).collect(),
-                server_keys,
-                fetched_at: now,
-                source: url.to_string(),
-            },
-            wire,
-            warnings,
+    /// Asks `server` for ops from `since` on and adds them to `pool`; the error is the
+    /// warning to give.
+    async fn merge_newer_from(
+        &self,
+        server: &ServerName,
+        did: &Did,
+        since: u64,
+        pool: &mut OpPool,
+        now: Millis,
+    ) -> Result<(), String> {
+        let ops = self.fetch_newer(server, did, since, now).await?;
+        pool.add_source(&ops, now).map(drop).map_err(|e| {
+            format!(
+                "{server} served operations that do not verify with the rest of the log ({e}); ignored"
+            )
         })
     }
 
@@ -542,11 +620,7 @@ impl NetworkResolver {
                 "offline: {server} was not asked for newer operations (the resolver is offline)"
             ));
         }
-        let base = self
-            .inner
-            .discovery
-            .base_url(&self.inner.client, server, now)
-            .await;
+        let base = self.discover(server, now).await;
         let mut url = endpoint(&base, &["_roam", "v1", "accounts", did.as_str(), "log"]);
         url.set_query(Some(&format!("since={since}")));
         let v = self.inner.client.get_json(&url).await.map_err(|e| {
@@ -588,7 +662,8 @@ impl NetworkResolver {
     }
 
     /// Asks LAN peers for bundles when the origin cannot be reached; every bundle is verified
-    /// with the keys it carries, cross-checked against keys cached earlier.
+    /// with the keys it carries, cross-checked against keys cached earlier, and the accepted
+    /// ones are merged with the fork rules. `tried` says why the origin was not used.
     async fn lan_resolve(
         &self,
         subject: Subject<'_>,
@@ -597,22 +672,78 @@ impl NetworkResolver {
     ) -> ResolveResult {
         let peers = self.inner.lan.list();
         if peers.is_empty() {
-            return Err(ResolveError::Unreachable {
-                subject: subject.describe(),
-                tried,
-            });
+            return Err(subject.unreachable(tried));
         }
-        let path = subject.path();
-        let answers = join_all(peers.iter().map(|p| {
-            let url = endpoint(p, &path);
-            async move { (p.clone(), self.inner.client.get_json(&url).await) }
-        }))
-        .await;
+        let answers = self.ask_lan_peers(subject, &peers).await;
         let mut warnings: Vec<String> = tried
             .iter()
             .map(|t| format!("origin not reachable: {t}"))
             .collect();
-        let mut accepted: Vec<(Url, Bundle, VerifiedBundle)> = Vec::new();
+        let accepted = self.check_lan_answers(answers, subject, now, &mut tried, &mut warnings);
+        if accepted.is_empty() {
+            tried.extend(warnings.into_iter().filter(|w| w.starts_with("LAN peer")));
+            return Err(subject.unreachable(tried));
+        }
+        let did = choose_lan_did(subject, &accepted);
+        let merged = merge_lan_bundles(accepted, &did, subject, now, &mut warnings);
+        let log = merged_log(&merged.pool, now, "the LAN peers' merged log")?;
+        let source = merged.peers.join(", ");
+        let evidence = Evidence::assemble(
+            did.clone(),
+            log,
+            merged.attestations,
+            merged.key_docs,
+            source,
+            now,
+            warnings,
+        );
+        if let Subject::User(u) = subject
+            && evidence.bundle.binding(u, now) == Attested::Missing
+        {
+            return Err(ResolveError::Unbound {
+                user_id: u.clone(),
+                did: Box::new(did),
+                reason: "the LAN peers' merged log no longer claims it".to_owned(),
+            });
+        }
+        let source = Source::Lan {
+            peers: merged.peers,
+        };
+        let status = ResolveStatus::Lan;
+        Ok(build_resolution(
+            subject.user(),
+            evidence,
+            status,
+            now,
+            source,
+        ))
+    }
+
+    /// Every LAN peer at once, for the subject's bundle.
+    async fn ask_lan_peers(
+        &self,
+        subject: Subject<'_>,
+        peers: &[Url],
+    ) -> Vec<(Url, Result<Value, FetchError>)> {
+        let path = subject.path();
+        join_all(peers.iter().map(|p| {
+            let url = endpoint(p, &path);
+            async move { (p.clone(), self.inner.client.get_json(&url).await) }
+        }))
+        .await
+    }
+
+    /// Keeps the peers' bundles that verify; a rejected bundle becomes a warning, a peer that
+    /// does not know the subject or cannot be reached goes into `tried`.
+    fn check_lan_answers(
+        &self,
+        answers: Vec<(Url, Result<Value, FetchError>)>,
+        subject: Subject<'_>,
+        now: Millis,
+        tried: &mut Vec<String>,
+        warnings: &mut Vec<String>,
+    ) -> Vec<(Url, Bundle, VerifiedBundle)> {
+        let mut accepted = Vec::new();
         for (peer, answer) in answers {
             match answer {
                 Ok(v) => match self.check_lan_bundle(&v, subject, now) {
@@ -627,109 +758,7 @@ impl NetworkResolver {
                 Err(e) => tried.push(format!("LAN peer {peer}: {e}")),
             }
         }
-        if accepted.is_empty() {
-            tried.extend(warnings.into_iter().filter(|w| w.starts_with("LAN peer")));
-            return Err(ResolveError::Unreachable {
-                subject: subject.describe(),
-                tried,
-            });
-        }
-        // Peers may disagree on which DID a user ID names (an old binding); the one whose
-        // binding was confirmed most recently wins, the others are named.
-        let chosen_did = match subject {
-            Subject::Did(d) => d.clone(),
-            Subject::User(u) => accepted
-                .iter()
-                .max_by_key(|(_, _, vb)| binding_confirmed_at(vb, u))
-                .map(|(_, b, _)| b.did.clone())
-                .unwrap_or_else(|| unreachable!("accepted is not empty")),
-        };
-        let mut pool = OpPool::new(chosen_did.clone());
-        let mut used_peers = Vec::new();
-        let mut attestations: Vec<(Value, Attestation)> = Vec::new();
-        let mut key_docs: BTreeMap<ServerName, (ServerKeys, Value)> = BTreeMap::new();
-        for (peer, b, vb) in accepted {
-            if b.did != chosen_did {
-                warnings.push(format!(
-                    "LAN peer {peer} names another account ({}) for {}; ignored",
-                    b.did,
-                    subject.describe()
-                ));
-                continue;
-            }
-            if let Err(e) = pool.add_source(&b.log, now) {
-                warnings.push(format!(
-                    "LAN peer {peer}'s log does not verify with the other peers' ({e}); ignored"
-                ));
-                continue;
-            }
-            for (v, a) in b.attestations.iter().zip(vb.attestations.iter()) {
-                if !attestations.iter().any(|(w, _)| w == v) {
-                    attestations.push((v.clone(), a.clone()));
-                }
-            }
-            for doc in &b.server_keys {
-                if let Some(name) = doc.get("server_name").and_then(Value::as_str)
-                    && let Some(k) = vb
-                        .server_keys
-                        .values()
-                        .find(|k| k.server_name.as_str() == name)
-                {
-                    key_docs
-                        .entry(k.server_name.clone())
-                        .or_insert_with(|| (k.clone(), doc.clone()));
-                }
-            }
-            used_peers.push(peer.to_string());
-        }
-        let log = pool.verify(now).map_err(|e| match e {
-            LogError::Equivocation { a, b } => ResolveError::Equivocation { a, b },
-            other => ResolveError::Invalid(format!(
-                "the LAN peers' merged log does not verify: {other}"
-            )),
-        })?;
-        let vb = VerifiedBundle {
-            log,
-            attestations: attestations.iter().map(|(_, a)| a.clone()).collect(),
-            server_keys: key_docs
-                .iter()
-                .map(|(s, (k, _))| (s.clone(), k.clone()))
-                .collect(),
-            fetched_at: now,
-            source: used_peers.join(", "),
-        };
-        if let Subject::User(u) = subject
-            && vb.binding(u, now) == Attested::Missing
-        {
-            return Err(ResolveError::Unbound {
-                user_id: u.clone(),
-                did: Box::new(chosen_did),
-                reason: "the LAN peers' merged log no longer claims it".to_owned(),
-            });
-        }
-        let wire = Bundle {
-            did: chosen_did,
-            log: all_op_values(&vb.log),
-            attestations: attestations.into_iter().map(|(v, _)| v).collect(),
-            server_keys: key_docs.into_values().map(|(_, d)| d).collect(),
-            fetched_at: now,
-            source: vb.source.clone(),
-        };
-        let user = match subject {
-            Subject::User(u) => Some(u),
-            Subject::Did(_) => None,
-        };
-        Ok(build_resolution(
-            user,
-            Online {
-                bundle: vb,
-                wire,
-                warnings,
-            },
-            ResolveStatus::Lan,
-            now,
-            Source::Lan { peers: used_peers },
-        ))
+        accepted
     }
 
     /// Verifies one LAN peer's bundle: all signatures with the keys it carries, the carried
@@ -741,11 +770,7 @@ impl NetworkResolver {
         now: Millis,
     ) -> Result<(Bundle, VerifiedBundle), String> {
         let b = Bundle::from_value(v).map_err(|e| e.to_string())?;
-        let expected = match subject {
-            Subject::Did(d) => Some(d),
-            Subject::User(_) => None,
-        };
-        let vb = bundle::verify(&b, expected, now).map_err(|e| e.to_string())?;
+        let vb = bundle::verify(&b, subject.did(), now).map_err(|e| e.to_string())?;
         for (name, carried) in &vb.server_keys {
             if let Some(known) = self.inner.keys.known(name) {
                 check_agreement(&known, carried, false).map_err(|e| {
@@ -764,7 +789,7 @@ impl NetworkResolver {
                 })?;
             }
         }
-        if let Subject::User(u) = subject
+        if let Some(u) = subject.user()
             && vb.binding(u, now) == Attested::Missing
         {
             return Err(format!("it does not bind {u} to {}", b.did));
@@ -773,12 +798,137 @@ impl NetworkResolver {
     }
 }
 
-/// Why online verification stopped.
-enum OnlineFailure {
-    /// A definite answer (invalid evidence, equivocation).
-    Resolve(ResolveError),
-    /// Something needed could not be fetched.
-    Unreachable(String),
+/// Parses a bundle fetched online and checks it is about the DID asked for, if any.
+fn parse_bundle(
+    server: &ServerName,
+    value: &Value,
+    expected: Option<&Did>,
+) -> Result<Bundle, OnlineFailure> {
+    let b = Bundle::from_value(value)
+        .map_err(|e| invalid(format!("{server} served a malformed bundle: {e}")))?;
+    if let Some(d) = expected
+        && d != &b.did
+    {
+        return Err(invalid(format!(
+            "{server} served a bundle for {}, not {d}",
+            b.did
+        )));
+    }
+    Ok(b)
+}
+
+/// Parses every attestation a bundle carries; each must be about the bundle's DID.
+fn parse_attestations<'b>(
+    server: &ServerName,
+    b: &'b Bundle,
+) -> Result<Vec<(&'b Value, Attestation)>, OnlineFailure> {
+    let mut parsed = Vec::with_capacity(b.attestations.len());
+    for (i, v) in b.attestations.iter().enumerate() {
+        let a = attestation::parse(v).map_err(|e| {
+            invalid(format!(
+                "{server}'s bundle: attestation {i} is malformed: {e}"
+            ))
+        })?;
+        if a.did != b.did {
+            return Err(invalid(format!(
+                "{server}'s bundle: attestation {i} is about {}, not {}",
+                a.did, b.did
+            )));
+        }
+        parsed.push((v, a));
+    }
+    Ok(parsed)
+}
+
+/// A key document carried in `server`'s bundle: the server it names, and its keys if it is
+/// self-signed correctly.
+fn parse_carried_keys(
+    server: &ServerName,
+    doc: &Value,
+) -> Result<(ServerName, ServerKeys), OnlineFailure> {
+    let name = doc
+        .get("server_name")
+        .and_then(Value::as_str)
+        .and_then(|s| ServerName::parse(s).ok())
+        .ok_or_else(|| {
+            invalid(format!(
+                "{server}'s bundle carries a key document without a valid server_name"
+            ))
+        })?;
+    let carried = server_keys::verify(doc, &name).map_err(|e| {
+        invalid(format!(
+            "{server}'s bundle carries a key document for {name} that does not verify: {e}"
+        ))
+    })?;
+    Ok((name, carried))
+}
+
+/// Verifies each attestation with its attester's published keys; attestations whose keys
+/// could not be fetched are left out (a warning already says so).
+fn verify_attestations(
+    server: &ServerName,
+    parsed: Vec<(&Value, Attestation)>,
+    keys: &KeyDocs,
+    now: Millis,
+) -> Result<AttestationList, OnlineFailure> {
+    let mut attestations = AttestationList::new();
+    for (v, a) in parsed {
+        let Some((k, _)) = keys.get(&a.server_name) else {
+            continue;
+        };
+        let verified = attestation::verify(v, k, now).map_err(|e| {
+            invalid(format!(
+                "{server}'s bundle: an attestation by {} does not verify with {}'s published keys: {e}",
+                a.server_name, a.server_name
+            ))
+        })?;
+        attestations.push((v.clone(), verified));
+    }
+    Ok(attestations)
+}
+
+/// The user ID's own domain must attest the binding now, and the log must claim the user ID.
+fn check_binding(
+    vb: &VerifiedBundle,
+    user: &UserId,
+    domain: &ServerName,
+    now: Millis,
+) -> Result<(), ResolveError> {
+    let unbound = |reason: String| ResolveError::Unbound {
+        user_id: user.clone(),
+        did: Box::new(vb.log.state.did.clone()),
+        reason,
+    };
+    match vb.binding(user, now) {
+        Attested::Current { .. } => Ok(()),
+        Attested::Expired { valid_until } => Err(unbound(format!(
+            "{domain}'s attestation of the binding expired at {}",
+            rfc3339(valid_until)
+        ))),
+        Attested::Missing if vb.log.state.user_ids.contains(user) => Err(unbound(format!(
+            "{domain} does not attest that {user} belongs to this account"
+        ))),
+        Attested::Missing => Err(unbound(format!("the account's log does not claim {user}"))),
+    }
+}
+
+/// The merged log under the fork rules: a recovery rotate settles a fork, any other fork is
+/// equivocation; `what` names the log in the error.
+fn merged_log(pool: &OpPool, now: Millis, what: &str) -> Result<VerifiedLog, ResolveError> {
+    pool.verify(now).map_err(|e| match e {
+        LogError::Equivocation { a, b } => ResolveError::Equivocation { a, b },
+        other => ResolveError::Invalid(format!("{what} does not verify: {other}")),
+    })
+}
+
+/// The servers to ask for newer ops and the seq to ask from: the log's servers from its
+/// current key epoch on; with forked evidence, every server the ops name, from the start
+/// (any of them may hold the settling rotate).
+fn servers_to_follow(pool: &OpPool, now: Millis) -> (Vec<ServerName>, u64) {
+    match pool.verify(now) {
+        Ok(log) => (log.state.servers.clone(), epoch_start_seq(&log) + 1),
+        Err(_) => (servers_named(pool), 0),
+    }
 }
 
 /// Seq of the op that starts the chain's current key epoch (its last genesis or rotate): a
@@ -808,6 +958,79 @@ fn servers_named(pool: &OpPool) -> Vec<ServerName> {
     out
 }
 
+/// Peers may disagree on which DID a user ID names (an old binding); the one whose binding
+/// was confirmed most recently wins, the others are named.
+fn choose_lan_did(subject: Subject<'_>, accepted: &[(Url, Bundle, VerifiedBundle)]) -> Did {
+    match subject {
+        Subject::Did(d) => d.clone(),
+        Subject::User(u) => accepted
+            .iter()
+            .max_by_key(|(_, _, vb)| binding_confirmed_at(vb, u))
+            .map(|(_, b, _)| b.did.clone())
+            .unwrap_or_else(|| unreachable!("accepted is not empty")),
+    }
+}
+
+/// The union of the accepted peers' evidence about `did`: their ops (a peer whose log does
+/// not verify with the others' is dropped and named), attestations and key documents.
+fn merge_lan_bundles(
+    accepted: Vec<(Url, Bundle, VerifiedBundle)>,
+    did: &Did,
+    subject: Subject<'_>,
+    now: Millis,
+    warnings: &mut Vec<String>,
+) -> LanEvidence {
+    let mut merged = LanEvidence {
+        pool: OpPool::new(did.clone()),
+        attestations: AttestationList::new(),
+        key_docs: KeyDocs::new(),
+        peers: Vec::new(),
+    };
+    for (peer, b, vb) in accepted {
+        if &b.did != did {
+            warnings.push(format!(
+                "LAN peer {peer} names another account ({}) for {}; ignored",
+                b.did,
+                subject.describe()
+            ));
+            continue;
+        }
+        if let Err(e) = merged.pool.add_source(&b.log, now) {
+            warnings.push(format!(
+                "LAN peer {peer}'s log does not verify with the other peers' ({e}); ignored"
+            ));
+            continue;
+        }
+        merged.add_attestations_and_keys(&b, &vb);
+        merged.peers.push(peer.to_string());
+    }
+    merged
+}
+
+impl LanEvidence {
+    /// Adds a peer's verified attestations (once each) and the key documents they were
+    /// verified with (the first seen per server).
+    fn add_attestations_and_keys(&mut self, b: &Bundle, vb: &VerifiedBundle) {
+        for (v, a) in b.attestations.iter().zip(vb.attestations.iter()) {
+            if !self.attestations.iter().any(|(w, _)| w == v) {
+                self.attestations.push((v.clone(), a.clone()));
+            }
+        }
+        for doc in &b.server_keys {
+            if let Some(name) = doc.get("server_name").and_then(Value::as_str)
+                && let Some(k) = vb
+                    .server_keys
+                    .values()
+                    .find(|k| k.server_name.as_str() == name)
+            {
+                self.key_docs
+                    .entry(k.server_name.clone())
+                    .or_insert_with(|| (k.clone(), doc.clone()));
+            }
+        }
+    }
+}
+
 fn binding_confirmed_at(vb: &VerifiedBundle, user: &UserId) -> Option<Millis> {
     vb.attestations
         .iter()
@@ -816,17 +1039,25 @@ fn binding_confirmed_at(vb: &VerifiedBundle, user: &UserId) -> Option<Millis> {
         .max()
 }
 
+fn origin_source(server: &ServerName, base: &Url) -> Source {
+    Source::Origin {
+        server: server.clone(),
+        url: base.to_string(),
+    }
+}
+
+/// The answer: the account's state now, which user IDs are bound (offline, an expired
+/// attestation still says what was once confirmed), and how fresh it is.
 fn build_resolution(
     user: Option<&UserId>,
-    online: Online,
+    evidence: Evidence,
     status: ResolveStatus,
     now: Millis,
     source: Source,
 ) -> Resolution {
-    let vb = &online.bundle;
+    let vb = &evidence.bundle;
     let st = &vb.log.state;
     let user_ids: Vec<UserId> = match status {
-        // Offline, an expired attestation still says what was once confirmed.
         ResolveStatus::Lan => st
             .user_ids
             .iter()
@@ -855,14 +1086,14 @@ fn build_resolution(
         verified_at: now,
         last_confirmed,
         source,
-        warnings: online.warnings,
-        bundle: Arc::new(online.wire),
+        warnings: evidence.warnings,
+        bundle: Arc::new(evidence.wire),
     }
 }
 
 impl Resolver for NetworkResolver {
     fn resolve_user<'a>(&'a self, user_id: &'a UserId) -> BoxFuture<'a, ResolveResult> {
-        self.resolve_user_impl(user_id).boxed()
+        self.resolve(Subject::User(user_id), &[]).boxed()
     }
 
     fn resolve_did_via<'a>(
@@ -870,7 +1101,7 @@ impl Resolver for NetworkResolver {
         did: &'a Did,
         hints: &'a [ServerName],
     ) -> BoxFuture<'a, ResolveResult> {
-        self.resolve_did_impl(did, hints).boxed()
+        self.resolve(Subject::Did(did), hints).boxed()
     }
 
     fn is_offline(&self) -> bool {
