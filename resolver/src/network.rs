@@ -7,17 +7,18 @@
 //!
 //! # The steps
 //!
-//! The code follows DESIGN.md's resolution steps, one method each:
+//! The code follows DESIGN.md's resolution steps, a named method each:
 //!
 //! 1. discover the server ([`Discovery`]) and fetch the bundle (`fetch_user_bundle`, or each
-//!    candidate of `did_candidates` for a DID);
+//!    of `did_candidates` for a DID) — here;
 //! 2. verify the log, the attestations with keys fetched from each attester
 //!    (`fetch_attester_keys`, `check_carried_keys`, `verify_attestations`) and, for a user
-//!    ID, the binding both ways (`check_binding`);
-//! 3. follow the log's primary, then its backups, for newer ops (`follow_servers`), and merge
-//!    every source with the fork rules (`merged_log`);
-//! 4. answer (`build_resolution`), or, when nothing online could be reached, ask the LAN
-//!    peers (`lan_resolve`: `ask_lan_peers` → `check_lan_answers` → `merge_lan_bundles`).
+//!    ID, the binding both ways (`check_binding`) — in `verify`;
+//! 3. follow the log's primary, then its backups, for newer ops (`follow_servers`, in
+//!    `verify`), and merge every source with the fork rules (`merged_log`, here);
+//! 4. answer (`build_resolution`, here), or, when nothing online could be reached, ask the
+//!    LAN peers (`lan_resolve`: `ask_lan_peers` → `check_lan_answers` →
+//!    `merge_lan_bundles`) — in `lan_fallback`.
 //!
 //! # Offline mode
 //!
@@ -28,29 +29,34 @@
 //! Two locks keep it off the network: the one entry point (`resolve`) never takes the online
 //! path, and the [`SafeClient`] refuses every target but a LAN peer (redirects included).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+mod lan_fallback;
+mod verify;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
-use futures::future::{BoxFuture, join_all};
-use roam_identity_core::attestation::{self, Attestation};
-use roam_identity_core::bundle::{self, Attested, Bundle, VerifiedBundle};
-use roam_identity_core::log::{Action, LogError, VerifiedLog};
-use roam_identity_core::server_keys::{self, ServerKeys};
+use futures::future::BoxFuture;
+use roam_identity_core::attestation::Attestation;
+use roam_identity_core::bundle::{Attested, Bundle, VerifiedBundle};
+use roam_identity_core::log::{LogError, VerifiedLog};
+use roam_identity_core::server_keys::ServerKeys;
 use roam_identity_core::{Did, Millis, ServerName, UserId};
 use serde_json::Value;
 use url::Url;
 
-use crate::clock::{Clock, rfc3339};
-use crate::config::{OFFLINE_WARNING, ResolverConfig};
+use crate::clock::Clock;
+use crate::config::ResolverConfig;
 use crate::discovery::{Discovery, endpoint};
 use crate::error::ResolveError;
 use crate::http::{FetchError, SafeClient};
-use crate::keys::{KeyCache, KeyFetchError, check_agreement};
+use crate::keys::{KeyCache, KeyFetchError};
 use crate::lan::LanPeers;
 use crate::merge::{OpPool, all_op_values};
 use crate::resolution::{Resolution, ResolveStatus, Source};
 use crate::{ResolveResult, Resolver};
+
+use verify::{OnlineFailure, check_binding, invalid};
 
 /// Resolves over HTTP. Cheap to clone; clones share caches of keys and hints.
 #[derive(Debug, Clone)]
@@ -163,33 +169,6 @@ impl Evidence {
     }
 }
 
-/// Whether asking a server for newer ops worked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Asked {
-    Answered,
-    Failed,
-}
-
-/// Why online verification stopped.
-enum OnlineFailure {
-    /// A definite answer (invalid evidence, equivocation).
-    Resolve(ResolveError),
-    /// Something needed could not be fetched.
-    Unreachable(String),
-}
-
-fn invalid(message: String) -> OnlineFailure {
-    OnlineFailure::Resolve(ResolveError::Invalid(message))
-}
-
-/// What the LAN peers that were accepted said, merged.
-struct LanEvidence {
-    pool: OpPool,
-    attestations: AttestationList,
-    key_docs: KeyDocs,
-    peers: Vec<String>,
-}
-
 impl NetworkResolver {
     /// A resolver with this configuration and clock.
     pub fn new(config: ResolverConfig, clock: Arc<dyn Clock>) -> Result<Self, FetchError> {
@@ -237,44 +216,6 @@ impl NetworkResolver {
         self.online_keys(server, self.inner.clock.now_ms())
             .await
             .map(|(k, _)| k)
-    }
-
-    async fn online_keys(
-        &self,
-        server: &ServerName,
-        now: Millis,
-    ) -> Result<(ServerKeys, Value), KeyFetchError> {
-        let inner = &self.inner;
-        if let Some(hit) = inner.keys.fresh(server, now, inner.config.max_key_cache_ms) {
-            return Ok(hit);
-        }
-        if inner.config.offline {
-            return Err(KeyFetchError::Offline {
-                server: server.clone(),
-            });
-        }
-        let base = self.discover(server, now).await;
-        let url = endpoint(&base, &["_matrix", "key", "v2", "server"]);
-        let doc = inner
-            .client
-            .get_json(&url)
-            .await
-            .map_err(|source| KeyFetchError::Fetch {
-                server: server.clone(),
-                source,
-            })?;
-        let keys = server_keys::verify(&doc, server).map_err(|source| KeyFetchError::Invalid {
-            server: server.clone(),
-            source,
-        })?;
-        if keys.is_expired(now) {
-            return Err(KeyFetchError::Expired {
-                server: server.clone(),
-                valid_until: keys.valid_until_ts,
-            });
-        }
-        inner.keys.insert(keys.clone(), doc.clone(), now);
-        Ok((keys, doc))
     }
 
     /// The base URL of `server` (discovery, or an override).
@@ -451,465 +392,6 @@ impl NetworkResolver {
         tried.extend(not_found.iter().map(|s| format!("{s} does not know it")));
         self.lan_resolve(Subject::Did(did), now, tried).await
     }
-
-    /// Verifies a bundle fetched online from `server` (log, attestations with each
-    /// attester's own keys, carried key documents), then follows the account's servers for
-    /// newer ops and merges them with the fork rules.
-    async fn verify_online(
-        &self,
-        server: &ServerName,
-        url: &Url,
-        value: &Value,
-        expected: Option<&Did>,
-        now: Millis,
-    ) -> Result<Evidence, OnlineFailure> {
-        let b = parse_bundle(server, value, expected)?;
-        let mut pool = OpPool::new(b.did.clone());
-        pool.add_source(&b.log, now)
-            .map_err(|e| invalid(format!("{server}'s log does not verify: {e}")))?;
-        let parsed = parse_attestations(server, &b)?;
-        let mut warnings = Vec::new();
-        let mut keys = self
-            .fetch_attester_keys(server, &parsed, now, &mut warnings)
-            .await?;
-        self.check_carried_keys(server, &b.server_keys, &keys)?;
-        let attestations = verify_attestations(server, parsed, &keys, now)?;
-        self.follow_servers(server, &b.did, &mut pool, now, &mut warnings)
-            .await;
-        let log = merged_log(&pool, now, "the merged log").map_err(OnlineFailure::Resolve)?;
-        // Only the key documents an attestation was verified with travel with the bundle.
-        let used: HashSet<ServerName> = attestations
-            .iter()
-            .map(|(_, a)| a.server_name.clone())
-            .collect();
-        keys.retain(|s, _| used.contains(s));
-        let source = url.to_string();
-        Ok(Evidence::assemble(
-            b.did,
-            log,
-            attestations,
-            keys,
-            source,
-            now,
-            warnings,
-        ))
-    }
-
-    /// Fetches the keys of every attesting server from the server itself. Failing to get the
-    /// keys of `server` (which just answered) means nothing can be confirmed: unreachable.
-    /// Other attesters' failures leave their attestations unchecked, with a warning.
-    async fn fetch_attester_keys(
-        &self,
-        server: &ServerName,
-        parsed: &[(&Value, Attestation)],
-        now: Millis,
-        warnings: &mut Vec<String>,
-    ) -> Result<KeyDocs, OnlineFailure> {
-        let mut attesters: Vec<ServerName> =
-            parsed.iter().map(|(_, a)| a.server_name.clone()).collect();
-        attesters.sort();
-        attesters.dedup();
-        let fetched = join_all(attesters.iter().map(|s| self.online_keys(s, now))).await;
-        let mut keys = KeyDocs::new();
-        for (s, r) in attesters.iter().zip(fetched) {
-            match r {
-                Ok(k) => {
-                    keys.insert(s.clone(), k);
-                }
-                Err(e) if s == server => return Err(OnlineFailure::Unreachable(e.to_string())),
-                Err(e) => warnings.push(format!("attestations by {s} were not checked: {e}")),
-            }
-        }
-        Ok(keys)
-    }
-
-    /// Carried key documents must verify and agree with what the servers themselves publish
-    /// (strictly for keys fetched just now, leniently for keys cached earlier).
-    fn check_carried_keys(
-        &self,
-        server: &ServerName,
-        docs: &[Value],
-        keys: &KeyDocs,
-    ) -> Result<(), OnlineFailure> {
-        for doc in docs {
-            let (name, carried) = parse_carried_keys(server, doc)?;
-            let (known, strict) = match keys.get(&name) {
-                Some((k, _)) => (Some(k.clone()), true),
-                None => (self.inner.keys.known(&name), false),
-            };
-            if let Some(known) = known {
-                check_agreement(&known, &carried, strict).map_err(|e| {
-                    invalid(format!(
-                        "{server}'s bundle carries a key document for {name} that disagrees with {name}'s published keys: {e}"
-                    ))
-                })?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Follows the log's servers: the primary first, backups when it fails, again whenever
-    /// newer ops name a new primary. What fails becomes a warning; `origin` already answered.
-    async fn follow_servers(
-        &self,
-        origin: &ServerName,
-        did: &Did,
-        pool: &mut OpPool,
-        now: Millis,
-        warnings: &mut Vec<String>,
-    ) {
-        let mut asked = HashMap::from([(origin.clone(), Asked::Answered)]);
-        let budget =
-            self.inner.config.max_follow_rounds * (roam_identity_core::log::MAX_SERVERS + 1);
-        for _ in 0..budget {
-            let (candidates, since) = servers_to_follow(pool, now);
-            let next = candidates
-                .iter()
-                .find(|s| asked.get(*s) != Some(&Asked::Failed))
-                .cloned();
-            let Some(next) = next else {
-                warnings.push(format!(
-                    "none of the account's servers ({}) could be asked for newer operations; newer operations may exist",
-                    candidates.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-                ));
-                break;
-            };
-            if asked.get(&next) == Some(&Asked::Answered) {
-                break;
-            }
-            match self.merge_newer_from(&next, did, since, pool, now).await {
-                Ok(()) => {
-                    asked.insert(next, Asked::Answered);
-                }
-                Err(w) => {
-                    warnings.push(w);
-                    asked.insert(next, Asked::Failed);
-                }
-            }
-        }
-    }
-
-    /// Asks `server` for ops from `since` on and adds them to `pool`; the error is the
-    /// warning to give.
-    async fn merge_newer_from(
-        &self,
-        server: &ServerName,
-        did: &Did,
-        since: u64,
-        pool: &mut OpPool,
-        now: Millis,
-    ) -> Result<(), String> {
-        let ops = self.fetch_newer(server, did, since, now).await?;
-        pool.add_source(&ops, now).map(drop).map_err(|e| {
-            format!(
-                "{server} served operations that do not verify with the rest of the log ({e}); ignored"
-            )
-        })
-    }
-
-    /// `GET /_roam/v1/accounts/{did}/log?since=SEQ` from `server`.
-    async fn fetch_newer(
-        &self,
-        server: &ServerName,
-        did: &Did,
-        since: u64,
-        now: Millis,
-    ) -> Result<Vec<Value>, String> {
-        if self.is_offline() {
-            return Err(format!(
-                "offline: {server} was not asked for newer operations (the resolver is offline)"
-            ));
-        }
-        let base = self.discover(server, now).await;
-        let mut url = endpoint(&base, &["_roam", "v1", "accounts", did.as_str(), "log"]);
-        url.set_query(Some(&format!("since={since}")));
-        let v = self.inner.client.get_json(&url).await.map_err(|e| {
-            if e.is_not_found() {
-                format!("{server} does not know the account ({e})")
-            } else {
-                format!("{server} could not be asked for newer operations: {e}")
-            }
-        })?;
-        v.get("ops")
-            .and_then(Value::as_array)
-            .cloned()
-            .ok_or_else(|| format!("{server} answered {url} without an \"ops\" array; ignored"))
-    }
-
-    /// Offline: LAN peers only, and the answer says nobody else was asked.
-    async fn offline_resolve(&self, subject: Subject<'_>, now: Millis) -> ResolveResult {
-        let none_known = self.inner.lan.is_empty();
-        match self.lan_resolve(subject, now, Vec::new()).await {
-            Ok(mut r) => {
-                r.warnings.insert(0, OFFLINE_WARNING.to_owned());
-                Ok(r)
-            }
-            Err(ResolveError::Unreachable { subject, tried }) => {
-                let first = if none_known {
-                    "offline: no LAN peer answered (none is known: list one or discover them with mDNS); no server is asked when offline"
-                } else {
-                    "offline: no LAN peer answered; no server is asked when offline"
-                };
-                let mut all = vec![first.to_owned()];
-                all.extend(tried);
-                Err(ResolveError::Unreachable {
-                    subject,
-                    tried: all,
-                })
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Asks LAN peers for bundles when the origin cannot be reached; every bundle is verified
-    /// with the keys it carries, cross-checked against keys cached earlier, and the accepted
-    /// ones are merged with the fork rules. `tried` says why the origin was not used.
-    async fn lan_resolve(
-        &self,
-        subject: Subject<'_>,
-        now: Millis,
-        mut tried: Vec<String>,
-    ) -> ResolveResult {
-        let peers = self.inner.lan.list();
-        if peers.is_empty() {
-            return Err(subject.unreachable(tried));
-        }
-        let answers = self.ask_lan_peers(subject, &peers).await;
-        let mut warnings: Vec<String> = tried
-            .iter()
-            .map(|t| format!("origin not reachable: {t}"))
-            .collect();
-        let accepted = self.check_lan_answers(answers, subject, now, &mut tried, &mut warnings);
-        if accepted.is_empty() {
-            tried.extend(warnings.into_iter().filter(|w| w.starts_with("LAN peer")));
-            return Err(subject.unreachable(tried));
-        }
-        let did = choose_lan_did(subject, &accepted);
-        let merged = merge_lan_bundles(accepted, &did, subject, now, &mut warnings);
-        let log = merged_log(&merged.pool, now, "the LAN peers' merged log")?;
-        let source = merged.peers.join(", ");
-        let evidence = Evidence::assemble(
-            did.clone(),
-            log,
-            merged.attestations,
-            merged.key_docs,
-            source,
-            now,
-            warnings,
-        );
-        if let Subject::User(u) = subject
-            && evidence.bundle.binding(u, now) == Attested::Missing
-        {
-            return Err(ResolveError::Unbound {
-                user_id: u.clone(),
-                did: Box::new(did),
-                reason: "the LAN peers' merged log no longer claims it".to_owned(),
-            });
-        }
-        let source = Source::Lan {
-            peers: merged.peers,
-        };
-        let status = ResolveStatus::Lan;
-        Ok(build_resolution(
-            subject.user(),
-            evidence,
-            status,
-            now,
-            source,
-        ))
-    }
-
-    /// Every LAN peer at once, for the subject's bundle.
-    async fn ask_lan_peers(
-        &self,
-        subject: Subject<'_>,
-        peers: &[Url],
-    ) -> Vec<(Url, Result<Value, FetchError>)> {
-        let path = subject.path();
-        join_all(peers.iter().map(|p| {
-            let url = endpoint(p, &path);
-            async move { (p.clone(), self.inner.client.get_json(&url).await) }
-        }))
-        .await
-    }
-
-    /// Keeps the peers' bundles that verify; a rejected bundle becomes a warning, a peer that
-    /// does not know the subject or cannot be reached goes into `tried`.
-    fn check_lan_answers(
-        &self,
-        answers: Vec<(Url, Result<Value, FetchError>)>,
-        subject: Subject<'_>,
-        now: Millis,
-        tried: &mut Vec<String>,
-        warnings: &mut Vec<String>,
-    ) -> Vec<(Url, Bundle, VerifiedBundle)> {
-        let mut accepted = Vec::new();
-        for (peer, answer) in answers {
-            match answer {
-                Ok(v) => match self.check_lan_bundle(&v, subject, now) {
-                    Ok((b, vb)) => accepted.push((peer, b, vb)),
-                    Err(reason) => warnings.push(format!(
-                        "LAN peer {peer} served a bundle that was rejected: {reason}"
-                    )),
-                },
-                Err(e) if e.is_not_found() => {
-                    tried.push(format!("LAN peer {peer} does not know it"))
-                }
-                Err(e) => tried.push(format!("LAN peer {peer}: {e}")),
-            }
-        }
-        accepted
-    }
-
-    /// Verifies one LAN peer's bundle: all signatures with the keys it carries, the carried
-    /// keys against keys cached earlier, and that it is about the subject.
-    fn check_lan_bundle(
-        &self,
-        v: &Value,
-        subject: Subject<'_>,
-        now: Millis,
-    ) -> Result<(Bundle, VerifiedBundle), String> {
-        let b = Bundle::from_value(v).map_err(|e| e.to_string())?;
-        let vb = bundle::verify(&b, subject.did(), now).map_err(|e| e.to_string())?;
-        for (name, carried) in &vb.server_keys {
-            if let Some(known) = self.inner.keys.known(name) {
-                check_agreement(&known, carried, false).map_err(|e| {
-                    format!("its key document for {name} disagrees with keys fetched from {name} earlier: {e}")
-                })?;
-            }
-        }
-        // bundle::verify keeps attestations in order, so they line up with the wire values.
-        for (v, a) in b.attestations.iter().zip(vb.attestations.iter()) {
-            if let Some(known) = self.inner.keys.known(&a.server_name) {
-                attestation::verify(v, &known, now).map_err(|e| {
-                    format!(
-                        "an attestation by {} does not verify with keys fetched from {} earlier: {e}",
-                        a.server_name, a.server_name
-                    )
-                })?;
-            }
-        }
-        if let Some(u) = subject.user()
-            && vb.binding(u, now) == Attested::Missing
-        {
-            return Err(format!("it does not bind {u} to {}", b.did));
-        }
-        Ok((b, vb))
-    }
-}
-
-/// Parses a bundle fetched online and checks it is about the DID asked for, if any.
-fn parse_bundle(
-    server: &ServerName,
-    value: &Value,
-    expected: Option<&Did>,
-) -> Result<Bundle, OnlineFailure> {
-    let b = Bundle::from_value(value)
-        .map_err(|e| invalid(format!("{server} served a malformed bundle: {e}")))?;
-    if let Some(d) = expected
-        && d != &b.did
-    {
-        return Err(invalid(format!(
-            "{server} served a bundle for {}, not {d}",
-            b.did
-        )));
-    }
-    Ok(b)
-}
-
-/// Parses every attestation a bundle carries; each must be about the bundle's DID.
-fn parse_attestations<'b>(
-    server: &ServerName,
-    b: &'b Bundle,
-) -> Result<Vec<(&'b Value, Attestation)>, OnlineFailure> {
-    let mut parsed = Vec::with_capacity(b.attestations.len());
-    for (i, v) in b.attestations.iter().enumerate() {
-        let a = attestation::parse(v).map_err(|e| {
-            invalid(format!(
-                "{server}'s bundle: attestation {i} is malformed: {e}"
-            ))
-        })?;
-        if a.did != b.did {
-            return Err(invalid(format!(
-                "{server}'s bundle: attestation {i} is about {}, not {}",
-                a.did, b.did
-            )));
-        }
-        parsed.push((v, a));
-    }
-    Ok(parsed)
-}
-
-/// A key document carried in `server`'s bundle: the server it names, and its keys if it is
-/// self-signed correctly.
-fn parse_carried_keys(
-    server: &ServerName,
-    doc: &Value,
-) -> Result<(ServerName, ServerKeys), OnlineFailure> {
-    let name = doc
-        .get("server_name")
-        .and_then(Value::as_str)
-        .and_then(|s| ServerName::parse(s).ok())
-        .ok_or_else(|| {
-            invalid(format!(
-                "{server}'s bundle carries a key document without a valid server_name"
-            ))
-        })?;
-    let carried = server_keys::verify(doc, &name).map_err(|e| {
-        invalid(format!(
-            "{server}'s bundle carries a key document for {name} that does not verify: {e}"
-        ))
-    })?;
-    Ok((name, carried))
-}
-
-/// Verifies each attestation with its attester's published keys; attestations whose keys
-/// could not be fetched are left out (a warning already says so).
-fn verify_attestations(
-    server: &ServerName,
-    parsed: Vec<(&Value, Attestation)>,
-    keys: &KeyDocs,
-    now: Millis,
-) -> Result<AttestationList, OnlineFailure> {
-    let mut attestations = AttestationList::new();
-    for (v, a) in parsed {
-        let Some((k, _)) = keys.get(&a.server_name) else {
-            continue;
-        };
-        let verified = attestation::verify(v, k, now).map_err(|e| {
-            invalid(format!(
-                "{server}'s bundle: an attestation by {} does not verify with {}'s published keys: {e}",
-                a.server_name, a.server_name
-            ))
-        })?;
-        attestations.push((v.clone(), verified));
-    }
-    Ok(attestations)
-}
-
-/// The user ID's own domain must attest the binding now, and the log must claim the user ID.
-fn check_binding(
-    vb: &VerifiedBundle,
-    user: &UserId,
-    domain: &ServerName,
-    now: Millis,
-) -> Result<(), ResolveError> {
-    let unbound = |reason: String| ResolveError::Unbound {
-        user_id: user.clone(),
-        did: Box::new(vb.log.state.did.clone()),
-        reason,
-    };
-    match vb.binding(user, now) {
-        Attested::Current { .. } => Ok(()),
-        Attested::Expired { valid_until } => Err(unbound(format!(
-            "{domain}'s attestation of the binding expired at {}",
-            rfc3339(valid_until)
-        ))),
-        Attested::Missing if vb.log.state.user_ids.contains(user) => Err(unbound(format!(
-            "{domain} does not attest that {user} belongs to this account"
-        ))),
-        Attested::Missing => Err(unbound(format!("the account's log does not claim {user}"))),
-    }
 }
 
 /// The merged log under the fork rules: a recovery rotate settles a fork, any other fork is
@@ -919,116 +401,6 @@ fn merged_log(pool: &OpPool, now: Millis, what: &str) -> Result<VerifiedLog, Res
         LogError::Equivocation { a, b } => ResolveError::Equivocation { a, b },
         other => ResolveError::Invalid(format!("{what} does not verify: {other}")),
     })
-}
-
-/// The servers to ask for newer ops and the seq to ask from: the log's servers from its
-/// current key epoch on; with forked evidence, every server the ops name, from the start
-/// (any of them may hold the settling rotate).
-fn servers_to_follow(pool: &OpPool, now: Millis) -> (Vec<ServerName>, u64) {
-    match pool.verify(now) {
-        Ok(log) => (log.state.servers.clone(), epoch_start_seq(&log) + 1),
-        Err(_) => (servers_named(pool), 0),
-    }
-}
-
-/// Seq of the op that starts the chain's current key epoch (its last genesis or rotate): a
-/// recovery rotate can fork from any op after it, so newer evidence has a greater seq.
-fn epoch_start_seq(log: &VerifiedLog) -> u64 {
-    log.chain
-        .iter()
-        .rev()
-        .find(|o| o.op.action.is_key_event())
-        .map_or(0, |o| o.op.seq)
-}
-
-/// Every server named by a genesis or move op held, latest first.
-fn servers_named(pool: &OpPool) -> Vec<ServerName> {
-    let mut ops: Vec<_> = pool.ops().iter().collect();
-    ops.sort_by_key(|o| std::cmp::Reverse(o.op.seq));
-    let mut out: Vec<ServerName> = Vec::new();
-    for o in ops {
-        if let Action::Genesis { servers, .. } | Action::Move { servers } = &o.op.action {
-            for s in servers {
-                if !out.contains(s) {
-                    out.push(s.clone());
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Peers may disagree on which DID a user ID names (an old binding); the one whose binding
-/// was confirmed most recently wins, the others are named.
-fn choose_lan_did(subject: Subject<'_>, accepted: &[(Url, Bundle, VerifiedBundle)]) -> Did {
-    match subject {
-        Subject::Did(d) => d.clone(),
-        Subject::User(u) => accepted
-            .iter()
-            .max_by_key(|(_, _, vb)| binding_confirmed_at(vb, u))
-            .map(|(_, b, _)| b.did.clone())
-            .unwrap_or_else(|| unreachable!("accepted is not empty")),
-    }
-}
-
-/// The union of the accepted peers' evidence about `did`: their ops (a peer whose log does
-/// not verify with the others' is dropped and named), attestations and key documents.
-fn merge_lan_bundles(
-    accepted: Vec<(Url, Bundle, VerifiedBundle)>,
-    did: &Did,
-    subject: Subject<'_>,
-    now: Millis,
-    warnings: &mut Vec<String>,
-) -> LanEvidence {
-    let mut merged = LanEvidence {
-        pool: OpPool::new(did.clone()),
-        attestations: AttestationList::new(),
-        key_docs: KeyDocs::new(),
-        peers: Vec::new(),
-    };
-    for (peer, b, vb) in accepted {
-        if &b.did != did {
-            warnings.push(format!(
-                "LAN peer {peer} names another account ({}) for {}; ignored",
-                b.did,
-                subject.describe()
-            ));
-            continue;
-        }
-        if let Err(e) = merged.pool.add_source(&b.log, now) {
-            warnings.push(format!(
-                "LAN peer {peer}'s log does not verify with the other peers' ({e}); ignored"
-            ));
-            continue;
-        }
-        merged.add_attestations_and_keys(&b, &vb);
-        merged.peers.push(peer.to_string());
-    }
-    merged
-}
-
-impl LanEvidence {
-    /// Adds a peer's verified attestations (once each) and the key documents they were
-    /// verified with (the first seen per server).
-    fn add_attestations_and_keys(&mut self, b: &Bundle, vb: &VerifiedBundle) {
-        for (v, a) in b.attestations.iter().zip(vb.attestations.iter()) {
-            if !self.attestations.iter().any(|(w, _)| w == v) {
-                self.attestations.push((v.clone(), a.clone()));
-            }
-        }
-        for doc in &b.server_keys {
-            if let Some(name) = doc.get("server_name").and_then(Value::as_str)
-                && let Some(k) = vb
-                    .server_keys
-                    .values()
-                    .find(|k| k.server_name.as_str() == name)
-            {
-                self.key_docs
-                    .entry(k.server_name.clone())
-                    .or_insert_with(|| (k.clone(), doc.clone()));
-            }
-        }
-    }
 }
 
 fn binding_confirmed_at(vb: &VerifiedBundle, user: &UserId) -> Option<Millis> {
