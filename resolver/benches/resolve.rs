@@ -4,11 +4,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::sync::Arc;
-
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use roam_identity_core::log::Action;
-use roam_resolver::{CachePolicy, CacheStore, Cached, ManualClock, ResolveStatus, Resolver};
+use roam_resolver::{CacheStore, ManualClock, ResolveStatus, Resolver};
 use support::*;
 
 fn benches(c: &mut Criterion) {
@@ -17,31 +14,11 @@ fn benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let (a, b, alice) = rt.block_on(async {
-        let a = Origin::start("a.test", 1).await;
-        let b = Origin::start("b.test", 2).await;
-        let alice = user("@alice:a.test");
-        let mut acct = Account::new(7, &alice, &["a.test"]);
-        acct.append(device("PHONE", 3));
-        acct.append(Action::Move {
-            servers: vec![name("b.test"), name("a.test")],
-        });
-        a.host(&alice, &acct);
-        acct.append(device("LAPTOP", 4));
-        b.publish_log(&acct.did(), acct.values());
-        (a, b, alice)
-    });
+    let (a, b, alice) = rt.block_on(two_servers_with_moved_alice());
     let clock = ManualClock::new(NOW);
 
-    let cached = Cached::new(
-        resolver(&[&a, &b], &clock),
-        CacheStore::in_memory().unwrap(),
-        Arc::new(clock.clone()),
-        CachePolicy {
-            positive_ttl_ms: u64::MAX / 4,
-            negative_ttl_ms: 1000,
-        },
-    );
+    let store = CacheStore::in_memory().unwrap();
+    let cached = cached_with(resolver(&[&a, &b], &clock), &store, &clock, KEEP_FOREVER);
     rt.block_on(cached.resolve_user(&alice)).unwrap();
     c.bench_function("resolve_user/cached", |bench| {
         bench.iter(|| {

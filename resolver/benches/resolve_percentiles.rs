@@ -9,8 +9,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use roam_identity_core::log::Action;
-use roam_resolver::{CachePolicy, CacheStore, Cached, ManualClock, Resolver};
+use roam_resolver::{CacheStore, ManualClock, Resolver};
 use support::*;
 
 fn report(label: &str, mut samples: Vec<Duration>) {
@@ -34,28 +33,11 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let a = Origin::start("a.test", 1).await;
-        let b = Origin::start("b.test", 2).await;
-        let alice = user("@alice:a.test");
-        let mut acct = Account::new(7, &alice, &["a.test"]);
-        acct.append(device("PHONE", 3));
-        acct.append(Action::Move {
-            servers: vec![name("b.test"), name("a.test")],
-        });
-        a.host(&alice, &acct);
-        acct.append(device("LAPTOP", 4));
-        b.publish_log(&acct.did(), acct.values());
+        let (a, b, alice) = two_servers_with_moved_alice().await;
         let clock = ManualClock::new(NOW);
 
-        let cached = Cached::new(
-            resolver(&[&a, &b], &clock),
-            CacheStore::in_memory().unwrap(),
-            Arc::new(clock.clone()),
-            CachePolicy {
-                positive_ttl_ms: u64::MAX / 4,
-                negative_ttl_ms: 1000,
-            },
-        );
+        let store = CacheStore::in_memory().unwrap();
+        let cached = cached_with(resolver(&[&a, &b], &clock), &store, &clock, KEEP_FOREVER);
         cached.resolve_user(&alice).await.unwrap();
         let mut s = Vec::new();
         for _ in 0..5000 {

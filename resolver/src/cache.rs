@@ -71,6 +71,36 @@ struct StoredNegative {
     expires_at: Millis,
 }
 
+impl StoredNegative {
+    /// The record of a negative answer (`not_found`, `unbound`); other errors are never
+    /// stored.
+    fn of(e: &ResolveError, expires_at: Millis) -> Option<Self> {
+        match e {
+            ResolveError::NotFound { subject, detail } => Some(StoredNegative {
+                class: "not_found".into(),
+                subject: subject.clone(),
+                detail: detail.clone(),
+                user_id: None,
+                did: None,
+                expires_at,
+            }),
+            ResolveError::Unbound {
+                user_id,
+                did,
+                reason,
+            } => Some(StoredNegative {
+                class: "unbound".into(),
+                subject: user_id.to_string(),
+                detail: reason.clone(),
+                user_id: Some(user_id.clone()),
+                did: Some(did.clone()),
+                expires_at,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// The redb file holding verified answers. Cheap to clone; the LAN router serves from it.
 #[derive(Debug, Clone)]
 pub struct CacheStore {
@@ -458,100 +488,17 @@ impl<R: Resolver> Cached<R> {
         neg_key: String,
         now: Millis,
     ) -> ResolveResult {
-        let subject_user = |c: &Resolution| user.cloned().or_else(|| c.user_ids.first().cloned());
         match answer {
-            Ok(fresh) => {
-                let Some(c) = cached.filter(|c| c.did == fresh.did) else {
-                    if fresh.status == ResolveStatus::Verified {
-                        self.store_positive(&fresh).await;
-                    }
-                    return Ok(fresh);
-                };
-                let relation = head_relation(&fresh, &c.head, now);
-                match (fresh.status, relation) {
-                    (ResolveStatus::Verified, HeadRelation::Extends) => {
-                        self.store_positive(&fresh).await;
-                        Ok(fresh)
-                    }
-                    (ResolveStatus::Verified, HeadRelation::Recovered) => {
-                        let mut fresh = fresh;
-                        fresh.warnings.push(format!(
-                            "a recovery rotate superseded the head cached earlier ({}); the owner's recovery key took over",
-                            c.head
-                        ));
-                        self.store_positive(&fresh).await;
-                        Ok(fresh)
-                    }
-                    // A LAN answer that goes further than the cache is more recent evidence;
-                    // it is not stored, since nothing online confirmed it.
-                    (ResolveStatus::Lan, HeadRelation::Extends) if fresh.head != c.head => {
-                        Ok(fresh)
-                    }
-                    // The inner resolver is itself a cache: its answer already says how old it is.
-                    (ResolveStatus::Cached | ResolveStatus::Stale, _) => Ok(fresh),
-                    (status, relation) => {
-                        let mut warnings = fresh.warnings.clone();
-                        let reason = match (status, relation) {
-                            (ResolveStatus::Verified, _) => format!(
-                                "refused a downgrade: the log served now (head {}) does not contain the head verified at {} ({}); keeping the cached answer",
-                                fresh.head,
-                                rfc3339(c.verified_at),
-                                c.head
-                            ),
-                            _ => format!(
-                                "LAN peers offered nothing newer than the head verified at {}; answering from the cache",
-                                rfc3339(c.verified_at)
-                            ),
-                        };
-                        warnings.push(reason);
-                        let who = subject_user(&c);
-                        Ok(relabel(c, who, ResolveStatus::Stale, warnings))
-                    }
-                }
-            }
+            Ok(fresh) => Ok(self.settle_fresh(fresh, cached, user, now).await),
             Err(ResolveError::Unreachable { subject, tried }) => match cached {
-                Some(c) => {
-                    // Offline, "cannot be reached" means "was not asked": say so first.
-                    let offline = self.inner.is_offline().then(|| OFFLINE_WARNING.to_owned());
-                    let warnings = offline
-                        .into_iter()
-                        .chain(
-                            tried
-                                .iter()
-                                .filter(|t| !t.starts_with("offline:"))
-                                .map(|t| format!("not reachable: {t}")),
-                        )
-                        .collect();
-                    let who = subject_user(&c);
-                    Ok(relabel(c, who, ResolveStatus::Stale, warnings))
-                }
+                Some(c) => Ok(self.stale_when_unreachable(c, user, &tried)),
                 None => Err(ResolveError::Unreachable { subject, tried }),
             },
             Err(e @ (ResolveError::NotFound { .. } | ResolveError::Unbound { .. })) => {
-                let neg = match &e {
-                    ResolveError::NotFound { subject, detail } => StoredNegative {
-                        class: "not_found".into(),
-                        subject: subject.clone(),
-                        detail: detail.clone(),
-                        user_id: None,
-                        did: None,
-                        expires_at: now.saturating_add(self.policy.negative_ttl_ms),
-                    },
-                    ResolveError::Unbound {
-                        user_id,
-                        did,
-                        reason,
-                    } => StoredNegative {
-                        class: "unbound".into(),
-                        subject: user_id.to_string(),
-                        detail: reason.clone(),
-                        user_id: Some(user_id.clone()),
-                        did: Some(did.clone()),
-                        expires_at: now.saturating_add(self.policy.negative_ttl_ms),
-                    },
-                    _ => unreachable!("matched above"),
-                };
-                if let Err(err) = self.store.put_negative(neg_key, neg).await {
+                let expires_at = now.saturating_add(self.policy.negative_ttl_ms);
+                if let Some(neg) = StoredNegative::of(&e, expires_at)
+                    && let Err(err) = self.store.put_negative(neg_key, neg).await
+                {
                     tracing::warn!(error = %err, "could not cache a negative answer");
                 }
                 Err(e)
@@ -560,6 +507,68 @@ impl<R: Resolver> Cached<R> {
             // them again (or see them resolved).
             Err(e) => Err(e),
         }
+    }
+
+    /// The never-downgrade rule: a fresh verified answer replaces the record only if its log
+    /// contains the cached head (or a recovery rotate superseded it); a LAN answer is taken,
+    /// unstored, only if it goes further; otherwise the record is kept and labelled `stale`.
+    async fn settle_fresh(
+        &self,
+        fresh: Resolution,
+        cached: Option<Resolution>,
+        user: Option<&UserId>,
+        now: Millis,
+    ) -> Resolution {
+        let Some(c) = cached.filter(|c| c.did == fresh.did) else {
+            if fresh.status == ResolveStatus::Verified {
+                self.store_positive(&fresh).await;
+            }
+            return fresh;
+        };
+        let relation = head_relation(&fresh, &c.head, now);
+        match (fresh.status, relation) {
+            (ResolveStatus::Verified, HeadRelation::Extends) => {
+                self.store_positive(&fresh).await;
+                fresh
+            }
+            (ResolveStatus::Verified, HeadRelation::Recovered) => {
+                let mut fresh = fresh;
+                fresh.warnings.push(format!(
+                    "a recovery rotate superseded the head cached earlier ({}); the owner's recovery key took over",
+                    c.head
+                ));
+                self.store_positive(&fresh).await;
+                fresh
+            }
+            // A LAN answer that goes further than the cache is more recent evidence; it is
+            // not stored, since nothing online confirmed it.
+            (ResolveStatus::Lan, HeadRelation::Extends) if fresh.head != c.head => fresh,
+            // The inner resolver is itself a cache: its answer already says how old it is.
+            (ResolveStatus::Cached | ResolveStatus::Stale, _) => fresh,
+            (status, _) => keep_cached(c, user, &fresh, status),
+        }
+    }
+
+    /// The origin could not be reached: the record, `stale`, saying what was tried.
+    fn stale_when_unreachable(
+        &self,
+        c: Resolution,
+        user: Option<&UserId>,
+        tried: &[String],
+    ) -> Resolution {
+        // Offline, "cannot be reached" means "was not asked": say so first.
+        let offline = self.inner.is_offline().then(|| OFFLINE_WARNING.to_owned());
+        let warnings = offline
+            .into_iter()
+            .chain(
+                tried
+                    .iter()
+                    .filter(|t| !t.starts_with("offline:"))
+                    .map(|t| format!("not reachable: {t}")),
+            )
+            .collect();
+        let who = subject_user(user, &c);
+        relabel(c, who, ResolveStatus::Stale, warnings)
     }
 
     async fn store_positive(&self, res: &Resolution) {
@@ -579,6 +588,37 @@ fn head_relation(fresh: &Resolution, cached_head: &OpHash, now: Millis) -> HeadR
         Ok(l) => relation_to(&l, cached_head),
         Err(_) => HeadRelation::Missing,
     }
+}
+
+/// The fresh answer does not replace the record (a refused downgrade, or LAN peers with
+/// nothing newer): the record, `stale`, with the fresh answer's warnings and the reason.
+fn keep_cached(
+    c: Resolution,
+    user: Option<&UserId>,
+    fresh: &Resolution,
+    status: ResolveStatus,
+) -> Resolution {
+    let mut warnings = fresh.warnings.clone();
+    let reason = match status {
+        ResolveStatus::Verified => format!(
+            "refused a downgrade: the log served now (head {}) does not contain the head verified at {} ({}); keeping the cached answer",
+            fresh.head,
+            rfc3339(c.verified_at),
+            c.head
+        ),
+        _ => format!(
+            "LAN peers offered nothing newer than the head verified at {}; answering from the cache",
+            rfc3339(c.verified_at)
+        ),
+    };
+    warnings.push(reason);
+    let who = subject_user(user, &c);
+    relabel(c, who, ResolveStatus::Stale, warnings)
+}
+
+/// Who the answer is about: the user ID asked for, or the record's first bound one.
+fn subject_user(user: Option<&UserId>, c: &Resolution) -> Option<UserId> {
+    user.cloned().or_else(|| c.user_ids.first().cloned())
 }
 
 fn relabel(

@@ -113,6 +113,23 @@ pub struct AddressPolicy {
     lan_origins: RwLock<HashSet<(String, u16)>>,
 }
 
+/// Why [`AddressPolicy::check_url`] refused a URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// Not `http` or `https`.
+    #[error("scheme {0:?} is not http(s)")]
+    Scheme(String),
+    /// Offline, and the origin is not a LAN peer.
+    #[error("offline: {0} is not a LAN peer, and an offline resolver asks nobody else")]
+    NotALanPeer(String),
+    /// The URL names no host.
+    #[error("URL has no host")]
+    NoHost,
+    /// A non-public address that nobody trusted explicitly.
+    #[error("{0} is a loopback, private, link-local, multicast or reserved address")]
+    Forbidden(IpAddr),
+}
+
 /// The guard's refusal, carried through reqwest's error chain so it can be recognised.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -174,30 +191,25 @@ impl AddressPolicy {
 
     /// Checks a URL before connecting (and on each redirect hop): scheme, and for IP
     /// literals the address itself. DNS names are checked after resolution.
-    pub fn check_url(&self, url: &Url) -> Result<(), String> {
+    pub fn check_url(&self, url: &Url) -> Result<(), Refused> {
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("scheme {:?} is not http(s)", url.scheme()));
+            return Err(Refused::Scheme(url.scheme().to_owned()));
         }
         if self.lan_only
             && !origin_key(url).is_some_and(|o| read_lock(&self.lan_origins).contains(&o))
         {
-            return Err(format!(
-                "offline: {} is not a LAN peer, and an offline resolver asks nobody else",
-                url.origin().ascii_serialization()
-            ));
+            return Err(Refused::NotALanPeer(url.origin().ascii_serialization()));
         }
         let ip = match url.host() {
             Some(Host::Ipv4(ip)) => IpAddr::V4(ip),
             Some(Host::Ipv6(ip)) => IpAddr::V6(ip),
             Some(Host::Domain(_)) => return Ok(()),
-            None => return Err("URL has no host".to_owned()),
+            None => return Err(Refused::NoHost),
         };
         if self.allow_private || !is_forbidden(ip) || self.origin_trusted(url) {
             Ok(())
         } else {
-            Err(format!(
-                "{ip} is a loopback, private, link-local, multicast or reserved address"
-            ))
+            Err(Refused::Forbidden(ip))
         }
     }
 }
@@ -385,9 +397,9 @@ impl SafeClient {
         let shown = url.to_string();
         self.policy
             .check_url(url)
-            .map_err(|reason| FetchError::Blocked {
+            .map_err(|refused| FetchError::Blocked {
                 url: shown.clone(),
-                reason,
+                reason: refused.to_string(),
             })?;
         let _permit = self.limiter.acquire(url).await;
         let mut resp = request.send().await.map_err(|e| self.classify(&shown, e))?;
@@ -543,7 +555,8 @@ mod tests {
             "http://192.168.1.20:8451/",
         ] {
             let err = p.check_url(&Url::parse(refused).unwrap()).unwrap_err();
-            assert!(err.starts_with("offline:"), "{refused}: {err}");
+            assert!(matches!(err, Refused::NotALanPeer(_)), "{refused}: {err}");
+            assert!(err.to_string().starts_with("offline:"), "{refused}: {err}");
         }
         let online = AddressPolicy::new(true);
         assert!(

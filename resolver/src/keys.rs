@@ -9,9 +9,57 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use roam_identity_core::server_keys::ServerKeys;
-use roam_identity_core::{Millis, ServerName};
+use roam_identity_core::server_keys::{ServerKeyError, ServerKeys};
+use roam_identity_core::{KeyId, Millis, ServerName};
 use serde_json::Value;
+
+use crate::clock::rfc3339;
+use crate::http::FetchError;
+
+/// Why a server's own keys could not be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyFetchError {
+    /// Offline, keys are never fetched, and none fetched earlier are still fresh.
+    #[error("offline: {server}'s keys were not fetched (the resolver is offline)")]
+    Offline { server: ServerName },
+    /// The key document could not be fetched.
+    #[error("cannot fetch {server}'s keys: {source}")]
+    Fetch {
+        server: ServerName,
+        source: FetchError,
+    },
+    /// The key document does not verify.
+    #[error("{server}'s key document does not verify: {source}")]
+    Invalid {
+        server: ServerName,
+        source: ServerKeyError,
+    },
+    /// The key document is past its `valid_until_ts`.
+    #[error("{server}'s key document expired at {}", rfc3339(*valid_until))]
+    Expired {
+        server: ServerName,
+        valid_until: Millis,
+    },
+}
+
+/// How a carried key document disagrees with the keys known for its server.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyDisagreement {
+    /// The same key ID with other bytes.
+    #[error("its key {id} for {carried} differs from the one {known} publishes")]
+    Differs {
+        id: KeyId,
+        carried: ServerName,
+        known: ServerName,
+    },
+    /// A key ID the server does not publish (only an error when checking strictly).
+    #[error("it lists key {id} for {carried}, which {known} does not publish")]
+    Unpublished {
+        id: KeyId,
+        carried: ServerName,
+        known: ServerName,
+    },
+}
 
 #[derive(Debug, Clone)]
 struct KeyEntry {
@@ -77,7 +125,7 @@ pub fn check_agreement(
     known: &ServerKeys,
     carried: &ServerKeys,
     strict: bool,
-) -> Result<(), String> {
+) -> Result<(), KeyDisagreement> {
     let lookup = |id| {
         known
             .verify_keys
@@ -94,16 +142,18 @@ pub fn check_agreement(
         match lookup(id) {
             Some(k) if k == key => {}
             Some(_) => {
-                return Err(format!(
-                    "its key {id} for {} differs from the one {} publishes",
-                    carried.server_name, known.server_name
-                ));
+                return Err(KeyDisagreement::Differs {
+                    id: id.clone(),
+                    carried: carried.server_name.clone(),
+                    known: known.server_name.clone(),
+                });
             }
             None if strict => {
-                return Err(format!(
-                    "it lists key {id} for {}, which {} does not publish",
-                    carried.server_name, known.server_name
-                ));
+                return Err(KeyDisagreement::Unpublished {
+                    id: id.clone(),
+                    carried: carried.server_name.clone(),
+                    known: known.server_name.clone(),
+                });
             }
             None => {}
         }

@@ -1,27 +1,26 @@
-//! LAN mode: serving this node's verified cache to peers, and finding peers with mDNS.
+//! LAN mode: the peers to ask, finding and announcing them with mDNS, and (with the
+//! `lan-server` feature) serving this node's verified cache to them.
 //!
 //! A node answers `GET /_roam/v1/users/{id}` and `/_roam/v1/accounts/{did}` with the bundles
 //! it verified online; peers trust none of it and verify every bundle themselves. Peers are
-//! found on `_roam._tcp.local` or listed in the configuration.
+//! found on `_roam._tcp.local` or listed in the configuration. Asking peers, browsing and
+//! announcing need no HTTP server; only serving does, so the server part (`lan_router`,
+//! `serve`) and its axum dependency are behind the non-default `lan-server` feature.
+
+#[cfg(feature = "lan-server")]
+mod server;
 
 use std::collections::{BTreeSet, HashMap};
-use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use mdns_sd::{ServiceDaemon, ServiceEvent, ServiceInfo};
-use roam_identity_core::{Did, UserId};
-use serde_json::json;
-use tokio::net::TcpListener;
 use url::Url;
 
-use crate::cache::CacheStore;
 use crate::http::AddressPolicy;
+
+#[cfg(feature = "lan-server")]
+pub use server::{lan_router, serve};
 
 /// The mDNS service type of Roam resolver nodes.
 pub const SERVICE_TYPE: &str = "_roam._tcp.local.";
@@ -83,75 +82,6 @@ impl LanPeers {
             .unwrap_or_else(|e| e.into_inner())
             .is_empty()
     }
-}
-
-fn matrix_error(status: StatusCode, errcode: &str, error: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({"errcode": errcode, "error": error})),
-    )
-        .into_response()
-}
-
-/// The routes a resolver node serves to its LAN peers, from its verified cache.
-pub fn lan_router(store: CacheStore) -> Router {
-    Router::new()
-        .route("/_roam/v1/users/{user_id}", get(user_bundle))
-        .route("/_roam/v1/accounts/{did}", get(account_bundle))
-        .with_state(store)
-}
-
-async fn user_bundle(State(store): State<CacheStore>, Path(user_id): Path<String>) -> Response {
-    let Ok(user) = UserId::parse(&user_id) else {
-        return matrix_error(
-            StatusCode::BAD_REQUEST,
-            "M_INVALID_PARAM",
-            "not a valid user ID",
-        );
-    };
-    answer(store.bundle_for_user(&user).await)
-}
-
-async fn account_bundle(State(store): State<CacheStore>, Path(did): Path<String>) -> Response {
-    let Ok(did) = Did::parse(&did) else {
-        return matrix_error(
-            StatusCode::BAD_REQUEST,
-            "M_INVALID_PARAM",
-            "not a valid did:key",
-        );
-    };
-    answer(store.bundle_for_did(&did).await)
-}
-
-fn answer(r: Result<Option<serde_json::Value>, crate::CacheError>) -> Response {
-    match r {
-        Ok(Some(bundle)) => axum::Json(bundle).into_response(),
-        Ok(None) => matrix_error(
-            StatusCode::NOT_FOUND,
-            "M_NOT_FOUND",
-            "not in this node's cache",
-        ),
-        Err(e) => {
-            // Internal details are logged, never sent to peers.
-            tracing::error!(error = %e, "LAN cache read failed");
-            matrix_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "M_UNKNOWN",
-                "internal error",
-            )
-        }
-    }
-}
-
-/// Serves [`lan_router`] on `listener` until `shutdown` completes.
-pub async fn serve(
-    listener: TcpListener,
-    store: CacheStore,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, lan_router(store))
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 /// An mDNS announcement of this node; withdrawn on [`MdnsAnnouncer::stop`] or drop.

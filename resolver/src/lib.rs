@@ -40,7 +40,8 @@
 //!   timeouts, size caps, per-origin concurrency. [`discovery`]: `.well-known` and overrides.
 //! - [`merge`]: the union of ops from many sources. [`keys`]: server keys and the carried-key
 //!   check.
-//! - [`lan`]: serving the verified cache to peers, mDNS announce/browse.
+//! - [`lan`]: the LAN peers asked, mDNS announce/browse, and (feature `lan-server`, the only
+//!   part that links axum) serving the verified cache to peers: `lan_router`, `serve`.
 //! - [`did_resolution`]: pure W3C DID Resolution shapes for the homeserver's
 //!   `/1.0/identifiers/{did}`.
 //!
@@ -95,7 +96,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CachePolicy, OFFLINE_WARNING, ResolverConfig};
 pub use error::{ResolveError, ResolveErrorWire};
 pub use http::{FetchError, SafeClient};
-pub use lan::{LanPeers, lan_router, serve};
+pub use lan::LanPeers;
+#[cfg(feature = "lan-server")]
+pub use lan::{lan_router, serve};
 pub use network::NetworkResolver;
 pub use resolution::{Resolution, ResolutionWire, ResolveStatus, Source};
 

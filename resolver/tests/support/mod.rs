@@ -20,7 +20,11 @@ use roam_identity_core::server_keys::{self, ServerSigningKey};
 use roam_identity_core::{
     Did, KeyCommitment, KeyId, Millis, OpHash, ServerName, SigningKey, UserId,
 };
-use roam_resolver::{ManualClock, NetworkResolver, ResolverConfig};
+use roam_resolver::clock::rfc3339;
+use roam_resolver::{
+    CachePolicy, CacheStore, Cached, ManualClock, NetworkResolver, Resolution, ResolveError,
+    ResolveResult, Resolver, ResolverConfig,
+};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -276,6 +280,19 @@ impl Origin {
             .insert(user.to_string(), bundle);
     }
 
+    /// Serves a bundle for `user`: these ops and attestations, with this server's key
+    /// document.
+    pub fn publish_user_bundle(
+        &self,
+        user: &UserId,
+        did: &Did,
+        ops: Vec<Value>,
+        attestations: Vec<Value>,
+    ) {
+        let b = self.bundle(did, ops, attestations, vec![self.key_doc()]);
+        self.publish_user(user, b);
+    }
+
     pub fn unpublish_user(&self, user: &UserId) {
         self.served.lock().unwrap().users.remove(user.as_str());
     }
@@ -414,4 +431,162 @@ pub async fn serve_router(router: Router) -> Url {
         axum::serve(l, router).await.unwrap();
     });
     Url::parse(&format!("http://{addr}")).unwrap()
+}
+
+/// The tests' cache policy: positive answers for a minute, negative ones for five seconds.
+pub const TEST_POLICY: CachePolicy = CachePolicy {
+    positive_ttl_ms: 60_000,
+    negative_ttl_ms: 5_000,
+};
+
+/// `inner` behind a cache on `store` with [`TEST_POLICY`].
+pub fn cached_on<R: Resolver>(inner: R, store: &CacheStore, clock: &ManualClock) -> Cached<R> {
+    cached_with(inner, store, clock, TEST_POLICY)
+}
+
+/// `inner` behind a cache on `store` with `policy`.
+pub fn cached_with<R: Resolver>(
+    inner: R,
+    store: &CacheStore,
+    clock: &ManualClock,
+    policy: CachePolicy,
+) -> Cached<R> {
+    Cached::new(inner, store.clone(), Arc::new(clock.clone()), policy)
+}
+
+/// Resolves `user` once at [`NOW`] with a fresh resolver over `origins`.
+pub async fn resolve_once(origins: &[&Origin], user: &UserId) -> ResolveResult {
+    let clock = ManualClock::new(NOW);
+    resolver(origins, &clock).resolve_user(user).await
+}
+
+/// `@alice:a.test` and her account (seed 7, on a.test), served nowhere yet.
+pub fn alice_account() -> (UserId, Account) {
+    let alice = user("@alice:a.test");
+    let acct = Account::new(7, &alice, &["a.test"]);
+    (alice, acct)
+}
+
+/// `@alice:a.test`'s account, moved to `servers`; `a` hosts it as of the move.
+pub fn alice_moved(a: &Origin, servers: &[&str]) -> (UserId, Account) {
+    let (alice, mut acct) = alice_account();
+    acct.append(Action::Move {
+        servers: servers.iter().map(|s| name(s)).collect(),
+    });
+    a.host(&alice, &acct);
+    (alice, acct)
+}
+
+/// A signing key nobody published: anyone can mint a self-signed key document with it.
+pub fn forger(seed: u8) -> ServerSigningKey {
+    ServerSigningKey {
+        key_id: KeyId::ed25519("a_1").unwrap(),
+        key: SigningKey::from_bytes(&[seed; 32]),
+    }
+}
+
+/// What a forger can mint "for" `server`: a key document and an attestation binding `user`
+/// to `acct` from `issued_at` to a day after [`NOW`], both signed with `key`.
+pub fn minted(
+    server: &str,
+    key: &ServerSigningKey,
+    user: &UserId,
+    acct: &Account,
+    issued_at: Millis,
+) -> (Value, Value) {
+    let doc = server_keys::build(&name(server), key, &Default::default(), NOW + DAY).unwrap();
+    let att = Attestation {
+        server_name: name(server),
+        user_id: Some(user.clone()),
+        did: acct.did(),
+        head: acct.head(),
+        hosting: true,
+        issued_at,
+        valid_until: NOW + DAY,
+    }
+    .sign(key)
+    .unwrap();
+    (doc, att)
+}
+
+/// A LAN peer that re-binds `user` to another account (seed 50) with a key document it
+/// minted for `server`: the bundle verifies on its own, but not against `server`'s real keys.
+pub async fn minted_key_peer(user: &UserId, server: &str) -> Url {
+    let mallory = Account::new(50, user, &[server]);
+    let (doc, att) = minted(server, &forger(98), user, &mallory, NOW);
+    let forged = Bundle {
+        did: mallory.did(),
+        log: mallory.values(),
+        attestations: vec![att],
+        server_keys: vec![doc],
+        fetched_at: NOW,
+        source: "peer".into(),
+    }
+    .to_value();
+    serve_user_bundle(forged).await
+}
+
+/// A peer that answers every `/_roam/v1/users/{id}` with `bundle`.
+pub async fn serve_user_bundle(bundle: Value) -> Url {
+    serve_router(Router::new().route(
+        "/_roam/v1/users/{id}",
+        get(move || {
+            let b = bundle.clone();
+            async move { axum::Json(b).into_response() }
+        }),
+    ))
+    .await
+}
+
+/// `r` (about `@alice:a.test`) says in words that a.test could not confirm it and when the
+/// binding was last confirmed.
+pub fn assert_alice_unconfirmed_since(r: &Resolution, confirmed_at: Millis) {
+    let want = format!(
+        "this user claims to be @alice:a.test; a.test cannot be reached to confirm; what is \
+         certain is that they hold key {}, as last confirmed at {}",
+        r.update_key_multikey(),
+        rfc3339(confirmed_at)
+    );
+    assert!(r.explanation().starts_with(&want), "{}", r.explanation());
+}
+
+/// `answer` is `unbound`, for a reason that mentions `why`.
+pub fn assert_unbound(answer: ResolveResult, why: &str) {
+    let err = answer.unwrap_err();
+    assert!(
+        matches!(&err, ResolveError::Unbound { reason, .. } if reason.contains(why)),
+        "{err:?}"
+    );
+}
+
+/// The head of the answer `store` holds for `user`.
+pub async fn stored_head(store: &CacheStore, user: &UserId) -> OpHash {
+    store
+        .resolution_for_user(user)
+        .await
+        .unwrap()
+        .expect("an answer is stored")
+        .head
+}
+
+/// The benchmarks' cache policy: answers stay `cached` for the whole run.
+pub const KEEP_FOREVER: CachePolicy = CachePolicy {
+    positive_ttl_ms: u64::MAX / 4,
+    negative_ttl_ms: 1000,
+};
+
+/// The benchmarks' scene: `@alice:a.test` moved to b.test; a.test answers as of the move and
+/// b.test holds a newer op, so a cold resolve asks both.
+pub async fn two_servers_with_moved_alice() -> (Origin, Origin, UserId) {
+    let a = Origin::start("a.test", 1).await;
+    let b = Origin::start("b.test", 2).await;
+    let (alice, mut acct) = alice_account();
+    acct.append(device("PHONE", 3));
+    acct.append(Action::Move {
+        servers: vec![name("b.test"), name("a.test")],
+    });
+    a.host(&alice, &acct);
+    acct.append(device("LAPTOP", 4));
+    b.publish_log(&acct.did(), acct.values());
+    (a, b, alice)
 }
