@@ -2,6 +2,7 @@
 //! the user's behalf. The `roam` subcommands other than `serve` and `admin` are built on it.
 //!
 //! - [`keystore`]: the encrypted keystore and the offline recovery file.
+//! - [`phrase`]: the recovery key as 24 BIP39 words, for keeping it on paper.
 //! - [`account`]: ops as the client signs them (genesis, next op, rotate/recover, devices),
 //!   always checked by identity-core against the client's own record before signing.
 //! - [`homeserver`]: a typed HTTP client for one homeserver (Matrix + `/_roam/v1`).
@@ -10,6 +11,8 @@
 //! - [`sync`]: bringing servers up to date with the ops the client signed.
 //! - [`migration`]: the resumable, step-by-step move to another homeserver.
 //! - [`export`]: the portable account file.
+//! - [`local_cache`]: after the user changes the account, the change verified through the
+//!   resolver and stored in the local resolver cache, so `roam resolve` shows it at once.
 //!
 //! Errors are concrete enums per module; the binary decides exit codes from them.
 
@@ -18,6 +21,8 @@ pub mod directory;
 pub mod export;
 pub mod homeserver;
 pub mod keystore;
+pub mod local_cache;
 pub mod migration;
+pub mod phrase;
 pub mod session;
 pub mod sync;
