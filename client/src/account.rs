@@ -11,8 +11,8 @@ use roam_identity_core::log::{
 };
 use roam_identity_core::signed::SignError;
 use roam_identity_core::{
-    DeviceId, Did, DidError, IdError, KeyCommitment, KeyId, Millis, ServerName, SigningKey,
-    UserId, b64, signed,
+    DeviceId, Did, DidError, IdError, KeyCommitment, KeyId, Millis, ServerName, SigningKey, UserId,
+    b64, signed,
 };
 use serde_json::{Value, json};
 
@@ -26,9 +26,7 @@ pub enum AccountError {
     #[error("this keystore has no account yet: run `roam account create` first")]
     NoAccount,
     /// The keystore already holds an account; a new account needs a new keystore.
-    #[error(
-        "this keystore already has an account ({did}); use another keystore for a new account"
-    )]
+    #[error("this keystore already has an account ({did}); use another keystore for a new account")]
     AlreadyHasAccount { did: String },
     /// The keystore does not record the commitment the genesis needs.
     #[error("the keystore does not record its next-key commitment (made by an older roam?)")]
@@ -135,8 +133,12 @@ pub fn local_log(ks: &Keystore, now: Millis) -> Result<VerifiedLog, AccountError
     if ks.public.ops.is_empty() {
         return Err(AccountError::NoAccount);
     }
-    log::verify_values(&ks.public.ops, Some(&ks.did()?), now + log::MAX_FUTURE_SKEW_MS)
-        .map_err(|source| AccountError::LocalLogInvalid { source })
+    log::verify_values(
+        &ks.public.ops,
+        Some(&ks.did()?),
+        now + log::MAX_FUTURE_SKEW_MS,
+    )
+    .map_err(|source| AccountError::LocalLogInvalid { source })
 }
 
 /// A `created_at` for an op following one made at `prev`: now, but never before `prev`.

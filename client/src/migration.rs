@@ -277,7 +277,12 @@ where
     }
 
     /// Marks `step` done, saves, and reports it.
-    fn finish(&mut self, step: Step, state: StepState, detail: String) -> Result<(), MigrationError> {
+    fn finish(
+        &mut self,
+        step: Step,
+        state: StepState,
+        detail: String,
+    ) -> Result<(), MigrationError> {
         self.plan.done.push(step.name().into());
         self.checkpoint()?;
         (self.report)(&StepReport {
@@ -289,7 +294,11 @@ where
     }
 
     /// Reports `step` as done by an earlier run, if it was; true then.
-    fn done_earlier(&mut self, step: Step, detail: impl FnOnce(&PendingMigration) -> String) -> bool {
+    fn done_earlier(
+        &mut self,
+        step: Step,
+        detail: impl FnOnce(&PendingMigration) -> String,
+    ) -> bool {
         if !self.plan.is_done(step) {
             return false;
         }
@@ -390,7 +399,8 @@ where
     async fn log_in(&mut self, t: &Target) -> Result<(UserId, String), StepError> {
         let user_id = UserId::parse(&format!("@{}:{}", self.plan.localpart, t.server))?;
         let device = self.ks.public.device_id.clone();
-        let login = session::key_login(&t.hs, self.ks, &t.server, &user_id, device.as_deref()).await?;
+        let login =
+            session::key_login(&t.hs, self.ks, &t.server, &user_id, device.as_deref()).await?;
         let added = session::adopt_login(&t.hs, self.ks, &login).await?;
         self.ks.public.server_urls = self.dir.known().clone();
         (self.save)(self.ks)?;
@@ -471,8 +481,7 @@ async fn plan(
         .await
         .map_err(|e| MigrationError::Plan(e.into()))?;
     let localpart = choose_localpart(ks, &state, opts).map_err(MigrationError::Plan)?;
-    let target = UserId::new(&localpart, &to_server)
-        .map_err(|e| MigrationError::Plan(e.into()))?;
+    let target = UserId::new(&localpart, &to_server).map_err(|e| MigrationError::Plan(e.into()))?;
     if state.servers == [to_server.clone()] && state.user_ids.contains(&target) {
         return Err(MigrationError::AlreadyThere(to_server.to_string()));
     }

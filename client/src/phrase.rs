@@ -67,7 +67,11 @@ pub fn decode(text: &str) -> Result<Zeroizing<[u8; 32]>, PhraseError> {
 fn normalize(text: &str) -> Zeroizing<Vec<String>> {
     Zeroizing::new(
         text.split_whitespace()
-            .filter(|t| !t.trim_end_matches(['.', ')']).chars().all(|c| c.is_ascii_digit()))
+            .filter(|t| {
+                !t.trim_end_matches(['.', ')'])
+                    .chars()
+                    .all(|c| c.is_ascii_digit())
+            })
             .map(str::to_lowercase)
             .collect(),
     )
