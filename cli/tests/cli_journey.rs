@@ -354,7 +354,7 @@ fn errors_are_clear() {
         .env_remove("ROAM_PASSPHRASE")
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ROAM_PASSPHRASE"));
 
     // Unreachable server: exit 4, the keystore keeps no half-made account.

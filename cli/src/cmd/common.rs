@@ -126,31 +126,35 @@ fn default_cache_dir() -> PathBuf {
 }
 
 /// The passphrase: `ROAM_PASSPHRASE`, else asked on the terminal (twice when `confirm`).
-pub fn passphrase(confirm: bool, what: &str) -> anyhow::Result<Zeroizing<String>> {
+pub fn passphrase(confirm: bool, what: &str) -> Result<Zeroizing<String>, CliError> {
+    let refuse = |m: &str| CliError::Passphrase(m.to_owned());
     if let Some(p) = std::env::var_os("ROAM_PASSPHRASE") {
         let p = p
             .into_string()
-            .map_err(|_| anyhow::anyhow!("ROAM_PASSPHRASE is not valid UTF-8"))?;
-        anyhow::ensure!(!p.is_empty(), "ROAM_PASSPHRASE is empty; set a passphrase");
+            .map_err(|_| refuse("ROAM_PASSPHRASE is not valid UTF-8"))?;
+        if p.is_empty() {
+            return Err(refuse("ROAM_PASSPHRASE is empty; set a passphrase"));
+        }
         return Ok(Zeroizing::new(p));
     }
     let first = Zeroizing::new(
         rpassword::prompt_password(format!("Passphrase for {what}: ")).map_err(|e| {
-            anyhow::anyhow!(
+            refuse(&format!(
                 "cannot ask for the passphrase ({e}); set ROAM_PASSPHRASE or run roam in a terminal"
-            )
+            ))
         })?,
     );
-    anyhow::ensure!(!first.is_empty(), "the passphrase must not be empty");
+    if first.is_empty() {
+        return Err(refuse("the passphrase must not be empty"));
+    }
     if confirm {
         let again = Zeroizing::new(
             rpassword::prompt_password("Repeat the passphrase: ")
-                .map_err(|e| anyhow::anyhow!("cannot read the passphrase: {e}"))?,
+                .map_err(|e| refuse(&format!("cannot read the passphrase: {e}")))?,
         );
-        anyhow::ensure!(
-            *first == *again,
-            "the two passphrases differ; nothing was written"
-        );
+        if *first != *again {
+            return Err(refuse("the two passphrases differ; nothing was written"));
+        }
     }
     Ok(first)
 }
@@ -269,9 +273,10 @@ pub fn show_phrase(phrase: &str) {
 }
 
 /// What a recovery phrase is worth, said wherever one is shown.
-pub const PHRASE_WARNING: &str = "WARNING: the recovery phrase is not encrypted: anyone who reads it can take over the \
-account, without the passphrase. It is shown only now. Keep it offline, never next to the keystore; \
-use it with `roam recover --phrase` or `roam rotate --phrase`.";
+pub const PHRASE_WARNING: &str =
+    "WARNING: the recovery phrase is not encrypted: anyone who reads it can take over
+the account, without the passphrase. It is shown only now. Keep it offline, never next to
+the keystore; use it with `roam recover --phrase` or `roam rotate --phrase`.";
 
 /// Names joined by ", " (servers, user IDs, devices).
 pub fn joined<'a>(names: impl IntoIterator<Item = &'a str>) -> String {

@@ -49,6 +49,9 @@ pub enum CliError {
     /// did not sign.
     #[error("{0}")]
     NotVerified(String),
+    /// No usable passphrase: not set, empty, mistyped twice, or no terminal to ask on.
+    #[error("{0}")]
+    Passphrase(String),
     /// The recovery phrase could not be read from the terminal or standard input.
     #[error("cannot read the recovery phrase: {0}")]
     PhraseInput(String),
@@ -122,6 +125,7 @@ fn cli(e: &CliError) -> Verdict {
         CliError::NotDelivered(_) => (UNREACHABLE, None),
         CliError::NotAllowed(_) => (REFUSED, None),
         CliError::NotVerified(_) => (UNVERIFIED, None),
+        CliError::Passphrase(_) => (KEYSTORE, None),
         CliError::PhraseInput(_) => (
             KEYSTORE,
             Some("pipe the 24 words on standard input, or run roam in a terminal".to_owned()),

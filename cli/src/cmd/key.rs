@@ -76,7 +76,12 @@ pub fn run(args: KeyArgs) -> anyhow::Result<()> {
         explain(&path, &recovery_path);
         if let Some(w) = &words {
             show_phrase(w);
+            eprintln!();
         }
+        eprintln!(
+            "next: roam account create --keystore {} --homeserver URL --user NAME",
+            path.display()
+        );
     }
     Ok(())
 }
@@ -97,10 +102,5 @@ fn explain(path: &Path, recovery_path: &Path) {
     eprintln!("WARNING: the recovery file holds the key that can rotate and recover this account.");
     eprintln!("Move it offline (USB stick) and keep it apart from the keystore: whoever holds");
     eprintln!("both and the passphrase owns the account.");
-    eprintln!();
-    eprintln!(
-        "next: roam account create --keystore {} --homeserver URL --user NAME",
-        path.display()
-    );
     eprintln!();
 }

@@ -7,8 +7,9 @@
 //! server that holds any branch of the log.
 //!
 //! The committed key comes from the recovery file or, with `--phrase`, from the 24-word
-//! recovery phrase (hidden prompt or standard input; never a flag value). With a phrase the
-//! new key is shown as a new phrase, once.
+//! recovery phrase (hidden prompt or standard input; never a flag value). Like `key new`, a
+//! rotate shows the new recovery key once as a phrase (unless `--no-phrase`): the old
+//! phrase, like the old file, no longer works.
 //!
 //! Crash safety: the new recovery file is written (beside the old one) before the keystore
 //! changes, and only then moved into place, so the next key is never held only in memory.
@@ -37,14 +38,8 @@ pub struct RotateArgs {
     /// The recovery file holding the committed key [default: <keystore>.recovery.json].
     #[arg(long, value_name = "FILE", conflicts_with = "phrase")]
     recovery: Option<PathBuf>,
-    /// Give the committed key as the 24-word recovery phrase instead of a file: typed at a
-    /// hidden prompt, or read from standard input when it is not a terminal.
-    #[arg(long)]
-    phrase: bool,
-    /// Where to write the new recovery file [default: replace the one used, or
-    /// <keystore>.recovery.json with --phrase].
-    #[arg(long, value_name = "FILE")]
-    new_recovery: Option<PathBuf>,
+    #[command(flatten)]
+    key: KeyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +54,13 @@ pub struct RecoverArgs {
         conflicts_with = "phrase"
     )]
     recovery: Option<PathBuf>,
+    #[command(flatten)]
+    key: KeyArgs,
+}
+
+/// How the committed key comes in and the new one goes out (shared by rotate and recover).
+#[derive(Debug, Args)]
+struct KeyArgs {
     /// Give the committed key as the 24-word recovery phrase instead of a file: typed at a
     /// hidden prompt, or read from standard input when it is not a terminal.
     #[arg(long)]
@@ -67,6 +69,9 @@ pub struct RecoverArgs {
     /// <keystore>.recovery.json with --phrase].
     #[arg(long, value_name = "FILE")]
     new_recovery: Option<PathBuf>,
+    /// Do not show the new recovery key as a 24-word phrase (keep only the new file).
+    #[arg(long)]
+    no_phrase: bool,
 }
 
 /// Where the committed key comes from.
@@ -79,18 +84,20 @@ enum Source {
 struct Request<'a> {
     source: Source,
     new_path: Option<&'a Path>,
+    show_phrase: bool,
     recovering: bool,
 }
 
 pub fn rotate(args: RotateArgs, global: &GlobalArgs) -> anyhow::Result<()> {
-    let source = match (args.phrase, &args.recovery) {
+    let source = match (args.key.phrase, &args.recovery) {
         (true, _) => Source::Phrase,
         (false, Some(f)) => Source::File(f.clone()),
         (false, None) => Source::File(default_recovery(&args.keystore.keystore)),
     };
     let req = Request {
         source,
-        new_path: args.new_recovery.as_deref(),
+        new_path: args.key.new_recovery.as_deref(),
+        show_phrase: !args.key.no_phrase,
         recovering: false,
     };
     run(&args.keystore, global, &req)
@@ -98,12 +105,13 @@ pub fn rotate(args: RotateArgs, global: &GlobalArgs) -> anyhow::Result<()> {
 
 pub fn recover(args: RecoverArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let source = match args.recovery {
-        Some(f) if !args.phrase => Source::File(f),
+        Some(f) if !args.key.phrase => Source::File(f),
         _ => Source::Phrase,
     };
     let req = Request {
         source,
-        new_path: args.new_recovery.as_deref(),
+        new_path: args.key.new_recovery.as_deref(),
+        show_phrase: !args.key.no_phrase,
         recovering: true,
     };
     run(&args.keystore, global, &req)
@@ -143,7 +151,7 @@ fn run(keystore: &KeystoreArg, global: &GlobalArgs, req: &Request<'_>) -> anyhow
         let verified = verify_union(&survey.held, &s.ks.public.ops, &before.did)?;
         let delivered = push(&s, &before.did, &survey.targets).await;
         print_outcome(req, &before.did, &rotate, &verified, &final_path);
-        if let Source::Phrase = req.source {
+        if req.show_phrase {
             show_phrase(&phrase::encode(&next.next_key));
         }
         if !survey.answered && !before.servers.is_empty() {
