@@ -265,6 +265,11 @@ fn journey() {
         "the thief's key must no longer control the account"
     );
     let recovered_key = r["update_key"].as_str().unwrap().to_owned();
+    // The thief shares Alice's HOME, so his move went into her default cache too (verified:
+    // it was the log's state then); her recover replaced it there, no --max-age 0 needed.
+    let mine = alice.json(&["resolve", "@alice:b.test", "--json"]);
+    assert_eq!(mine["update_key"], recovered_key.as_str(), "{mine}");
+    assert_eq!(strs(&mine["servers"]), vec!["b.test"], "{mine}");
     // The thief's next op changes nothing.
     let _ = thief.run(&["claim", "@mallory:a.test", "--keystore", stolen]);
     let r = resolve(&bob, "@alice:b.test", &bob_cache, &["--max-age", "0"]);
@@ -605,6 +610,7 @@ fn own_changes_show_at_once_and_the_phrase_recovers() {
     let a = Server::start(root, "a.test");
     let b = Server::start(root, "b.test");
     let henry = User::new(root, "henry", &[a.override_arg(), b.override_arg()]);
+    let ivy = User::new(root, "ivy", &[a.override_arg(), b.override_arg()]);
     let ks = henry.path("henry.json");
     let ks = ks.to_str().unwrap();
     let me = "@henry:b.test";
@@ -633,10 +639,18 @@ fn own_changes_show_at_once_and_the_phrase_recovers() {
     assert_eq!(strs(&r["servers"]), vec!["a.test"]);
     assert!(r["devices"].get(device.trim()).is_some(), "{r}");
 
+    // Ivy, who resolved Henry before the move, keeps her cached answer for its TTL: only the
+    // cache of the user who made the change is brought up to date.
+    let ivy_cache = ivy.path("cache");
+    resolve(&ivy, "@henry:a.test", &ivy_cache, &[]);
+
     henry.ok(&["migrate", "--keystore", ks, "--to", &b.url()]);
     let r = mine(me);
     assert_eq!(r["status"], "cached", "{r}");
     assert_eq!(strs(&r["servers"]), vec!["b.test"], "{r}");
+    let theirs = resolve(&ivy, "@henry:a.test", &ivy_cache, &[]);
+    assert_eq!(theirs["status"], "cached", "{theirs}");
+    assert_eq!(strs(&theirs["servers"]), vec!["a.test"], "{theirs}");
 
     henry.ok(&["servers", "set", "--keystore", ks, &b.url(), &a.url()]);
     let r = mine(me);
