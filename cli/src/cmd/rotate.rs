@@ -89,32 +89,34 @@ struct Request<'a> {
 }
 
 pub fn rotate(args: RotateArgs, global: &GlobalArgs) -> anyhow::Result<()> {
-    let source = match (args.key.phrase, &args.recovery) {
-        (true, _) => Source::Phrase,
-        (false, Some(f)) => Source::File(f.clone()),
-        (false, None) => Source::File(default_recovery(&args.keystore.keystore)),
-    };
-    let req = Request {
-        source,
-        new_path: args.key.new_recovery.as_deref(),
-        show_phrase: !args.key.no_phrase,
-        recovering: false,
-    };
-    run(&args.keystore, global, &req)
+    let file = args
+        .recovery
+        .unwrap_or_else(|| default_recovery(&args.keystore.keystore));
+    run(&args.keystore, global, &args.key.request(Some(file), false))
 }
 
 pub fn recover(args: RecoverArgs, global: &GlobalArgs) -> anyhow::Result<()> {
-    let source = match args.recovery {
-        Some(f) if !args.key.phrase => Source::File(f),
-        _ => Source::Phrase,
-    };
-    let req = Request {
-        source,
-        new_path: args.key.new_recovery.as_deref(),
-        show_phrase: !args.key.no_phrase,
-        recovering: true,
-    };
-    run(&args.keystore, global, &req)
+    run(
+        &args.keystore,
+        global,
+        &args.key.request(args.recovery, true),
+    )
+}
+
+impl KeyArgs {
+    /// The request: the phrase if asked for, else `file`.
+    fn request(&self, file: Option<PathBuf>, recovering: bool) -> Request<'_> {
+        let source = match file {
+            Some(f) if !self.phrase => Source::File(f),
+            _ => Source::Phrase,
+        };
+        Request {
+            source,
+            new_path: self.new_recovery.as_deref(),
+            show_phrase: !self.no_phrase,
+            recovering,
+        }
+    }
 }
 
 /// What the servers hold before the rotate.
