@@ -1,5 +1,7 @@
-//! The user's side of Roam: the keystore, and the HTTP client that talks to homeservers on
-//! the user's behalf. The `roam` subcommands other than `serve` and `admin` are built on it.
+//! The user's side of Roam: the keystore and recovery key (file or phrase), the ops the user
+//! signs, the HTTP client that talks to homeservers on the user's behalf, the migration
+//! driver, and keeping the local resolver cache current after the user's own changes. The
+//! `roam` subcommands other than `serve` and `admin` are built on it.
 //!
 //! - [`keystore`]: the encrypted keystore and the offline recovery file.
 //! - [`phrase`]: the recovery key as 24 BIP39 words, for keeping it on paper.
@@ -14,7 +16,8 @@
 //! - [`local_cache`]: after the user changes the account, the change verified through the
 //!   resolver and stored in the local resolver cache, so `roam resolve` shows it at once.
 //!
-//! Errors are concrete enums per module; the binary decides exit codes from them.
+//! Errors are concrete enums per module (no `String` errors): the binary decides exit codes
+//! from them, in one place.
 
 pub mod account;
 pub mod directory;

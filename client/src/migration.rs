@@ -6,13 +6,16 @@
 //!
 //! 1. `sign` — claim `@localpart:new` (unless claimed) and sign a `move` naming the new server
 //!    first (old servers kept as backups if asked); both recorded in the keystore.
-//! 2. `submit` — `POST /_roam/v1/migrate` on the new server with the whole log; the server
-//!    verifies it, creates the account, attests and activates (its own steps are idempotent).
+//! 2. `submit` — `POST /_roam/v1/migrate` on the new server with the whole log (upload), then
+//!    ask its progress until it has verified the log, created the account, attested and
+//!    activated (wait); its own steps are idempotent.
 //! 3. `notify` — push the new ops to the old servers so they can forward; best effort: a server
 //!    that is down is skipped, the new server forwards when it can.
 //! 4. `login` — key login on the new server with the same device ID (devices move with the log).
 //!
-//! Nothing needs the old server: the log is the client's own record.
+//! Nothing needs the old server: the log is the client's own record. [`run`] plans (or
+//! resumes the saved plan), then drives the steps through a small `Driver` that saves the
+//! keystore and reports after each one.
 
 use std::time::Duration;
 
