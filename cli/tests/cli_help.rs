@@ -13,7 +13,10 @@ fn roam(args: &[&str]) -> std::process::Output {
 
 /// (command path, flags its help must mention)
 const COMMANDS: &[(&[&str], &[&str])] = &[
-    (&["key", "new"], &["--keystore", "--recovery"]),
+    (
+        &["key", "new"],
+        &["--keystore", "--recovery", "--no-phrase", "--json"],
+    ),
     (
         &["account", "create"],
         &["--keystore", "--homeserver", "--user", "--password"],
@@ -27,8 +30,14 @@ const COMMANDS: &[(&[&str], &[&str])] = &[
         &["--keystore", "--to", "--user", "--keep-old-as-backup"],
     ),
     (&["servers", "set"], &["--keystore", "URL"]),
-    (&["rotate"], &["--keystore", "--recovery"]),
-    (&["recover"], &["--keystore", "--recovery"]),
+    (
+        &["rotate"],
+        &["--keystore", "--recovery", "--phrase", "--no-phrase"],
+    ),
+    (
+        &["recover"],
+        &["--keystore", "--recovery", "--phrase", "--no-phrase"],
+    ),
     (&["claim"], &["USER_ID"]),
     (&["release"], &["USER_ID"]),
     (
@@ -79,6 +88,11 @@ fn every_command_has_help_with_its_flags() {
             "roam {}: no --allow-private-fetch",
             path.join(" ")
         );
+        assert!(
+            stdout.contains("--cache"),
+            "roam {}: no --cache",
+            path.join(" ")
+        );
     }
 }
 
@@ -102,4 +116,9 @@ fn usage_errors_exit_2_and_bad_overrides_are_explained() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("neither a user ID nor a DID"));
+    // The recovery phrase is never a flag value: --phrase takes none.
+    for cmd in ["recover", "rotate"] {
+        let out = roam(&[cmd, "--phrase=abandon ability able"]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+    }
 }

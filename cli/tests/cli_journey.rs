@@ -8,202 +8,27 @@
 //! - `errors_are_clear`: wrong passphrase, missing keystore, unreachable server.
 //! - `half_done_migration_resumes`: the new server drops the connection mid-migration; a
 //!   re-run of the same command finishes.
+//! - `claim_an_existing_account_and_carry_the_keystore`: a password-proven claim, and an
+//!   export that carries the encrypted keystore.
+//! - `lan_serve_is_found_by_lan_peers`: mDNS announce and browse.
+//! - `own_changes_show_at_once_and_the_phrase_recovers`: after migrate, servers set, rotate
+//!   and recover, `roam resolve` without `--max-age 0` shows the change from the local cache;
+//!   `rotate`/`recover --phrase` read the 24 words from stdin, and refuse a stale phrase, an
+//!   unknown word and a bad checksum.
+//!
+//! Servers, users and helpers are in `support/`.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod support;
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-const RATE_LIMITS: &str = "[rate_limits]\n\
-register_per_ip = { per_second = 1000.0, burst = 1000 }\n\
-login_per_ip = { per_second = 1000.0, burst = 1000 }\n\
-login_per_account = { per_second = 1000.0, burst = 1000 }\n\
-[op_limits]\nper_hour = 1000\nper_day = 1000\n";
-
-/// A `roam serve` process.
-struct Server {
-    name: String,
-    port: u16,
-    data: PathBuf,
-    config: PathBuf,
-    child: Option<Child>,
-}
-
-impl Server {
-    fn start(root: &Path, name: &str) -> Self {
-        let data = root.join(format!("data-{name}"));
-        let config = root.join(format!("{name}.toml"));
-        std::fs::write(&config, RATE_LIMITS).unwrap();
-        let mut s = Self {
-            name: name.to_owned(),
-            port: free_port(),
-            data,
-            config,
-            child: None,
-        };
-        s.restart();
-        s
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn override_arg(&self) -> String {
-        format!("{}={}", self.name, self.url())
-    }
-
-    fn restart(&mut self) {
-        assert!(self.child.is_none(), "{} is running", self.name);
-        let child = Command::new(env!("CARGO_BIN_EXE_roam"))
-            .args(["serve", "--server-name", &self.name, "--listen"])
-            .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--data-dir")
-            .arg(&self.data)
-            .arg("--config")
-            .arg(&self.config)
-            .env("ROAM_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start roam serve");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut c) = TcpStream::connect(("127.0.0.1", self.port)) {
-                let _ = c.write_all(b"GET /health HTTP/1.0\r\n\r\n");
-                let mut buf = String::new();
-                let _ = c.read_to_string(&mut buf);
-                if buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200") {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "{} did not start", self.name);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// One user's `roam`: their own HOME, passphrase and federation overrides.
-struct User {
-    home: PathBuf,
-    pass: String,
-    overrides: Vec<String>,
-}
-
-impl User {
-    fn new(root: &Path, name: &str, overrides: &[String]) -> Self {
-        let home = root.join(name);
-        std::fs::create_dir_all(&home).unwrap();
-        Self {
-            home,
-            pass: format!("{name} passphrase"),
-            overrides: overrides.to_vec(),
-        }
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.home.join(file)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_roam"));
-        for o in &self.overrides {
-            c.arg("--federation-override").arg(o);
-        }
-        c.args(args)
-            .env("HOME", &self.home)
-            .env("XDG_CONFIG_HOME", self.home.join("config"))
-            .env("XDG_CACHE_HOME", self.home.join("cache"))
-            .env("ROAM_PASSPHRASE", &self.pass)
-            .env("ROAM_INSECURE_FAST_KDF", "1")
-            .env_remove("ROAM_KEYSTORE")
-            .env_remove("ROAM_PASSWORD")
-            .current_dir(&self.home)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("run roam")
-    }
-
-    /// Runs and requires success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "roam {} failed ({:?}):\nstdout: {}\nstderr: {}",
-            args.join(" "),
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Runs and requires failure with `code`; returns stderr.
-    fn fails(&self, code: i32, args: &[&str]) -> String {
-        let out = self.run(args);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "roam {}: expected exit {code}\nstdout: {}\nstderr: {stderr}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-        );
-        stderr
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let out = self.ok(args);
-        serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("roam {}: not JSON ({e}): {out}", args.join(" ")))
-    }
-}
-
-fn strs(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not an array: {v}"))
-        .iter()
-        .map(|s| s.as_str().unwrap().to_owned())
-        .collect()
-}
-
-fn resolve(user: &User, subject: &str, cache: &Path, extra: &[&str]) -> Value {
-    let cache = cache.to_str().unwrap();
-    let mut args = vec!["resolve", subject, "--json", "--cache", cache];
-    args.extend_from_slice(extra);
-    user.json(&args)
-}
-
+use support::{Server, User, flaky_proxy, free_port, post_json, resolve, resolve_fails, strs};
 #[test]
 fn journey() {
     let tmp = tempfile::tempdir().unwrap();
@@ -235,16 +60,7 @@ fn journey() {
     assert!(err.contains("already exists"), "{err}");
 
     // account create: user ID and DID.
-    let out = alice.ok(&[
-        "account",
-        "create",
-        "--keystore",
-        ks,
-        "--homeserver",
-        &a.url(),
-        "--user",
-        "alice",
-    ]);
+    let out = alice.create_account(ks, &a.url(), "alice");
     assert!(out.contains("@alice:a.test") && out.contains(&did), "{out}");
 
     // login: a device ID, signed into the log.
@@ -449,6 +265,11 @@ fn journey() {
         "the thief's key must no longer control the account"
     );
     let recovered_key = r["update_key"].as_str().unwrap().to_owned();
+    // The thief shares Alice's HOME, so his move went into her default cache too (verified:
+    // it was the log's state then); her recover replaced it there, no --max-age 0 needed.
+    let mine = alice.json(&["resolve", "@alice:b.test", "--json"]);
+    assert_eq!(mine["update_key"], recovered_key.as_str(), "{mine}");
+    assert_eq!(strs(&mine["servers"]), vec!["b.test"], "{mine}");
     // The thief's next op changes nothing.
     let _ = thief.run(&["claim", "@mallory:a.test", "--keystore", stolen]);
     let r = resolve(&bob, "@alice:b.test", &bob_cache, &["--max-age", "0"]);
@@ -460,22 +281,7 @@ fn journey() {
 
     // Release the old user ID: it no longer resolves to the account.
     alice.ok(&["release", "@alice:a.test", "--keystore", ks]);
-    let out = bob.run(&[
-        "resolve",
-        "@alice:a.test",
-        "--json",
-        "--max-age",
-        "0",
-        "--cache",
-        bob_cache.to_str().unwrap(),
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(6),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = resolve_fails(&bob, 6, "@alice:a.test", &bob_cache, &["--max-age", "0"]);
     assert_eq!(v["error"], "unbound", "{v}");
     let r = resolve(&bob, "@alice:b.test", &bob_cache, &["--max-age", "0"]);
     assert_eq!(strs(&r["user_ids"]), vec!["@alice:b.test"], "{r}");
@@ -553,7 +359,7 @@ fn errors_are_clear() {
         .env_remove("ROAM_PASSPHRASE")
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ROAM_PASSPHRASE"));
 
     // Unreachable server: exit 4, the keystore keeps no half-made account.
@@ -579,55 +385,8 @@ fn errors_are_clear() {
     assert!(err.contains("roam account create"), "{err}");
 
     // Resolution with nothing reachable and nothing cached: exit 4, JSON error on stdout.
-    let out = user.run(&[
-        "resolve",
-        "@nobody:a.test",
-        "--json",
-        "--offline",
-        "--cache",
-        user.path("c").to_str().unwrap(),
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = resolve_fails(&user, 4, "@nobody:a.test", &user.path("c"), &["--offline"]);
     assert_eq!(v["error"], "unreachable");
-}
-
-/// A TCP proxy to `target` that forwards the first `allow` connections and closes the
-/// following ones at once (a server going away mid-operation), until `allow` is raised.
-fn flaky_proxy(target: u16, allow: Arc<AtomicUsize>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(client) = conn else { continue };
-            let admitted = allow
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
-            if !admitted {
-                drop(client);
-                continue;
-            }
-            let Ok(upstream) = TcpStream::connect(("127.0.0.1", target)) else {
-                continue;
-            };
-            let (mut c1, mut u1) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
-            let (mut c2, mut u2) = (client, upstream);
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut c1, &mut u1);
-                let _ = u1.shutdown(std::net::Shutdown::Write);
-            });
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut u2, &mut c2);
-                let _ = c2.shutdown(std::net::Shutdown::Write);
-            });
-        }
-    });
-    port
 }
 
 #[test]
@@ -643,17 +402,7 @@ fn half_done_migration_resumes() {
     let erin = User::new(root, "erin", &overrides);
     let ks = erin.path("erin.json");
     let ks = ks.to_str().unwrap();
-    erin.ok(&["key", "new", "--keystore", ks]);
-    erin.ok(&[
-        "account",
-        "create",
-        "--keystore",
-        ks,
-        "--homeserver",
-        &a.url(),
-        "--user",
-        "erin",
-    ]);
+    erin.new_account(ks, &a.url(), "erin");
     erin.ok(&["login", "--keystore", ks, "--homeserver", &a.url()]);
     // The old server is gone for good: the migration needs nothing from it.
     let a_url = a.url();
@@ -712,26 +461,6 @@ fn half_done_migration_resumes() {
     assert!(err.contains("already hosted"), "{err}");
 }
 
-/// POSTs JSON over plain HTTP/1.0 (enough for loopback test servers).
-fn post_json(port: u16, path: &str, body: &Value) -> (u16, Value) {
-    let body = body.to_string();
-    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        c,
-        "POST {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    c.read_to_string(&mut resp).unwrap();
-    let status = resp[9..12].parse().unwrap();
-    let json = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| serde_json::from_str(b).unwrap_or(Value::Null))
-        .unwrap_or(Value::Null);
-    (status, json)
-}
-
 #[test]
 fn claim_an_existing_account_and_carry_the_keystore() {
     let tmp = tempfile::tempdir().unwrap();
@@ -740,17 +469,7 @@ fn claim_an_existing_account_and_carry_the_keystore() {
     let frank = User::new(root, "frank", &[a.override_arg()]);
     let ks = frank.path("frank.json");
     let ks = ks.to_str().unwrap();
-    frank.ok(&["key", "new", "--keystore", ks]);
-    frank.ok(&[
-        "account",
-        "create",
-        "--keystore",
-        ks,
-        "--homeserver",
-        &a.url(),
-        "--user",
-        "frank",
-    ]);
+    frank.new_account(ks, &a.url(), "frank");
     // An older, plain Matrix account of Frank's on the same server.
     let (status, v) = post_json(
         a.port,
@@ -869,4 +588,107 @@ fn lan_serve_is_found_by_lan_peers() {
         strs(&peers["peers"]).contains(&wanted),
         "{wanted} not announced: {peers}"
     );
+}
+
+/// The words of a phrase block `roam` printed on stderr (the numbered lines under
+/// "Recovery phrase"), numbers included: `--phrase` skips them.
+fn phrase_block(stderr: &str) -> String {
+    let block: Vec<&str> = stderr
+        .lines()
+        .skip_while(|l| !l.starts_with("Recovery phrase"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .collect();
+    assert_eq!(block.len(), 4, "no phrase block in: {stderr}");
+    block.join("\n")
+}
+
+#[test]
+fn own_changes_show_at_once_and_the_phrase_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let a = Server::start(root, "a.test");
+    let b = Server::start(root, "b.test");
+    let henry = User::new(root, "henry", &[a.override_arg(), b.override_arg()]);
+    let ivy = User::new(root, "ivy", &[a.override_arg(), b.override_arg()]);
+    let ks = henry.path("henry.json");
+    let ks = ks.to_str().unwrap();
+    let me = "@henry:b.test";
+
+    // key new --json carries the phrase the text shows (and none with --no-phrase).
+    let created = henry.json(&["key", "new", "--keystore", ks, "--json"]);
+    let phrase = created["recovery_phrase"].as_str().unwrap().to_owned();
+    assert_eq!(phrase.split(' ').count(), 24, "{created}");
+    let other = henry.path("other.json");
+    let quiet = henry.json(&[
+        "key",
+        "new",
+        "--keystore",
+        other.to_str().unwrap(),
+        "--json",
+        "--no-phrase",
+    ]);
+    assert!(quiet["recovery_phrase"].is_null(), "{quiet}");
+    henry.create_account(ks, &a.url(), "henry");
+    // The default cache answers within its TTL (600 s): each change must land in it. The
+    // login signed a device in, and the cache has it already.
+    let device = henry.ok(&["login", "--keystore", ks, "--homeserver", &a.url()]);
+    let mine = |subject: &str| henry.json(&["resolve", subject, "--json"]);
+    let r = mine("@henry:a.test");
+    assert_eq!(r["status"], "cached", "{r}");
+    assert_eq!(strs(&r["servers"]), vec!["a.test"]);
+    assert!(r["devices"].get(device.trim()).is_some(), "{r}");
+
+    // Ivy, who resolved Henry before the move, keeps her cached answer for its TTL: only the
+    // cache of the user who made the change is brought up to date.
+    let ivy_cache = ivy.path("cache");
+    resolve(&ivy, "@henry:a.test", &ivy_cache, &[]);
+
+    henry.ok(&["migrate", "--keystore", ks, "--to", &b.url()]);
+    let r = mine(me);
+    assert_eq!(r["status"], "cached", "{r}");
+    assert_eq!(strs(&r["servers"]), vec!["b.test"], "{r}");
+    let theirs = resolve(&ivy, "@henry:a.test", &ivy_cache, &[]);
+    assert_eq!(theirs["status"], "cached", "{theirs}");
+    assert_eq!(strs(&theirs["servers"]), vec!["a.test"], "{theirs}");
+
+    henry.ok(&["servers", "set", "--keystore", ks, &b.url(), &a.url()]);
+    let r = mine(me);
+    assert_eq!(r["status"], "cached", "{r}");
+    assert_eq!(strs(&r["servers"]), vec!["b.test", "a.test"], "{r}");
+
+    // Rotate with the phrase piped on stdin: a new key, and a new phrase shown once.
+    let out = henry.ok_input(&["rotate", "--keystore", ks, "--phrase"], &phrase);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let new_phrase = phrase_block(&stderr);
+    assert!(stderr.contains("not encrypted"), "{stderr}");
+    let show = henry.json(&["account", "show", "--keystore", ks, "--json"]);
+    let r = mine(me);
+    assert_eq!(r["status"], "cached", "{r}");
+    assert_eq!(r["update_key"], show["update_key"], "{r}");
+
+    // The old phrase no longer works; a wrong word is named; a bad checksum is said.
+    let recover = ["recover", "--keystore", ks, "--phrase"];
+    let err = henry.fails_input(3, &recover, &phrase);
+    assert!(err.contains("not the committed next key"), "{err}");
+    let mut words: Vec<&str> = phrase.split(' ').collect();
+    words[6] = "abacus";
+    let err = henry.fails_input(3, &recover, &words.join(" "));
+    assert!(
+        err.contains("word 7 \"abacus\" is not in the BIP39 English list"),
+        "{err}"
+    );
+    words[6] = if words[5] == "zoo" { "abandon" } else { "zoo" };
+    let err = henry.fails_input(3, &recover, &words.join(" "));
+    assert!(
+        err.contains("checksum") || err.contains("not the committed"),
+        "{err}"
+    );
+
+    // Recover with the new phrase, as numbered lines.
+    let out = henry.ok_input(&recover, &new_phrase);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("recovered"));
+    let show = henry.json(&["account", "show", "--keystore", ks, "--json"]);
+    let r = mine(me);
+    assert_eq!(r["update_key"], show["update_key"], "{r}");
 }

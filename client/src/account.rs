@@ -5,13 +5,19 @@
 //! record of ops (the keystore's `public.ops`) before signing anything on top of it, so a
 //! corrupted or edited keystore cannot make it sign an op that would fork the log by mistake.
 
-use roam_identity_core::log::{self, AccountState, Action, DeviceKeys, SignedOp, VerifiedLog};
+use roam_identity_core::hash::HashError;
+use roam_identity_core::log::{
+    self, AccountState, Action, DeviceKeys, LogError, SignedOp, VerifiedLog,
+};
+use roam_identity_core::signed::SignError;
 use roam_identity_core::{
-    DeviceId, Did, KeyCommitment, KeyId, Millis, ServerName, SigningKey, UserId, b64, signed,
+    DeviceId, Did, DidError, IdError, KeyCommitment, KeyId, Millis, ServerName, SigningKey, UserId,
+    b64, signed,
 };
 use serde_json::{Value, json};
 
-use crate::keystore::{Keystore, Public, RecoveryFile, Secrets, random_seed};
+use crate::keystore::{Keystore, KeystoreError, Public, RecoveryFile, Secrets, random_seed};
+use crate::phrase::{self, PhraseError};
 
 /// Why an account operation could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -19,33 +25,75 @@ pub enum AccountError {
     /// The keystore holds no account log yet (`roam account create` makes the genesis).
     #[error("this keystore has no account yet: run `roam account create` first")]
     NoAccount,
+    /// The keystore already holds an account; a new account needs a new keystore.
+    #[error("this keystore already has an account ({did}); use another keystore for a new account")]
+    AlreadyHasAccount { did: String },
+    /// The keystore does not record the commitment the genesis needs.
+    #[error("the keystore does not record its next-key commitment (made by an older roam?)")]
+    NoCommitment,
     /// The client's own record of ops does not verify.
-    #[error("the keystore's record of signed ops does not verify ({class}): {message}")]
-    LocalLogInvalid {
-        class: &'static str,
-        message: String,
-    },
+    #[error("the keystore's record of signed ops does not verify ({}): {source}", source.class())]
+    LocalLogInvalid { source: LogError },
     /// The recovery file belongs to another account.
     #[error("the recovery file is for {found}, but this keystore is {expected}")]
     RecoveryForOtherAccount { expected: String, found: String },
     /// The recovery key is not the key the log commits to.
     #[error(
-        "the recovery file's key is not the committed next key of this account (the log commits to {committed}); \
-         it may be an older recovery file replaced by a later `roam rotate`"
+        "the {origin}'s key is not the committed next key of this account (the log commits to {committed}); \
+         it may be older than a later `roam rotate`"
     )]
-    NotCommittedKey { committed: String },
+    NotCommittedKey {
+        committed: String,
+        origin: RecoveryOrigin,
+    },
+    /// The recovery phrase could not be read.
+    #[error(transparent)]
+    Phrase(#[from] PhraseError),
     /// The keystore's update key is not the key the log says signs now.
     #[error(
         "the keystore's update key is not the account's current update key; \
          if the account was recovered elsewhere, use that keystore"
     )]
     StaleUpdateKey,
-    /// An identifier could not be built.
-    #[error("{0}")]
-    Id(String),
     /// The op would be refused by any verifier (caught before signing).
-    #[error("{0}")]
-    Refused(String),
+    #[error("the {action} op would not verify: {source}")]
+    WouldNotVerify {
+        action: &'static str,
+        source: LogError,
+    },
+    /// The keystore's DID or commitment is malformed.
+    #[error(transparent)]
+    Keystore(#[from] KeystoreError),
+    /// A DID could not be derived.
+    #[error(transparent)]
+    Did(#[from] DidError),
+    /// An identifier could not be built.
+    #[error(transparent)]
+    Id(#[from] IdError),
+    /// The keystore's commitment is not a valid multihash.
+    #[error("the keystore's next-key commitment is malformed: {0}")]
+    Commitment(#[from] HashError),
+    /// Matrix device keys could not be signed.
+    #[error("cannot sign the device keys: {0}")]
+    Sign(#[from] SignError),
+}
+
+/// Where a recovery key came from, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryOrigin {
+    /// A recovery file.
+    File,
+    /// A recovery phrase typed or piped in.
+    Phrase,
+}
+
+impl std::fmt::Display for RecoveryOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RecoveryOrigin::File => "recovery file",
+            RecoveryOrigin::Phrase => "recovery phrase",
+        })
+    }
 }
 
 /// Current time in ms since the Unix epoch (the client's clock; identity-core has none).
@@ -61,8 +109,7 @@ pub fn now_ms() -> Millis {
 pub fn new_account() -> Result<(Keystore, RecoveryFile), AccountError> {
     let update = SigningKey::from_bytes(&random_seed());
     let next = SigningKey::from_bytes(&random_seed());
-    let did =
-        Did::from_key(&update.verifying_key()).map_err(|e| AccountError::Id(e.to_string()))?;
+    let did = Did::from_key(&update.verifying_key())?;
     let ks = Keystore {
         public: Public {
             did: did.to_string(),
@@ -86,18 +133,31 @@ pub fn local_log(ks: &Keystore, now: Millis) -> Result<VerifiedLog, AccountError
     if ks.public.ops.is_empty() {
         return Err(AccountError::NoAccount);
     }
-    let did = ks.did().map_err(|e| AccountError::Id(e.to_string()))?;
-    log::verify_values(&ks.public.ops, Some(&did), now + log::MAX_FUTURE_SKEW_MS).map_err(|e| {
-        AccountError::LocalLogInvalid {
-            class: e.class(),
-            message: e.to_string(),
-        }
-    })
+    log::verify_values(
+        &ks.public.ops,
+        Some(&ks.did()?),
+        now + log::MAX_FUTURE_SKEW_MS,
+    )
+    .map_err(|source| AccountError::LocalLogInvalid { source })
 }
 
 /// A `created_at` for an op following one made at `prev`: now, but never before `prev`.
 fn created_after(prev: Millis) -> Millis {
     now_ms().max(prev)
+}
+
+/// Checks that the keystore's record followed by `signed` verifies, then records `signed`.
+fn record_checked(ks: &mut Keystore, signed: &SignedOp) -> Result<(), AccountError> {
+    let mut all = ks.public.ops.clone();
+    all.push(signed.value.clone());
+    log::verify_values(&all, Some(&ks.did()?), now_ms() + log::MAX_FUTURE_SKEW_MS).map_err(
+        |source| AccountError::WouldNotVerify {
+            action: signed.op.action.name(),
+            source,
+        },
+    )?;
+    ks.public.ops.push(signed.value.clone());
+    Ok(())
 }
 
 /// Builds and signs the genesis for `user_id` hosted by `servers`, and records it.
@@ -107,34 +167,20 @@ pub fn sign_genesis(
     servers: Vec<ServerName>,
 ) -> Result<SignedOp, AccountError> {
     if !ks.public.ops.is_empty() {
-        return Err(AccountError::Refused(format!(
-            "this keystore already has an account ({}); use another keystore for a new account",
-            ks.public.did
-        )));
+        return Err(AccountError::AlreadyHasAccount {
+            did: ks.public.did.clone(),
+        });
     }
     let commitment = ks
         .public
         .next_key_commitment
         .as_deref()
-        .ok_or_else(|| {
-            AccountError::Refused(
-                "the keystore does not record its next-key commitment (made by an older roam?)"
-                    .into(),
-            )
-        })
-        .and_then(|c| KeyCommitment::parse(c).map_err(|e| AccountError::Id(e.to_string())))?;
+        .ok_or(AccountError::NoCommitment)?;
+    let commitment = KeyCommitment::parse(commitment)?;
     let key = ks.update_key();
-    let op = log::genesis_op(&key.verifying_key(), commitment, user_id, servers, now_ms())
-        .map_err(|e| AccountError::Id(e.to_string()))?;
+    let op = log::genesis_op(&key.verifying_key(), commitment, user_id, servers, now_ms())?;
     let signed = op.sign(&key);
-    let did = ks.did().map_err(|e| AccountError::Id(e.to_string()))?;
-    log::verify_values(std::slice::from_ref(&signed.value), Some(&did), now_ms()).map_err(|e| {
-        AccountError::LocalLogInvalid {
-            class: e.class(),
-            message: e.to_string(),
-        }
-    })?;
-    ks.public.ops.push(signed.value.clone());
+    record_checked(ks, &signed)?;
     Ok(signed)
 }
 
@@ -142,8 +188,7 @@ pub fn sign_genesis(
 /// result verifies, and records it in the keystore (the caller saves the keystore before
 /// sending the op anywhere, so a crash never leaves a signed op the client forgot).
 pub fn sign_next(ks: &mut Keystore, action: Action) -> Result<SignedOp, AccountError> {
-    let now = now_ms();
-    let current = local_log(ks, now)?;
+    let current = local_log(ks, now_ms())?;
     let key = ks.update_key();
     if key.verifying_key() != current.state.update_key {
         return Err(AccountError::StaleUpdateKey);
@@ -154,14 +199,42 @@ pub fn sign_next(ks: &mut Keystore, action: Action) -> Result<SignedOp, AccountE
         action,
     );
     let signed = op.sign(&key);
-    let mut all = ks.public.ops.clone();
-    all.push(signed.value.clone());
-    let did = ks.did().map_err(|e| AccountError::Id(e.to_string()))?;
-    log::verify_values(&all, Some(&did), now + log::MAX_FUTURE_SKEW_MS).map_err(|e| {
-        AccountError::Refused(format!("the {} op would not verify: {e}", op.action.name()))
-    })?;
-    ks.public.ops.push(signed.value.clone());
+    record_checked(ks, &signed)?;
     Ok(signed)
+}
+
+/// The recovery key a phrase encodes, checked against the commitment of the client's own
+/// log: a phrase that decodes to another key is refused here, before anything is signed.
+pub fn recovery_from_phrase(ks: &Keystore, text: &str) -> Result<RecoveryFile, AccountError> {
+    let seed = phrase::decode(text)?;
+    let recovery = RecoveryFile {
+        did: ks.public.did.clone(),
+        next_key: *seed,
+    };
+    check_committed(ks, &recovery, RecoveryOrigin::Phrase)?;
+    Ok(recovery)
+}
+
+/// Refuses a recovery key that is not for this account or not the committed next key.
+fn check_committed(
+    ks: &Keystore,
+    recovery: &RecoveryFile,
+    origin: RecoveryOrigin,
+) -> Result<AccountState, AccountError> {
+    if recovery.did != ks.public.did {
+        return Err(AccountError::RecoveryForOtherAccount {
+            expected: ks.public.did.clone(),
+            found: recovery.did.clone(),
+        });
+    }
+    let state = local_log(ks, now_ms())?.state;
+    if !state.next_key.matches(&recovery.key().verifying_key()) {
+        return Err(AccountError::NotCommittedKey {
+            committed: state.next_key.to_string(),
+            origin,
+        });
+    }
+    Ok(state)
 }
 
 /// A rotate signed by the committed key in `recovery`, forking from the client's own head
@@ -173,36 +246,19 @@ pub fn sign_rotate(
     ks: &mut Keystore,
     recovery: &RecoveryFile,
 ) -> Result<(SignedOp, RecoveryFile), AccountError> {
-    if recovery.did != ks.public.did {
-        return Err(AccountError::RecoveryForOtherAccount {
-            expected: ks.public.did.clone(),
-            found: recovery.did.clone(),
-        });
-    }
-    let now = now_ms();
-    let current = local_log(ks, now)?;
+    let state = check_committed(ks, recovery, RecoveryOrigin::File)?;
     let committed = recovery.key();
-    if !current.state.next_key.matches(&committed.verifying_key()) {
-        return Err(AccountError::NotCommittedKey {
-            committed: current.state.next_key.to_string(),
-        });
-    }
     let next = SigningKey::from_bytes(&random_seed());
     let op = log::next_op(
-        &current.state,
-        created_after(current.state.updated_at),
+        &state,
+        created_after(state.updated_at),
         Action::Rotate {
             update_key: committed.verifying_key(),
             next_key: KeyCommitment::to_key(&next.verifying_key()),
         },
     );
     let signed = op.sign(&committed);
-    let mut all = ks.public.ops.clone();
-    all.push(signed.value.clone());
-    let did = ks.did().map_err(|e| AccountError::Id(e.to_string()))?;
-    log::verify_values(&all, Some(&did), now + log::MAX_FUTURE_SKEW_MS)
-        .map_err(|e| AccountError::Refused(format!("the rotate would not verify: {e}")))?;
-    ks.public.ops.push(signed.value.clone());
+    record_checked(ks, &signed)?;
     ks.secrets.update_key = committed.to_bytes();
     ks.public.next_key_commitment = Some(KeyCommitment::to_key(&next.verifying_key()).to_string());
     Ok((
@@ -259,15 +315,13 @@ impl DeviceSecrets {
                 format!("ed25519:{d}"): b64::encode(&public.ed25519),
             },
         });
-        let key_id =
-            KeyId::parse(&format!("ed25519:{d}")).map_err(|e| AccountError::Id(e.to_string()))?;
+        let key_id = KeyId::parse(&format!("ed25519:{d}"))?;
         signed::sign_matrix(
             &mut obj,
             user_id.as_str(),
             &key_id,
             &SigningKey::from_bytes(&self.ed25519),
-        )
-        .map_err(|e| AccountError::Refused(e.to_string()))?;
+        )?;
         Ok(obj)
     }
 }
@@ -386,7 +440,7 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert!(matches!(err, AccountError::Refused(_)), "{err}");
+        assert!(matches!(err, AccountError::WouldNotVerify { .. }), "{err}");
         assert_eq!(ks.public.ops.len(), 1, "a refused op is not recorded");
     }
 

@@ -34,7 +34,9 @@ pub enum KeystoreError {
     #[error("{path} already exists; refusing to overwrite it")]
     Exists { path: String },
     #[error("key derivation failed: {0}")]
-    Kdf(String),
+    Kdf(argon2::Error),
+    #[error("encryption failed")]
+    Encrypt,
 }
 
 /// argon2id cost parameters, stored in the file so they can be raised later.
@@ -86,12 +88,11 @@ struct Sealed {
 }
 
 fn derive(pass: &str, salt: &[u8], p: KdfParams) -> Result<Zeroizing<[u8; 32]>, KeystoreError> {
-    let params = Params::new(p.m_cost, p.t_cost, p.p_cost, Some(32))
-        .map_err(|e| KeystoreError::Kdf(e.to_string()))?;
+    let params = Params::new(p.m_cost, p.t_cost, p.p_cost, Some(32)).map_err(KeystoreError::Kdf)?;
     let mut out = Zeroizing::new([0u8; 32]);
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password_into(pass.as_bytes(), salt, out.as_mut())
-        .map_err(|e| KeystoreError::Kdf(e.to_string()))?;
+        .map_err(KeystoreError::Kdf)?;
     Ok(out)
 }
 
@@ -104,7 +105,7 @@ fn seal(plain: &[u8], aad: &[u8], pass: &str, params: KdfParams) -> Result<Seale
     let cipher = XChaCha20Poly1305::new(key.as_ref().into());
     let ct = cipher
         .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad })
-        .map_err(|_| KeystoreError::Kdf("encryption failed".into()))?;
+        .map_err(|_| KeystoreError::Encrypt)?;
     Ok(Sealed {
         kdf: "argon2id".into(),
         params,

@@ -1,7 +1,10 @@
-//! The user's side of Roam: the keystore, and the HTTP client that talks to homeservers on
-//! the user's behalf. The `roam` subcommands other than `serve` and `admin` are built on it.
+//! The user's side of Roam: the keystore and recovery key (file or phrase), the ops the user
+//! signs, the HTTP client that talks to homeservers on the user's behalf, the migration
+//! driver, and keeping the local resolver cache current after the user's own changes. The
+//! `roam` subcommands other than `serve` and `admin` are built on it.
 //!
 //! - [`keystore`]: the encrypted keystore and the offline recovery file.
+//! - [`phrase`]: the recovery key as 24 BIP39 words, for keeping it on paper.
 //! - [`account`]: ops as the client signs them (genesis, next op, rotate/recover, devices),
 //!   always checked by identity-core against the client's own record before signing.
 //! - [`homeserver`]: a typed HTTP client for one homeserver (Matrix + `/_roam/v1`).
@@ -10,14 +13,19 @@
 //! - [`sync`]: bringing servers up to date with the ops the client signed.
 //! - [`migration`]: the resumable, step-by-step move to another homeserver.
 //! - [`export`]: the portable account file.
+//! - [`local_cache`]: after the user changes the account, the change verified through the
+//!   resolver and stored in the local resolver cache, so `roam resolve` shows it at once.
 //!
-//! Errors are concrete enums per module; the binary decides exit codes from them.
+//! Errors are concrete enums per module (no `String` errors): the binary decides exit codes
+//! from them, in one place.
 
 pub mod account;
 pub mod directory;
 pub mod export;
 pub mod homeserver;
 pub mod keystore;
+pub mod local_cache;
 pub mod migration;
+pub mod phrase;
 pub mod session;
 pub mod sync;

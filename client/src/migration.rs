@@ -6,28 +6,68 @@
 //!
 //! 1. `sign` — claim `@localpart:new` (unless claimed) and sign a `move` naming the new server
 //!    first (old servers kept as backups if asked); both recorded in the keystore.
-//! 2. `submit` — `POST /_roam/v1/migrate` on the new server with the whole log; the server
-//!    verifies it, creates the account, attests and activates (its own steps are idempotent).
+//! 2. `submit` — `POST /_roam/v1/migrate` on the new server with the whole log (upload), then
+//!    ask its progress until it has verified the log, created the account, attested and
+//!    activated (wait); its own steps are idempotent.
 //! 3. `notify` — push the new ops to the old servers so they can forward; best effort: a server
 //!    that is down is skipped, the new server forwards when it can.
 //! 4. `login` — key login on the new server with the same device ID (devices move with the log).
 //!
-//! Nothing needs the old server: the log is the client's own record.
+//! Nothing needs the old server: the log is the client's own record. [`run`] plans (or
+//! resumes the saved plan), then drives the steps through a small `Driver` that saves the
+//! keystore and reports after each one.
+
+use std::time::Duration;
 
 use roam_identity_core::log::Action;
-use roam_identity_core::{Localpart, ServerName, UserId};
+use roam_identity_core::{Did, IdError, Localpart, ServerName, UserId};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::account::{self, AccountError};
 use crate::directory::ServerDirectory;
-use crate::homeserver::{HomeserverError, MigrateRequest, Migration};
+use crate::homeserver::{Homeserver, HomeserverError, MigrateRequest, Migration};
 use crate::keystore::{Keystore, KeystoreError};
 use crate::session::{self, SessionError};
 use crate::sync;
 
+/// A step of the migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Sign the claim and the move.
+    Sign,
+    /// Hand the log to the new server and wait until it hosts the account.
+    Submit,
+    /// Push the new ops to the old servers (best effort).
+    Notify,
+    /// Key login on the new server.
+    Login,
+}
+
+impl Step {
+    /// The name stored in the keystore and shown in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Sign => "sign",
+            Step::Submit => "submit",
+            Step::Notify => "notify",
+            Step::Login => "login",
+        }
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The steps, in order.
-pub const STEPS: [&str; 4] = ["sign", "submit", "notify", "login"];
+pub const STEPS: [Step; 4] = [Step::Sign, Step::Submit, Step::Notify, Step::Login];
+
+/// How often, and how long apart, the new server's progress is asked for.
+const STATUS_POLLS: usize = 20;
+const STATUS_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The plan and progress of a migration, as stored in the keystore.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +93,21 @@ pub struct PendingMigration {
     pub done: Vec<String>,
 }
 
+impl PendingMigration {
+    fn is_done(&self, step: Step) -> bool {
+        self.done.iter().any(|d| d == step.name())
+    }
+
+    /// The old servers other than the new one.
+    fn old_servers_except(&self, to: &ServerName) -> Vec<ServerName> {
+        self.old_servers
+            .iter()
+            .filter_map(|s| ServerName::parse(s).ok())
+            .filter(|s| s != to)
+            .collect()
+    }
+}
+
 /// What the user asked for.
 #[derive(Debug, Clone)]
 pub struct MigrateOptions {
@@ -75,7 +130,7 @@ pub enum StepState {
 /// A line of the step-by-step report.
 #[derive(Debug, Clone)]
 pub struct StepReport {
-    pub name: &'static str,
+    pub step: Step,
     pub state: StepState,
     pub detail: String,
 }
@@ -96,7 +151,7 @@ pub enum MigrationError {
         "migration stopped at step `{step}`; what was done is saved, re-run the same `roam migrate` command to continue"
     )]
     Stopped {
-        step: &'static str,
+        step: Step,
         #[source]
         source: StepError,
     },
@@ -119,11 +174,24 @@ pub enum StepError {
     Session(#[from] SessionError),
     #[error(transparent)]
     Keystore(#[from] KeystoreError),
-    #[error("{0}")]
-    Refused(String),
+    /// The plan names something that is not a valid identifier (an edited keystore).
+    #[error("the saved plan is invalid: {0}")]
+    Id(#[from] IdError),
+    /// The plan's URL does not parse (an edited keystore).
+    #[error("the saved plan's URL is invalid: {0}")]
+    Url(#[from] url::ParseError),
+    /// No user ID to take along, and none given.
+    #[error("no user ID to take along; pass --user LOCALPART")]
+    NoUserId,
+    /// The localpart asked for is not valid.
+    #[error("--user {localpart:?}: {source}")]
+    BadLocalpart { localpart: String, source: IdError },
+    /// The new server has not finished its side yet.
+    #[error("{server} has not finished the migration yet ({steps})")]
+    NotFinished { server: String, steps: String },
 }
 
-fn stopped(step: &'static str) -> impl FnOnce(StepError) -> MigrationError {
+fn stopped(step: Step) -> impl FnOnce(StepError) -> MigrationError {
     move |source| MigrationError::Stopped { step, source }
 }
 
@@ -145,186 +213,252 @@ pub async fn run(
     ks: &mut Keystore,
     dir: &mut ServerDirectory,
     opts: &MigrateOptions,
-    mut save: impl FnMut(&Keystore) -> Result<(), KeystoreError>,
-    mut report: impl FnMut(&StepReport),
+    save: impl FnMut(&Keystore) -> Result<(), KeystoreError>,
+    report: impl FnMut(&StepReport),
 ) -> Result<(), MigrationError> {
-    let mut plan = match pending(ks) {
-        Some(p) => {
-            let same = Url::parse(&p.to_url).is_ok_and(|u| u == opts.to)
-                || opts.to.as_str().trim_end_matches('/') == p.to_url;
-            if !same {
-                return Err(MigrationError::OtherPending {
-                    pending: p.to_server.clone(),
-                    url: p.to_url.clone(),
-                });
-            }
-            p
-        }
-        None => plan(ks, dir, opts).await?,
+    let plan = resume_or_plan(ks, dir, opts).await?;
+    let mut driver = Driver {
+        ks,
+        dir,
+        plan,
+        save,
+        report,
     };
+    driver.sign()?;
+    let target = driver.target().map_err(stopped(Step::Submit))?;
+    driver.submit(&target).await?;
+    driver.notify(&target).await?;
+    driver.login(&target).await
+}
 
-    // 1. sign
-    if plan.done.iter().any(|d| d == "sign") {
-        report(&StepReport {
-            name: "sign",
-            state: StepState::AlreadyDone,
-            detail: format!("{} op(s) signed by an earlier run", plan.ops.len()),
-        });
-    } else {
-        let detail = sign(ks, &mut plan).map_err(stopped("sign"))?;
-        plan.done.push("sign".into());
-        store(ks, &plan);
-        save(ks)?;
-        report(&StepReport {
-            name: "sign",
-            state: StepState::Done,
-            detail,
+/// The saved plan when it is for the same server, a new plan when there is none.
+async fn resume_or_plan(
+    ks: &Keystore,
+    dir: &mut ServerDirectory,
+    opts: &MigrateOptions,
+) -> Result<PendingMigration, MigrationError> {
+    let Some(p) = pending(ks) else {
+        return plan(ks, dir, opts).await;
+    };
+    let same = Url::parse(&p.to_url).is_ok_and(|u| u == opts.to)
+        || opts.to.as_str().trim_end_matches('/') == p.to_url;
+    if !same {
+        return Err(MigrationError::OtherPending {
+            pending: p.to_server.clone(),
+            url: p.to_url.clone(),
         });
     }
+    Ok(p)
+}
 
-    let did = ks
-        .did()
-        .map_err(|e| stopped("submit")(StepError::Keystore(e)))?;
-    let to_server = ServerName::parse(&plan.to_server)
-        .map_err(|e| stopped("submit")(StepError::Refused(e.to_string())))?;
-    let to_url = Url::parse(&plan.to_url)
-        .map_err(|e| stopped("submit")(StepError::Refused(e.to_string())))?;
-    dir.remember(&to_server, &to_url);
-    let hs = crate::homeserver::Homeserver::new(to_url.clone())
-        .map_err(|e| stopped("submit")(e.into()))?;
+/// The new server, as the steps after `sign` need it.
+struct Target {
+    did: Did,
+    server: ServerName,
+    hs: Homeserver,
+}
 
-    // 2. submit
-    if plan.done.iter().any(|d| d == "submit") {
-        report(&StepReport {
-            name: "submit",
-            state: StepState::AlreadyDone,
-            detail: format!("{} accepted the account earlier", plan.to_server),
+/// One run of the steps: the keystore, the plan and the caller's callbacks.
+struct Driver<'a, S, R> {
+    ks: &'a mut Keystore,
+    dir: &'a mut ServerDirectory,
+    plan: PendingMigration,
+    save: S,
+    report: R,
+}
+
+impl<S, R> Driver<'_, S, R>
+where
+    S: FnMut(&Keystore) -> Result<(), KeystoreError>,
+    R: FnMut(&StepReport),
+{
+    /// Stores the plan in the keystore and saves it.
+    fn checkpoint(&mut self) -> Result<(), MigrationError> {
+        store(self.ks, &self.plan);
+        (self.save)(self.ks)?;
+        Ok(())
+    }
+
+    /// Marks `step` done, saves, and reports it.
+    fn finish(
+        &mut self,
+        step: Step,
+        state: StepState,
+        detail: String,
+    ) -> Result<(), MigrationError> {
+        self.plan.done.push(step.name().into());
+        self.checkpoint()?;
+        (self.report)(&StepReport {
+            step,
+            state,
+            detail,
         });
-    } else {
-        let old_primary = plan
+        Ok(())
+    }
+
+    /// Reports `step` as done by an earlier run, if it was; true then.
+    fn done_earlier(
+        &mut self,
+        step: Step,
+        detail: impl FnOnce(&PendingMigration) -> String,
+    ) -> bool {
+        if !self.plan.is_done(step) {
+            return false;
+        }
+        (self.report)(&StepReport {
+            step,
+            state: StepState::AlreadyDone,
+            detail: detail(&self.plan),
+        });
+        true
+    }
+
+    /// Step 1: the claim and the move, recorded in the keystore.
+    fn sign(&mut self) -> Result<(), MigrationError> {
+        if self.done_earlier(Step::Sign, |p| {
+            format!("{} op(s) signed by an earlier run", p.ops.len())
+        }) {
+            return Ok(());
+        }
+        let detail = sign(self.ks, &mut self.plan).map_err(stopped(Step::Sign))?;
+        self.finish(Step::Sign, StepState::Done, detail)
+    }
+
+    fn target(&mut self) -> Result<Target, StepError> {
+        let did = self.ks.did()?;
+        let server = ServerName::parse(&self.plan.to_server)?;
+        let url = Url::parse(&self.plan.to_url)?;
+        self.dir.remember(&server, &url);
+        let hs = Homeserver::new(url)?;
+        Ok(Target { did, server, hs })
+    }
+
+    /// Step 2: the new server verifies the log, creates the account, attests and activates.
+    async fn submit(&mut self, t: &Target) -> Result<(), MigrationError> {
+        if self.done_earlier(Step::Submit, |p| {
+            format!("{} accepted the account earlier", p.to_server)
+        }) {
+            return Ok(());
+        }
+        let m = self.upload(t).await.map_err(stopped(Step::Submit))?;
+        self.plan.migration_id = Some(m.id.clone());
+        self.checkpoint()?;
+        let m = wait_until_complete(&t.hs, m, &self.plan.to_server)
+            .await
+            .map_err(stopped(Step::Submit))?;
+        let detail = format!(
+            "{} verified the log and hosts the account ({})",
+            self.plan.to_server,
+            describe_steps(&m)
+        );
+        self.finish(Step::Submit, StepState::Done, detail)
+    }
+
+    /// `POST /_roam/v1/migrate` with the whole log.
+    async fn upload(&self, t: &Target) -> Result<Migration, StepError> {
+        let old_primary = self
+            .plan
             .old_servers
             .first()
             .and_then(|s| ServerName::parse(s).ok())
-            .filter(|s| s != &to_server);
+            .filter(|s| s != &t.server);
         let req = MigrateRequest {
-            did: &did,
-            log: &ks.public.ops,
+            did: &t.did,
+            log: &self.ks.public.ops,
             from: old_primary.as_ref(),
-            localpart: Some(&plan.localpart),
+            localpart: Some(&self.plan.localpart),
         };
-        let mut m = hs
-            .migrate(&req)
-            .await
-            .map_err(|e| stopped("submit")(e.into()))?;
-        plan.migration_id = Some(m.id.clone());
-        store(ks, &plan);
-        save(ks)?;
-        for _ in 0..20 {
-            if m.is_complete() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            m = hs
-                .migration(&m.id)
-                .await
-                .map_err(|e| stopped("submit")(e.into()))?;
+        Ok(t.hs.migrate(&req).await?)
+    }
+
+    /// Step 3: the old servers get the new ops so they can forward (best effort).
+    async fn notify(&mut self, t: &Target) -> Result<(), MigrationError> {
+        if self.done_earlier(Step::Notify, |_| "old servers were notified earlier".into()) {
+            return Ok(());
         }
-        if !m.is_complete() {
-            return Err(stopped("submit")(StepError::Refused(format!(
-                "{} has not finished the migration yet ({})",
-                plan.to_server,
-                describe_steps(&m)
-            ))));
-        }
-        plan.done.push("submit".into());
-        store(ks, &plan);
-        save(ks)?;
-        report(&StepReport {
-            name: "submit",
+        let old = self.plan.old_servers_except(&t.server);
+        let outcomes =
+            sync::push_to_servers(self.dir, &t.did, &self.ks.public.ops, &old, |_| {}).await;
+        let (state, detail) = describe_notified(&outcomes, &self.plan.to_server);
+        self.finish(Step::Notify, state, detail)
+    }
+
+    /// Step 4: key login on the new server with the same device ID; the plan is dropped.
+    async fn login(&mut self, t: &Target) -> Result<(), MigrationError> {
+        let (user_id, device_id) = self.log_in(t).await.map_err(stopped(Step::Login))?;
+        self.ks.public.pending_migration = None;
+        (self.save)(self.ks)?;
+        (self.report)(&StepReport {
+            step: Step::Login,
             state: StepState::Done,
             detail: format!(
-                "{} verified the log and hosts the account ({})",
-                plan.to_server,
-                describe_steps(&m)
+                "logged in to {} as {user_id}, device {device_id}",
+                self.plan.to_server
             ),
         });
+        Ok(())
     }
 
-    // 3. notify the old servers (best effort)
-    if plan.done.iter().any(|d| d == "notify") {
-        report(&StepReport {
-            name: "notify",
-            state: StepState::AlreadyDone,
-            detail: "old servers were notified earlier".into(),
-        });
-    } else {
-        let old: Vec<ServerName> = plan
-            .old_servers
-            .iter()
-            .filter_map(|s| ServerName::parse(s).ok())
-            .filter(|s| s != &to_server)
-            .collect();
-        let outcomes = sync::push_to_servers(dir, &did, &ks.public.ops, &old, |_| {}).await;
-        let mut parts = Vec::new();
-        let mut all_ok = true;
-        for o in &outcomes {
-            match &o.result {
-                Ok(n) => parts.push(format!("{}: {n} new op(s)", o.server)),
-                Err(e) => {
-                    all_ok = false;
-                    parts.push(format!(
-                        "{}: not updated ({e}); {} forwards the ops when it can",
-                        o.server, plan.to_server
-                    ))
-                }
-            }
+    async fn log_in(&mut self, t: &Target) -> Result<(UserId, String), StepError> {
+        let user_id = UserId::parse(&format!("@{}:{}", self.plan.localpart, t.server))?;
+        let device = self.ks.public.device_id.clone();
+        let login =
+            session::key_login(&t.hs, self.ks, &t.server, &user_id, device.as_deref()).await?;
+        let added = session::adopt_login(&t.hs, self.ks, &login).await?;
+        self.ks.public.server_urls = self.dir.known().clone();
+        (self.save)(self.ks)?;
+        if added.is_some() {
+            sync::push_ops(&t.hs, &t.did, &self.ks.public.ops).await?;
         }
-        plan.done.push("notify".into());
-        store(ks, &plan);
-        save(ks)?;
-        report(&StepReport {
-            name: "notify",
-            state: if all_ok && !outcomes.is_empty() {
-                StepState::Done
-            } else {
-                StepState::Skipped
-            },
-            detail: if parts.is_empty() {
-                "no old server to notify".into()
-            } else {
-                parts.join("; ")
-            },
-        });
+        Ok((user_id, login.device_id))
     }
+}
 
-    // 4. login on the new server
-    let user_id = UserId::parse(&format!("@{}:{}", plan.localpart, plan.to_server))
-        .map_err(|e| stopped("login")(StepError::Refused(e.to_string())))?;
-    let device = ks.public.device_id.clone();
-    let login = session::key_login(&hs, ks, &to_server, &user_id, device.as_deref())
-        .await
-        .map_err(|e| stopped("login")(e.into()))?;
-    let added = session::adopt_login(&hs, ks, &login)
-        .await
-        .map_err(|e| stopped("login")(e.into()))?;
-    ks.public.server_urls = dir.known().clone();
-    save(ks)?;
-    if added.is_some() {
-        sync::push_ops(&hs, &did, &ks.public.ops)
-            .await
-            .map_err(|e| stopped("login")(e.into()))?;
+/// Asks the new server until its side of the migration is complete (or gives up).
+async fn wait_until_complete(
+    hs: &Homeserver,
+    mut m: Migration,
+    server: &str,
+) -> Result<Migration, StepError> {
+    for _ in 0..STATUS_POLLS {
+        if m.is_complete() {
+            return Ok(m);
+        }
+        tokio::time::sleep(STATUS_INTERVAL).await;
+        m = hs.migration(&m.id).await?;
     }
-    ks.public.pending_migration = None;
-    save(ks)?;
-    report(&StepReport {
-        name: "login",
-        state: StepState::Done,
-        detail: format!(
-            "logged in to {} as {user_id}, device {}",
-            plan.to_server, login.device_id
-        ),
-    });
-    Ok(())
+    if m.is_complete() {
+        return Ok(m);
+    }
+    Err(StepError::NotFinished {
+        server: server.to_owned(),
+        steps: describe_steps(&m),
+    })
+}
+
+/// The notify step's outcome in words: done when every old server took the ops.
+fn describe_notified(outcomes: &[sync::PushOutcome], to_server: &str) -> (StepState, String) {
+    let parts: Vec<String> = outcomes
+        .iter()
+        .map(|o| match &o.result {
+            Ok(n) => format!("{}: {n} new op(s)", o.server),
+            Err(e) => format!(
+                "{}: not updated ({e}); {to_server} forwards the ops when it can",
+                o.server
+            ),
+        })
+        .collect();
+    let all_ok = outcomes.iter().all(|o| o.result.is_ok());
+    let state = if all_ok && !outcomes.is_empty() {
+        StepState::Done
+    } else {
+        StepState::Skipped
+    };
+    if parts.is_empty() {
+        (state, "no old server to notify".into())
+    } else {
+        (state, parts.join("; "))
+    }
 }
 
 fn describe_steps(m: &Migration) -> String {
@@ -349,6 +483,29 @@ async fn plan(
         .identify(&opts.to)
         .await
         .map_err(|e| MigrationError::Plan(e.into()))?;
+    let localpart = choose_localpart(ks, &state, opts).map_err(MigrationError::Plan)?;
+    let target = UserId::new(&localpart, &to_server).map_err(|e| MigrationError::Plan(e.into()))?;
+    if state.servers == [to_server.clone()] && state.user_ids.contains(&target) {
+        return Err(MigrationError::AlreadyThere(to_server.to_string()));
+    }
+    Ok(PendingMigration {
+        to_url: opts.to.as_str().trim_end_matches('/').to_owned(),
+        to_server: to_server.to_string(),
+        localpart: localpart.as_str().to_owned(),
+        keep_old_as_backup: opts.keep_old_as_backup,
+        old_servers: state.servers.iter().map(ToString::to_string).collect(),
+        ops: Vec::new(),
+        migration_id: None,
+        done: Vec::new(),
+    })
+}
+
+/// The localpart asked for, else the one of the keystore's or the log's first user ID.
+fn choose_localpart(
+    ks: &Keystore,
+    state: &roam_identity_core::log::AccountState,
+    opts: &MigrateOptions,
+) -> Result<Localpart, StepError> {
     let localpart = match &opts.localpart {
         Some(l) => l.clone(),
         None => ks
@@ -358,38 +515,30 @@ async fn plan(
             .and_then(|u| UserId::parse(u).ok())
             .or_else(|| state.user_ids.first().cloned())
             .map(|u| u.localpart().to_owned())
-            .ok_or_else(|| {
-                MigrationError::Plan(StepError::Refused(
-                    "no user ID to take along; pass --user LOCALPART".into(),
-                ))
-            })?,
+            .ok_or(StepError::NoUserId)?,
     };
-    Localpart::parse(&localpart).map_err(|e| {
-        MigrationError::Plan(StepError::Refused(format!("--user {localpart:?}: {e}")))
-    })?;
-    let target = UserId::parse(&format!("@{localpart}:{to_server}"))
-        .map_err(|e| MigrationError::Plan(StepError::Refused(e.to_string())))?;
-    if state.servers == [to_server.clone()] && state.user_ids.contains(&target) {
-        return Err(MigrationError::AlreadyThere(to_server.to_string()));
+    Localpart::parse(&localpart).map_err(|source| StepError::BadLocalpart { localpart, source })
+}
+
+/// The server list after the move: the new server first, then the old ones if kept.
+fn servers_after(plan: &PendingMigration, to: &ServerName) -> Vec<ServerName> {
+    let mut servers = vec![to.clone()];
+    if plan.keep_old_as_backup {
+        for s in plan.old_servers_except(to) {
+            if !servers.contains(&s) {
+                servers.push(s);
+            }
+        }
     }
-    Ok(PendingMigration {
-        to_url: opts.to.as_str().trim_end_matches('/').to_owned(),
-        to_server: to_server.to_string(),
-        localpart,
-        keep_old_as_backup: opts.keep_old_as_backup,
-        old_servers: state.servers.iter().map(ToString::to_string).collect(),
-        ops: Vec::new(),
-        migration_id: None,
-        done: Vec::new(),
-    })
+    servers.truncate(roam_identity_core::log::MAX_SERVERS);
+    servers
 }
 
 /// Step 1: the claim and the move, recorded in the keystore.
 fn sign(ks: &mut Keystore, plan: &mut PendingMigration) -> Result<String, StepError> {
     let state = account::local_log(ks, account::now_ms())?.state;
-    let to = ServerName::parse(&plan.to_server).map_err(|e| StepError::Refused(e.to_string()))?;
-    let user_id = UserId::parse_strict(&format!("@{}:{}", plan.localpart, plan.to_server))
-        .map_err(|e| StepError::Refused(e.to_string()))?;
+    let to = ServerName::parse(&plan.to_server)?;
+    let user_id = UserId::parse_strict(&format!("@{}:{}", plan.localpart, plan.to_server))?;
     let mut signed = Vec::new();
     if !state.user_ids.contains(&user_id) {
         let op = account::sign_next(
@@ -401,19 +550,7 @@ fn sign(ks: &mut Keystore, plan: &mut PendingMigration) -> Result<String, StepEr
         plan.ops.push(op.hash.to_string());
         signed.push(format!("claim {user_id}"));
     }
-    let mut servers = vec![to.clone()];
-    if plan.keep_old_as_backup {
-        for s in plan
-            .old_servers
-            .iter()
-            .filter_map(|s| ServerName::parse(s).ok())
-        {
-            if !servers.contains(&s) {
-                servers.push(s);
-            }
-        }
-    }
-    servers.truncate(roam_identity_core::log::MAX_SERVERS);
+    let servers = servers_after(plan, &to);
     if state.servers != servers {
         let list = servers
             .iter()

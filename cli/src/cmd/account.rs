@@ -3,16 +3,19 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use roam_client::account::{self, describe_state, now_ms};
-use roam_client::keystore::random_seed;
+use roam_client::homeserver::{Homeserver, HomeserverError, Registered};
+use roam_client::keystore::{Keystore, random_seed};
 use roam_client::sync;
 use roam_identity_core::bundle::{self, Attested, Bundle};
-use roam_identity_core::log::SignedOp;
-use roam_identity_core::{Localpart, ServerName, UserId};
+use roam_identity_core::log::{AccountState, SignedOp};
+use roam_identity_core::{Did, Localpart, ServerName, UserId};
 use serde_json::{Value, json};
 use url::Url;
 
-use super::common::{GlobalArgs, KeystoreArg, Progress, Session, parse_url, print_json, runtime};
-use super::exit::{CliError, REFUSED};
+use super::common::{
+    GlobalArgs, KeystoreArg, Progress, Session, joined, parse_url, print_json, runtime,
+};
+use super::exit::CliError;
 
 #[derive(Debug, Args)]
 pub struct AccountArgs {
@@ -62,7 +65,7 @@ pub fn run(args: AccountArgs, global: &GlobalArgs) -> anyhow::Result<()> {
 
 fn create(args: CreateArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let localpart = Localpart::parse(&args.user)
-        .map_err(|e| CliError::new(super::exit::USAGE, format!("--user {:?}: {e}", args.user)))?;
+        .map_err(|e| CliError::usage(format!("--user {:?}: {e}", args.user)))?;
     let mut s = Session::open(&args.keystore, global)?;
     let rt = runtime()?;
     rt.block_on(async {
@@ -74,24 +77,8 @@ fn create(args: CreateArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             .with_context(|| format!("asking {} for its server name", args.homeserver))?;
         let user_id = UserId::new(&localpart, &server)?;
         if !s.ks.public.ops.is_empty() {
-            let state = account::local_log(&s.ks, now_ms())?.state;
-            if state.user_ids.contains(&user_id) {
-                // Already done (maybe by an earlier run): make sure the server has the log.
-                sync::push_ops(&hs, &state.did, &s.ks.public.ops).await?;
-                progress.finish();
-                println!("{user_id}\n{}", state.did);
-                eprintln!("the account already exists; nothing to do");
-                return Ok(());
-            }
-            return Err(CliError::new(
-                REFUSED,
-                format!(
-                    "this keystore already has an account ({}, {}); create a new keystore with `roam key new` for another one",
-                    s.ks.public.did,
-                    state.user_ids.iter().map(UserId::as_str).collect::<Vec<_>>().join(", ")
-                ),
-            )
-            .into());
+            progress.finish();
+            return ensure_created_earlier(&s, &hs, &user_id).await;
         }
         let password = args
             .password
@@ -99,7 +86,7 @@ fn create(args: CreateArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| roam_identity_core::b64::encode(&random_seed()[..18]));
         // The genesis is recorded only once the server took it: a refused registration
         // leaves the keystore as it was.
-        let mut draft = roam_client::keystore::Keystore {
+        let mut draft = Keystore {
             public: s.ks.public.clone(),
             secrets: s.ks.secrets.clone(),
         };
@@ -110,45 +97,15 @@ fn create(args: CreateArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         {
             Ok(r) => r,
             Err(e) if e.errcode() == Some("M_USER_IN_USE") => {
-                // An earlier run may have registered and died before saving: adopt the log
-                // if the server's account is ours.
-                let ours = match hs.user_bundle(&user_id).await {
-                    Ok(b) => b.get("did").and_then(Value::as_str) == Some(s.ks.public.did.as_str()),
-                    Err(_) => false,
-                };
-                if !ours {
-                    return Err(e.into());
-                }
-                let log = hs.account_log(&s.did()?).await?;
-                s.ks.public.ops = log;
-                account::local_log(&s.ks, now_ms())?;
-                s.ks.public.homeserver = Some(args.homeserver.as_str().trim_end_matches('/').to_owned());
-                s.ks.public.user_id = Some(user_id.to_string());
-                s.save()?;
                 progress.finish();
-                println!("{user_id}\n{}", s.ks.public.did);
-                eprintln!("the account was registered by an earlier run; the keystore is up to date now");
-                return Ok(());
+                return adopt_earlier_registration(&mut s, &hs, &user_id, &args.homeserver, e)
+                    .await;
             }
             Err(e) => return Err(e.into()),
         };
-        match &registered.did {
-            Some(did) if did == &s.ks.public.did => {}
-            Some(did) => anyhow::bail!("{server} registered the account under another DID ({did})"),
-            None => {
-                return Err(CliError::new(
-                    REFUSED,
-                    format!(
-                        "{server} registered {} but did not bind it to the DID (no org.roam.did in its answer): it does not support Roam accounts; use a Roam homeserver",
-                        registered.user_id
-                    ),
-                )
-                .into());
-            }
-        }
+        check_bound(&registered, &s.ks.public.did, &server)?;
         s.ks.public.ops = draft.public.ops;
-        s.ks.public.homeserver = Some(args.homeserver.as_str().trim_end_matches('/').to_owned());
-        s.ks.public.user_id = Some(registered.user_id.clone());
+        record_home(&mut s, &args.homeserver, &registered.user_id);
         s.ks.secrets.password = Some(password);
         s.save()?;
         progress.finish();
@@ -162,85 +119,122 @@ fn create(args: CreateArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     })
 }
 
+/// A keystore with an account: fine if it is this user ID (an earlier run; the server is
+/// brought up to date), refused otherwise.
+async fn ensure_created_earlier(
+    s: &Session,
+    hs: &Homeserver,
+    user_id: &UserId,
+) -> anyhow::Result<()> {
+    let state = account::local_log(&s.ks, now_ms())?.state;
+    if !state.user_ids.contains(user_id) {
+        return Err(CliError::not_allowed(format!(
+            "this keystore already has an account ({}, {}); create a new keystore with `roam key new` for another one",
+            s.ks.public.did,
+            joined(state.user_ids.iter().map(UserId::as_str))
+        ))
+        .into());
+    }
+    sync::push_ops(hs, &state.did, &s.ks.public.ops).await?;
+    println!("{user_id}\n{}", state.did);
+    eprintln!("the account already exists; nothing to do");
+    Ok(())
+}
+
+/// The user ID is taken: an earlier run may have registered and died before saving. Adopts
+/// the server's log if the account there is ours, else reports `taken`.
+async fn adopt_earlier_registration(
+    s: &mut Session,
+    hs: &Homeserver,
+    user_id: &UserId,
+    url: &Url,
+    taken: HomeserverError,
+) -> anyhow::Result<()> {
+    let ours = match hs.user_bundle(user_id).await {
+        Ok(b) => b.get("did").and_then(Value::as_str) == Some(s.ks.public.did.as_str()),
+        Err(_) => false,
+    };
+    if !ours {
+        return Err(taken.into());
+    }
+    s.ks.public.ops = hs.account_log(&s.did()?).await?;
+    account::local_log(&s.ks, now_ms())?;
+    record_home(s, url, user_id.as_str());
+    s.save()?;
+    println!("{user_id}\n{}", s.ks.public.did);
+    eprintln!("the account was registered by an earlier run; the keystore is up to date now");
+    Ok(())
+}
+
+/// Refuses a registration the server did not bind to this keystore's DID.
+fn check_bound(registered: &Registered, did: &str, server: &ServerName) -> Result<(), CliError> {
+    match &registered.did {
+        Some(d) if d == did => Ok(()),
+        Some(d) => Err(CliError::not_allowed(format!(
+            "{server} registered the account under another DID ({d})"
+        ))),
+        None => Err(CliError::not_allowed(format!(
+            "{server} registered {} but did not bind it to the DID (no org.roam.did in its answer): it does not support Roam accounts; use a Roam homeserver",
+            registered.user_id
+        ))),
+    }
+}
+
+fn record_home(s: &mut Session, url: &Url, user_id: &str) {
+    s.ks.public.homeserver = Some(url.as_str().trim_end_matches('/').to_owned());
+    s.ks.public.user_id = Some(user_id.to_owned());
+}
+
 /// What one server says about the account.
 fn server_view(
     server: &ServerName,
-    raw: Result<Value, String>,
-    did: &roam_identity_core::Did,
+    raw: Result<Value, HomeserverError>,
+    did: &Did,
     local_head: &str,
 ) -> Value {
     let now = now_ms();
     let raw = match raw {
         Ok(r) => r,
-        Err(e) => return json!({"server": server.as_str(), "reachable": false, "error": e}),
+        Err(e) => {
+            return json!({"server": server.as_str(), "reachable": false, "error": e.to_string()});
+        }
     };
     let checked = Bundle::from_value(&raw).and_then(|b| bundle::verify(&b, Some(did), now));
-    match checked {
+    let vb = match checked {
+        Ok(vb) => vb,
         Err(e) => {
-            json!({"server": server.as_str(), "reachable": true, "error": format!("its bundle does not verify: {e}")})
+            return json!({"server": server.as_str(), "reachable": true, "error": format!("its bundle does not verify: {e}")});
         }
-        Ok(vb) => {
-            let attests: Vec<Value> = vb
-                .attestations
-                .iter()
-                .filter(|a| &a.server_name == server)
-                .map(|a| {
-                    json!({
-                        "user_id": a.user_id.as_ref().map(UserId::as_str),
-                        "hosting": a.hosting,
-                        "head": a.head.to_string(),
-                        "valid_until": a.valid_until,
-                        "current": a.is_current(now),
-                    })
-                })
-                .collect();
-            let hosting = matches!(vb.hosting(server, now), Attested::Current { .. });
+    };
+    let attests: Vec<Value> = vb
+        .attestations
+        .iter()
+        .filter(|a| &a.server_name == server)
+        .map(|a| {
             json!({
-                "server": server.as_str(),
-                "reachable": true,
-                "head": vb.log.state.head.to_string(),
-                "in_sync": vb.log.state.head.to_string() == local_head,
-                "hosting": hosting,
-                "attestations": attests,
+                "user_id": a.user_id.as_ref().map(UserId::as_str),
+                "hosting": a.hosting,
+                "head": a.head.to_string(),
+                "valid_until": a.valid_until,
+                "current": a.is_current(now),
             })
-        }
-    }
+        })
+        .collect();
+    json!({
+        "server": server.as_str(),
+        "reachable": true,
+        "head": vb.log.state.head.to_string(),
+        "in_sync": vb.log.state.head.to_string() == local_head,
+        "hosting": matches!(vb.hosting(server, now), Attested::Current { .. }),
+        "attestations": attests,
+    })
 }
 
 fn show(args: ShowArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let s = Session::open(&args.keystore, global)?;
-    let local = account::local_log(&s.ks, now_ms())?;
-    let did = s.did()?;
-    let head = local.state.head.to_string();
-    let mut servers = local.state.servers.clone();
-    for u in &local.state.user_ids {
-        let d = u.server_name();
-        if !servers.contains(&d) {
-            servers.push(d);
-        }
-    }
-    let rt = runtime()?;
-    let (views, foreign) = rt.block_on(async {
-        let progress = Progress::bar(servers.len() as u64, "asking servers");
-        let mut views = Vec::new();
-        for server in &servers {
-            let raw = match s.dir.homeserver(server).await {
-                Ok(hs) => hs.account_bundle(&did).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            views.push(server_view(server, raw, &did, &head));
-            progress.step(server.as_str());
-        }
-        let (ops, _, _) = sync::gather_ops(&s.dir, &did, &local.state.servers).await;
-        let foreign: Vec<String> = account::foreign_ops(&s.ks, &ops)
-            .into_iter()
-            .filter_map(|v| SignedOp::from_value(v.clone()).ok())
-            .map(|o| format!("seq {} {} ({})", o.op.seq, o.op.action.name(), o.hash))
-            .collect();
-        progress.finish();
-        (views, foreign)
-    });
-    let mut out = describe_state(&local.state);
+    let local = account::local_log(&s.ks, now_ms())?.state;
+    let (views, foreign) = runtime()?.block_on(ask_servers(&s, &local));
+    let mut out = describe_state(&local);
     out["keystore"] = json!(s.path.display().to_string());
     out["homeserver"] = json!(s.ks.public.homeserver);
     out["logged_in_as"] = json!(s.ks.public.user_id);
@@ -252,36 +246,66 @@ fn show(args: ShowArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         print_json(&out);
         return Ok(());
     }
-    let st = &local.state;
+    print_state(&local, &out);
+    print_server_views(&views);
+    print_foreign(&foreign);
+    if let Some(p) = &s.ks.public.pending_migration {
+        println!(
+            "unfinished migration to {}: re-run `roam migrate --to {}`",
+            p["to_server"].as_str().unwrap_or("?"),
+            p["to_url"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+/// Each server's view (servers of the log and of the user IDs) and the ops they hold that
+/// this keystore did not sign.
+async fn ask_servers(s: &Session, local: &AccountState) -> (Vec<Value>, Vec<String>) {
+    let mut servers = local.servers.clone();
+    for u in &local.user_ids {
+        let d = u.server_name();
+        if !servers.contains(&d) {
+            servers.push(d);
+        }
+    }
+    let head = local.head.to_string();
+    let progress = Progress::bar(servers.len() as u64, "asking servers");
+    let mut views = Vec::new();
+    for server in &servers {
+        let raw = match s.dir.homeserver(server).await {
+            Ok(hs) => hs.account_bundle(&local.did).await,
+            Err(e) => Err(e),
+        };
+        views.push(server_view(server, raw, &local.did, &head));
+        progress.step(server.as_str());
+    }
+    let (ops, _, _) = sync::gather_ops(&s.dir, &local.did, &local.servers).await;
+    let foreign = account::foreign_ops(&s.ks, &ops)
+        .into_iter()
+        .filter_map(|v| SignedOp::from_value(v.clone()).ok())
+        .map(|o| format!("seq {} {} ({})", o.op.seq, o.op.action.name(), o.hash))
+        .collect();
+    progress.finish();
+    (views, foreign)
+}
+
+fn print_state(st: &AccountState, out: &Value) {
     println!("DID:        {}", st.did);
     println!(
         "user IDs:   {}",
-        st.user_ids
-            .iter()
-            .map(UserId::as_str)
-            .collect::<Vec<_>>()
-            .join(", ")
+        joined(st.user_ids.iter().map(UserId::as_str))
     );
     println!(
         "servers:    {} (primary first)",
-        st.servers
-            .iter()
-            .map(ServerName::as_str)
-            .collect::<Vec<_>>()
-            .join(", ")
+        joined(st.servers.iter().map(ServerName::as_str))
     );
-    println!(
-        "devices:    {}",
-        if st.devices.is_empty() {
-            "none signed in".to_owned()
-        } else {
-            st.devices
-                .keys()
-                .map(|d| d.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
-    );
+    let devices = if st.devices.is_empty() {
+        "none signed in".to_owned()
+    } else {
+        joined(st.devices.keys().map(|d| d.as_str()))
+    };
+    println!("devices:    {devices}");
     println!(
         "update key: {}",
         out["update_key"].as_str().unwrap_or_default()
@@ -290,8 +314,11 @@ fn show(args: ShowArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     if st.deactivated {
         println!("status:     DEACTIVATED");
     }
+}
+
+fn print_server_views(views: &[Value]) {
     println!("what each server attests now:");
-    for v in &views {
+    for v in views {
         let name = v["server"].as_str().unwrap_or_default();
         if let Some(e) = v.get("error").and_then(Value::as_str) {
             println!("  {name}: {e}");
@@ -302,44 +329,46 @@ fn show(args: ShowArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         } else {
             "behind or ahead of this keystore"
         };
-        let mut parts = Vec::new();
-        for a in v["attestations"].as_array().into_iter().flatten() {
-            let who = a["user_id"].as_str().unwrap_or("(hosting only)");
-            let host = if a["hosting"] == true {
-                "hosting"
-            } else {
-                "not hosting (forwarding)"
-            };
-            let cur = if a["current"] == true {
-                ""
-            } else {
-                ", expired"
-            };
-            parts.push(format!("{who} bound, {host}{cur}"));
-        }
+        let mut parts: Vec<String> = v["attestations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(describe_attestation)
+            .collect();
         if parts.is_empty() {
             parts.push("no attestation".into());
         }
         println!("  {name}: {} [{sync}]", parts.join("; "));
     }
-    if !foreign.is_empty() {
-        println!(
-            "WARNING: the servers hold {} op(s) this keystore did not sign:",
-            foreign.len()
-        );
-        for f in &foreign {
-            println!("  {f}");
-        }
-        println!(
-            "If they are not yours, your update key is compromised: run `roam recover --recovery FILE`."
-        );
+}
+
+fn describe_attestation(a: &Value) -> String {
+    let who = a["user_id"].as_str().unwrap_or("(hosting only)");
+    let host = if a["hosting"] == true {
+        "hosting"
+    } else {
+        "not hosting (forwarding)"
+    };
+    let cur = if a["current"] == true {
+        ""
+    } else {
+        ", expired"
+    };
+    format!("{who} bound, {host}{cur}")
+}
+
+fn print_foreign(foreign: &[String]) {
+    if foreign.is_empty() {
+        return;
     }
-    if let Some(p) = &s.ks.public.pending_migration {
-        println!(
-            "unfinished migration to {}: re-run `roam migrate --to {}`",
-            p["to_server"].as_str().unwrap_or("?"),
-            p["to_url"].as_str().unwrap_or("?")
-        );
+    println!(
+        "WARNING: the servers hold {} op(s) this keystore did not sign:",
+        foreign.len()
+    );
+    for f in foreign {
+        println!("  {f}");
     }
-    Ok(())
+    println!(
+        "If they are not yours, your update key is compromised: run `roam recover --recovery FILE` (or --phrase)."
+    );
 }

@@ -17,7 +17,7 @@ use roam_identity_core::log::Action;
 use url::Url;
 
 use super::common::{GlobalArgs, KeystoreArg, Progress, Session, parse_url, runtime};
-use super::exit::{CliError, UNREACHABLE, USAGE};
+use super::exit::CliError;
 
 #[derive(Debug, Args)]
 pub struct ClaimArgs {
@@ -43,7 +43,7 @@ pub struct ReleaseArgs {
 
 pub fn claim(args: ClaimArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let user_id = UserId::parse_strict(&args.user_id)
-        .map_err(|e| CliError::new(USAGE, format!("{:?} is not a user ID: {e}", args.user_id)))?;
+        .map_err(|e| CliError::usage(format!("{:?} is not a user ID: {e}", args.user_id)))?;
     change(
         &args.keystore,
         global,
@@ -92,7 +92,7 @@ pub fn claim(args: ClaimArgs, global: &GlobalArgs) -> anyhow::Result<()> {
 
 pub fn release(args: ReleaseArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let user_id = UserId::parse(&args.user_id)
-        .map_err(|e| CliError::new(USAGE, format!("{:?} is not a user ID: {e}", args.user_id)))?;
+        .map_err(|e| CliError::usage(format!("{:?} is not a user ID: {e}", args.user_id)))?;
     change(
         &args.keystore,
         global,
@@ -127,14 +127,13 @@ fn change(
             }
         }
         if outcomes.iter().all(|o| o.result.is_err()) {
-            return Err(CliError::new(
-                UNREACHABLE,
-                format!("the {name} op is signed and saved, but no server of the account took it; run `roam servers set` with your servers when they are reachable"),
+            return Err(CliError::not_delivered(format!("the {name} op is signed and saved, but no server of the account took it; run `roam servers set` with your servers when they are reachable"),
             )
             .into());
         }
         let verdict = after(&mut s).await?;
         println!("{verdict}");
+        s.refresh_cache().await;
         Ok(())
     })
 }

@@ -1,5 +1,6 @@
-//! What the client subcommands share: the global flags, the keystore argument and passphrase,
-//! an open keystore with its server directory, the async runtime, output and progress.
+//! What the client subcommands share: the global flags (overrides, the resolver cache), the
+//! keystore argument and passphrase, the recovery phrase prompt, an open keystore with its
+//! server directory and the local cache refresh, the async runtime, output and progress.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -9,11 +10,15 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use roam_client::directory::ServerDirectory;
-use roam_client::keystore::{KdfParams, Keystore};
-use roam_identity_core::ServerName;
+use roam_client::keystore::{KdfParams, Keystore, KeystoreError};
+use roam_client::local_cache;
+use roam_identity_core::{Did, ServerName};
+use roam_resolver::{CacheStore, ResolverConfig};
 use serde_json::Value;
 use url::Url;
 use zeroize::Zeroizing;
+
+use super::exit::CliError;
 
 /// Flags every command accepts (clap-global: before or after the subcommand).
 #[derive(Debug, Clone, Default, Args)]
@@ -31,12 +36,47 @@ pub struct GlobalArgs {
     /// default, so that names chosen by strangers cannot reach into your network).
     #[arg(long, global = true, env = "ROAM_ALLOW_PRIVATE_FETCH")]
     pub allow_private_fetch: bool,
+    /// Directory of the resolver cache: what `roam resolve` answers from and `roam lan serve`
+    /// shares; commands that change the account store their verified result in it
+    /// [default: ~/.cache/roam].
+    #[arg(long, value_name = "DIR", global = true, env = "ROAM_CACHE")]
+    pub cache: Option<PathBuf>,
 }
 
 impl GlobalArgs {
     /// The overrides as a map.
     pub fn overrides(&self) -> BTreeMap<ServerName, Url> {
         self.federation_override.iter().cloned().collect()
+    }
+
+    /// The resolver settings these flags ask for (the same for resolving and for keeping the
+    /// cache current, so the cache holds only what `roam resolve` would have stored).
+    pub fn resolver_config(&self) -> ResolverConfig {
+        ResolverConfig {
+            overrides: self.overrides(),
+            allow_private: self.allow_private_fetch,
+            ..ResolverConfig::default()
+        }
+    }
+
+    /// The resolver cache file.
+    pub fn cache_file(&self) -> PathBuf {
+        local_cache::cache_file(&self.cache.clone().unwrap_or_else(default_cache_dir))
+    }
+
+    /// Opens (or creates) the resolver cache.
+    pub fn cache_store(&self) -> anyhow::Result<CacheStore> {
+        let path = self.cache_file();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the cache directory {}", dir.display()))?;
+        }
+        CacheStore::open(&path).with_context(|| {
+            format!(
+                "opening the resolver cache {} (is another roam, e.g. `roam lan serve`, using it?)",
+                path.display()
+            )
+        })
     }
 }
 
@@ -75,7 +115,7 @@ pub fn default_recovery(keystore: &Path) -> PathBuf {
 }
 
 /// The default resolver cache directory.
-pub fn default_cache_dir() -> PathBuf {
+fn default_cache_dir() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
@@ -86,31 +126,35 @@ pub fn default_cache_dir() -> PathBuf {
 }
 
 /// The passphrase: `ROAM_PASSPHRASE`, else asked on the terminal (twice when `confirm`).
-pub fn passphrase(confirm: bool, what: &str) -> anyhow::Result<Zeroizing<String>> {
+pub fn passphrase(confirm: bool, what: &str) -> Result<Zeroizing<String>, CliError> {
+    let refuse = |m: &str| CliError::Passphrase(m.to_owned());
     if let Some(p) = std::env::var_os("ROAM_PASSPHRASE") {
         let p = p
             .into_string()
-            .map_err(|_| anyhow::anyhow!("ROAM_PASSPHRASE is not valid UTF-8"))?;
-        anyhow::ensure!(!p.is_empty(), "ROAM_PASSPHRASE is empty; set a passphrase");
+            .map_err(|_| refuse("ROAM_PASSPHRASE is not valid UTF-8"))?;
+        if p.is_empty() {
+            return Err(refuse("ROAM_PASSPHRASE is empty; set a passphrase"));
+        }
         return Ok(Zeroizing::new(p));
     }
     let first = Zeroizing::new(
         rpassword::prompt_password(format!("Passphrase for {what}: ")).map_err(|e| {
-            anyhow::anyhow!(
+            refuse(&format!(
                 "cannot ask for the passphrase ({e}); set ROAM_PASSPHRASE or run roam in a terminal"
-            )
+            ))
         })?,
     );
-    anyhow::ensure!(!first.is_empty(), "the passphrase must not be empty");
+    if first.is_empty() {
+        return Err(refuse("the passphrase must not be empty"));
+    }
     if confirm {
         let again = Zeroizing::new(
             rpassword::prompt_password("Repeat the passphrase: ")
-                .map_err(|e| anyhow::anyhow!("cannot read the passphrase: {e}"))?,
+                .map_err(|e| refuse(&format!("cannot read the passphrase: {e}")))?,
         );
-        anyhow::ensure!(
-            *first == *again,
-            "the two passphrases differ; nothing was written"
-        );
+        if *first != *again {
+            return Err(refuse("the two passphrases differ; nothing was written"));
+        }
     }
     Ok(first)
 }
@@ -121,6 +165,7 @@ pub struct Session {
     pass: Zeroizing<String>,
     pub ks: Keystore,
     pub dir: ServerDirectory,
+    global: GlobalArgs,
 }
 
 impl std::fmt::Debug for Session {
@@ -137,7 +182,7 @@ impl Session {
         let path = arg.keystore.clone();
         if !path.exists() {
             // Ask for no passphrase when there is nothing to open.
-            return Err(roam_client::keystore::KeystoreError::Missing {
+            return Err(KeystoreError::Missing {
                 path: path.display().to_string(),
             }
             .into());
@@ -152,6 +197,7 @@ impl Session {
             pass,
             ks,
             dir,
+            global: global.clone(),
         })
     }
 
@@ -169,18 +215,72 @@ impl Session {
     }
 
     /// Saves a keystore value (for callbacks that hold the keystore separately).
-    pub fn save_keystore(
-        path: &Path,
-        pass: &str,
-        ks: &Keystore,
-    ) -> Result<(), roam_client::keystore::KeystoreError> {
+    pub fn save_keystore(path: &Path, pass: &str, ks: &Keystore) -> Result<(), KeystoreError> {
         ks.save(path, pass, KdfParams::from_env())
     }
 
     /// The DID.
-    pub fn did(&self) -> anyhow::Result<roam_identity_core::Did> {
+    pub fn did(&self) -> anyhow::Result<Did> {
         Ok(self.ks.did()?)
     }
+
+    /// Stores the account as a resolver now verifies it in the local resolver cache, so
+    /// `roam resolve` shows this command's change at once. A failure is a warning: the change
+    /// itself is done, and the cache catches up when its answer expires.
+    pub async fn refresh_cache(&self) {
+        let servers =
+            match roam_client::account::local_log(&self.ks, roam_client::account::now_ms()) {
+                Ok(v) => v.state.servers,
+                Err(_) => Vec::new(),
+            };
+        let Ok(did) = self.ks.did() else { return };
+        let file = self.global.cache_file();
+        let config = self.global.resolver_config();
+        if let Err(e) = local_cache::refresh(&file, config, &did, &servers).await {
+            eprintln!("note: the local resolver cache was not updated: {e}");
+        }
+    }
+}
+
+/// Reads the recovery phrase: at a hidden prompt when standard input is a terminal, else
+/// from standard input (never from the command line, where other users and the shell
+/// history would see it).
+pub fn read_phrase() -> anyhow::Result<Zeroizing<String>> {
+    if std::io::stdin().is_terminal() {
+        let text = rpassword::prompt_password("Recovery phrase (24 words, not shown): ")
+            .map_err(|e| CliError::PhraseInput(e.to_string()))?;
+        return Ok(Zeroizing::new(text));
+    }
+    let mut text = Zeroizing::new(String::new());
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+        .map_err(|e| CliError::PhraseInput(e.to_string()))?;
+    Ok(text)
+}
+
+/// Shows a recovery phrase once, numbered, on stderr, with what it is worth.
+pub fn show_phrase(phrase: &str) {
+    eprintln!("Recovery phrase (write these 24 words down, in order, on paper):");
+    let words: Vec<&str> = phrase.split(' ').collect();
+    for (row, chunk) in words.chunks(6).enumerate() {
+        let line: Vec<String> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, w)| format!("{:>2}. {w:<9}", row * 6 + i + 1))
+            .collect();
+        eprintln!("  {}", line.join(" ").trim_end());
+    }
+    eprintln!("{PHRASE_WARNING}");
+}
+
+/// What a recovery phrase is worth, said wherever one is shown.
+pub const PHRASE_WARNING: &str =
+    "WARNING: the recovery phrase is not encrypted: anyone who reads it can take over
+the account, without the passphrase. It is shown only now. Keep it offline, never next to
+the keystore; use it with `roam recover --phrase` or `roam rotate --phrase`.";
+
+/// Names joined by ", " (servers, user IDs, devices).
+pub fn joined<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    names.into_iter().collect::<Vec<_>>().join(", ")
 }
 
 /// A runtime for one command.

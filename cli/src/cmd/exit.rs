@@ -5,7 +5,7 @@
 //! | 0 | success |
 //! | 1 | any other failure |
 //! | 2 | usage error (bad flags or arguments; clap prints the usage) |
-//! | 3 | keystore or recovery file: missing, wrong passphrase, unreadable, already exists |
+//! | 3 | keystore, recovery file or phrase: missing, wrong passphrase, unreadable, already exists, not the committed key |
 //! | 4 | a server could not be reached |
 //! | 5 | a server refused the request |
 //! | 6 | verification or resolution failed: not found, unbound, invalid, equivocation |
@@ -31,25 +31,52 @@ pub const REFUSED: u8 = 5;
 pub const UNVERIFIED: u8 = 6;
 pub const INCOMPLETE: u8 = 7;
 
-/// An error the CLI raises itself, with its exit code.
+/// A failure the CLI finds itself (the libraries' errors have their own types). Its exit code
+/// is decided below, with everyone else's.
 #[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct CliError {
-    pub code: u8,
-    pub message: String,
+pub enum CliError {
+    /// Arguments clap cannot check (a bad user ID, a missing homeserver).
+    #[error("{0}")]
+    Usage(String),
+    /// The change is signed and saved, but no server has taken it yet.
+    #[error("{0}")]
+    NotDelivered(String),
+    /// A server or the account's state does not allow it (not a Roam server, another
+    /// account, a server the log does not name).
+    #[error("{0}")]
+    NotAllowed(String),
+    /// What the servers hold cannot be vouched for: a device nobody signed, ops this keystore
+    /// did not sign.
+    #[error("{0}")]
+    NotVerified(String),
+    /// No usable passphrase: not set, empty, mistyped twice, or no terminal to ask on.
+    #[error("{0}")]
+    Passphrase(String),
+    /// The recovery phrase could not be read from the terminal or standard input.
+    #[error("cannot read the recovery phrase: {0}")]
+    PhraseInput(String),
 }
 
 impl CliError {
-    pub fn new(code: u8, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+    pub fn usage(m: impl Into<String>) -> Self {
+        Self::Usage(m.into())
+    }
+    pub fn not_delivered(m: impl Into<String>) -> Self {
+        Self::NotDelivered(m.into())
+    }
+    pub fn not_allowed(m: impl Into<String>) -> Self {
+        Self::NotAllowed(m.into())
+    }
+    pub fn not_verified(m: impl Into<String>) -> Self {
+        Self::NotVerified(m.into())
     }
 }
 
-/// The exit code and an optional hint ("what to do") for an error.
-pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
+/// An exit code and an optional hint ("what to do").
+type Verdict = (u8, Option<String>);
+
+/// The exit code and an optional hint for an error.
+pub fn classify(err: &anyhow::Error) -> Verdict {
     err.chain()
         .find_map(classify_one)
         .unwrap_or((FAILURE, None))
@@ -57,28 +84,15 @@ pub fn classify(err: &anyhow::Error) -> (u8, Option<String>) {
 
 /// The meaning of one error of the chain, if it has one. Wrappers that display their inner
 /// error (`#[error(transparent)]`) do not expose it as a source, so they are opened here.
-fn classify_one(cause: &(dyn std::error::Error + 'static)) -> Option<(u8, Option<String>)> {
+fn classify_one(cause: &(dyn std::error::Error + 'static)) -> Option<Verdict> {
     if let Some(e) = cause.downcast_ref::<CliError>() {
-        return Some((e.code, None));
+        return Some(cli(e));
     }
     if let Some(e) = cause.downcast_ref::<MigrationError>() {
-        return match e {
-            MigrationError::Stopped { .. } => Some((INCOMPLETE, None)),
-            MigrationError::Plan(inner) => classify_one(inner).or(Some((FAILURE, None))),
-            MigrationError::Keystore(inner) => classify_one(inner),
-            MigrationError::OtherPending { .. } | MigrationError::AlreadyThere(_) => {
-                Some((FAILURE, None))
-            }
-        };
+        return migration(e);
     }
     if let Some(e) = cause.downcast_ref::<StepError>() {
-        return match e {
-            StepError::Homeserver(inner) => classify_one(inner),
-            StepError::Account(inner) => classify_one(inner),
-            StepError::Session(inner) => classify_one(inner),
-            StepError::Keystore(inner) => classify_one(inner),
-            StepError::Refused(_) => Some((FAILURE, None)),
-        };
+        return step(e);
     }
     if let Some(e) = cause.downcast_ref::<SessionError>() {
         return match e {
@@ -88,58 +102,117 @@ fn classify_one(cause: &(dyn std::error::Error + 'static)) -> Option<(u8, Option
         };
     }
     if let Some(e) = cause.downcast_ref::<KeystoreError>() {
-        let hint = match e {
-            KeystoreError::WrongPassphrase { .. } => Some(
-                "check the passphrase (ROAM_PASSPHRASE or the prompt); the file is unchanged"
-                    .to_owned(),
-            ),
-            KeystoreError::Exists { .. } => Some(
-                "choose another file, or move the existing one away first if you really mean to replace it"
-                    .to_owned(),
-            ),
-            _ => None,
-        };
-        return Some((KEYSTORE, hint));
+        return Some(keystore(e));
     }
     if let Some(e) = cause.downcast_ref::<AccountError>() {
-        return Some(match e {
-            AccountError::NotCommittedKey { .. } | AccountError::RecoveryForOtherAccount { .. } => {
-                (KEYSTORE, None)
-            }
-            _ => (FAILURE, None),
-        });
+        return Some(account(e));
     }
     if let Some(e) = cause.downcast_ref::<HomeserverError>() {
-        return Some(match e {
-            HomeserverError::Unreachable { .. } => (
-                UNREACHABLE,
-                Some("check the URL and that the server is running, then try again".to_owned()),
-            ),
-            HomeserverError::Refused { errcode, body, .. } => {
-                (REFUSED, refusal_hint(errcode, body))
-            }
-            HomeserverError::BadResponse { .. } => (
-                REFUSED,
-                Some(
-                    "is this URL a Roam homeserver? `roam serve` answers /_matrix/key/v2/server"
-                        .to_owned(),
-                ),
-            ),
-        });
+        return Some(homeserver(e));
     }
     if let Some(e) = cause.downcast_ref::<ResolveError>() {
-        return Some(match e {
-            ResolveError::Unreachable { .. } => (
-                UNREACHABLE,
-                Some("no source answered; try again online, or with --lan-peer URL".to_owned()),
-            ),
-            _ => (UNVERIFIED, None),
-        });
+        return Some(resolve(e));
     }
     if cause.downcast_ref::<ExportError>().is_some() {
         return Some((UNVERIFIED, None));
     }
     None
+}
+
+fn cli(e: &CliError) -> Verdict {
+    match e {
+        CliError::Usage(_) => (USAGE, None),
+        CliError::NotDelivered(_) => (UNREACHABLE, None),
+        CliError::NotAllowed(_) => (REFUSED, None),
+        CliError::NotVerified(_) => (UNVERIFIED, None),
+        CliError::Passphrase(_) => (KEYSTORE, None),
+        CliError::PhraseInput(_) => (
+            KEYSTORE,
+            Some("pipe the 24 words on standard input, or run roam in a terminal".to_owned()),
+        ),
+    }
+}
+
+fn migration(e: &MigrationError) -> Option<Verdict> {
+    match e {
+        MigrationError::Stopped { .. } => Some((INCOMPLETE, None)),
+        MigrationError::Plan(inner) => classify_one(inner).or(Some((FAILURE, None))),
+        MigrationError::Keystore(inner) => classify_one(inner),
+        MigrationError::OtherPending { .. } | MigrationError::AlreadyThere(_) => {
+            Some((FAILURE, None))
+        }
+    }
+}
+
+fn step(e: &StepError) -> Option<Verdict> {
+    match e {
+        StepError::Homeserver(inner) => classify_one(inner),
+        StepError::Account(inner) => classify_one(inner),
+        StepError::Session(inner) => classify_one(inner),
+        StepError::Keystore(inner) => classify_one(inner),
+        StepError::BadLocalpart { .. } => Some((USAGE, None)),
+        StepError::NotFinished { .. } => Some((INCOMPLETE, None)),
+        StepError::Id(_) | StepError::Url(_) | StepError::NoUserId => Some((FAILURE, None)),
+    }
+}
+
+fn keystore(e: &KeystoreError) -> Verdict {
+    let hint = match e {
+        KeystoreError::WrongPassphrase { .. } => Some(
+            "check the passphrase (ROAM_PASSPHRASE or the prompt); the file is unchanged"
+                .to_owned(),
+        ),
+        KeystoreError::Exists { .. } => Some(
+            "choose another file, or move the existing one away first if you really mean to replace it"
+                .to_owned(),
+        ),
+        _ => None,
+    };
+    (KEYSTORE, hint)
+}
+
+fn account(e: &AccountError) -> Verdict {
+    match e {
+        AccountError::NotCommittedKey { .. } | AccountError::RecoveryForOtherAccount { .. } => {
+            (KEYSTORE, None)
+        }
+        AccountError::Phrase(_) => (
+            KEYSTORE,
+            Some(
+                "check the words against what you wrote down; the keystore is unchanged".to_owned(),
+            ),
+        ),
+        AccountError::Keystore(inner) => keystore(inner),
+        AccountError::AlreadyHasAccount { .. } => (REFUSED, None),
+        _ => (FAILURE, None),
+    }
+}
+
+fn homeserver(e: &HomeserverError) -> Verdict {
+    match e {
+        HomeserverError::Unreachable { .. } => (
+            UNREACHABLE,
+            Some("check the URL and that the server is running, then try again".to_owned()),
+        ),
+        HomeserverError::Refused { errcode, body, .. } => (REFUSED, refusal_hint(errcode, body)),
+        HomeserverError::BadResponse { .. } => (
+            REFUSED,
+            Some(
+                "is this URL a Roam homeserver? `roam serve` answers /_matrix/key/v2/server"
+                    .to_owned(),
+            ),
+        ),
+    }
+}
+
+fn resolve(e: &ResolveError) -> Verdict {
+    match e {
+        ResolveError::Unreachable { .. } => (
+            UNREACHABLE,
+            Some("no source answered; try again online, or with --lan-peer URL".to_owned()),
+        ),
+        _ => (UNVERIFIED, None),
+    }
 }
 
 fn refusal_hint(errcode: &str, body: &serde_json::Value) -> Option<String> {
@@ -191,8 +264,8 @@ mod tests {
         let wrapped = down.context("creating the account");
         assert_eq!(classify(&wrapped).0, UNREACHABLE);
         let stopped: anyhow::Error = MigrationError::Stopped {
-            step: "submit",
-            source: roam_client::migration::StepError::Refused("x".into()),
+            step: roam_client::migration::Step::Submit,
+            source: StepError::NoUserId,
         }
         .into();
         assert_eq!(classify(&stopped).0, INCOMPLETE);
@@ -204,6 +277,9 @@ mod tests {
             .into();
         assert_eq!(classify(&plan_down).0, UNREACHABLE);
         assert_eq!(classify(&anyhow::anyhow!("other")).0, FAILURE);
-        assert_eq!(classify(&CliError::new(USAGE, "u").into()).0, USAGE);
+        assert_eq!(classify(&CliError::Usage("u".into()).into()).0, USAGE);
+        let phrase: anyhow::Error =
+            AccountError::Phrase(roam_client::phrase::PhraseError::Checksum).into();
+        assert_eq!(classify(&phrase).0, KEYSTORE);
     }
 }

@@ -14,7 +14,7 @@ use roam_identity_core::bundle;
 use url::Url;
 
 use super::common::{GlobalArgs, KeystoreArg, Progress, Session, parse_url, print_json, runtime};
-use super::exit::{CliError, REFUSED};
+use super::exit::CliError;
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -120,8 +120,7 @@ pub fn import(args: ImportArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
     let state = &imported.verified.log.state;
     if let Some(path) = &args.keystore {
         let Some(ks) = &imported.keystore else {
-            return Err(CliError::new(
-                super::exit::USAGE,
+            return Err(CliError::usage(
                 "the file carries no keystore (export it with --include-secrets)",
             )
             .into());
@@ -140,9 +139,7 @@ pub fn import(args: ImportArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
         let hs = Homeserver::new(args.homeserver.clone())?;
         let server = hs.server_name().await?;
         if !state.servers.contains(&server) {
-            return Err(CliError::new(
-                REFUSED,
-                format!(
+            return Err(CliError::not_allowed(format!(
                     "the account's log does not name {server} (it names {}); sign a move first with `roam servers set` or `roam migrate --to {}`",
                     state.servers.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
                     args.homeserver

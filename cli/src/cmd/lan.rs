@@ -1,16 +1,15 @@
 //! `roam lan serve` and `roam lan peers`: share the verified resolver cache on the LAN.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use roam_resolver::lan::{MdnsAnnouncer, MdnsBrowser};
-use roam_resolver::{CacheStore, NetworkResolver, ResolverConfig, SystemClock};
+use roam_resolver::{NetworkResolver, ResolverConfig, SystemClock};
 use serde_json::json;
 
-use super::common::{GlobalArgs, Progress, default_cache_dir, print_json, runtime};
+use super::common::{GlobalArgs, Progress, print_json, runtime};
 
 #[derive(Debug, Args)]
 pub struct LanArgs {
@@ -27,11 +26,9 @@ enum LanCommand {
     Peers(PeersArgs),
 }
 
+/// The cache to share is the global `--cache` directory.
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// Directory of the resolver cache to share [default: ~/.cache/roam].
-    #[arg(long, value_name = "DIR")]
-    cache: Option<PathBuf>,
     /// Address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8448")]
     listen: SocketAddr,
@@ -52,21 +49,14 @@ struct PeersArgs {
 
 pub fn run(args: LanArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     match args.command {
-        LanCommand::Serve(a) => serve(a),
+        LanCommand::Serve(a) => serve(a, global),
         LanCommand::Peers(a) => peers(a, global),
     }
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let dir = args.cache.unwrap_or_else(default_cache_dir);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join("resolver.redb");
-    let store = CacheStore::open(&path).with_context(|| {
-        format!(
-            "opening the resolver cache {} (is another roam using it?)",
-            path.display()
-        )
-    })?;
+fn serve(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<()> {
+    let path = global.cache_file();
+    let store = global.cache_store()?;
     let rt = runtime()?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)

@@ -8,7 +8,7 @@ use roam_identity_core::UserId;
 use url::Url;
 
 use super::common::{GlobalArgs, KeystoreArg, Progress, Session, parse_url, runtime};
-use super::exit::{CliError, USAGE};
+use super::exit::CliError;
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
@@ -35,10 +35,7 @@ pub fn run(args: LoginArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                 .as_deref()
                 .and_then(|u| Url::parse(u).ok())
                 .ok_or_else(|| {
-                    CliError::new(
-                        USAGE,
-                        "no homeserver known for this keystore; pass --homeserver URL",
-                    )
+                    CliError::usage("no homeserver known for this keystore; pass --homeserver URL")
                 })?
         }
     };
@@ -53,16 +50,14 @@ pub fn run(args: LoginArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("asking {url} for its server name"))?;
         let user_id = match &args.user {
-            Some(u) => UserId::parse(u).map_err(|e| CliError::new(USAGE, format!("--user {u:?}: {e}")))?,
+            Some(u) => UserId::parse(u).map_err(|e| CliError::usage(format!("--user {u:?}: {e}")))?,
             None => state
                 .user_ids
                 .iter()
                 .find(|u| u.server_name() == server)
                 .cloned()
                 .ok_or_else(|| {
-                    CliError::new(
-                        USAGE,
-                        format!(
+                    CliError::usage(format!(
                             "the account has no user ID on {server} (it has {}); pass --user, or move there with `roam migrate --to {url}`",
                             state.user_ids.iter().map(UserId::as_str).collect::<Vec<_>>().join(", ")
                         ),
@@ -87,15 +82,14 @@ pub fn run(args: LoginArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                 }
             }
             if outcomes.iter().all(|o| o.result.is_err()) {
-                return Err(CliError::new(
-                    super::exit::UNREACHABLE,
-                    "logged in, but no server of the account took the add_device op; run `roam login` again later",
+                return Err(CliError::not_delivered("logged in, but no server of the account took the add_device op; run `roam login` again later",
                 )
                 .into());
             }
         }
         println!("{}", login.device_id);
         eprintln!("logged in to {server} as {user_id}; device {} is signed into the account log", login.device_id);
+        s.refresh_cache().await;
         Ok(())
     })
 }

@@ -4,8 +4,10 @@ use clap::Args;
 use roam_client::migration::{self, MigrateOptions, StepState};
 use url::Url;
 
-use super::common::{GlobalArgs, KeystoreArg, Progress, Session, parse_url, runtime};
-use super::exit::{CliError, USAGE};
+use roam_identity_core::ServerName;
+
+use super::common::{GlobalArgs, KeystoreArg, Progress, Session, joined, parse_url, runtime};
+use super::exit::CliError;
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
@@ -29,7 +31,7 @@ pub fn run(args: MigrateArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let mut s = Session::open(&args.keystore, global)?;
     if args.abandon {
         let Some(p) = migration::pending(&s.ks) else {
-            return Err(CliError::new(USAGE, "there is no unfinished migration").into());
+            return Err(CliError::usage("there is no unfinished migration").into());
         };
         s.ks.public.pending_migration = None;
         s.save()?;
@@ -37,7 +39,7 @@ pub fn run(args: MigrateArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let Some(to) = args.to.clone() else {
-        return Err(CliError::new(USAGE, "--to URL is required").into());
+        return Err(CliError::usage("--to URL is required").into());
     };
     let resuming = migration::pending(&s.ks).is_some();
     if resuming {
@@ -64,22 +66,18 @@ pub fn run(args: MigrateArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                 StepState::AlreadyDone => "done earlier",
                 StepState::Skipped => "skipped",
             };
-            progress.println(&format!("[{mark}] {}: {}", step.name, step.detail));
-            progress.step(step.name);
+            progress.println(&format!("[{mark}] {}: {}", step.step, step.detail));
+            progress.step(step.step.name());
         },
     ));
     progress.finish();
     result?;
+    rt.block_on(s.refresh_cache());
     let state = roam_client::account::local_log(&s.ks, roam_client::account::now_ms())?.state;
     println!(
         "migrated: {} now lives on {}",
         s.ks.public.user_id.as_deref().unwrap_or("the account"),
-        state
-            .servers
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        joined(state.servers.iter().map(ServerName::as_str))
     );
     Ok(())
 }

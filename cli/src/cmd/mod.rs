@@ -1,9 +1,16 @@
 //! The `roam` command line. Each subcommand lives in its own module with its clap `Args`
-//! and a `run` function: `serve` and `admin` run a homeserver; the others are the user's
-//! client (keys, account, login, devices, migrate, servers, rotate/recover, claim/release,
-//! resolve, export/import, lan), built on `roam_client` and `roam_resolver`; `serve` and `admin` call `roam_server` and
-//! exist only with the default `serve` feature. Exit codes and error
-//! reports are decided in [`exit`].
+//! and a `run` function: `serve` and `admin` run a homeserver (they call `roam_server` and
+//! exist only with the default `serve` feature); the others are the user's client (keys,
+//! account, login, devices, migrate, servers, rotate/recover, claim/release, resolve,
+//! export/import, lan), built on `roam_client` and `roam_resolver`.
+//!
+//! [`common`] holds what they share: the global flags (`--federation-override`,
+//! `--allow-private-fetch`, and `--cache`, the resolver cache that `resolve` answers from and
+//! `lan serve` shares), the keystore and its passphrase, the recovery phrase prompt. Every
+//! command that changes the account (`login`, `device revoke`, `migrate`, `servers set`,
+//! `rotate`, `recover`, `claim`, `release`) ends by storing the account as a resolver now
+//! verifies it in that cache (`roam_client::local_cache`), so `roam resolve` shows the change
+//! at once. Exit codes and error reports are decided in [`exit`], from the error types.
 
 mod account;
 #[cfg(feature = "serve")]
@@ -57,9 +64,10 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
     /// Set the account's servers: primary, then backups.
     Servers(servers::ServersArgs),
-    /// Rotate the update key to the committed key from the recovery file.
+    /// Rotate the update key to the committed key (from the recovery file or phrase).
     Rotate(rotate::RotateArgs),
-    /// Recover after a compromise: the committed key supersedes what the thief signed.
+    /// Recover after a compromise: the committed key (file or phrase) supersedes what the
+    /// thief signed.
     Recover(rotate::RecoverArgs),
     /// Bind another user ID to the account.
     Claim(claim::ClaimArgs),

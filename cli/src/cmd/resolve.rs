@@ -1,11 +1,11 @@
 //! `roam resolve`: a user ID or DID to a verified answer, with its status in plain words.
 //!
-//! The resolver is roam-resolver's `Cached<NetworkResolver>` on a redb cache in `--cache`.
+//! The resolver is roam-resolver's `Cached<NetworkResolver>` on the redb cache in the global
+//! `--cache` directory (the one the account-changing commands keep current).
 //! `--offline` sets the resolver's offline mode (`ResolverConfig::offline`): it asks nobody
 //! but the cache and LAN peers (listed with `--lan-peer` or found with `--mdns`), and the
 //! cache answers `cached`, `stale` or `lan` by its own rules.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,12 +14,13 @@ use clap::Args;
 use roam_identity_core::{Did, ServerName, UserId};
 use roam_resolver::lan::MdnsBrowser;
 use roam_resolver::{
-    CachePolicy, CacheStore, Cached, NetworkResolver, Resolver, ResolverConfig, SystemClock,
+    CachePolicy, Cached, NetworkResolver, Resolution, ResolveError, Resolver, ResolverConfig,
+    SystemClock,
 };
 use url::Url;
 
-use super::common::{GlobalArgs, Progress, default_cache_dir, print_json, runtime};
-use super::exit::{CliError, USAGE};
+use super::common::{GlobalArgs, Progress, joined, print_json, runtime};
+use super::exit::CliError;
 
 #[derive(Debug, Args)]
 pub struct ResolveArgs {
@@ -29,9 +30,6 @@ pub struct ResolveArgs {
     /// Print the answer (or the error) as JSON.
     #[arg(long)]
     json: bool,
-    /// Directory of the resolver cache [default: ~/.cache/roam].
-    #[arg(long, value_name = "DIR")]
-    cache: Option<PathBuf>,
     /// Answer from the cache and LAN peers only; contact no server.
     #[arg(long)]
     offline: bool,
@@ -56,56 +54,21 @@ enum Subject {
 }
 
 pub fn run(args: ResolveArgs, global: &GlobalArgs) -> anyhow::Result<()> {
-    let subject = if args.subject.starts_with("did:") {
-        Subject::Did(
-            Did::parse(&args.subject)
-                .map_err(|e| CliError::new(USAGE, format!("{:?}: {e}", args.subject)))?,
-        )
-    } else {
-        Subject::User(UserId::parse(&args.subject).map_err(|e| {
-            CliError::new(
-                USAGE,
-                format!("{:?} is neither a user ID nor a DID: {e}", args.subject),
-            )
-        })?)
-    };
-    let mut via = Vec::new();
-    for v in &args.via {
-        via.push(
-            ServerName::parse(v).map_err(|e| CliError::new(USAGE, format!("--via {v:?}: {e}")))?,
-        );
-    }
-    let dir = args.cache.clone().unwrap_or_else(default_cache_dir);
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("creating the cache directory {}", dir.display()))?;
-    let store_path = dir.join("resolver.redb");
-    let store = CacheStore::open(&store_path).with_context(|| {
-        format!(
-            "opening the resolver cache {} (is `roam lan serve` using it?)",
-            store_path.display()
-        )
-    })?;
+    let subject = parse_subject(&args.subject)?;
+    let via = parse_via(&args.via)?;
+    let store = global.cache_store()?;
     let rt = runtime()?;
     rt.block_on(async {
         let config = ResolverConfig {
-            overrides: global.overrides(),
-            allow_private: global.allow_private_fetch,
             lan_peers: args.lan_peer.clone(),
             offline: args.offline,
-            ..ResolverConfig::default()
+            ..global.resolver_config()
         };
         let clock = Arc::new(SystemClock);
         let network =
             NetworkResolver::new(config, clock.clone()).context("setting up the resolver")?;
         let _browser = if args.mdns {
-            let progress = Progress::spinner("looking for LAN peers (mDNS)");
-            let b = MdnsBrowser::start(network.lan_peers().clone());
-            if let Err(e) = &b {
-                eprintln!("warning: mDNS unavailable: {e}");
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            progress.finish();
-            b.ok()
+            browse_lan(&network).await
         } else {
             None
         };
@@ -120,56 +83,86 @@ pub fn run(args: ResolveArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             Subject::Did(d) => resolver.resolve_did_via(d, &via).await,
         };
         progress.finish();
-        match result {
-            Ok(res) => {
-                if args.json {
-                    print_json(&serde_json::to_value(res.to_wire())?);
-                } else {
-                    let w = res.to_wire();
-                    println!("status:     {}", w.status);
-                    println!("{}", w.explanation);
-                    if let Some(u) = &w.user_id {
-                        println!("user ID:    {u}");
-                    }
-                    println!("DID:        {}", w.did);
-                    println!("update key: {}", w.update_key);
-                    println!(
-                        "servers:    {}",
-                        w.servers
-                            .iter()
-                            .map(ServerName::as_str)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                    println!(
-                        "user IDs:   {}",
-                        w.user_ids
-                            .iter()
-                            .map(UserId::as_str)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                    println!(
-                        "devices:    {}",
-                        w.devices
-                            .keys()
-                            .map(|d| d.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                    println!("head:       {} (seq {})", w.head, w.seq);
-                    for warning in &w.warnings {
-                        println!("warning:    {warning}");
-                    }
-                }
-                Ok(())
-            }
-            Err(e) => {
-                if args.json {
-                    print_json(&serde_json::to_value(e.to_wire())?);
-                }
-                Err(anyhow::Error::new(e).context(format!("could not resolve {}", args.subject)))
-            }
-        }
+        report(result, args.json, &args.subject)
     })
+}
+
+fn parse_subject(subject: &str) -> Result<Subject, CliError> {
+    if subject.starts_with("did:") {
+        return Did::parse(subject)
+            .map(Subject::Did)
+            .map_err(|e| CliError::usage(format!("{subject:?}: {e}")));
+    }
+    UserId::parse(subject)
+        .map(Subject::User)
+        .map_err(|e| CliError::usage(format!("{subject:?} is neither a user ID nor a DID: {e}")))
+}
+
+fn parse_via(via: &[String]) -> Result<Vec<ServerName>, CliError> {
+    via.iter()
+        .map(|v| ServerName::parse(v).map_err(|e| CliError::usage(format!("--via {v:?}: {e}"))))
+        .collect()
+}
+
+/// Looks for LAN peers with mDNS for two seconds; the browser keeps adding peers while kept.
+async fn browse_lan(network: &NetworkResolver) -> Option<MdnsBrowser> {
+    let progress = Progress::spinner("looking for LAN peers (mDNS)");
+    let b = MdnsBrowser::start(network.lan_peers().clone());
+    if let Err(e) = &b {
+        eprintln!("warning: mDNS unavailable: {e}");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    progress.finish();
+    b.ok()
+}
+
+/// Prints the answer (or the JSON error) and turns a failure into the command's error.
+fn report(
+    result: Result<Resolution, ResolveError>,
+    json: bool,
+    subject: &str,
+) -> anyhow::Result<()> {
+    match result {
+        Ok(res) if json => {
+            print_json(&serde_json::to_value(res.to_wire())?);
+            Ok(())
+        }
+        Ok(res) => {
+            print_resolution(&res);
+            Ok(())
+        }
+        Err(e) => {
+            if json {
+                print_json(&serde_json::to_value(e.to_wire())?);
+            }
+            Err(anyhow::Error::new(e).context(format!("could not resolve {subject}")))
+        }
+    }
+}
+
+fn print_resolution(res: &Resolution) {
+    let w = res.to_wire();
+    println!("status:     {}", w.status);
+    println!("{}", w.explanation);
+    if let Some(u) = &w.user_id {
+        println!("user ID:    {u}");
+    }
+    println!("DID:        {}", w.did);
+    println!("update key: {}", w.update_key);
+    println!(
+        "servers:    {}",
+        joined(w.servers.iter().map(ServerName::as_str))
+    );
+    println!(
+        "user IDs:   {}",
+        joined(w.user_ids.iter().map(UserId::as_str))
+    );
+    println!(
+        "devices:    {}",
+        joined(w.devices.keys().map(|d| d.as_str()))
+    );
+    println!("head:       {} (seq {})", w.head, w.seq);
+    for warning in &w.warnings {
+        println!("warning:    {warning}");
+    }
 }

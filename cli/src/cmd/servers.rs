@@ -8,8 +8,8 @@ use roam_identity_core::ServerName;
 use roam_identity_core::log::Action;
 use url::Url;
 
-use super::common::{GlobalArgs, KeystoreArg, Progress, Session, parse_url, runtime};
-use super::exit::{CliError, UNREACHABLE, USAGE};
+use super::common::{GlobalArgs, KeystoreArg, Progress, Session, joined, parse_url, runtime};
+use super::exit::CliError;
 
 #[derive(Debug, Args)]
 pub struct ServersArgs {
@@ -49,13 +49,13 @@ pub fn run(args: ServersArgs, global: &GlobalArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("asking {url} for its server name"))?;
             if servers.contains(&name) {
-                return Err(CliError::new(USAGE, format!("{name} is listed twice")).into());
+                return Err(CliError::usage(format!("{name} is listed twice")).into());
             }
             servers.push(name);
             progress.step(url.as_str());
         }
         if servers.len() > roam_identity_core::log::MAX_SERVERS {
-            return Err(CliError::new(USAGE, "at most 10 servers").into());
+            return Err(CliError::usage("at most 10 servers").into());
         }
         if before.servers == servers {
             // Signed by an earlier run: make sure every server has it.
@@ -84,20 +84,15 @@ pub fn run(args: ServersArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         }
         println!("servers: {}", list(&servers));
         if !reached_new {
-            return Err(CliError::new(
-                UNREACHABLE,
-                "the move is signed and saved, but none of the new servers took it; run the same command again when they are reachable",
+            return Err(CliError::not_delivered("the move is signed and saved, but none of the new servers took it; run the same command again when they are reachable",
             )
             .into());
         }
+        s.refresh_cache().await;
         Ok(())
     })
 }
 
 fn list(servers: &[ServerName]) -> String {
-    servers
-        .iter()
-        .map(ServerName::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
+    joined(servers.iter().map(ServerName::as_str))
 }
