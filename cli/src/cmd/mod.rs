@@ -22,6 +22,8 @@ pub mod exit;
 mod export;
 mod key;
 mod lan;
+#[cfg(feature = "serve")]
+mod lan_serve;
 mod login;
 mod migrate;
 mod resolve;

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
+
+use super::common::shutdown_signal;
 use roam_server::config::{self, FileConfig, Overrides};
 use roam_server::{AppState, RedbStore, RegistrationMode, StoreError};
 
@@ -101,33 +103,4 @@ pub fn run(args: ServeArgs, global: &super::GlobalArgs) -> anyhow::Result<()> {
         println!("roam: stopped");
         Ok(())
     })
-}
-
-/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!("cannot listen for Ctrl-C: {e}");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down");
 }
