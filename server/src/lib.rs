@@ -16,6 +16,7 @@
 //!
 //! Architecture invariant: handlers know nothing of redb and the store knows nothing of HTTP.
 
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -24,6 +25,7 @@ pub mod portable;
 pub mod ratelimit;
 pub mod routes;
 pub mod secrets;
+pub mod server_key;
 pub mod state;
 pub mod store;
 pub mod uia;

@@ -1,12 +1,14 @@
 //! Portable accounts: the homeserver's side of DID-named identities.
 //!
-//! This module holds the decisions, not the plumbing: which incoming ops a server accepts
-//! ([`merge_ops`]), which attestations it signs for an account ([`attestations_for`]), how it
-//! assembles a bundle, the key-login challenges ([`challenge`]) and per-DID op rate limits
-//! ([`oprate`]). Everything here is synchronous and takes time as a parameter; the HTTP
-//! handlers call it around one store transaction.
+//! This file holds the decisions, not the plumbing: which incoming ops a server accepts
+//! ([`merge_ops`]), which attestations it signs for an account ([`attestations_for`]) and how
+//! it assembles a bundle; everything here is synchronous and takes time as a parameter.
+//! Around it: the service the handlers call ([`service::Portable`]), its one
+//! read–verify–commit path ([`commit`]), migration ([`migrate`]), key-login challenges
+//! ([`challenge`]), per-DID op limits ([`oprate`]) and server-to-server calls ([`federation`]).
 
 pub mod challenge;
+pub mod commit;
 pub mod federation;
 pub mod migrate;
 pub mod oprate;
@@ -27,44 +29,6 @@ pub const ATTESTATION_VALIDITY_MS: Millis = 7 * 24 * 3600 * 1000;
 pub const ATTESTATION_REFRESH_MS: Millis = 24 * 3600 * 1000;
 /// Most ops one request may carry.
 pub const MAX_OPS_PER_REQUEST: usize = roam_identity_core::log::MAX_LOG_OPS;
-
-/// In-memory state of the portable-account features, held by [`crate::state::AppState`].
-#[derive(Debug)]
-pub struct PortableState {
-    /// Outstanding key-login challenges.
-    pub challenges: challenge::Challenges,
-    /// Per-DID op limits.
-    pub op_limits: oprate::OpRateLimiter,
-    /// Server-to-server fetching and forwarding.
-    pub federation: std::sync::Arc<dyn federation::Federation>,
-    /// One writer per DID at a time, so concurrent requests cannot interleave a
-    /// read-verify-commit (the store's head check is the durable guard behind it).
-    locks:
-        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
-}
-
-impl PortableState {
-    pub fn new(
-        op_limits: oprate::OpLimits,
-        federation: std::sync::Arc<dyn federation::Federation>,
-    ) -> Self {
-        Self {
-            challenges: challenge::Challenges::default(),
-            op_limits: oprate::OpRateLimiter::new(op_limits),
-            federation,
-            locks: Default::default(),
-        }
-    }
-
-    /// The writer lock of one DID.
-    pub fn lock_for(&self, did: &Did) -> std::sync::Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() > 10_000 {
-            map.retain(|_, l| std::sync::Arc::strong_count(l) > 1);
-        }
-        map.entry(did.to_string()).or_default().clone()
-    }
-}
 
 /// Why incoming ops were refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -2,32 +2,37 @@
 //!
 //! Handlers never see redb: they call the typed methods of [`Store`], which speak in validated
 //! identifiers and plain records and fail with [`StoreError`]. The trait is synchronous because
-//! redb is; async callers go through [`crate::state::AppState::db`], which runs a call on the
-//! blocking pool. Every method that changes several tables does it in one transaction and
+//! redb is; async callers go through [`Db`], which runs a call on the blocking pool. Every method that changes several tables does it in one transaction and
 //! returns only after the commit, so an answer sent to a client is never ahead of the disk.
 //!
 //! New features (the account log, attestations) add their own tables in [`tables`] and their
 //! own methods here; they must not change the layouts of the existing tables.
 
 pub mod logs;
+mod redb_common;
 mod redb_logs;
 mod redb_store;
 pub mod tables;
 
 use std::collections::BTreeMap;
 
-use roam_identity_core::{DeviceId, Millis, UserId};
+use std::sync::Arc;
+
+use roam_identity_core::{DeviceId, Did, Millis, UserId};
 use serde_json::Value;
 
 pub use logs::{ExportedOp, LogCommit, LogStore, LogSummary};
-pub use redb_store::RedbStore;
+pub use redb_common::RedbStore;
+
+/// The cause behind a backend or decoding failure (redb, the file system, serde).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a storage call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The user ID is already registered.
     #[error("user ID {0} is already taken")]
-    UserInUse(String),
+    UserInUse(UserId),
     /// The named row does not exist.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -40,18 +45,47 @@ pub enum StoreError {
     /// A registration token does not exist, is used up or expired.
     #[error("registration token is not valid")]
     TokenInvalid,
-    /// A concurrent writer changed the row this write was based on; retry from a fresh read.
-    #[error("conflict: {0}")]
-    Conflict(String),
+    /// A concurrent writer moved the head of `did`'s log after the caller read it; retry
+    /// from a fresh read.
+    #[error("conflict: log of {did} changed concurrently")]
+    HeadMoved { did: Did },
     /// The database file is held by another process (usually a running `roam serve`).
     #[error("the database is in use by another process")]
     Locked,
+    /// The file was written by a build with another table layout.
+    #[error("stored data is corrupt: schema version {found}, this build understands {supported}")]
+    SchemaVersion { found: u64, supported: u64 },
     /// A stored row could not be decoded: the file was written by something else.
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
-    /// redb or the file system failed.
-    #[error("storage backend failed: {0}")]
-    Backend(String),
+    #[error("stored data is corrupt: {what}: {source}")]
+    Corrupt {
+        what: &'static str,
+        source: BoxError,
+    },
+    /// A row names another row that is missing.
+    #[error("stored data is corrupt: {what} names a missing row")]
+    Dangling { what: &'static str },
+    /// The data directory could not be created.
+    #[error("storage backend failed: cannot create {}: {source}", path.display())]
+    CreateDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// redb, the file system or the blocking pool failed.
+    #[error("storage backend failed: {context}: {source}")]
+    Backend {
+        context: &'static str,
+        source: BoxError,
+    },
+}
+
+impl StoreError {
+    /// A decoding failure of a stored `what`, for `map_err`.
+    pub fn corrupt<E: Into<BoxError>>(what: &'static str) -> impl FnOnce(E) -> StoreError {
+        move |e| StoreError::Corrupt {
+            what,
+            source: e.into(),
+        }
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -92,6 +126,15 @@ pub struct Device {
     pub created_at: Millis,
     pub last_seen_ip: Option<String>,
     pub last_seen_ts: Option<Millis>,
+}
+
+/// A registration: the account, its first session (unless login is inhibited) and the
+/// registration token to consume with it.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub account: Account,
+    pub session: Option<NewSession>,
+    pub registration_token: Option<String>,
 }
 
 /// What a new login creates: a device (new or re-used) and its access token.
@@ -194,15 +237,10 @@ pub trait Store: LogStore + Send + Sync + std::fmt::Debug + 'static {
 
     // --- accounts and sessions ---
 
-    /// Creates an account, and its first session when `session` is given, in one
-    /// transaction. When `registration_token` is given it is consumed in the same transaction
-    /// and the registration fails with [`StoreError::TokenInvalid`] if it is no longer usable.
-    fn create_account(
-        &self,
-        account: Account,
-        session: Option<NewSession>,
-        registration_token: Option<&str>,
-    ) -> StoreResult<()>;
+    /// Creates an account, and its first session when one is given, in one transaction. A
+    /// registration token is consumed in the same transaction, and the registration fails
+    /// with [`StoreError::TokenInvalid`] if it is no longer usable.
+    fn create_account(&self, new: NewAccount) -> StoreResult<()>;
     fn account(&self, user_id: &UserId) -> StoreResult<Option<Account>>;
     /// Logs in: creates the device if needed, otherwise revokes its previous token.
     fn create_session(&self, user_id: &UserId, session: NewSession) -> StoreResult<()>;
@@ -278,4 +316,35 @@ pub trait Store: LogStore + Send + Sync + std::fmt::Debug + 'static {
     fn registration_token(&self, token: &str) -> StoreResult<Option<RegistrationToken>>;
     /// Deletes a token; `NotFound` if it did not exist.
     fn revoke_registration_token(&self, token: &str) -> StoreResult<()>;
+}
+
+/// A shared store for async callers: each call runs on the blocking pool, because redb is
+/// synchronous and a commit waits for the disk, which must not stall the async workers.
+#[derive(Debug, Clone)]
+pub struct Db(Arc<dyn Store>);
+
+impl Db {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self(store)
+    }
+
+    /// The store itself, for synchronous callers (the admin CLI, tests).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.0
+    }
+
+    /// Runs one store call on the blocking pool.
+    pub async fn run<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> StoreResult<T> + Send + 'static,
+    {
+        let store = Arc::clone(&self.0);
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| StoreError::Backend {
+                context: "store task",
+                source: Box::new(e),
+            })?
+    }
 }

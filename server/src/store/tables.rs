@@ -151,3 +151,29 @@ pub struct LogSummaryRow {
     pub deactivated: bool,
     pub updated_at: u64,
 }
+
+/// Creates every table (when the database is opened), so read transactions can open them
+/// unconditionally.
+pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> {
+    txn.open_table(META)?;
+    txn.open_table(OLD_SERVER_KEYS)?;
+    txn.open_table(ACCOUNTS)?;
+    txn.open_table(DEVICES)?;
+    txn.open_table(ACCESS_TOKENS)?;
+    txn.open_table(DEVICE_KEYS)?;
+    txn.open_table(ONE_TIME_KEYS)?;
+    txn.open_table(FALLBACK_KEYS)?;
+    txn.open_table(CROSS_SIGNING_KEYS)?;
+    txn.open_table(KEY_SIGNATURES)?;
+    txn.open_table(KEY_CHANGES)?;
+    txn.open_table(REGISTRATION_TOKENS)?;
+    txn.open_table(LOG_OPS)?;
+    txn.open_table(LOG_HEADS)?;
+    txn.open_table(USER_DIDS)?;
+    txn.open_table(ATTESTATIONS)?;
+    txn.open_table(OP_EXPORT)?;
+    txn.open_table(FORK_EVIDENCE)?;
+    txn.open_table(MIGRATIONS)?;
+    txn.open_table(MIGRATION_BY_DID)?;
+    Ok(())
+}
