@@ -82,17 +82,19 @@ pub trait Federation: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Default)]
 pub struct NoFederation;
 
+/// The answer of every call of [`NoFederation`].
+fn disabled<'a, T: 'a>(server: &ServerName) -> BoxFut<'a, Result<T, FederationError>> {
+    let server = server.clone();
+    Box::pin(async move { Err(FederationError::Disabled { server }) })
+}
+
 impl Federation for NoFederation {
     fn fetch_log<'a>(
         &'a self,
         server: &'a ServerName,
         _did: &'a Did,
     ) -> BoxFut<'a, Result<Vec<Value>, FederationError>> {
-        Box::pin(async move {
-            Err(FederationError::Disabled {
-                server: server.clone(),
-            })
-        })
+        disabled(server)
     }
 
     fn push_ops<'a>(
@@ -101,11 +103,7 @@ impl Federation for NoFederation {
         _did: &'a Did,
         _ops: Vec<Value>,
     ) -> BoxFut<'a, Result<(), FederationError>> {
-        Box::pin(async move {
-            Err(FederationError::Disabled {
-                server: server.clone(),
-            })
-        })
+        disabled(server)
     }
 
     fn resolve_did<'a>(&'a self, did: &'a Did) -> BoxFut<'a, ResolveResult> {
