@@ -48,7 +48,7 @@ pub enum StoreError {
     /// A concurrent writer moved the head of `did`'s log after the caller read it; retry
     /// from a fresh read.
     #[error("conflict: log of {did} changed concurrently")]
-    HeadMoved { did: Did },
+    HeadMoved { did: Box<Did> },
     /// The database file is held by another process (usually a running `roam serve`).
     #[error("the database is in use by another process")]
     Locked,

@@ -51,7 +51,9 @@ fn apply_commit(txn: &WriteTransaction, c: &LogCommit) -> StoreResult<()> {
         None => None,
     };
     if current != c.expected_head {
-        return Err(StoreError::HeadMoved { did: c.did.clone() });
+        return Err(StoreError::HeadMoved {
+            did: Box::new(c.did.clone()),
+        });
     }
     {
         let mut ops = txn.open_table(t::LOG_OPS)?;
