@@ -1,4 +1,5 @@
-//! Request extractors that fail with Matrix errors instead of axum's plain-text rejections.
+//! Request extractors that fail with Matrix errors instead of axum's plain-text rejections;
+//! one function ([`body_rejection`]) maps a body that could not be read to its error.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
