@@ -10,11 +10,11 @@ use roam_identity_core::log::{AccountState, SignedOp, VerifiedLog};
 use roam_identity_core::{Did, Millis, OpHash, ServerName, UserId};
 use serde_json::Value;
 
-use super::service::{Portable, summary_of};
-use super::{
+use super::rules::{
     MergeOutcome, PortableError, attestations_for, attestations_stale, changes_attestations,
     merge_ops,
 };
+use super::service::{Portable, summary_of};
 use crate::clock::now_ms;
 use crate::error::AppError;
 use crate::metrics::Metrics;

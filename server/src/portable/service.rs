@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::challenge::Challenges;
 use super::federation::Federation;
 use super::oprate::OpRateLimiter;
-use super::{attestations_for, attestations_stale};
+use super::rules::{self, attestations_for, attestations_stale};
 use crate::clock::now_ms;
 use crate::config::ServerConfig;
 use crate::error::AppError;
@@ -158,7 +158,7 @@ impl Portable {
             atts = self.refresh_attestations(&log, now).await?;
         }
         let keys = self.key_document(now)?;
-        Ok(super::bundle(
+        Ok(rules::bundle(
             &log.state,
             ops,
             atts,

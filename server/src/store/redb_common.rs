@@ -1,6 +1,6 @@
 //! The redb database both halves of the store share: opening the file and checking its
 //! schema, transactions, row encoding, error conversions, and the account insert that both
-//! plain registration ([`super::Store`]) and registration with a log ([`super::LogStore`]) run.
+//! plain registration (`Store`) and registration with a log (`LogStore`) run.
 
 use std::path::Path;
 
@@ -9,8 +9,9 @@ use roam_identity_core::UserId;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::error::{StoreError, StoreResult};
+use super::records::{NewAccount, NewSession};
 use super::tables as t;
-use super::{NewAccount, NewSession, StoreError, StoreResult};
 
 macro_rules! backend_errors {
     ($($ty:ty => $context:literal),*) => {$(

@@ -4,10 +4,11 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use roam_identity_core::{Did, OpHash, ServerName, UserId};
 use serde_json::Value;
 
+use super::error::{StoreError, StoreResult};
 use super::logs::{ExportedOp, LogCommit, LogStore, LogSummary};
+use super::records::NewAccount;
 use super::redb_common::{RedbStore, from_json, insert_account, to_json};
 use super::tables as t;
-use super::{NewAccount, StoreError, StoreResult};
 
 fn summary_from_row(row: t::LogSummaryRow) -> StoreResult<LogSummary> {
     Ok(LogSummary {

@@ -10,13 +10,14 @@ use redb::{ReadableTable, WriteTransaction};
 use roam_identity_core::{DeviceId, Millis, UserId, b64};
 use serde_json::Value;
 
+use super::accounts::Store;
+use super::error::{StoreError, StoreResult};
+use super::records::{
+    Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,
+    OldServerKey, OneTimeKey, RegistrationToken, ServerKeyRecord, TokenOwner,
+};
 use super::redb_common::{RedbStore, decode_u64, from_json, insert_account, put_session, to_json};
 use super::tables::{self as t, PRINTABLE_END};
-use super::{
-    Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,
-    OldServerKey, OneTimeKey, RegistrationToken, ServerKeyRecord, Store, StoreError, StoreResult,
-    TokenOwner,
-};
 
 fn parse_user(s: &str) -> StoreResult<UserId> {
     UserId::parse(s).map_err(StoreError::corrupt("user ID"))

@@ -3,7 +3,7 @@
 //! Keys are tuples of strings so that one user's (or one device's) rows are a contiguous
 //! range: `(user_id, device_id, …)`. Values that are records are JSON-encoded row structs
 //! defined here; they are a storage format, separate from both the internal types in
-//! [`super`] and the Matrix wire format, so either can change without a migration.
+//! the store module and the Matrix wire format, so either can change without a migration.
 //! Uploaded Matrix objects (device keys, one-time keys, cross-signing keys) are stored as the
 //! JSON text the client sent, after validation.
 
