@@ -11,6 +11,7 @@ use roam_identity_core::{KeyId, Millis, ServerName};
 use serde_json::Value;
 
 use crate::clock::now_ms;
+use crate::config::ServerConfig;
 use crate::error::AppError;
 use crate::secrets;
 use crate::store::{OldServerKey, ServerKeyRecord, Store, StoreError};
@@ -59,7 +60,7 @@ impl ServerKey {
     }
 
     /// The signed server key document of `server`, valid until `valid_until`.
-    pub fn document(&self, server: &ServerName, valid_until: Millis) -> Result<Value, AppError> {
+    fn document(&self, server: &ServerName, valid_until: Millis) -> Result<Value, AppError> {
         let mut old = BTreeMap::new();
         for k in &self.old {
             let key_id = KeyId::ed25519(&k.version)
@@ -76,5 +77,38 @@ impl ServerKey {
         }
         server_keys::build(server, &self.signing_key(), &old, valid_until)
             .map_err(|e| AppError::Internal(format!("signing server keys: {e}")))
+    }
+}
+
+/// What the server signs with: its name, its key, and how long the key documents it
+/// publishes stay valid. Shared by the key endpoints and the portable-account service.
+#[derive(Debug)]
+pub struct ServerSigner {
+    server: ServerName,
+    key: ServerKey,
+    key_validity_ms: Millis,
+}
+
+impl ServerSigner {
+    pub fn new(config: &ServerConfig, key: ServerKey) -> Self {
+        Self {
+            server: config.server_name.clone(),
+            key,
+            key_validity_ms: config.key_validity_ms,
+        }
+    }
+
+    pub fn key(&self) -> &ServerKey {
+        &self.key
+    }
+
+    /// The key in identity-core's form, for signing attestations.
+    pub fn signing_key(&self) -> ServerSigningKey {
+        self.key.signing_key()
+    }
+
+    /// The signed server key document, valid for the configured time from `now`.
+    pub fn key_document(&self, now: Millis) -> Result<Value, AppError> {
+        self.key.document(&self.server, now + self.key_validity_ms)
     }
 }

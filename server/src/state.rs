@@ -10,7 +10,7 @@ use crate::metrics::Metrics;
 use crate::portable::federation::{Federation, NoFederation};
 use crate::portable::service::Portable;
 use crate::ratelimit::RateLimiter;
-use crate::server_key::ServerKey;
+use crate::server_key::{ServerKey, ServerSigner};
 use crate::store::{Db, Store, StoreResult};
 use crate::uia::UiaSessions;
 
@@ -30,7 +30,7 @@ pub struct Limiters {
 struct Inner {
     config: ServerConfig,
     db: Db,
-    server_key: Arc<ServerKey>,
+    signer: Arc<ServerSigner>,
     uia: UiaSessions,
     limiters: Limiters,
     portable: Portable,
@@ -53,13 +53,14 @@ impl AppState {
         store: Arc<dyn Store>,
         federation: Arc<dyn Federation>,
     ) -> Result<Self, StateError> {
-        let server_key = Arc::new(ServerKey::load_or_create(store.as_ref())?);
+        let key = ServerKey::load_or_create(store.as_ref())?;
+        let signer = Arc::new(ServerSigner::new(&config, key));
         let db = Db::new(store);
         let metrics = Arc::new(Metrics::default());
         let portable = Portable::new(
             &config,
             db.clone(),
-            Arc::clone(&server_key),
+            Arc::clone(&signer),
             Arc::clone(&metrics),
             federation,
         );
@@ -73,7 +74,7 @@ impl AppState {
             },
             config,
             db,
-            server_key,
+            signer,
             uia: UiaSessions::default(),
             portable,
             metrics,
@@ -85,7 +86,12 @@ impl AppState {
     }
 
     pub fn server_key(&self) -> &ServerKey {
-        &self.0.server_key
+        self.0.signer.key()
+    }
+
+    /// The server's name, key and key-document validity: what it signs with.
+    pub fn signer(&self) -> &ServerSigner {
+        &self.0.signer
     }
 
     pub fn uia(&self) -> &UiaSessions {

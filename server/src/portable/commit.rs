@@ -134,11 +134,15 @@ impl Portable {
         let held = self.read_held(did).await?;
         let merged = self.verify(did, &held, incoming, intent, now).await?;
         self.check(&held, &merged.log.state, intent)?;
+        // Signed ops keep the attestations already issued unless they change something; a
+        // request that brings nothing new is answered with them, and nothing is written.
         let stored = match intent {
             Intent::Ops => Some(self.issued_attestations(did).await?),
             Intent::Bind { .. } => None,
         };
-        if let (Intent::Ops, Some(stored), true) = (intent, &stored, merged.is_noop()) {
+        if let Some(stored) = &stored
+            && merged.is_noop()
+        {
             return Ok(Applied {
                 log: merged.log,
                 accepted: Vec::new(),
@@ -278,7 +282,7 @@ impl Portable {
         };
         let attestations = match stored {
             Some(stored) if !refresh => stored,
-            _ => attestations_for(st, &self.server, &self.key.signing_key(), &bound, now),
+            _ => attestations_for(st, &self.server, &self.signer.signing_key(), &bound, now),
         };
         let commit = LogCommit {
             did: did.clone(),

@@ -18,7 +18,7 @@ use crate::clock::now_ms;
 use crate::config::ServerConfig;
 use crate::error::AppError;
 use crate::metrics::Metrics;
-use crate::server_key::ServerKey;
+use crate::server_key::ServerSigner;
 use crate::store::{Db, LogCommit, LogSummary, NewAccount, StoreError};
 
 /// One writer per DID at a time, so concurrent requests cannot interleave a
@@ -45,8 +45,7 @@ impl DidLocks {
 pub struct Portable {
     pub(super) db: Db,
     pub(super) server: ServerName,
-    key_validity_ms: Millis,
-    pub(super) key: Arc<ServerKey>,
+    pub(super) signer: Arc<ServerSigner>,
     pub(super) metrics: Arc<Metrics>,
     /// Server-to-server fetching and forwarding.
     pub federation: Arc<dyn Federation>,
@@ -93,15 +92,14 @@ impl Portable {
     pub fn new(
         config: &ServerConfig,
         db: Db,
-        key: Arc<ServerKey>,
+        signer: Arc<ServerSigner>,
         metrics: Arc<Metrics>,
         federation: Arc<dyn Federation>,
     ) -> Self {
         Self {
             db,
             server: config.server_name.clone(),
-            key_validity_ms: config.key_validity_ms,
-            key,
+            signer,
             metrics,
             federation,
             challenges: Challenges::default(),
@@ -157,7 +155,7 @@ impl Portable {
         if attestations_stale(&atts, &log.state, now) {
             atts = self.refresh_attestations(&log, now).await?;
         }
-        let keys = self.key_document(now)?;
+        let keys = self.signer.key_document(now)?;
         Ok(rules::bundle(
             &log.state,
             ops,
@@ -166,11 +164,6 @@ impl Portable {
             &self.server,
             now,
         ))
-    }
-
-    /// The signed server key document, valid for the configured time from `now`.
-    pub fn key_document(&self, now: Millis) -> Result<Value, AppError> {
-        self.key.document(&self.server, now + self.key_validity_ms)
     }
 
     /// Re-signs the attestations of a held log and stores them.
@@ -184,7 +177,7 @@ impl Portable {
         let atts = attestations_for(
             &log.state,
             &self.server,
-            &self.key.signing_key(),
+            &self.signer.signing_key(),
             &bound,
             now,
         );
@@ -220,7 +213,7 @@ impl Portable {
         let attestations = attestations_for(
             st,
             &self.server,
-            &self.key.signing_key(),
+            &self.signer.signing_key(),
             std::slice::from_ref(&user_id),
             new.account.created_at,
         );

@@ -36,7 +36,7 @@ pub async fn health(State(state): State<AppState>) -> Result<&'static str, AppEr
 
 /// `GET /_matrix/key/v2/server`.
 pub async fn server_keys(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
-    state.portable().key_document(now_ms()).map(Json)
+    state.signer().key_document(now_ms()).map(Json)
 }
 
 /// `GET /_matrix/key/v2/server/{keyId}`: deprecated; like Synapse, the key ID is ignored and
@@ -45,5 +45,5 @@ pub async fn server_keys_by_id(
     State(state): State<AppState>,
     _key_id: Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    state.portable().key_document(now_ms()).map(Json)
+    state.signer().key_document(now_ms()).map(Json)
 }
