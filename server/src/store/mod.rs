@@ -12,7 +12,7 @@
 //! Files: `accounts.rs` (the `Store` trait), [`logs`] (the `LogStore` trait and its
 //! records), `records.rs`, `error.rs`, `db.rs` (the async handle), [`tables`]; the redb
 //! implementation in
-//! `redb_common.rs` (the database, transactions, row encoding), `redb_store.rs` and
+//! `redb_database.rs` (the database, transactions, row encoding), `redb_store.rs` and
 //! `redb_logs.rs`. This file only names them.
 
 mod accounts;
@@ -20,7 +20,7 @@ mod db;
 mod error;
 pub mod logs;
 mod records;
-mod redb_common;
+mod redb_database;
 mod redb_logs;
 mod redb_store;
 pub mod tables;
@@ -33,4 +33,4 @@ pub use records::{
     Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,
     OldServerKey, OneTimeKey, RegistrationToken, ServerKeyRecord, TokenOwner,
 };
-pub use redb_common::RedbStore;
+pub use redb_database::RedbStore;

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::error::{StoreError, StoreResult};
 use super::logs::{ExportedOp, LogCommit, LogStore, LogSummary};
 use super::records::NewAccount;
-use super::redb_common::{RedbStore, from_json, insert_account, to_json};
+use super::redb_database::{RedbStore, from_json, insert_account, to_json};
 use super::tables as t;
 
 fn summary_from_row(row: t::LogSummaryRow) -> StoreResult<LogSummary> {

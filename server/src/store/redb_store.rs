@@ -16,7 +16,9 @@ use super::records::{
     Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,
     OldServerKey, OneTimeKey, RegistrationToken, ServerKeyRecord, TokenOwner,
 };
-use super::redb_common::{RedbStore, decode_u64, from_json, insert_account, put_session, to_json};
+use super::redb_database::{
+    RedbStore, decode_u64, from_json, insert_account, put_session, to_json,
+};
 use super::tables::{self as t, PRINTABLE_END};
 
 fn parse_user(s: &str) -> StoreResult<UserId> {
