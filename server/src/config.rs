@@ -54,6 +54,22 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+/// How many new account-log ops one DID may add (enforced by `portable::oprate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OpLimits {
+    pub per_hour: u32,
+    pub per_day: u32,
+}
+
+impl Default for OpLimits {
+    fn default() -> Self {
+        Self {
+            per_hour: 10,
+            per_day: 30,
+        }
+    }
+}
+
 /// Limits on the endpoints that cost an argon2 hash or invite guessing.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -134,7 +150,7 @@ pub struct ServerConfig {
     /// Let server-to-server calls reach loopback, private and link-local addresses.
     pub allow_private_fetch: bool,
     /// Per-DID limits on new account-log ops.
-    pub op_limits: crate::portable::oprate::OpLimits,
+    pub op_limits: OpLimits,
 }
 
 impl ServerConfig {
@@ -216,7 +232,7 @@ pub struct FileConfig {
     /// `name = "http://host:port"` pairs, like `--federation-override name=URL`.
     pub federation_overrides: Option<std::collections::BTreeMap<String, String>>,
     pub allow_private_fetch: Option<bool>,
-    pub op_limits: Option<crate::portable::oprate::OpLimits>,
+    pub op_limits: Option<OpLimits>,
 }
 
 impl FileConfig {

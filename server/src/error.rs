@@ -1,8 +1,10 @@
-//! The one error type of the HTTP layer and its mapping to Matrix errors.
+//! The one error type of the server and its mapping to Matrix errors.
 //!
-//! Every handler returns `Result<_, AppError>`; the single `match` in [`AppError::parts`]
-//! decides the status code and `errcode`. Internal failures are logged with their cause and
-//! answered with a fixed text, so storage details never reach a client.
+//! Every handler and service returns `Result<_, AppError>`; the single `match` in
+//! [`AppError::parts`] decides the status code and `errcode` (with [`StageError::errcode`]
+//! for failed UIA stages, and `From<StoreError>` for storage). Internal failures are logged
+//! with their cause and answered with a fixed text, so storage details never reach a client.
+//! It sits just above the store: it imports `StoreError` and nothing else of the crate.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -19,7 +21,25 @@ pub struct UiaChallenge {
     pub completed: Vec<String>,
     pub params: Value,
     /// Set when the last stage attempt failed.
-    pub error: Option<(&'static str, String)>,
+    pub error: Option<StageError>,
+}
+
+/// Why one UIA stage failed. It is answered inside the 401 challenge (with its own
+/// `errcode`), not as an error of its own: the client may try the stage again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StageError {
+    /// The stage type is in no offered flow, or not one this server checks.
+    #[error("Unrecognized login type {0}")]
+    UnrecognizedType(String),
+    /// The registration token does not exist, is used up or expired.
+    #[error("Invalid registration token")]
+    InvalidRegistrationToken,
+    /// The password is not the requesting user's.
+    #[error("Invalid password")]
+    WrongPassword,
+    /// The `m.login.roam.key` proof was refused (the text says why).
+    #[error("{0}")]
+    KeyProofRefused(String),
 }
 
 /// Everything a Matrix endpoint can answer besides success.
@@ -55,6 +75,9 @@ pub enum AppError {
     LimitExceeded { retry_after_ms: u64 },
     #[error("Unrecognized request")]
     Unrecognized { status: StatusCode },
+    /// A request this server understands but does not support (`M_UNRECOGNIZED`, 400).
+    #[error("{0}")]
+    Unsupported(String),
     #[error("Guest access is disabled")]
     GuestAccessForbidden,
     /// A client error that has no more specific code (Synapse answers `M_UNKNOWN` 400).
@@ -107,6 +130,7 @@ impl AppError {
             TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", msg),
             LimitExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED", msg),
             Unrecognized { status } => (*status, "M_UNRECOGNIZED", msg),
+            Unsupported(_) => (StatusCode::BAD_REQUEST, "M_UNRECOGNIZED", msg),
             BadRequest(_) => (StatusCode::BAD_REQUEST, "M_UNKNOWN", msg),
             Uia(_) => (StatusCode::UNAUTHORIZED, "M_FORBIDDEN", msg),
             RoamInvalidOp { .. } => (StatusCode::BAD_REQUEST, "ROAM_INVALID_OP", msg),
@@ -125,6 +149,27 @@ impl AppError {
     /// The Matrix error code, for tests and logs.
     pub fn errcode(&self) -> &'static str {
         self.parts().1
+    }
+
+    /// `{errcode, error}`, for the per-item `failures` of an answer that succeeds as a whole
+    /// (`/keys/signatures/upload`). Internal causes are logged, not sent.
+    pub fn failure_entry(&self) -> Value {
+        let (_, errcode, error) = self.parts();
+        if let AppError::Internal(cause) = self {
+            tracing::error!(%cause, "internal error");
+        }
+        json!({"errcode": errcode, "error": error})
+    }
+}
+
+impl StageError {
+    /// The `errcode` of the challenge that reports this failure.
+    fn errcode(&self) -> &'static str {
+        match self {
+            StageError::UnrecognizedType(_) => "M_UNRECOGNIZED",
+            StageError::InvalidRegistrationToken => "M_UNAUTHORIZED",
+            StageError::WrongPassword | StageError::KeyProofRefused(_) => "M_FORBIDDEN",
+        }
     }
 }
 
@@ -150,9 +195,9 @@ impl IntoResponse for AppError {
                     "params": c.params,
                     "completed": c.completed,
                 });
-                if let Some((code, text)) = &c.error {
-                    body["errcode"] = json!(code);
-                    body["error"] = json!(text);
+                if let Some(e) = &c.error {
+                    body["errcode"] = json!(e.errcode());
+                    body["error"] = json!(e.to_string());
                 }
                 body
             }
@@ -197,10 +242,13 @@ impl From<StoreError> for AppError {
             )),
             StoreError::TokenInvalid => AppError::Unauthorized("Invalid registration token".into()),
             StoreError::TokenExists => AppError::InvalidParam("Token already exists".into()),
-            e @ StoreError::Conflict(_) => AppError::Internal(e.to_string()),
-            e @ (StoreError::Locked | StoreError::Corrupt(_) | StoreError::Backend(_)) => {
-                AppError::Internal(e.to_string())
-            }
+            e @ (StoreError::HeadMoved { .. }
+            | StoreError::Locked
+            | StoreError::SchemaVersion { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::Dangling { .. }
+            | StoreError::CreateDir { .. }
+            | StoreError::Backend { .. }) => AppError::Internal(e.to_string()),
         }
     }
 }

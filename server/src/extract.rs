@@ -1,9 +1,11 @@
-//! Request extractors that fail with Matrix errors instead of axum's plain-text rejections.
+//! Request extractors that fail with Matrix errors instead of axum's plain-text rejections;
+//! one function ([`body_rejection`]) maps a body that could not be read to its error.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -15,6 +17,30 @@ use crate::error::AppError;
 use crate::secrets;
 use crate::state::AppState;
 
+/// A raw body under the route's size cap; over it → `M_TOO_LARGE` (as Matrix JSON).
+#[derive(Debug)]
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+        Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(body_rejection)
+    }
+}
+
+/// The one mapping of a body that could not be read to a Matrix error.
+fn body_rejection(rejection: BytesRejection) -> AppError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        AppError::TooLarge("Request body too large".into())
+    } else {
+        AppError::BadJson(rejection.body_text())
+    }
+}
+
 /// A JSON object body. Unparseable → `M_NOT_JSON`; valid JSON that is not an object or does
 /// not fit `T` → `M_BAD_JSON`; over the body cap → `M_TOO_LARGE`.
 #[derive(Debug)]
@@ -24,13 +50,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for MatrixJson<T> {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::TooLarge("Request body too large".into())
-            } else {
-                AppError::BadJson(rejection.body_text())
-            }
-        })?;
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
         parse_object(&bytes).map(MatrixJson)
     }
 }
@@ -41,6 +61,11 @@ pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     if !value.is_object() {
         return Err(AppError::BadJson("Content must be a JSON object.".into()));
     }
+    from_body_value(value)
+}
+
+/// Reads a parsed body as `T`; a body that does not fit → `M_BAD_JSON`.
+pub fn from_body_value<T: DeserializeOwned>(value: Value) -> Result<T, AppError> {
     serde_json::from_value(value)
         .map_err(|e| AppError::BadJson(format!("Invalid request body: {e}")))
 }

@@ -2,19 +2,13 @@
 //! events an operator watches (ops accepted and refused, forks, migrations, key logins).
 //!
 //! Plain atomics and one small map behind a mutex: cheap enough for every request, no
-//! registry crate, and `GET /metrics` renders the text exposition format.
+//! registry crate. The counters only: the HTTP middleware that feeds [`Metrics::observe`]
+//! and `GET /metrics` live with the routes.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
-
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-
-use crate::state::AppState;
 
 /// Upper bounds of the latency histogram, in seconds.
 const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
@@ -44,7 +38,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
+    /// Records one request under its route template.
+    pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
         let mut map = self.routes.lock().unwrap_or_else(|p| p.into_inner());
         let s = map
             .entry((method.to_owned(), route.to_owned()))
@@ -145,35 +140,4 @@ impl Metrics {
         }
         out
     }
-}
-
-/// Middleware recording every request under its route template (never the raw path, so
-/// user IDs and DIDs do not become label values).
-pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
-    let start = Instant::now();
-    let resp = next.run(req).await;
-    state.metrics().observe(
-        &method,
-        &route,
-        resp.status().as_u16(),
-        start.elapsed().as_secs_f64(),
-    );
-    resp
-}
-
-/// `GET /metrics`.
-pub async fn endpoint(State(state): State<AppState>) -> Response {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        state.metrics().render(),
-    )
-        .into_response()
 }

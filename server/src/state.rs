@@ -1,34 +1,21 @@
-//! Shared state of a running server, built once in `main` (or a test) and passed to the router.
+//! The composition root: [`AppState`] is assembled here and only here, in `main` (or a
+//! test), from the configuration, the store and the federation client, and handed to the
+//! router. Services below it get the narrow context they need, never the state itself.
 
 use std::sync::Arc;
 
-use ed25519_dalek::SigningKey;
-use rand_core::OsRng;
-use roam_identity_core::{KeyId, Millis};
-
 use crate::config::ServerConfig;
 use crate::error::AppError;
+use crate::metrics::Metrics;
+use crate::portable::federation::{Federation, NoFederation};
+use crate::portable::service::Portable;
 use crate::ratelimit::RateLimiter;
-use crate::secrets;
-use crate::store::{OldServerKey, ServerKeyRecord, Store, StoreError, StoreResult};
+use crate::server_key::{ServerKey, ServerSigner};
+use crate::store::{Db, Store, StoreResult};
 use crate::uia::UiaSessions;
 
-/// The server's signing key with its ID.
-#[derive(Debug, Clone)]
-pub struct ServerKey {
-    pub key_id: KeyId,
-    pub signing_key: SigningKey,
-    pub old: Vec<OldServerKey>,
-}
-
-/// Why the state could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("stored server key version {0:?} is not a valid key ID")]
-    BadKeyVersion(String),
-}
+pub use crate::clock::now_ms;
+pub use crate::server_key::ServerKeyError as StateError;
 
 /// Per-purpose rate limiters.
 #[derive(Debug)]
@@ -42,12 +29,12 @@ pub struct Limiters {
 #[derive(Debug)]
 struct Inner {
     config: ServerConfig,
-    store: Arc<dyn Store>,
-    server_key: ServerKey,
+    db: Db,
+    signer: Arc<ServerSigner>,
     uia: UiaSessions,
     limiters: Limiters,
-    portable: crate::portable::PortableState,
-    metrics: crate::metrics::Metrics,
+    portable: Portable,
+    metrics: Arc<Metrics>,
 }
 
 /// Cheap to clone: everything lives behind one `Arc`.
@@ -57,34 +44,27 @@ pub struct AppState(Arc<Inner>);
 impl AppState {
     /// Loads the server key (creating it on first start) and assembles the state.
     pub fn new(config: ServerConfig, store: Arc<dyn Store>) -> Result<Self, StateError> {
-        Self::with_federation(
-            config,
-            store,
-            Arc::new(crate::portable::federation::NoFederation),
-        )
+        Self::with_federation(config, store, Arc::new(NoFederation))
     }
 
     /// [`AppState::new`] with the client used to reach other homeservers.
     pub fn with_federation(
         config: ServerConfig,
         store: Arc<dyn Store>,
-        federation: Arc<dyn crate::portable::federation::Federation>,
+        federation: Arc<dyn Federation>,
     ) -> Result<Self, StateError> {
-        let candidate = ServerKeyRecord {
-            version: format!("a_{}", secrets::new_opaque_id(4)),
-            seed: SigningKey::generate(&mut OsRng).to_bytes(),
-            created_at: now_ms(),
-        };
-        let record = store.server_key_or_insert(candidate)?;
-        let key_id = KeyId::ed25519(&record.version)
-            .map_err(|_| StateError::BadKeyVersion(record.version.clone()))?;
-        let server_key = ServerKey {
-            key_id,
-            signing_key: SigningKey::from_bytes(&record.seed),
-            old: store.old_server_keys()?,
-        };
+        let key = ServerKey::load_or_create(store.as_ref())?;
+        let signer = Arc::new(ServerSigner::new(&config, key));
+        let db = Db::new(store);
+        let metrics = Arc::new(Metrics::default());
+        let portable = Portable::new(
+            &config,
+            db.clone(),
+            Arc::clone(&signer),
+            Arc::clone(&metrics),
+            federation,
+        );
         let limits = config.rate_limits;
-        let op_limits = config.op_limits;
         Ok(Self(Arc::new(Inner {
             limiters: Limiters {
                 register_per_ip: RateLimiter::new(limits.register_per_ip),
@@ -93,11 +73,11 @@ impl AppState {
                 challenge_per_ip: RateLimiter::new(limits.challenge_per_ip),
             },
             config,
-            store,
-            server_key,
+            db,
+            signer,
             uia: UiaSessions::default(),
-            portable: crate::portable::PortableState::new(op_limits, federation),
-            metrics: crate::metrics::Metrics::default(),
+            portable,
+            metrics,
         })))
     }
 
@@ -106,7 +86,12 @@ impl AppState {
     }
 
     pub fn server_key(&self) -> &ServerKey {
-        &self.0.server_key
+        self.0.signer.key()
+    }
+
+    /// The server's name, key and key-document validity: what it signs with.
+    pub fn signer(&self) -> &ServerSigner {
+        &self.0.signer
     }
 
     pub fn uia(&self) -> &UiaSessions {
@@ -114,12 +99,12 @@ impl AppState {
     }
 
     /// Prometheus counters.
-    pub fn metrics(&self) -> &crate::metrics::Metrics {
+    pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
     }
 
-    /// Portable-account state: login challenges, op limits, federation, per-DID locks.
-    pub fn portable(&self) -> &crate::portable::PortableState {
+    /// The portable-account service: bundles, ops, binding, migration, key login.
+    pub fn portable(&self) -> &Portable {
         &self.0.portable
     }
 
@@ -129,28 +114,16 @@ impl AppState {
 
     /// The store, for synchronous callers (the admin CLI, tests).
     pub fn store(&self) -> &Arc<dyn Store> {
-        &self.0.store
+        self.0.db.store()
     }
 
-    /// Runs one store call on the blocking pool: redb is synchronous and a commit waits for
-    /// the disk, which must not stall the async workers.
+    /// Runs one store call on the blocking pool (see [`Db::run`]), failing as an
+    /// [`AppError`].
     pub async fn db<T, F>(&self, f: F) -> Result<T, AppError>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> StoreResult<T> + Send + 'static,
     {
-        let store = Arc::clone(&self.0.store);
-        tokio::task::spawn_blocking(move || f(store.as_ref()))
-            .await
-            .map_err(|e| AppError::Internal(format!("store task failed: {e}")))?
-            .map_err(AppError::from)
+        Ok(self.0.db.run(f).await?)
     }
-}
-
-/// Wall-clock milliseconds since the Unix epoch.
-pub fn now_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
 }

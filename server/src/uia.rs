@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use roam_identity_core::UserId;
 use serde_json::{Value, json};
 
-use crate::error::{AppError, UiaChallenge};
+use crate::error::{AppError, StageError, UiaChallenge};
 use crate::secrets;
 
 pub const DUMMY: &str = "m.login.dummy";
@@ -56,6 +56,10 @@ pub struct StageAttempt {
     pub kind: String,
     pub auth: Value,
 }
+
+/// The checked outcome of one stage: passed (with the registration token it presented, if
+/// any), or failed and why.
+pub type StageOutcome = Result<Option<String>, StageError>;
 
 /// What a successful UIA run leaves behind.
 #[derive(Debug, Default)]
@@ -135,7 +139,7 @@ impl UiaSessions {
                     return Err(self.challenge(
                         &session,
                         flows,
-                        Some(("M_UNRECOGNIZED", format!("Unrecognized login type {kind}"))),
+                        Some(StageError::UnrecognizedType(kind.clone())),
                     ));
                 }
                 Ok(StageAttempt {
@@ -154,7 +158,7 @@ impl UiaSessions {
         &self,
         attempt: StageAttempt,
         flows: &[Vec<&'static str>],
-        outcome: Result<Option<String>, (&'static str, String)>,
+        outcome: StageOutcome,
     ) -> Result<Completed, AppError> {
         let token = match outcome {
             Ok(token) => token,
@@ -187,7 +191,7 @@ impl UiaSessions {
         &self,
         session: &str,
         flows: &[Vec<&'static str>],
-        error: Option<(&'static str, String)>,
+        error: Option<StageError>,
     ) -> AppError {
         let completed = self
             .lock()

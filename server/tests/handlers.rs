@@ -1,119 +1,25 @@
 //! Handler tests: the router driven with `tower::ServiceExt::oneshot` on an in-memory store.
 //! Each test checks status, `errcode` and body shape as Synapse would answer.
 
-use std::sync::Arc;
+mod support;
 
-use axum::Router;
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use ed25519_dalek::SigningKey;
-use roam_identity_core::{KeyId, ServerName, b64, signed};
-use roam_server::config::{RateLimit, RegistrationMode, ServerConfig};
+use roam_identity_core::{KeyId, b64, signed};
+use roam_server::config::{RateLimit, RegistrationMode};
 use roam_server::store::RegistrationToken;
-use roam_server::{AppState, RateLimits, RedbStore, router};
-use serde_json::{Value, json};
-use tower::ServiceExt;
-
-fn config(f: impl FnOnce(&mut ServerConfig)) -> ServerConfig {
-    let mut c = ServerConfig::for_server_name(
-        ServerName::parse("test.example").unwrap(),
-        "127.0.0.1:0".parse().unwrap(),
-        "/nonexistent".into(),
-    );
-    c.rate_limits = RateLimits::unlimited();
-    f(&mut c);
-    c
-}
-
-fn app_with(f: impl FnOnce(&mut ServerConfig)) -> (Router, AppState) {
-    let store = Arc::new(RedbStore::in_memory().unwrap());
-    let state = AppState::new(config(f), store).unwrap();
-    (router(state.clone()), state)
-}
-
-fn app() -> Router {
-    app_with(|_| {}).0
-}
-
-async fn call_raw(
-    app: &Router,
-    method: Method,
-    uri: &str,
-    token: Option<&str>,
-    body: Body,
-) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let resp = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    let value = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-    (status, value)
-}
-
-async fn call(
-    app: &Router,
-    method: Method,
-    uri: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let body = body.map_or(Body::empty(), |b| Body::from(b.to_string()));
-    call_raw(app, method, uri, token, body).await
-}
-
-const C: &str = "/_matrix/client/v3";
-
-/// Registers `name` with password `pw` through the dummy stage; returns (token, device_id).
-async fn register(app: &Router, name: &str) -> (String, String) {
-    let (s, v) = call(
-        app,
-        Method::POST,
-        &format!("{C}/register"),
-        None,
-        Some(json!({"username": name, "password": "pw", "auth": {"type": "m.login.dummy"}})),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    (
-        v["access_token"].as_str().unwrap().into(),
-        v["device_id"].as_str().unwrap().into(),
-    )
-}
-
-fn assert_err(got: &(StatusCode, Value), status: StatusCode, errcode: &str) {
-    assert_eq!(got.0, status, "{}", got.1);
-    assert_eq!(got.1["errcode"], errcode, "{}", got.1);
-    assert!(got.1["error"].is_string(), "{}", got.1);
-}
-
-fn device_keys(user: &str, device: &str, key: &SigningKey) -> Value {
-    let mut keys = json!({
-        "user_id": user,
-        "device_id": device,
-        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
-        "keys": {
-            format!("curve25519:{device}"): b64::encode(&[9u8; 32]),
-            format!("ed25519:{device}"): b64::encode(key.verifying_key().as_bytes()),
-        },
-    });
-    signed::sign(&mut keys, user, &KeyId::ed25519(device).unwrap(), key).unwrap();
-    keys
-}
+use serde_json::json;
+use support::*;
 
 #[tokio::test]
 async fn versions_and_unknown_routes() {
     let app = app();
-    let (s, v) = call(&app, Method::GET, "/_matrix/client/versions", None, None).await;
+    let (s, v) = get(&app, "/_matrix/client/versions", None).await;
     assert_eq!(s, StatusCode::OK);
     assert!(v["versions"].as_array().unwrap().contains(&json!("v1.11")));
     assert_err(
-        &call(&app, Method::GET, "/_matrix/client/v3/nope", None, None).await,
+        &get(&app, "/_matrix/client/v3/nope", None).await,
         StatusCode::NOT_FOUND,
         "M_UNRECOGNIZED",
     );
@@ -123,7 +29,7 @@ async fn versions_and_unknown_routes() {
         "M_UNRECOGNIZED",
     );
     // r0 is served by the same handlers.
-    let (s, v) = call(&app, Method::GET, "/_matrix/client/r0/login", None, None).await;
+    let (s, v) = get(&app, "/_matrix/client/r0/login", None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["flows"][0]["type"], "m.login.password");
 }
@@ -132,135 +38,93 @@ async fn versions_and_unknown_routes() {
 async fn register_runs_uia_and_checks_names() {
     let app = app();
     let uri = format!("{C}/register");
-    let (s, v) = call(
+    let (s, v) = post(
         &app,
-        Method::POST,
         &uri,
         None,
-        Some(json!({"username": "alice", "password": "pw"})),
+        json!({"username": "alice", "password": "pw"}),
     )
     .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(v["flows"], json!([{"stages": ["m.login.dummy"]}]));
     let session = v["session"].as_str().unwrap().to_owned();
-    let (s, v) = call(&app, Method::POST, &uri, None, Some(json!({
+    let (s, v) = post(&app, &uri, None, json!({
         "username": "Alice", "password": "pw", "device_id": "MYDEVICE",
         "initial_device_display_name": "laptop", "auth": {"type": "m.login.dummy", "session": session},
-    }))).await;
+    })).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["user_id"], "@alice:test.example");
     assert_eq!(v["device_id"], "MYDEVICE");
     let token = v["access_token"].as_str().unwrap();
-    let (_, d) = call(
-        &app,
-        Method::GET,
-        &format!("{C}/devices/MYDEVICE"),
-        Some(token),
-        None,
-    )
-    .await;
+    let (_, d) = get(&app, &format!("{C}/devices/MYDEVICE"), Some(token)).await;
     assert_eq!(d["display_name"], "laptop");
 
-    let taken = call(
+    let taken = post(
         &app,
-        Method::POST,
         &uri,
         None,
-        Some(json!({"username": "alice", "password": "pw"})),
+        json!({"username": "alice", "password": "pw"}),
     )
     .await;
     assert_err(&taken, StatusCode::BAD_REQUEST, "M_USER_IN_USE");
     for bad in ["al ice", "", "12345", "ä"] {
-        let r = call(
-            &app,
-            Method::POST,
-            &uri,
-            None,
-            Some(json!({"username": bad, "password": "pw"})),
-        )
-        .await;
+        let r = post(&app, &uri, None, json!({"username": bad, "password": "pw"})).await;
         assert_err(&r, StatusCode::BAD_REQUEST, "M_INVALID_USERNAME");
     }
-    let r = call(
-        &app,
-        Method::POST,
-        &format!("{uri}?kind=guest"),
-        None,
-        Some(json!({})),
-    )
-    .await;
+    let r = post(&app, &format!("{uri}?kind=guest"), None, json!({})).await;
     assert_err(&r, StatusCode::FORBIDDEN, "M_FORBIDDEN");
-    let r = call(&app, Method::POST, &uri, None, Some(json!({"username": 5}))).await;
+    let r = post(&app, &uri, None, json!({"username": 5})).await;
     assert_err(&r, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
-    let r = call(
+    let r = post(
         &app,
-        Method::POST,
         &uri,
         None,
-        Some(json!({"username": "bob", "auth": {"type": "m.login.dummy"}})),
+        json!({"username": "bob", "auth": {"type": "m.login.dummy"}}),
     )
     .await;
     assert_err(&r, StatusCode::BAD_REQUEST, "M_MISSING_PARAM");
     // A session of another kind, or an unknown one, is refused.
-    let r = call(&app, Method::POST, &uri, None, Some(json!({"username": "bob", "password": "x", "auth": {"type": "m.login.dummy", "session": "nope"}}))).await;
+    let r = post(&app, &uri, None, json!({"username": "bob", "password": "x", "auth": {"type": "m.login.dummy", "session": "nope"}})).await;
     assert_err(&r, StatusCode::BAD_REQUEST, "M_UNKNOWN");
 
     // inhibit_login: an account but no session.
-    let (s, v) = call(&app, Method::POST, &uri, None, Some(json!({"username": "carol", "password": "pw", "inhibit_login": true, "auth": {"type": "m.login.dummy"}}))).await;
+    let (s, v) = post(&app, &uri, None, json!({"username": "carol", "password": "pw", "inhibit_login": true, "auth": {"type": "m.login.dummy"}})).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["user_id"], "@carol:test.example");
     assert!(v.get("access_token").is_none());
 
     // No username: one is generated.
-    let (s, v) = call(
+    let (s, v) = post(
         &app,
-        Method::POST,
         &uri,
         None,
-        Some(json!({"password": "pw", "auth": {"type": "m.login.dummy"}})),
+        json!({"password": "pw", "auth": {"type": "m.login.dummy"}}),
     )
     .await;
     assert_eq!(s, StatusCode::OK);
     assert!(v["user_id"].as_str().unwrap().ends_with(":test.example"));
 
-    let (s, v) = call(
-        &app,
-        Method::GET,
-        &format!("{C}/register/available?username=dave"),
-        None,
-        None,
-    )
-    .await;
+    let (s, v) = get(&app, &format!("{C}/register/available?username=dave"), None).await;
     assert_eq!((s, v), (StatusCode::OK, json!({"available": true})));
-    let r = call(
+    let r = get(
         &app,
-        Method::GET,
         &format!("{C}/register/available?username=alice"),
-        None,
         None,
     )
     .await;
     assert_err(&r, StatusCode::BAD_REQUEST, "M_USER_IN_USE");
-    let r = call(
-        &app,
-        Method::GET,
-        &format!("{C}/register/available"),
-        None,
-        None,
-    )
-    .await;
+    let r = get(&app, &format!("{C}/register/available"), None).await;
     assert_err(&r, StatusCode::BAD_REQUEST, "M_MISSING_PARAM");
 }
 
 #[tokio::test]
 async fn registration_modes() {
     let (app, _) = app_with(|c| c.registration = RegistrationMode::Closed);
-    let r = call(
+    let r = post(
         &app,
-        Method::POST,
         &format!("{C}/register"),
         None,
-        Some(json!({"username": "a", "password": "pw"})),
+        json!({"username": "a", "password": "pw"}),
     )
     .await;
     assert_err(&r, StatusCode::FORBIDDEN, "M_FORBIDDEN");
@@ -278,12 +142,11 @@ async fn registration_modes() {
         .unwrap();
     let uri = format!("{C}/register");
     // The dummy stage alone does not complete the token flow.
-    let (s, v) = call(
+    let (s, v) = post(
         &app,
-        Method::POST,
         &uri,
         None,
-        Some(json!({"username": "a", "password": "pw", "auth": {"type": "m.login.dummy"}})),
+        json!({"username": "a", "password": "pw", "auth": {"type": "m.login.dummy"}}),
     )
     .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
@@ -291,14 +154,14 @@ async fn registration_modes() {
         v["flows"],
         json!([{"stages": ["m.login.registration_token", "m.login.dummy"]}])
     );
-    let (s, v) = call(&app, Method::POST, &uri, None, Some(json!({"username": "a", "password": "pw", "auth": {"type": "m.login.registration_token", "token": "wrong"}}))).await;
+    let (s, v) = post(&app, &uri, None, json!({"username": "a", "password": "pw", "auth": {"type": "m.login.registration_token", "token": "wrong"}})).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(v["errcode"], "M_UNAUTHORIZED");
     let session = v["session"].as_str().unwrap().to_owned();
-    let (s, v) = call(&app, Method::POST, &uri, None, Some(json!({"username": "a", "password": "pw", "auth": {"type": "m.login.registration_token", "token": "letmein", "session": session}}))).await;
+    let (s, v) = post(&app, &uri, None, json!({"username": "a", "password": "pw", "auth": {"type": "m.login.registration_token", "token": "letmein", "session": session}})).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(v["completed"], json!(["m.login.registration_token"]));
-    let (s, v) = call(&app, Method::POST, &uri, None, Some(json!({"username": "a", "password": "pw", "auth": {"type": "m.login.dummy", "session": session}}))).await;
+    let (s, v) = post(&app, &uri, None, json!({"username": "a", "password": "pw", "auth": {"type": "m.login.dummy", "session": session}})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(
         state
@@ -310,16 +173,14 @@ async fn registration_modes() {
         1
     );
     // Used up now.
-    let (s, v) = call(
+    let (s, v) = get(
         &app,
-        Method::GET,
         "/_matrix/client/v1/register/m.login.registration_token/validity?token=letmein",
-        None,
         None,
     )
     .await;
     assert_eq!((s, v), (StatusCode::OK, json!({"valid": false})));
-    let (s, v) = call(&app, Method::POST, &uri, None, Some(json!({"username": "b", "password": "pw", "auth": {"type": "m.login.registration_token", "token": "letmein"}}))).await;
+    let (s, v) = post(&app, &uri, None, json!({"username": "b", "password": "pw", "auth": {"type": "m.login.registration_token", "token": "letmein"}})).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(v["errcode"], "M_UNAUTHORIZED");
 }
@@ -355,14 +216,7 @@ async fn body_errors() {
         "M_TOO_LARGE",
     );
     assert_err(
-        &call(
-            &app,
-            Method::POST,
-            &uri,
-            None,
-            Some(json!({"type": "m.login.sso"})),
-        )
-        .await,
+        &post(&app, &uri, None, json!({"type": "m.login.sso"})).await,
         StatusCode::BAD_REQUEST,
         "M_UNKNOWN",
     );
@@ -374,21 +228,14 @@ async fn tokens_login_logout() {
     let (token, device) = register(&app, "alice").await;
     let who = format!("{C}/account/whoami");
     assert_err(
-        &call(&app, Method::GET, &who, None, None).await,
+        &get(&app, &who, None).await,
         StatusCode::UNAUTHORIZED,
         "M_MISSING_TOKEN",
     );
-    let bad = call(&app, Method::GET, &who, Some("roam_bogus"), None).await;
+    let bad = get(&app, &who, Some("roam_bogus")).await;
     assert_err(&bad, StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN");
     assert_eq!(bad.1["soft_logout"], false);
-    let (s, v) = call(
-        &app,
-        Method::GET,
-        &format!("{who}?access_token={token}"),
-        None,
-        None,
-    )
-    .await;
+    let (s, v) = get(&app, &format!("{who}?access_token={token}"), None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
         v,
@@ -401,7 +248,7 @@ async fn tokens_login_logout() {
         json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "@alice:test.example"}, "password": "pw"}),
         json!({"type": "m.login.password", "user": "ALICE", "password": "pw", "device_id": "SECOND", "initial_device_display_name": "phone"}),
     ] {
-        let (s, v) = call(&app, Method::POST, &login, None, Some(body)).await;
+        let (s, v) = post(&app, &login, None, body).await;
         assert_eq!(s, StatusCode::OK, "{v}");
         assert_eq!(v["user_id"], "@alice:test.example");
     }
@@ -411,18 +258,17 @@ async fn tokens_login_logout() {
         json!({"type": "m.login.password", "user": "@alice:other.example", "password": "pw"}),
     ] {
         assert_err(
-            &call(&app, Method::POST, &login, None, Some(body)).await,
+            &post(&app, &login, None, body).await,
             StatusCode::FORBIDDEN,
             "M_FORBIDDEN",
         );
     }
     assert_err(
-        &call(
+        &post(
             &app,
-            Method::POST,
             &login,
             None,
-            Some(json!({"type": "m.login.password", "user": "alice"})),
+            json!({"type": "m.login.password", "user": "alice"}),
         )
         .await,
         StatusCode::BAD_REQUEST,
@@ -430,61 +276,26 @@ async fn tokens_login_logout() {
     );
 
     // Logging in again with the same device ID revokes that device's previous token.
-    let (_, first) = call(&app, Method::POST, &login, None, Some(json!({"type": "m.login.password", "user": "alice", "password": "pw", "device_id": "SECOND"}))).await;
-    let (_, v) = call(
-        &app,
-        Method::GET,
-        &format!("{C}/devices"),
-        Some(&token),
-        None,
-    )
-    .await;
+    let (_, first) = post(&app, &login, None, json!({"type": "m.login.password", "user": "alice", "password": "pw", "device_id": "SECOND"})).await;
+    let (_, v) = get(&app, &format!("{C}/devices"), Some(&token)).await;
     assert_eq!(v["devices"].as_array().unwrap().len(), 4, "{v}");
     let second = first["access_token"].as_str().unwrap();
-    let (_, d) = call(
-        &app,
-        Method::GET,
-        &format!("{C}/devices/SECOND"),
-        Some(second),
-        None,
-    )
-    .await;
+    let (_, d) = get(&app, &format!("{C}/devices/SECOND"), Some(second)).await;
     assert_eq!(d["display_name"], "phone");
 
-    let (s, _) = call(
-        &app,
-        Method::POST,
-        &format!("{C}/logout"),
-        Some(second),
-        Some(json!({})),
-    )
-    .await;
+    let (s, _) = post(&app, &format!("{C}/logout"), Some(second), json!({})).await;
     assert_eq!(s, StatusCode::OK);
     assert_err(
-        &call(&app, Method::GET, &who, Some(second), None).await,
+        &get(&app, &who, Some(second)).await,
         StatusCode::UNAUTHORIZED,
         "M_UNKNOWN_TOKEN",
     );
-    let r = call(
-        &app,
-        Method::GET,
-        &format!("{C}/devices/SECOND"),
-        Some(&token),
-        None,
-    )
-    .await;
+    let r = get(&app, &format!("{C}/devices/SECOND"), Some(&token)).await;
     assert_err(&r, StatusCode::NOT_FOUND, "M_NOT_FOUND");
-    let (s, _) = call(
-        &app,
-        Method::POST,
-        &format!("{C}/logout/all"),
-        Some(&token),
-        Some(json!({})),
-    )
-    .await;
+    let (s, _) = post(&app, &format!("{C}/logout/all"), Some(&token), json!({})).await;
     assert_eq!(s, StatusCode::OK);
     assert_err(
-        &call(&app, Method::GET, &who, Some(&token), None).await,
+        &get(&app, &who, Some(&token)).await,
         StatusCode::UNAUTHORIZED,
         "M_UNKNOWN_TOKEN",
     );
@@ -508,33 +319,31 @@ async fn rate_limits_answer_429_with_retry_after() {
     let body = json!({"type": "m.login.password", "user": "alice", "password": "wrong"});
     for _ in 0..2 {
         assert_err(
-            &call(&app, Method::POST, &login, None, Some(body.clone())).await,
+            &post(&app, &login, None, body.clone()).await,
             StatusCode::FORBIDDEN,
             "M_FORBIDDEN",
         );
     }
-    let limited = call(&app, Method::POST, &login, None, Some(body)).await;
+    let limited = post(&app, &login, None, body).await;
     assert_err(&limited, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
     assert!(limited.1["retry_after_ms"].as_u64().unwrap() > 0);
     // Another account is not affected by alice's limit.
-    let other = call(
+    let other = post(
         &app,
-        Method::POST,
         &login,
         None,
-        Some(json!({"type": "m.login.password", "user": "bob", "password": "x"})),
+        json!({"type": "m.login.password", "user": "bob", "password": "x"}),
     )
     .await;
     assert_err(&other, StatusCode::FORBIDDEN, "M_FORBIDDEN");
     // Registration: one was used above, two more fit the burst of 3.
     register(&app, "b1").await;
     register(&app, "b2").await;
-    let r = call(
+    let r = post(
         &app,
-        Method::POST,
         &format!("{C}/register"),
         None,
-        Some(json!({"username": "b3", "password": "pw"})),
+        json!({"username": "b3", "password": "pw"}),
     )
     .await;
     assert_err(&r, StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED");
@@ -546,37 +355,28 @@ async fn devices_need_password_uia_to_delete() {
     let (token, device) = register(&app, "alice").await;
     let (other_token, _) = register(&app, "bob").await;
     let uri = format!("{C}/devices/{device}");
-    let (s, v) = call(
-        &app,
-        Method::PUT,
-        &uri,
-        Some(&token),
-        Some(json!({"display_name": "renamed"})),
-    )
-    .await;
+    let (s, v) = put(&app, &uri, Some(&token), json!({"display_name": "renamed"})).await;
     assert_eq!((s, v), (StatusCode::OK, json!({})));
-    let (_, v) = call(&app, Method::GET, &uri, Some(&token), None).await;
+    let (_, v) = get(&app, &uri, Some(&token)).await;
     assert_eq!(v["display_name"], "renamed");
-    let r = call(
+    let r = put(
         &app,
-        Method::PUT,
         &uri,
         Some(&token),
-        Some(json!({"display_name": "x".repeat(101)})),
+        json!({"display_name": "x".repeat(101)}),
     )
     .await;
     assert_err(&r, StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE");
-    let r = call(
+    let r = put(
         &app,
-        Method::PUT,
         &format!("{C}/devices/NOPE"),
         Some(&token),
-        Some(json!({"display_name": "x"})),
+        json!({"display_name": "x"}),
     )
     .await;
     assert_err(&r, StatusCode::NOT_FOUND, "M_NOT_FOUND");
     // Bob cannot see alice's device.
-    let r = call(&app, Method::GET, &uri, Some(&other_token), None).await;
+    let r = get(&app, &uri, Some(&other_token)).await;
     assert_err(&r, StatusCode::NOT_FOUND, "M_NOT_FOUND");
 
     let (s, v) = call(&app, Method::DELETE, &uri, Some(&token), None).await;
@@ -600,33 +400,24 @@ async fn devices_need_password_uia_to_delete() {
     let (s, _) = call(&app, Method::DELETE, &uri, Some(&token), Some(right)).await;
     assert_eq!(s, StatusCode::OK);
     assert_err(
-        &call(
-            &app,
-            Method::GET,
-            &format!("{C}/account/whoami"),
-            Some(&token),
-            None,
-        )
-        .await,
+        &get(&app, &format!("{C}/account/whoami"), Some(&token)).await,
         StatusCode::UNAUTHORIZED,
         "M_UNKNOWN_TOKEN",
     );
 
-    let r = call(
+    let r = post(
         &app,
-        Method::POST,
         &format!("{C}/delete_devices"),
         Some(&other_token),
-        Some(json!({})),
+        json!({}),
     )
     .await;
     assert_err(&r, StatusCode::BAD_REQUEST, "M_MISSING_PARAM");
-    let r = call(
+    let r = post(
         &app,
-        Method::POST,
         &format!("{C}/delete_devices"),
         Some(&other_token),
-        Some(json!({"devices": [1]})),
+        json!({"devices": [1]}),
     )
     .await;
     assert_err(&r, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
@@ -641,34 +432,19 @@ async fn key_upload_checks_signatures_and_ownership() {
 
     let mut tampered = device_keys("@alice:test.example", &device, &key);
     tampered["algorithms"] = json!(["m.megolm.v1.aes-sha2"]);
-    let r = call(
-        &app,
-        Method::POST,
-        &uri,
-        Some(&token),
-        Some(json!({"device_keys": tampered})),
-    )
-    .await;
+    let r = post(&app, &uri, Some(&token), json!({"device_keys": tampered})).await;
     assert_err(&r, StatusCode::BAD_REQUEST, "M_INVALID_SIGNATURE");
     let other_device = device_keys("@alice:test.example", "OTHER", &key);
-    let r = call(
+    let r = post(
         &app,
-        Method::POST,
         &uri,
         Some(&token),
-        Some(json!({"device_keys": other_device})),
+        json!({"device_keys": other_device}),
     )
     .await;
     assert_err(&r, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
     let other_user = device_keys("@bob:test.example", &device, &key);
-    let r = call(
-        &app,
-        Method::POST,
-        &uri,
-        Some(&token),
-        Some(json!({"device_keys": other_user})),
-    )
-    .await;
+    let r = post(&app, &uri, Some(&token), json!({"device_keys": other_user})).await;
     assert_err(&r, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
 
     let good = device_keys("@alice:test.example", &device, &key);
@@ -680,32 +456,30 @@ async fn key_upload_checks_signatures_and_ownership() {
         &key,
     )
     .unwrap();
-    let (s, v) = call(&app, Method::POST, &uri, Some(&token), Some(json!({
+    let (s, v) = post(&app, &uri, Some(&token), json!({
         "device_keys": good,
         "one_time_keys": {"signed_curve25519:AAAAAQ": otk, "signed_curve25519:AAAAAg": otk},
         "org.matrix.msc2732.fallback_keys": {"signed_curve25519:AAAAAw": {"key": "x", "fallback": true}},
-    }))).await;
+    })).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["one_time_key_counts"]["signed_curve25519"], 2);
     // Same ID, different content.
-    let r = call(
+    let r = post(
         &app,
-        Method::POST,
         &uri,
         Some(&token),
-        Some(json!({"one_time_keys": {"signed_curve25519:AAAAAQ": {"key": "other"}}})),
+        json!({"one_time_keys": {"signed_curve25519:AAAAAQ": {"key": "other"}}}),
     )
     .await;
     assert_err(&r, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
     // A signed one-time key with a bad signature.
     let mut bad_otk = otk.clone();
     bad_otk["key"] = json!("changed");
-    let r = call(
+    let r = post(
         &app,
-        Method::POST,
         &uri,
         Some(&token),
-        Some(json!({"one_time_keys": {"signed_curve25519:AAAABA": bad_otk}})),
+        json!({"one_time_keys": {"signed_curve25519:AAAABA": bad_otk}}),
     )
     .await;
     assert_err(&r, StatusCode::BAD_REQUEST, "M_INVALID_SIGNATURE");
@@ -715,12 +489,11 @@ async fn key_upload_checks_signatures_and_ownership() {
         json!({"one_time_keys": {"@alice:test.example": {device.clone(): "signed_curve25519"}}});
     let mut claimed = Vec::new();
     for _ in 0..4 {
-        let (s, v) = call(
+        let (s, v) = post(
             &app,
-            Method::POST,
             &format!("{C}/keys/claim"),
             Some(&token),
-            Some(claim.clone()),
+            claim.clone(),
         )
         .await;
         assert_eq!(s, StatusCode::OK);
@@ -739,22 +512,20 @@ async fn key_upload_checks_signatures_and_ownership() {
             "signed_curve25519:AAAAAw"
         ]
     );
-    let r = call(
+    let r = post(
         &app,
-        Method::POST,
         &format!("{C}/keys/claim"),
         Some(&token),
-        Some(json!({"one_time_keys": []})),
+        json!({"one_time_keys": []}),
     )
     .await;
     assert_err(&r, StatusCode::BAD_REQUEST, "M_BAD_JSON");
 
-    let (s, v) = call(
+    let (s, v) = post(
         &app,
-        Method::POST,
         &format!("{C}/keys/query"),
         Some(&token),
-        Some(json!({"device_keys": {"@alice:test.example": [], "@x:remote.example": []}})),
+        json!({"device_keys": {"@alice:test.example": [], "@x:remote.example": []}}),
     )
     .await;
     assert_eq!(s, StatusCode::OK);
@@ -767,40 +538,30 @@ async fn key_upload_checks_signatures_and_ownership() {
     )
     .unwrap();
     assert!(v["failures"]["remote.example"].is_object());
-    let r = call(
+    let r = post(
         &app,
-        Method::POST,
         &format!("{C}/keys/query"),
         Some(&token),
-        Some(json!({"device_keys": {"not a user": []}})),
+        json!({"device_keys": {"not a user": []}}),
     )
     .await;
     assert_err(&r, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
-    let (s, v) = call(
+    let (s, v) = get(
         &app,
-        Method::GET,
         &format!("{C}/keys/changes?from=0&to=100"),
         Some(&token),
-        None,
     )
     .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["changed"], json!(["@alice:test.example"]));
-    let r = call(
-        &app,
-        Method::GET,
-        &format!("{C}/keys/changes?from=x"),
-        Some(&token),
-        None,
-    )
-    .await;
+    let r = get(&app, &format!("{C}/keys/changes?from=x"), Some(&token)).await;
     assert_err(&r, StatusCode::BAD_REQUEST, "M_INVALID_PARAM");
 }
 
 #[tokio::test]
 async fn server_keys_and_well_known() {
     let (app, state) = app_with(|_| {});
-    let (s, v) = call(&app, Method::GET, "/_matrix/key/v2/server", None, None).await;
+    let (s, v) = get(&app, "/_matrix/key/v2/server", None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["server_name"], "test.example");
     let key_id = state.server_key().key_id.clone();
@@ -810,19 +571,12 @@ async fn server_keys_and_well_known() {
     let vk = ed25519_dalek::VerifyingKey::from_bytes(&public).unwrap();
     signed::verify(&v, "test.example", &key_id, &vk).unwrap();
     assert!(v["valid_until_ts"].as_u64().unwrap() > roam_server::state::now_ms());
-    let (s, v2) = call(
-        &app,
-        Method::GET,
-        &format!("/_matrix/key/v2/server/{key_id}"),
-        None,
-        None,
-    )
-    .await;
+    let (s, v2) = get(&app, &format!("/_matrix/key/v2/server/{key_id}"), None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v2["verify_keys"], v["verify_keys"]);
-    let (_, v) = call(&app, Method::GET, "/.well-known/matrix/server", None, None).await;
+    let (_, v) = get(&app, "/.well-known/matrix/server", None).await;
     assert_eq!(v, json!({"m.server": "test.example:0"}));
-    let (_, v) = call(&app, Method::GET, "/.well-known/matrix/client", None, None).await;
+    let (_, v) = get(&app, "/.well-known/matrix/client", None).await;
     assert_eq!(
         v,
         json!({"m.homeserver": {"base_url": "https://test.example"}})

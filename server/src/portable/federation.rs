@@ -10,8 +10,50 @@ use std::future::Future;
 use std::pin::Pin;
 
 use roam_identity_core::{Did, ServerName};
+use roam_resolver::http::FetchError;
 use roam_resolver::{ResolveError, ResolveResult};
 use serde_json::Value;
+
+use crate::clock::now_ms;
+use crate::config::ServerConfig;
+
+/// Why a server-to-server call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FederationError {
+    /// This server is configured without federation.
+    #[error("federation is disabled; cannot reach {server}")]
+    Disabled { server: ServerName },
+    /// The other server could not be reached: refused by the SSRF guard, timed out, a
+    /// network failure or too many redirects.
+    #[error(transparent)]
+    Unreachable(FetchError),
+    /// The other server answered with an error status.
+    #[error("{source}")]
+    Refused {
+        status: u16,
+        #[source]
+        source: FetchError,
+    },
+    /// The other server answered with a body that is too large or not strict JSON.
+    #[error(transparent)]
+    InvalidBody(FetchError),
+    /// The other server answered JSON without the `ops` array a log fetch expects.
+    #[error("{server} answered without an `ops` array")]
+    MissingOps { server: ServerName },
+}
+
+impl From<FetchError> for FederationError {
+    fn from(e: FetchError) -> Self {
+        match e {
+            FetchError::Status { status, .. } => Self::Refused { status, source: e },
+            FetchError::Json { .. } | FetchError::TooLarge { .. } => Self::InvalidBody(e),
+            FetchError::Blocked { .. }
+            | FetchError::Timeout { .. }
+            | FetchError::Network { .. }
+            | FetchError::TooManyRedirects { .. } => Self::Unreachable(e),
+        }
+    }
+}
 
 /// A boxed future, so the trait stays object-safe.
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -23,14 +65,14 @@ pub trait Federation: Send + Sync + std::fmt::Debug {
         &'a self,
         server: &'a ServerName,
         did: &'a Did,
-    ) -> BoxFut<'a, Result<Vec<Value>, String>>;
+    ) -> BoxFut<'a, Result<Vec<Value>, FederationError>>;
     /// Posts signed ops to `server`'s `/_roam/v1/accounts/{did}/ops`.
     fn push_ops<'a>(
         &'a self,
         server: &'a ServerName,
         did: &'a Did,
         ops: Vec<Value>,
-    ) -> BoxFut<'a, Result<(), String>>;
+    ) -> BoxFut<'a, Result<(), FederationError>>;
     /// Resolves a DID this server does not hold, verifying everything.
     fn resolve_did<'a>(&'a self, did: &'a Did) -> BoxFut<'a, ResolveResult>;
 }
@@ -40,13 +82,19 @@ pub trait Federation: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Default)]
 pub struct NoFederation;
 
+/// The answer of every call of [`NoFederation`].
+fn disabled<'a, T: 'a>(server: &ServerName) -> BoxFut<'a, Result<T, FederationError>> {
+    let server = server.clone();
+    Box::pin(async move { Err(FederationError::Disabled { server }) })
+}
+
 impl Federation for NoFederation {
     fn fetch_log<'a>(
         &'a self,
         server: &'a ServerName,
         _did: &'a Did,
-    ) -> BoxFut<'a, Result<Vec<Value>, String>> {
-        Box::pin(async move { Err(format!("federation is disabled; cannot reach {server}")) })
+    ) -> BoxFut<'a, Result<Vec<Value>, FederationError>> {
+        disabled(server)
     }
 
     fn push_ops<'a>(
@@ -54,8 +102,8 @@ impl Federation for NoFederation {
         server: &'a ServerName,
         _did: &'a Did,
         _ops: Vec<Value>,
-    ) -> BoxFut<'a, Result<(), String>> {
-        Box::pin(async move { Err(format!("federation is disabled; cannot reach {server}")) })
+    ) -> BoxFut<'a, Result<(), FederationError>> {
+        disabled(server)
     }
 
     fn resolve_did<'a>(&'a self, did: &'a Did) -> BoxFut<'a, ResolveResult> {
@@ -81,9 +129,7 @@ pub struct HttpFederation {
 
 impl HttpFederation {
     /// Builds the client from the server's configuration.
-    pub fn new(
-        config: &crate::config::ServerConfig,
-    ) -> Result<Self, roam_resolver::http::FetchError> {
+    pub fn new(config: &ServerConfig) -> Result<Self, roam_resolver::http::FetchError> {
         let rc = roam_resolver::ResolverConfig {
             overrides: config.federation_overrides.clone(),
             allow_private: config.allow_private_fetch,
@@ -114,7 +160,7 @@ impl HttpFederation {
     async fn url(&self, server: &ServerName, segments: &[&str]) -> url::Url {
         let base = self
             .discovery
-            .base_url(&self.client, server, crate::state::now_ms())
+            .base_url(&self.client, server, now_ms())
             .await;
         roam_resolver::discovery::endpoint(&base, segments)
     }
@@ -125,20 +171,18 @@ impl Federation for HttpFederation {
         &'a self,
         server: &'a ServerName,
         did: &'a Did,
-    ) -> BoxFut<'a, Result<Vec<Value>, String>> {
+    ) -> BoxFut<'a, Result<Vec<Value>, FederationError>> {
         Box::pin(async move {
             let url = self
                 .url(server, &["_roam", "v1", "accounts", did.as_str(), "log"])
                 .await;
-            let v = self
-                .client
-                .get_json(&url)
-                .await
-                .map_err(|e| e.to_string())?;
+            let v = self.client.get_json(&url).await?;
             v.get("ops")
                 .and_then(Value::as_array)
                 .cloned()
-                .ok_or_else(|| format!("{server} answered without an `ops` array"))
+                .ok_or_else(|| FederationError::MissingOps {
+                    server: server.clone(),
+                })
         })
     }
 
@@ -147,7 +191,7 @@ impl Federation for HttpFederation {
         server: &'a ServerName,
         did: &'a Did,
         ops: Vec<Value>,
-    ) -> BoxFut<'a, Result<(), String>> {
+    ) -> BoxFut<'a, Result<(), FederationError>> {
         Box::pin(async move {
             let url = self
                 .url(server, &["_roam", "v1", "accounts", did.as_str(), "ops"])
@@ -156,7 +200,7 @@ impl Federation for HttpFederation {
                 .post_json(&url, &serde_json::json!({ "ops": ops }))
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(FederationError::from)
         })
     }
 

@@ -12,9 +12,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::service::{AccountMode, bind_account};
+use super::commit::AccountMode;
+use super::service::Portable;
+use crate::clock::now_ms;
 use crate::error::AppError;
-use crate::state::{AppState, now_ms};
+use crate::metrics::Metrics;
 
 /// The request body.
 #[derive(Debug, Clone, Deserialize)]
@@ -76,156 +78,185 @@ fn migration_id(server: &ServerName, did: &Did, localpart: Option<&str>) -> Stri
     hex::encode(&h.finalize()[..12])
 }
 
-async fn save(state: &AppState, did: &Did, m: &mut Migration) -> Result<(), AppError> {
-    m.updated_at = now_ms();
-    let v = serde_json::to_value(&*m).map_err(|e| AppError::Internal(e.to_string()))?;
-    let (id, d) = (m.id.clone(), did.clone());
-    state.db(move |s| s.put_migration(&id, &d, &v)).await
+/// What a migration request names, parsed: the account, where it comes from, the local
+/// user ID to create, and the migration's ID.
+struct Target {
+    did: Did,
+    from: Option<ServerName>,
+    user_id: Option<UserId>,
+    id: String,
 }
 
-/// Looks a migration up by ID.
-pub async fn status(state: &AppState, id: &str) -> Result<Migration, AppError> {
-    let id = id.to_owned();
-    let v = state
-        .db(move |s| s.migration(&id))
-        .await?
-        .ok_or_else(|| AppError::NotFound("Unknown migration".into()))?;
-    serde_json::from_value(v).map_err(|e| AppError::Internal(e.to_string()))
+impl Target {
+    fn parse(req: &MigrateRequest, server: &ServerName) -> Result<Self, AppError> {
+        let did = Did::parse(&req.did).map_err(|e| AppError::InvalidParam(format!("did: {e}")))?;
+        let from = req
+            .from
+            .as_deref()
+            .map(ServerName::parse)
+            .transpose()
+            .map_err(|e| AppError::InvalidParam(format!("from: {e}")))?;
+        let localpart = req
+            .localpart
+            .as_deref()
+            .map(Localpart::parse)
+            .transpose()
+            .map_err(|e| AppError::InvalidUsername(e.to_string()))?;
+        let user_id = localpart
+            .as_ref()
+            .map(|l| UserId::new(l, server))
+            .transpose()
+            .map_err(|e| AppError::InvalidUsername(e.to_string()))?;
+        let id = migration_id(server, &did, localpart.as_ref().map(|l| l.as_str()));
+        Ok(Self {
+            did,
+            from,
+            user_id,
+            id,
+        })
+    }
 }
 
-/// Runs (or resumes) a migration.
-pub async fn migrate(state: &AppState, req: MigrateRequest) -> Result<Migration, AppError> {
-    let did = Did::parse(&req.did).map_err(|e| AppError::InvalidParam(format!("did: {e}")))?;
-    let server = state.config().server_name.clone();
-    let from = req
-        .from
-        .as_deref()
-        .map(ServerName::parse)
-        .transpose()
-        .map_err(|e| AppError::InvalidParam(format!("from: {e}")))?;
-    let localpart = req
-        .localpart
-        .as_deref()
-        .map(Localpart::parse)
-        .transpose()
-        .map_err(|e| AppError::InvalidUsername(e.to_string()))?;
-    let user_id = localpart
-        .as_ref()
-        .map(|l| UserId::new(l, &server))
-        .transpose()
-        .map_err(|e| AppError::InvalidUsername(e.to_string()))?;
-    let id = migration_id(&server, &did, localpart.as_ref().map(|l| l.as_str()));
-    let existing = {
-        let id = id.clone();
-        state.db(move |s| s.migration(&id)).await?
-    };
-    let mut m = match existing {
-        Some(v) => serde_json::from_value(v).map_err(|e| AppError::Internal(e.to_string()))?,
-        None => Migration {
-            id: id.clone(),
-            did: did.to_string(),
-            user_id: user_id.as_ref().map(|u| u.to_string()),
-            from: from.as_ref().map(|f| f.to_string()),
-            state: "in_progress".into(),
-            steps: Vec::new(),
-            updated_at: now_ms(),
-        },
-    };
-    // Step 1: the log — given, or fetched from the old server — verified together with
-    // whatever this server already holds.
-    let mut incoming = req.log.clone().unwrap_or_default();
-    if incoming.is_empty() {
-        let Some(from) = &from else {
+impl Portable {
+    async fn save_migration(&self, did: &Did, m: &mut Migration) -> Result<(), AppError> {
+        m.updated_at = now_ms();
+        let v = serde_json::to_value(&*m).map_err(|e| AppError::Internal(e.to_string()))?;
+        let (id, d) = (m.id.clone(), did.clone());
+        Ok(self.db.run(move |s| s.put_migration(&id, &d, &v)).await?)
+    }
+
+    /// Looks a migration up by ID.
+    pub async fn migration_status(&self, id: &str) -> Result<Migration, AppError> {
+        let id = id.to_owned();
+        let v = self
+            .db
+            .run(move |s| s.migration(&id))
+            .await?
+            .ok_or_else(|| AppError::NotFound("Unknown migration".into()))?;
+        serde_json::from_value(v).map_err(|e| AppError::Internal(e.to_string()))
+    }
+
+    /// Runs (or resumes) a migration: find the record, get the log, verify and bind it
+    /// (steps 1–5, one transaction), then forward it (step 6).
+    pub async fn migrate(&self, req: MigrateRequest) -> Result<Migration, AppError> {
+        let target = Target::parse(&req, &self.server)?;
+        let mut m = self.load_or_start(&target).await?;
+        let incoming = self.incoming_log(req.log, &target, &mut m).await?;
+        // Verify the union with what is held, then account, log, attestations and
+        // activation (binding) in one transaction. A repeat with a longer log adds the new ops.
+        let log = self
+            .bind_account(
+                &target.did,
+                &incoming,
+                target.user_id.as_ref(),
+                AccountMode::CreateIfMissing,
+            )
+            .await?;
+        let st = &log.state;
+        m.step(
+            "verify",
+            "done",
+            Some(format!("log verified, head {} (seq {})", st.head, st.seq)),
+        );
+        for name in ["account", "log", "attest", "activate"] {
+            m.step(name, "done", None);
+        }
+        m.state = "complete".into();
+        self.save_migration(&target.did, &mut m).await?;
+        Metrics::add(&self.metrics.migrations_completed, 1);
+        let (state, detail) = self.forward_log(&target, &st.servers).await?;
+        m.step("forward", state, Some(detail));
+        self.save_migration(&target.did, &mut m).await?;
+        Ok(m)
+    }
+
+    /// The stored record of this migration, or a new one.
+    async fn load_or_start(&self, target: &Target) -> Result<Migration, AppError> {
+        let id = target.id.clone();
+        match self.db.run(move |s| s.migration(&id)).await? {
+            Some(v) => serde_json::from_value(v).map_err(|e| AppError::Internal(e.to_string())),
+            None => Ok(Migration {
+                id: target.id.clone(),
+                did: target.did.to_string(),
+                user_id: target.user_id.as_ref().map(|u| u.to_string()),
+                from: target.from.as_ref().map(|f| f.to_string()),
+                state: "in_progress".into(),
+                steps: Vec::new(),
+                updated_at: now_ms(),
+            }),
+        }
+    }
+
+    /// Step 1: the log — given, or fetched from the old server. A failed fetch is recorded
+    /// on the migration before the request fails.
+    async fn incoming_log(
+        &self,
+        given: Option<Vec<Value>>,
+        target: &Target,
+        m: &mut Migration,
+    ) -> Result<Vec<Value>, AppError> {
+        let given = given.unwrap_or_default();
+        if !given.is_empty() {
+            return Ok(given);
+        }
+        let Some(from) = &target.from else {
             return Err(AppError::MissingParam(
                 "Give the account log or the server to fetch it from (`from`)".into(),
             ));
         };
-        match state.portable().federation.fetch_log(from, &did).await {
-            Ok(ops) => incoming = ops,
+        match self.federation.fetch_log(from, &target.did).await {
+            Ok(ops) => Ok(ops),
             Err(e) => {
                 m.step(
                     "verify",
                     "failed",
                     Some(format!("could not fetch the log from {from}: {e}")),
                 );
-                save(state, &did, &mut m).await?;
-                return Err(AppError::RoamUnreachable(format!(
+                self.save_migration(&target.did, m).await?;
+                Err(AppError::RoamUnreachable(format!(
                     "Could not fetch the account log from {from}; send it in `log` instead"
-                )));
+                )))
             }
         }
     }
-    // Steps 1–5: verify the union with what is held, then account, log, attestations and
-    // activation (binding) in one transaction. A repeat with a longer log adds the new ops.
-    let log = bind_account(
-        state,
-        &did,
-        &incoming,
-        user_id.as_ref(),
-        AccountMode::CreateIfMissing,
-    )
-    .await?;
-    let st = log.state.clone();
-    m.step(
-        "verify",
-        "done",
-        Some(format!("log verified, head {} (seq {})", st.head, st.seq)),
-    );
-    for name in ["account", "log", "attest", "activate"] {
-        m.step(name, "done", None);
-    }
-    m.state = "complete".into();
-    save(state, &did, &mut m).await?;
-    crate::metrics::Metrics::add(&state.metrics().migrations_completed, 1);
 
-    // Step 6: forward the signed log to every other server it names and to the old server.
-    let mut targets: Vec<ServerName> = st
-        .servers
-        .iter()
-        .filter(|s| **s != server)
-        .cloned()
-        .collect();
-    if let Some(f) = &from
-        && !targets.contains(f)
-        && *f != server
-    {
-        targets.push(f.clone());
-    }
-    // Everything held, superseded branches included: receivers dedupe by hash.
-    let all_ops = {
-        let d = did.clone();
-        state.db(move |s| s.log_ops(&d)).await?
-    };
-    let mut failures = Vec::new();
-    for t in &targets {
-        let fut = state
-            .portable()
-            .federation
-            .push_ops(t, &did, all_ops.clone());
-        match tokio::time::timeout(std::time::Duration::from_secs(10), fut).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => failures.push(format!("{t}: {e}")),
-            Err(_) => failures.push(format!("{t}: timed out")),
+    /// Step 6: sends everything held for the DID (superseded branches included; receivers
+    /// dedupe by hash) to every other server the log names and to the old server. Not
+    /// fatal when it fails: the ops are signed by the user and any server can serve them.
+    async fn forward_log(
+        &self,
+        target: &Target,
+        servers: &[ServerName],
+    ) -> Result<(&'static str, String), AppError> {
+        let mut targets: Vec<ServerName> = servers
+            .iter()
+            .filter(|s| **s != self.server)
+            .cloned()
+            .collect();
+        if let Some(f) = &target.from
+            && !targets.contains(f)
+            && *f != self.server
+        {
+            targets.push(f.clone());
         }
+        let d = target.did.clone();
+        let all_ops = self.db.run(move |s| s.log_ops(&d)).await?;
+        let mut failures = Vec::new();
+        for t in &targets {
+            let fut = self.federation.push_ops(t, &target.did, all_ops.clone());
+            match tokio::time::timeout(std::time::Duration::from_secs(10), fut).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failures.push(format!("{t}: {e}")),
+                Err(_) => failures.push(format!("{t}: timed out")),
+            }
+        }
+        if !failures.is_empty() {
+            return Ok(("failed", failures.join("; ")));
+        }
+        if targets.is_empty() {
+            return Ok(("done", "no other server to inform".to_owned()));
+        }
+        let names: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+        Ok(("done", format!("sent to {}", names.join(", "))))
     }
-    if failures.is_empty() {
-        let detail = if targets.is_empty() {
-            "no other server to inform".to_owned()
-        } else {
-            format!(
-                "sent to {}",
-                targets
-                    .iter()
-                    .map(|t| t.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
-        m.step("forward", "done", Some(detail));
-    } else {
-        // Not fatal: the ops are signed by the user and any server can serve them.
-        m.step("forward", "failed", Some(failures.join("; ")));
-    }
-    save(state, &did, &mut m).await?;
-    Ok(m)
 }

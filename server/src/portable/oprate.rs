@@ -9,21 +9,7 @@ use roam_identity_core::Millis;
 const HOUR: Millis = 3600 * 1000;
 const DAY: Millis = 24 * HOUR;
 
-/// How many new ops one DID may add.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct OpLimits {
-    pub per_hour: u32,
-    pub per_day: u32,
-}
-
-impl Default for OpLimits {
-    fn default() -> Self {
-        Self {
-            per_hour: 10,
-            per_day: 30,
-        }
-    }
-}
+pub use crate::config::OpLimits;
 
 /// Sliding-window counters per DID, in memory.
 #[derive(Debug, Default)]

@@ -8,12 +8,13 @@ use roam_identity_core::{DeviceId, Localpart, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::clock::now_ms;
 use crate::config::RegistrationMode;
-use crate::error::AppError;
+use crate::error::{AppError, StageError};
 use crate::extract::{Authenticated, ClientIp, MatrixJson, QueryParams};
 use crate::secrets::{self, MAX_PASSWORD_BYTES};
-use crate::state::{AppState, now_ms};
-use crate::store::{Account, NewSession};
+use crate::state::AppState;
+use crate::store::{Account, NewAccount, NewSession};
 use crate::uia::{self, Purpose};
 
 /// Longest device display name accepted (Synapse's limit).
@@ -32,156 +33,148 @@ pub struct RegisterBody {
     genesis: Option<Value>,
 }
 
-/// `POST /register`.
+/// `POST /register`: check the request, the name and the genesis op (before UIA, so a
+/// client learns about a taken name or a bad log at once), run UIA, then create the account
+/// (with its log when it has a portable identity) and its first session in one transaction.
 pub async fn register(
     State(state): State<AppState>,
     ip: ClientIp,
     query: QueryParams,
     MatrixJson(body): MatrixJson<RegisterBody>,
 ) -> Result<Json<Value>, AppError> {
-    match query.get("kind").unwrap_or("user") {
-        "user" => {}
-        "guest" => return Err(AppError::GuestAccessForbidden),
-        other => {
-            return Err(AppError::InvalidParam(format!(
-                "Invalid registration kind {other:?}"
-            )));
-        }
-    }
+    check_registration_kind(&query)?;
     let flows = registration_flows(state.config().registration)?;
     state
         .limiters()
         .register_per_ip
         .check(ip.key())
         .map_err(|retry_after_ms| AppError::LimitExceeded { retry_after_ms })?;
-
-    let password = opt_string(&body.password, "password")?;
-    if password
-        .as_ref()
-        .is_some_and(|p| p.len() > MAX_PASSWORD_BYTES)
-    {
-        return Err(AppError::InvalidParam("Password too long".into()));
-    }
-    let inhibit_login = match &body.inhibit_login {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return Err(AppError::InvalidParam(
-                "inhibit_login must be a boolean".into(),
-            ));
-        }
-    };
-    let device_id = opt_string(&body.device_id, "device_id")?
-        .map(|d| {
-            DeviceId::parse(&d)
-                .map_err(|e| AppError::InvalidParam(format!("Invalid device_id: {e}")))
-        })
-        .transpose()?;
-    let display_name = opt_display_name(&body.initial_device_display_name)?;
-
-    // Like Synapse, check the name before UIA so a client learns about a taken name at once.
+    let fields = RegisterFields::parse(&body)?;
     let requested = match opt_string(&body.username, "username")? {
-        Some(name) => {
-            let user_id = user_id_for_registration(&state, &name)?;
-            let check = user_id.clone();
-            if state.db(move |s| s.account(&check)).await?.is_some() {
-                return Err(AppError::UserInUse);
-            }
-            Some(user_id)
-        }
+        Some(name) => Some(available_user_id(&state, &name).await?),
         None => None,
     };
-
-    // A genesis op is checked before UIA too: a client learns at once that its log is bad.
     let genesis = match &body.genesis {
         None | Some(Value::Null) => None,
         Some(g) => Some(check_genesis(&state, g, requested.as_ref()).await?),
     };
     let requested = requested.or_else(|| genesis.as_ref().map(|g| g.state.user_ids[0].clone()));
-
     let completed = run_registration_uia(&state, &flows, body.auth.as_ref()).await?;
-
     // With a portable identity the password is optional: the key logs in.
-    if password.is_none() && genesis.is_none() {
+    if fields.password.is_none() && genesis.is_none() {
         return Err(AppError::MissingParam("Missing params: password".into()));
     }
     let user_id = match requested {
         Some(u) => u,
         None => generate_user_id(&state).await?,
     };
-    let password_hash = match password {
+    let password_hash = match fields.password {
         Some(p) => Some(hash_password(p).await?),
         None => None,
     };
     let now = now_ms();
-    let account = Account {
-        user_id: user_id.clone(),
-        password_hash,
-        created_at: now,
-    };
-    let (session, reply) = if inhibit_login {
-        (
-            None,
-            json!({"user_id": user_id, "home_server": state.config().server_name}),
-        )
-    } else {
-        let device_id = device_id.unwrap_or_else(new_device_id);
-        let (token, token_hash) = secrets::new_access_token();
-        let session = NewSession {
-            device_id: device_id.clone(),
-            display_name,
-            token_hash,
-            ip: ip.0.clone(),
-            now,
-        };
-        let reply = json!({
-            "user_id": user_id,
-            "access_token": token,
-            "device_id": device_id,
-            "home_server": state.config().server_name,
-        });
-        (Some(session), reply)
-    };
-    let token = completed.registration_token;
-    let mut reply = reply;
-    match genesis {
-        None => {
-            state
-                .db(move |s| s.create_account(account, session, token.as_deref()))
-                .await?;
+    let (session, mut reply) = match fields.inhibit_login {
+        true => (None, json!({"user_id": user_id})),
+        false => {
+            let (token, session) = new_session(fields.device_id, fields.display_name, &ip, now);
+            let reply =
+                json!({"user_id": user_id, "access_token": token, "device_id": session.device_id});
+            (Some(session), reply)
         }
+    };
+    reply["home_server"] = json!(state.config().server_name);
+    let new = NewAccount {
+        account: Account {
+            user_id: user_id.clone(),
+            password_hash,
+            created_at: now,
+        },
+        session,
+        registration_token: completed.registration_token,
+    };
+    match genesis {
+        None => state.db(move |s| s.create_account(new)).await?,
         Some(log) => {
-            use crate::portable::service;
-            let st = &log.state;
-            reply["org.roam.did"] = json!(st.did.as_str());
-            let attestations = crate::portable::attestations_for(
-                st,
-                &state.config().server_name,
-                &service::signing_key(&state),
-                std::slice::from_ref(&user_id),
-                now,
-            );
-            let commit = crate::store::LogCommit {
-                did: st.did.clone(),
-                expected_head: None,
-                new_ops: log
-                    .chain
-                    .iter()
-                    .map(|o| (o.hash, o.value.clone()))
-                    .collect(),
-                summary: service::summary_of(st),
-                attestations: Some(attestations),
-                bind: vec![user_id.clone()],
-                unbind: Vec::new(),
-                devices: Vec::new(),
-            };
-            state
-                .db(move |s| s.create_account_with_log(account, session, token.as_deref(), commit))
-                .await?;
+            reply["org.roam.did"] = json!(log.state.did.as_str());
+            state.portable().create_with_genesis(new, &log).await?;
         }
     }
     tracing::info!(user_id = %user_id, "registered");
     Ok(Json(reply))
+}
+
+/// Only user registration: guests are refused, other kinds are invalid.
+fn check_registration_kind(query: &QueryParams) -> Result<(), AppError> {
+    match query.get("kind").unwrap_or("user") {
+        "user" => Ok(()),
+        "guest" => Err(AppError::GuestAccessForbidden),
+        other => Err(AppError::InvalidParam(format!(
+            "Invalid registration kind {other:?}"
+        ))),
+    }
+}
+
+/// The plain fields of a registration, checked.
+struct RegisterFields {
+    password: Option<String>,
+    inhibit_login: bool,
+    device_id: Option<DeviceId>,
+    display_name: Option<String>,
+}
+
+impl RegisterFields {
+    fn parse(body: &RegisterBody) -> Result<Self, AppError> {
+        let password = opt_string(&body.password, "password")?;
+        if password
+            .as_ref()
+            .is_some_and(|p| p.len() > MAX_PASSWORD_BYTES)
+        {
+            return Err(AppError::InvalidParam("Password too long".into()));
+        }
+        let inhibit_login = match &body.inhibit_login {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(AppError::InvalidParam(
+                    "inhibit_login must be a boolean".into(),
+                ));
+            }
+        };
+        Ok(Self {
+            password,
+            inhibit_login,
+            device_id: opt_device_id(&body.device_id)?,
+            display_name: opt_display_name(&body.initial_device_display_name)?,
+        })
+    }
+}
+
+/// The user ID a registration asks for, when it is valid and free.
+async fn available_user_id(state: &AppState, name: &str) -> Result<UserId, AppError> {
+    let user_id = user_id_for_registration(state, name)?;
+    let check = user_id.clone();
+    if state.db(move |s| s.account(&check)).await?.is_some() {
+        return Err(AppError::UserInUse);
+    }
+    Ok(user_id)
+}
+
+/// A new session: the device (given or generated) and a fresh access token.
+fn new_session(
+    device_id: Option<DeviceId>,
+    display_name: Option<String>,
+    ip: &ClientIp,
+    now: u64,
+) -> (String, NewSession) {
+    let (token, token_hash) = secrets::new_access_token();
+    let session = NewSession {
+        device_id: device_id.unwrap_or_else(new_device_id),
+        display_name,
+        token_hash,
+        ip: ip.0.clone(),
+        now,
+    };
+    (token, session)
 }
 
 /// Verifies a registration's genesis op: it must name the requested user ID (when one was
@@ -262,12 +255,12 @@ async fn run_registration_uia(
                     if found.is_some_and(|t| t.is_usable(now_ms())) {
                         Ok(Some(token))
                     } else {
-                        Err(("M_UNAUTHORIZED", "Invalid registration token".to_owned()))
+                        Err(StageError::InvalidRegistrationToken)
                     }
                 }
             }
         }
-        other => Err(("M_UNRECOGNIZED", format!("Unrecognized login type {other}"))),
+        other => Err(StageError::UnrecognizedType(other.to_owned())),
     };
     state.uia().finish(attempt, flows, outcome)
 }
@@ -318,10 +311,7 @@ pub async fn register_available(
     if state.config().registration == RegistrationMode::Closed {
         return Err(AppError::Forbidden("Registration has been disabled".into()));
     }
-    let user_id = user_id_for_registration(&state, query.require("username")?)?;
-    if state.db(move |s| s.account(&user_id)).await?.is_some() {
-        return Err(AppError::UserInUse);
-    }
+    available_user_id(&state, query.require("username")?).await?;
     Ok(Json(json!({"available": true})))
 }
 
@@ -382,12 +372,7 @@ pub async fn login(
         let (u, p) = uia::password_identity(&rest)?;
         (u, Some(p))
     };
-    let device_id = opt_string(&body.device_id, "device_id")?
-        .map(|d| {
-            DeviceId::parse(&d)
-                .map_err(|e| AppError::InvalidParam(format!("Invalid device_id: {e}")))
-        })
-        .transpose()?;
+    let device_id = opt_device_id(&body.device_id)?;
     let display_name = opt_display_name(&body.initial_device_display_name)?;
 
     let user_id = local_user_id(&state, &user)?;
@@ -402,22 +387,15 @@ pub async fn login(
                 return Err(AppError::Forbidden("Invalid username or password".into()));
             }
             // A correct password for an account that moved away: say where it went.
-            if let Err(e) = crate::portable::service::hosted_log(&state, &user_id).await? {
+            if let Err(e) = state.portable().hosted_log(&user_id).await? {
                 return Err(e.into());
             }
         }
-        None => crate::portable::service::check_key_proof(&state, &user_id, &rest).await?,
+        None => state.portable().check_key_proof(&user_id, &rest).await?,
     }
 
-    let device_id = device_id.unwrap_or_else(new_device_id);
-    let (token, token_hash) = secrets::new_access_token();
-    let session = NewSession {
-        device_id: device_id.clone(),
-        display_name,
-        token_hash,
-        ip: ip.0.clone(),
-        now: now_ms(),
-    };
+    let (token, session) = new_session(device_id, display_name, &ip, now_ms());
+    let device_id = session.device_id.clone();
     let who = user_id.clone();
     state.db(move |s| s.create_session(&who, session)).await?;
     Ok(Json(json!({
@@ -516,6 +494,16 @@ fn new_device_id() -> DeviceId {
     // Ten upper-case letters always parse.
     DeviceId::parse(&secrets::new_device_id())
         .unwrap_or_else(|_| unreachable!("generated device IDs are valid"))
+}
+
+/// An optional device ID field: absent or null → `None`; not a valid ID → `M_INVALID_PARAM`.
+fn opt_device_id(v: &Option<Value>) -> Result<Option<DeviceId>, AppError> {
+    opt_string(v, "device_id")?
+        .map(|d| {
+            DeviceId::parse(&d)
+                .map_err(|e| AppError::InvalidParam(format!("Invalid device_id: {e}")))
+        })
+        .transpose()
 }
 
 /// An optional string field: absent or null → `None`; another type → `M_INVALID_PARAM`.

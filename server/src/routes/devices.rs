@@ -2,7 +2,6 @@
 //! `/delete_devices`) revokes its token and its end-to-end keys, after password UIA.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::Path;
 use axum::extract::State;
 use axum::extract::rejection::PathRejection;
@@ -11,8 +10,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::account::{check_password, local_user_id, opt_display_name};
-use crate::error::AppError;
-use crate::extract::{Authenticated, MatrixJson, parse_object};
+use crate::error::{AppError, StageError};
+use crate::extract::{Authenticated, MatrixJson, RawBody, parse_object};
 use crate::state::AppState;
 use crate::store::Device;
 use crate::uia::{self, Purpose};
@@ -84,7 +83,7 @@ pub async fn delete_one(
     State(state): State<AppState>,
     auth: Authenticated,
     path: Result<Path<String>, PathRejection>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<Value>, AppError> {
     let device_id = path_device(path)?;
     let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
@@ -154,7 +153,7 @@ pub async fn require_password_uia_for(
 ) -> Result<(), AppError> {
     // Accounts with a portable identity may also prove themselves with their key.
     let has_key = matches!(
-        crate::portable::service::hosted_log(state, &auth.user_id).await?,
+        state.portable().hosted_log(&auth.user_id).await?,
         Ok(Some(_))
     );
     let flows = if has_key {
@@ -164,14 +163,16 @@ pub async fn require_password_uia_for(
     };
     let attempt = state.uia().begin(purpose, &flows, uia_auth)?;
     if attempt.kind == uia::ROAM_KEY {
-        let outcome =
-            match crate::portable::service::check_key_proof(state, &auth.user_id, &attempt.auth)
-                .await
-            {
-                Ok(()) => Ok(None),
-                Err(AppError::MissingParam(m)) => return Err(AppError::MissingParam(m)),
-                Err(e) => Err(("M_FORBIDDEN", e.to_string())),
-            };
+        let proof = state
+            .portable()
+            .check_key_proof(&auth.user_id, &attempt.auth)
+            .await;
+        let outcome = match proof {
+            Ok(()) => Ok(None),
+            // A malformed stage, or a failure on our side, is not a refused proof.
+            Err(e @ (AppError::MissingParam(_) | AppError::Internal(_))) => return Err(e),
+            Err(e) => Err(StageError::KeyProofRefused(e.to_string())),
+        };
         return state.uia().finish(attempt, &flows, outcome).map(|_| ());
     }
     let (user, password) = uia::password_identity(&attempt.auth)?;
@@ -182,7 +183,7 @@ pub async fn require_password_uia_for(
     let outcome = if ok {
         Ok(None)
     } else {
-        Err(("M_FORBIDDEN", "Invalid password".to_owned()))
+        Err(StageError::WrongPassword)
     };
     state.uia().finish(attempt, &flows, outcome).map(|_| ())
 }

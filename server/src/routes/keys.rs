@@ -12,15 +12,16 @@ use axum::Json;
 use axum::extract::State;
 use roam_identity_core::canonical::NumberPolicy;
 use roam_identity_core::signed::{self, SignError};
-use roam_identity_core::{DeviceId, KeyId, UserId, VerifyingKey, b64};
+use roam_identity_core::{DeviceId, KeyId, ServerName, UserId, VerifyingKey, b64};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::devices::require_password_uia_for;
+use crate::clock::now_ms;
 use crate::error::AppError;
 use crate::extract::{Authenticated, MatrixJson, QueryParams};
-use crate::state::{AppState, now_ms};
-use crate::store::{CrossSigningKind, KeySignature, KeysUpload, OneTimeKey};
+use crate::state::AppState;
+use crate::store::{CrossSigningKind, KeySignature, KeysUpload, OneTimeKey, Store, StoreResult};
 use crate::uia::Purpose;
 
 /// Most one-time keys accepted in one upload (clients send ~50).
@@ -259,6 +260,47 @@ pub struct QueryBody {
     device_keys: Option<Value>,
 }
 
+/// A required request field that must be a JSON object.
+fn required_object(v: Option<Value>, name: &str) -> Result<Map<String, Value>, AppError> {
+    match v.ok_or_else(|| AppError::MissingParam(format!("Missing param: {name}")))? {
+        Value::Object(map) => Ok(map),
+        _ => Err(AppError::BadJson(format!("{name} must be an object"))),
+    }
+}
+
+/// A `{user_id: …}` request map, each user's entry read by `entry`.
+fn per_user<T>(
+    map: &Map<String, Value>,
+    entry: impl Fn(&str, &Value) -> Result<T, AppError>,
+) -> Result<Vec<(UserId, T)>, AppError> {
+    map.iter()
+        .map(|(user, v)| {
+            let user_id = UserId::parse(user)
+                .map_err(|e| invalid(format!("Invalid user ID {user:?}: {e}")))?;
+            Ok((user_id, entry(user, v)?))
+        })
+        .collect()
+}
+
+/// Keeps the users of this server; the others are reported under `failures`, by server:
+/// this server does not federate keys.
+fn local_users<T>(
+    wanted: Vec<(UserId, T)>,
+    own_server: &ServerName,
+    failures: &mut Map<String, Value>,
+) -> Vec<(UserId, T)> {
+    let (local, remote): (Vec<_>, Vec<_>) = wanted
+        .into_iter()
+        .partition(|(user, _)| user.server_name() == *own_server);
+    for (user, _) in remote {
+        failures.insert(
+            user.server_name().to_string(),
+            json!({"status": 503, "message": "Federation is not supported by this server"}),
+        );
+    }
+    local
+}
+
 /// `POST /keys/query`. Remote users are reported under `failures`: this server does not
 /// federate yet.
 pub async fn query(
@@ -266,17 +308,9 @@ pub async fn query(
     auth: Authenticated,
     MatrixJson(body): MatrixJson<QueryBody>,
 ) -> Result<Json<Value>, AppError> {
-    let requested = body
-        .device_keys
-        .ok_or_else(|| AppError::MissingParam("Missing param: device_keys".into()))?;
-    let requested = requested
-        .as_object()
-        .ok_or_else(|| AppError::BadJson("device_keys must be an object".into()))?;
-    let mut wanted: Vec<(UserId, Vec<DeviceId>)> = Vec::new();
-    for (user, devices) in requested {
-        let user_id =
-            UserId::parse(user).map_err(|e| invalid(format!("Invalid user ID {user:?}: {e}")))?;
-        let devices = devices
+    let requested = required_object(body.device_keys, "device_keys")?;
+    let wanted = per_user(&requested, |user, devices| {
+        devices
             .as_array()
             .ok_or_else(|| AppError::BadJson(format!("device_keys[{user:?}] must be a list")))?
             .iter()
@@ -286,62 +320,81 @@ pub async fn query(
                 invalid(format!(
                     "device_keys[{user:?}] must be a list of device IDs"
                 ))
-            })?;
-        wanted.push((user_id, devices));
-    }
+            })
+    })?;
     let own_server = state.config().server_name.clone();
     let requester = auth.user_id.clone();
     let result = state
         .db(move |s| {
-            let mut device_keys = Map::new();
-            let mut master = Map::new();
-            let mut self_signing = Map::new();
-            let mut user_signing = Map::new();
-            let mut failures = Map::new();
-            for (user, devices) in wanted {
-                if user.server_name() != own_server {
-                    failures.insert(
-                        user.server_name().to_string(),
-                        json!({"status": 503, "message": "Federation is not supported by this server"}),
-                    );
-                    continue;
-                }
-                let sigs = s.key_signatures(&user)?;
-                let mut per_device = Map::new();
-                for (device, mut keys) in s.device_keys(&user, &devices)? {
-                    merge_signatures(&mut keys, device.device_id.as_str(), &user, &requester, &sigs);
-                    if let Some(obj) = keys.as_object_mut() {
-                        let unsigned = obj.entry("unsigned").or_insert_with(|| json!({}));
-                        if let Some(unsigned) = unsigned.as_object_mut() {
-                            unsigned.insert("device_display_name".into(), json!(device.display_name));
-                        }
-                    }
-                    per_device.insert(device.device_id.to_string(), keys);
-                }
-                device_keys.insert(user.to_string(), Value::Object(per_device));
-                for (kind, mut key) in s.cross_signing_keys(&user)? {
-                    if let Some(public) = cross_signing_public(&key).map(str::to_owned) {
-                        merge_signatures(&mut key, &public, &user, &requester, &sigs);
-                    }
-                    match kind {
-                        CrossSigningKind::Master => master.insert(user.to_string(), key),
-                        CrossSigningKind::SelfSigning => self_signing.insert(user.to_string(), key),
-                        // A user-signing key is private to its owner.
-                        CrossSigningKind::UserSigning if user == requester => user_signing.insert(user.to_string(), key),
-                        CrossSigningKind::UserSigning => None,
-                    };
-                }
+            let mut answer = QueryAnswer::default();
+            for (user, devices) in local_users(wanted, &own_server, &mut answer.failures) {
+                answer.add_user(s, &user, &devices, &requester)?;
             }
-            Ok(json!({
-                "device_keys": device_keys,
-                "master_keys": master,
-                "self_signing_keys": self_signing,
-                "user_signing_keys": user_signing,
-                "failures": failures,
-            }))
+            Ok(answer.into_json())
         })
         .await?;
     Ok(Json(result))
+}
+
+/// The answer of `/keys/query`, filled user by user.
+#[derive(Default)]
+struct QueryAnswer {
+    device_keys: Map<String, Value>,
+    master: Map<String, Value>,
+    self_signing: Map<String, Value>,
+    user_signing: Map<String, Value>,
+    failures: Map<String, Value>,
+}
+
+impl QueryAnswer {
+    /// Adds one local user's device keys and cross-signing keys, with the signatures the
+    /// requester may see.
+    fn add_user(
+        &mut self,
+        s: &dyn Store,
+        user: &UserId,
+        devices: &[DeviceId],
+        requester: &UserId,
+    ) -> StoreResult<()> {
+        let sigs = s.key_signatures(user)?;
+        let mut per_device = Map::new();
+        for (device, mut keys) in s.device_keys(user, devices)? {
+            merge_signatures(&mut keys, device.device_id.as_str(), user, requester, &sigs);
+            if let Some(obj) = keys.as_object_mut() {
+                let unsigned = obj.entry("unsigned").or_insert_with(|| json!({}));
+                if let Some(unsigned) = unsigned.as_object_mut() {
+                    unsigned.insert("device_display_name".into(), json!(device.display_name));
+                }
+            }
+            per_device.insert(device.device_id.to_string(), keys);
+        }
+        self.device_keys
+            .insert(user.to_string(), Value::Object(per_device));
+        for (kind, mut key) in s.cross_signing_keys(user)? {
+            if let Some(public) = cross_signing_public(&key).map(str::to_owned) {
+                merge_signatures(&mut key, &public, user, requester, &sigs);
+            }
+            let map = match kind {
+                CrossSigningKind::Master => &mut self.master,
+                CrossSigningKind::SelfSigning => &mut self.self_signing,
+                // A user-signing key is private to its owner.
+                CrossSigningKind::UserSigning if user == requester => &mut self.user_signing,
+                CrossSigningKind::UserSigning => continue,
+            };
+            map.insert(user.to_string(), key);
+        }
+        Ok(())
+    }
+
+    fn into_json(self) -> Value {
+        json!({
+            "device_keys": self.device_keys,
+            "master_keys": self.master,
+            "self_signing_keys": self.self_signing,
+            "user_signing_keys": self.user_signing,
+            "failures": self.failures,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -355,44 +408,14 @@ pub async fn claim(
     _auth: Authenticated,
     MatrixJson(body): MatrixJson<ClaimBody>,
 ) -> Result<Json<Value>, AppError> {
-    let requested = body
-        .one_time_keys
-        .ok_or_else(|| AppError::MissingParam("Missing param: one_time_keys".into()))?;
-    let requested = requested
-        .as_object()
-        .ok_or_else(|| AppError::BadJson("one_time_keys must be an object".into()))?;
-    let mut wanted: Vec<(UserId, Vec<(DeviceId, String)>)> = Vec::new();
-    for (user, devices) in requested {
-        let user_id =
-            UserId::parse(user).map_err(|e| invalid(format!("Invalid user ID {user:?}: {e}")))?;
-        let devices = devices.as_object().ok_or_else(|| {
-            AppError::BadJson(format!("one_time_keys[{user:?}] must be an object"))
-        })?;
-        let mut list = Vec::new();
-        for (device, algorithm) in devices {
-            let device = DeviceId::parse(device)
-                .map_err(|e| invalid(format!("Invalid device ID {device:?}: {e}")))?;
-            let algorithm = algorithm
-                .as_str()
-                .filter(|a| !a.is_empty() && !a.contains(':'))
-                .ok_or_else(|| invalid("Key algorithm must be a string without ':'"))?;
-            list.push((device, algorithm.to_owned()));
-        }
-        wanted.push((user_id, list));
-    }
+    let requested = required_object(body.one_time_keys, "one_time_keys")?;
+    let wanted = per_user(&requested, claim_entry)?;
     let own_server = state.config().server_name.clone();
     let result = state
         .db(move |s| {
             let mut keys = Map::new();
             let mut failures = Map::new();
-            for (user, devices) in wanted {
-                if user.server_name() != own_server {
-                    failures.insert(
-                        user.server_name().to_string(),
-                        json!({"status": 503, "message": "Federation is not supported by this server"}),
-                    );
-                    continue;
-                }
+            for (user, devices) in local_users(wanted, &own_server, &mut failures) {
                 let mut per_device = Map::new();
                 for (device, algorithm) in devices {
                     if let Some(k) = s.claim_key(&user, &device, &algorithm)? {
@@ -407,6 +430,24 @@ pub async fn claim(
         })
         .await?;
     Ok(Json(result))
+}
+
+/// One user's `{device_id: algorithm}` entry of a claim.
+fn claim_entry(user: &str, devices: &Value) -> Result<Vec<(DeviceId, String)>, AppError> {
+    let devices = devices
+        .as_object()
+        .ok_or_else(|| AppError::BadJson(format!("one_time_keys[{user:?}] must be an object")))?;
+    let mut list = Vec::new();
+    for (device, algorithm) in devices {
+        let device = DeviceId::parse(device)
+            .map_err(|e| invalid(format!("Invalid device ID {device:?}: {e}")))?;
+        let algorithm = algorithm
+            .as_str()
+            .filter(|a| !a.is_empty() && !a.contains(':'))
+            .ok_or_else(|| invalid("Key algorithm must be a string without ':'"))?;
+        list.push((device, algorithm.to_owned()));
+    }
+    Ok(list)
 }
 
 /// `GET /keys/changes?from=&to=`. Positions are this server's key-change stream positions;
@@ -560,48 +601,26 @@ pub async fn signatures_upload(
     let own_server = state.config().server_name.clone();
     let result = state
         .db(move |s| {
-            let mine = s.cross_signing_keys(&me)?;
-            let my_key = |kind| -> Option<(KeyId, VerifyingKey)> {
-                let public = cross_signing_public(mine.get(&kind)?)?;
-                Some((KeyId::ed25519(public).ok()?, ed25519_key(public)?))
-            };
-            let self_signing = my_key(CrossSigningKind::SelfSigning);
-            let user_signing = my_key(CrossSigningKind::UserSigning);
-            let my_devices: HashMap<String, Value> = s
-                .device_keys(&me, &[])?
-                .into_iter()
-                .map(|(d, k)| (d.device_id.to_string(), k))
-                .collect();
-
+            let signer = Signer::load(s, me, own_server)?;
             let mut accepted = Vec::new();
             let mut failures: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
             for (user, keys) in &body {
                 let Some(keys) = keys.as_object() else {
-                    failures.entry(user.clone()).or_default().insert(
-                        "*".into(),
-                        failure("M_BAD_JSON", "Expected an object of keys"),
-                    );
+                    let e = AppError::BadJson("Expected an object of keys".into());
+                    failures
+                        .entry(user.clone())
+                        .or_default()
+                        .insert("*".into(), e.failure_entry());
                     continue;
                 };
                 for (target_key, signed_obj) in keys {
-                    match check_one_signature(
-                        s,
-                        &me,
-                        &own_server,
-                        user,
-                        target_key,
-                        signed_obj,
-                        &my_devices,
-                        &mine,
-                        self_signing.as_ref(),
-                        user_signing.as_ref(),
-                    ) {
+                    match signer.check(user, target_key, signed_obj) {
                         Ok(sigs) => accepted.extend(sigs),
-                        Err((code, msg)) => {
+                        Err(e) => {
                             failures
                                 .entry(user.clone())
                                 .or_default()
-                                .insert(target_key.clone(), failure(code, &msg));
+                                .insert(target_key.clone(), e.failure_entry());
                         }
                     }
                 }
@@ -615,123 +634,137 @@ pub async fn signatures_upload(
     Ok(Json(result))
 }
 
-fn failure(errcode: &str, error: &str) -> Value {
-    json!({"errcode": errcode, "error": error})
+/// The uploader's side of a signature upload: who signs, and the keys that may sign what.
+struct Signer<'s> {
+    store: &'s dyn Store,
+    me: UserId,
+    own_server: ServerName,
+    my_devices: HashMap<String, Value>,
+    mine: BTreeMap<CrossSigningKind, Value>,
+    self_signing: Option<(KeyId, VerifyingKey)>,
+    user_signing: Option<(KeyId, VerifyingKey)>,
 }
 
-type SigFailure = (&'static str, String);
+/// The stored object a signature is made on, and the keys allowed to make it.
+type Target = (Value, Vec<(KeyId, VerifyingKey)>);
 
-/// Validates the signatures in one uploaded object and returns them ready to store.
-#[allow(clippy::too_many_arguments)]
-fn check_one_signature(
-    s: &dyn crate::store::Store,
-    me: &UserId,
-    own_server: &roam_identity_core::ServerName,
-    user: &str,
-    target_key: &str,
-    signed_obj: &Value,
-    my_devices: &HashMap<String, Value>,
-    mine: &BTreeMap<CrossSigningKind, Value>,
-    self_signing: Option<&(KeyId, VerifyingKey)>,
-    user_signing: Option<&(KeyId, VerifyingKey)>,
-) -> Result<Vec<KeySignature>, SigFailure> {
-    let target_user =
-        UserId::parse(user).map_err(|e| ("M_INVALID_PARAM", format!("Invalid user ID: {e}")))?;
-    if target_user.server_name() != *own_server {
-        return Err((
-            "M_UNRECOGNIZED",
-            "Signing keys of remote users is not supported".into(),
-        ));
+impl<'s> Signer<'s> {
+    fn load(store: &'s dyn Store, me: UserId, own_server: ServerName) -> StoreResult<Self> {
+        let mine = store.cross_signing_keys(&me)?;
+        let my_key = |kind| -> Option<(KeyId, VerifyingKey)> {
+            let public = cross_signing_public(mine.get(&kind)?)?;
+            Some((KeyId::ed25519(public).ok()?, ed25519_key(public)?))
+        };
+        let self_signing = my_key(CrossSigningKind::SelfSigning);
+        let user_signing = my_key(CrossSigningKind::UserSigning);
+        let my_devices = store
+            .device_keys(&me, &[])?
+            .into_iter()
+            .map(|(d, k)| (d.device_id.to_string(), k))
+            .collect();
+        Ok(Self {
+            store,
+            me,
+            own_server,
+            my_devices,
+            mine,
+            self_signing,
+            user_signing,
+        })
     }
-    let my_sigs = signed_obj
-        .get("signatures")
-        .and_then(|v| v.get(me.as_str()))
-        .and_then(Value::as_object)
-        .ok_or_else(|| {
-            (
-                "M_INVALID_SIGNATURE",
-                "No signatures by the uploader".to_owned(),
-            )
-        })?;
 
-    // The stored object is what gets signed: the client's copy only supplies signatures.
-    let (stored, signers): (Value, Vec<(KeyId, VerifyingKey)>) = if target_user == *me {
-        if let Some(device_keys) = my_devices.get(target_key) {
-            // One of my devices, signed by my self-signing key.
-            let ssk = self_signing.ok_or_else(|| {
-                (
-                    "M_INVALID_SIGNATURE",
-                    "No self-signing key uploaded".to_owned(),
-                )
-            })?;
-            (device_keys.clone(), vec![ssk.clone()])
-        } else if mine
-            .get(&CrossSigningKind::Master)
-            .and_then(cross_signing_public)
-            == Some(target_key)
-        {
-            // My master key, signed by one of my devices.
-            let master = mine
-                .get(&CrossSigningKind::Master)
-                .cloned()
-                .unwrap_or(Value::Null);
-            let devices = my_devices
-                .iter()
-                .filter_map(|(id, keys)| {
-                    let device = DeviceId::parse(id).ok()?;
-                    Some((KeyId::ed25519(id).ok()?, device_ed25519(keys, &device)?))
-                })
-                .collect();
-            (master, devices)
-        } else {
-            return Err(("M_NOT_FOUND", "Unknown device or key".into()));
+    /// Validates the signatures in one uploaded object and returns them ready to store.
+    fn check(
+        &self,
+        user: &str,
+        target_key: &str,
+        signed_obj: &Value,
+    ) -> Result<Vec<KeySignature>, AppError> {
+        let target_user = UserId::parse(user)
+            .map_err(|e| AppError::InvalidParam(format!("Invalid user ID: {e}")))?;
+        if target_user.server_name() != self.own_server {
+            return Err(AppError::Unsupported(
+                "Signing keys of remote users is not supported".into(),
+            ));
         }
-    } else {
-        // Another user's master key, signed by my user-signing key.
-        let usk = user_signing.ok_or_else(|| {
-            (
-                "M_INVALID_SIGNATURE",
-                "No user-signing key uploaded".to_owned(),
-            )
-        })?;
-        let theirs = s
-            .cross_signing_keys(&target_user)
-            .map_err(|e| ("M_UNKNOWN", e.to_string()))?;
+        let my_sigs = signed_obj
+            .get("signatures")
+            .and_then(|v| v.get(self.me.as_str()))
+            .and_then(Value::as_object)
+            .ok_or_else(|| AppError::InvalidSignature("No signatures by the uploader".into()))?;
+        // The stored object is what gets signed: the client's copy only supplies signatures.
+        let (stored, signers) = if target_user == self.me {
+            self.own_target(target_key)?
+        } else {
+            self.others_master(&target_user, target_key)?
+        };
+        let mut out = Vec::new();
+        for (key_id, key) in signers {
+            let Some(sig) = my_sigs.get(key_id.as_str()).and_then(Value::as_str) else {
+                continue;
+            };
+            let mut candidate = stored.clone();
+            if let Some(obj) = candidate.as_object_mut() {
+                obj.insert(
+                    "signatures".into(),
+                    json!({ self.me.as_str(): { key_id.as_str(): sig } }),
+                );
+            }
+            verify_signature(&candidate, &self.me, &key_id, &key)
+                .map_err(|e| AppError::InvalidSignature(e.to_string()))?;
+            out.push(KeySignature {
+                target_user: target_user.clone(),
+                target_key: target_key.to_owned(),
+                signer_user: self.me.clone(),
+                signer_key_id: key_id.to_string(),
+                signature: sig.to_owned(),
+            });
+        }
+        if out.is_empty() {
+            return Err(AppError::InvalidSignature(
+                "No signature by a key that may sign this object".into(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// One of my devices (signed by my self-signing key), or my master key (signed by one
+    /// of my devices).
+    fn own_target(&self, target_key: &str) -> Result<Target, AppError> {
+        if let Some(device_keys) = self.my_devices.get(target_key) {
+            let ssk = self
+                .self_signing
+                .clone()
+                .ok_or_else(|| AppError::InvalidSignature("No self-signing key uploaded".into()))?;
+            return Ok((device_keys.clone(), vec![ssk]));
+        }
+        let master = self.mine.get(&CrossSigningKind::Master);
+        if master.and_then(cross_signing_public) != Some(target_key) {
+            return Err(AppError::NotFound("Unknown device or key".into()));
+        }
+        let devices = self
+            .my_devices
+            .iter()
+            .filter_map(|(id, keys)| {
+                let device = DeviceId::parse(id).ok()?;
+                Some((KeyId::ed25519(id).ok()?, device_ed25519(keys, &device)?))
+            })
+            .collect();
+        Ok((master.cloned().unwrap_or(Value::Null), devices))
+    }
+
+    /// Another user's master key, signed by my user-signing key.
+    fn others_master(&self, target_user: &UserId, target_key: &str) -> Result<Target, AppError> {
+        let usk = self
+            .user_signing
+            .clone()
+            .ok_or_else(|| AppError::InvalidSignature("No user-signing key uploaded".into()))?;
+        let theirs = self.store.cross_signing_keys(target_user)?;
         let master = theirs
             .get(&CrossSigningKind::Master)
             .filter(|m| cross_signing_public(m) == Some(target_key))
             .cloned()
-            .ok_or_else(|| ("M_NOT_FOUND", "Unknown key".to_owned()))?;
-        (master, vec![usk.clone()])
-    };
-
-    let mut out = Vec::new();
-    for (key_id, key) in signers {
-        let Some(sig) = my_sigs.get(key_id.as_str()).and_then(Value::as_str) else {
-            continue;
-        };
-        let mut candidate = stored.clone();
-        if let Some(obj) = candidate.as_object_mut() {
-            obj.insert(
-                "signatures".into(),
-                json!({ me.as_str(): { key_id.as_str(): sig } }),
-            );
-        }
-        verify_signature(&candidate, me, &key_id, &key)
-            .map_err(|e| ("M_INVALID_SIGNATURE", e.to_string()))?;
-        out.push(KeySignature {
-            target_user: target_user.clone(),
-            target_key: target_key.to_owned(),
-            signer_user: me.clone(),
-            signer_key_id: key_id.to_string(),
-            signature: sig.to_owned(),
-        });
+            .ok_or_else(|| AppError::NotFound("Unknown key".into()))?;
+        Ok((master, vec![usk]))
     }
-    if out.is_empty() {
-        return Err((
-            "M_INVALID_SIGNATURE",
-            "No signature by a key that may sign this object".into(),
-        ));
-    }
-    Ok(out)
 }

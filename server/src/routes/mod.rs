@@ -4,6 +4,7 @@
 mod account;
 mod devices;
 mod keys;
+mod metrics;
 mod roam;
 mod server;
 
@@ -11,8 +12,6 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-
-pub use server::server_key_document;
 
 use crate::error::AppError;
 use crate::state::AppState;
@@ -93,10 +92,10 @@ pub fn router(state: AppState) -> Router {
         .nest("/_roam/v1", roam_routes())
         .route("/1.0/identifiers/{did}", get(roam::identifiers))
         .route("/health", get(server::health))
-        .route("/metrics", get(crate::metrics::endpoint))
+        .route("/metrics", get(metrics::endpoint))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::metrics::track,
+            metrics::track,
         ))
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)

@@ -2,8 +2,6 @@
 //! adopting a DID, migration.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::FromRequest;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -13,32 +11,14 @@ use roam_identity_core::{Did, UserId, canonical};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::clock::now_ms;
 use crate::error::AppError;
-use crate::extract::{Authenticated, MatrixJson, PathParam, QueryParams};
-use crate::portable::migrate::{self, MigrateRequest};
-use crate::portable::service::{self, apply_ops, bundle_for};
-use crate::state::{AppState, now_ms};
-
-/// A raw body under the route's size cap; over it → `M_TOO_LARGE` (as Matrix JSON).
-#[derive(Debug)]
-pub struct RawBody(Bytes);
-
-impl<S: Send + Sync> FromRequest<S> for RawBody {
-    type Rejection = AppError;
-
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, AppError> {
-        Bytes::from_request(req, state)
-            .await
-            .map(RawBody)
-            .map_err(|r| {
-                if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    AppError::TooLarge("Request body too large".into())
-                } else {
-                    AppError::BadJson(r.body_text())
-                }
-            })
-    }
-}
+use crate::extract::{
+    Authenticated, ClientIp, MatrixJson, PathParam, QueryParams, RawBody, from_body_value,
+};
+use crate::portable::commit::AccountMode;
+use crate::portable::migrate::MigrateRequest;
+use crate::state::AppState;
 
 fn parse_did(s: &str) -> Result<Did, AppError> {
     Did::parse(s).map_err(|e| AppError::InvalidParam(format!("Invalid DID: {e}")))
@@ -80,7 +60,7 @@ pub async fn user_bundle(
     let did = state.db(move |s| s.did_of_user(&u)).await?.ok_or_else(|| {
         AppError::NotFound(format!("{user} has no portable identity on this server"))
     })?;
-    bundle_for(&state, &did).await.map(Json)
+    state.portable().bundle_for(&did).await.map(Json)
 }
 
 /// `GET /_roam/v1/accounts/{did}`.
@@ -89,7 +69,7 @@ pub async fn account_bundle(
     PathParam(did): PathParam,
 ) -> Result<Json<Value>, AppError> {
     let did = parse_did(&did)?;
-    bundle_for(&state, &did).await.map(Json)
+    state.portable().bundle_for(&did).await.map(Json)
 }
 
 /// `GET /_roam/v1/accounts/{did}/log?since=SEQ`.
@@ -132,7 +112,9 @@ pub async fn post_ops(
     if ops.is_empty() {
         return Err(AppError::BadJson("`ops` is empty".into()));
     }
-    apply_ops(&state, &did, ops)
+    state
+        .portable()
+        .apply_ops(&did, ops)
         .await
         .map(|a| Json(a.to_json()))
 }
@@ -192,7 +174,7 @@ pub struct ChallengeRequest {
 /// `POST /_roam/v1/login/challenge`.
 pub async fn login_challenge(
     State(state): State<AppState>,
-    ip: crate::extract::ClientIp,
+    ip: ClientIp,
     MatrixJson(req): MatrixJson<ChallengeRequest>,
 ) -> Result<Json<Value>, AppError> {
     let user = UserId::parse(&req.user_id)
@@ -235,14 +217,10 @@ pub async fn adopt_did(
     if state.db(move |s| s.did_of_user(&u)).await?.is_some() {
         return Err(AppError::UserInUse);
     }
-    let log = service::bind_account(
-        &state,
-        &did,
-        &ops,
-        Some(&auth.user_id),
-        service::AccountMode::Existing,
-    )
-    .await?;
+    let log = state
+        .portable()
+        .bind_account(&did, &ops, Some(&auth.user_id), AccountMode::Existing)
+        .await?;
     let st = &log.state;
     let d = did.clone();
     let atts = state.db(move |s| s.issued_attestations(&d)).await?;
@@ -257,9 +235,8 @@ pub async fn start_migration(
     RawBody(body): RawBody,
 ) -> Result<Json<Value>, AppError> {
     let value = strict_json(&body)?;
-    let req: MigrateRequest = serde_json::from_value(value)
-        .map_err(|e| AppError::BadJson(format!("Invalid request body: {e}")))?;
-    let m = migrate::migrate(&state, req).await?;
+    let req: MigrateRequest = from_body_value(value)?;
+    let m = state.portable().migrate(req).await?;
     Ok(Json(
         serde_json::to_value(m).map_err(|e| AppError::Internal(e.to_string()))?,
     ))
@@ -270,7 +247,7 @@ pub async fn migration_status(
     State(state): State<AppState>,
     PathParam(id): PathParam,
 ) -> Result<Json<Value>, AppError> {
-    let m = migrate::status(&state, &id).await?;
+    let m = state.portable().migration_status(&id).await?;
     Ok(Json(
         serde_json::to_value(m).map_err(|e| AppError::Internal(e.to_string()))?,
     ))
@@ -309,7 +286,7 @@ pub async fn identifiers(
         Err(e) => return fail(ResolutionError::from_did_error(&e)),
     };
     let now = now_ms();
-    let view = match bundle_for(&state, &did).await {
+    let view = match state.portable().bundle_for(&did).await {
         Ok(bundle) => {
             let verified = roam_identity_core::bundle::Bundle::from_value(&bundle)
                 .and_then(|b| roam_identity_core::bundle::verify(&b, Some(&did), now));

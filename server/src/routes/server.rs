@@ -4,11 +4,11 @@
 use axum::Json;
 use axum::extract::Path;
 use axum::extract::State;
-use roam_identity_core::{KeyId, server_keys};
 use serde_json::{Value, json};
 
+use crate::clock::now_ms;
 use crate::error::AppError;
-use crate::state::{AppState, now_ms};
+use crate::state::AppState;
 
 /// `GET /_matrix/client/versions`.
 pub async fn versions() -> Json<Value> {
@@ -34,36 +34,9 @@ pub async fn health(State(state): State<AppState>) -> Result<&'static str, AppEr
     Ok("OK")
 }
 
-/// The signed server key document, valid for the configured time from now.
-pub fn server_key_document(state: &AppState, now: u64) -> Result<Value, AppError> {
-    let key = state.server_key();
-    let mut old = std::collections::BTreeMap::new();
-    for k in &key.old {
-        let key_id = KeyId::ed25519(&k.version)
-            .map_err(|e| AppError::Internal(format!("stored old key version: {e}")))?;
-        let public = roam_identity_core::did::ed25519_key_strict(&k.public_key)
-            .map_err(|e| AppError::Internal(format!("stored old key {key_id}: {e}")))?;
-        old.insert(
-            key_id,
-            server_keys::OldKey {
-                key: public,
-                expired_ts: k.expired_ts,
-            },
-        );
-    }
-    let current = crate::portable::service::signing_key(state);
-    server_keys::build(
-        &state.config().server_name,
-        &current,
-        &old,
-        now + state.config().key_validity_ms,
-    )
-    .map_err(|e| AppError::Internal(format!("signing server keys: {e}")))
-}
-
 /// `GET /_matrix/key/v2/server`.
 pub async fn server_keys(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
-    server_key_document(&state, now_ms()).map(Json)
+    state.signer().key_document(now_ms()).map(Json)
 }
 
 /// `GET /_matrix/key/v2/server/{keyId}`: deprecated; like Synapse, the key ID is ignored and
@@ -72,5 +45,5 @@ pub async fn server_keys_by_id(
     State(state): State<AppState>,
     _key_id: Path<String>,
 ) -> Result<Json<Value>, AppError> {
-    server_key_document(&state, now_ms()).map(Json)
+    state.signer().key_document(now_ms()).map(Json)
 }

@@ -1,13 +1,14 @@
 //! Storage for portable accounts: held account logs, the attestations this server issued,
 //! user ID → DID bindings, the export stream and migrations.
 //!
-//! A separate trait from [`super::Store`] (which requires it) so the account-log half can be
+//! A separate trait from `Store` (which requires it) so the account-log half can be
 //! read on its own; the redb implementation shares the same file and transactions.
 
 use roam_identity_core::{DeviceId, Did, Millis, OpHash, ServerName, UserId};
 use serde_json::Value;
 
-use super::{Account, NewSession, StoreResult};
+use super::error::StoreResult;
+use super::records::NewAccount;
 
 /// The verified head of a held log, as last stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +26,7 @@ pub struct LogSummary {
 pub struct LogCommit {
     pub did: Did,
     /// The head the caller verified against (`None`: the log was not held). The commit
-    /// fails with [`super::StoreError::Conflict`] if another writer moved it meanwhile.
+    /// fails with [`super::error::StoreError::HeadMoved`] if another writer moved it meanwhile.
     pub expected_head: Option<OpHash>,
     /// New ops (hash, canonical JSON value), appended to the log and the export stream.
     pub new_ops: Vec<(OpHash, Value)>,
@@ -67,13 +68,7 @@ pub trait LogStore {
     fn commit_log(&self, commit: LogCommit) -> StoreResult<()>;
     /// Creates an account (and session, consuming a registration token) together with its
     /// log, binding and attestations, in one transaction.
-    fn create_account_with_log(
-        &self,
-        account: Account,
-        session: Option<NewSession>,
-        registration_token: Option<&str>,
-        commit: LogCommit,
-    ) -> StoreResult<()>;
+    fn create_account_with_log(&self, new: NewAccount, commit: LogCommit) -> StoreResult<()>;
     /// Keeps ops refused as equivocation, as evidence.
     fn record_fork(&self, did: &Did, ops: &[(OpHash, Value)]) -> StoreResult<()>;
     /// Fork evidence held for `did`.

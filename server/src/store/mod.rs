@@ -1,281 +1,36 @@
 //! Durable state of the homeserver behind one trait.
 //!
 //! Handlers never see redb: they call the typed methods of [`Store`], which speak in validated
-//! identifiers and plain records and fail with [`StoreError`]. The trait is synchronous because
-//! redb is; async callers go through [`crate::state::AppState::db`], which runs a call on the
-//! blocking pool. Every method that changes several tables does it in one transaction and
-//! returns only after the commit, so an answer sent to a client is never ahead of the disk.
+//! identifiers and plain records and fail with [`StoreError`]. The trait is synchronous
+//! because redb is; async callers go through [`Db`], which runs a call on the blocking pool.
+//! Every method that changes several tables does it in one transaction and returns only
+//! after the commit, so an answer sent to a client is never ahead of the disk.
 //!
 //! New features (the account log, attestations) add their own tables in [`tables`] and their
-//! own methods here; they must not change the layouts of the existing tables.
+//! own methods to the traits; they must not change the layouts of the existing tables.
+//!
+//! Files: `accounts.rs` (the `Store` trait), [`logs`] (the `LogStore` trait and its
+//! records), `records.rs`, `error.rs`, `db.rs` (the async handle), [`tables`]; the redb
+//! implementation in
+//! `redb_database.rs` (the database, transactions, row encoding), `redb_store.rs` and
+//! `redb_logs.rs`. This file only names them.
 
+mod accounts;
+mod db;
+mod error;
 pub mod logs;
+mod records;
+mod redb_database;
 mod redb_logs;
 mod redb_store;
 pub mod tables;
 
-use std::collections::BTreeMap;
-
-use roam_identity_core::{DeviceId, Millis, UserId};
-use serde_json::Value;
-
+pub use accounts::Store;
+pub use db::Db;
+pub use error::{BoxError, StoreError, StoreResult};
 pub use logs::{ExportedOp, LogCommit, LogStore, LogSummary};
-pub use redb_store::RedbStore;
-
-/// Why a storage call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The user ID is already registered.
-    #[error("user ID {0} is already taken")]
-    UserInUse(String),
-    /// The named row does not exist.
-    #[error("{0} not found")]
-    NotFound(&'static str),
-    /// A one-time key ID was uploaded again with different content.
-    #[error("one-time key {key_id} already exists with different content")]
-    KeyConflict { key_id: String },
-    /// A registration token with this text already exists.
-    #[error("registration token already exists")]
-    TokenExists,
-    /// A registration token does not exist, is used up or expired.
-    #[error("registration token is not valid")]
-    TokenInvalid,
-    /// A concurrent writer changed the row this write was based on; retry from a fresh read.
-    #[error("conflict: {0}")]
-    Conflict(String),
-    /// The database file is held by another process (usually a running `roam serve`).
-    #[error("the database is in use by another process")]
-    Locked,
-    /// A stored row could not be decoded: the file was written by something else.
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
-    /// redb or the file system failed.
-    #[error("storage backend failed: {0}")]
-    Backend(String),
-}
-
-pub type StoreResult<T> = Result<T, StoreError>;
-
-/// The server's Ed25519 signing key as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerKeyRecord {
-    /// The version part of the key ID, `[a-zA-Z0-9_]+` (e.g. `a_Xy12`).
-    pub version: String,
-    /// The 32-byte seed. Kept in the store so that one file is the whole server.
-    pub seed: [u8; 32],
-    pub created_at: Millis,
-}
-
-/// A key the server used to sign with, published under `old_verify_keys`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OldServerKey {
-    pub version: String,
-    pub public_key: [u8; 32],
-    pub expired_ts: Millis,
-}
-
-/// A local account.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Account {
-    pub user_id: UserId,
-    /// argon2id PHC string; `None` for accounts that cannot log in with a password.
-    pub password_hash: Option<String>,
-    pub created_at: Millis,
-}
-
-/// A device, which is also a login session: at most one access token belongs to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Device {
-    pub user_id: UserId,
-    pub device_id: DeviceId,
-    pub display_name: Option<String>,
-    pub created_at: Millis,
-    pub last_seen_ip: Option<String>,
-    pub last_seen_ts: Option<Millis>,
-}
-
-/// What a new login creates: a device (new or re-used) and its access token.
-#[derive(Debug, Clone)]
-pub struct NewSession {
-    pub device_id: DeviceId,
-    /// Set on a new device; on an existing one, replaces the name only when `Some`.
-    pub display_name: Option<String>,
-    /// sha256 of the access token. The token itself is never stored.
-    pub token_hash: [u8; 32],
-    pub ip: Option<String>,
-    pub now: Millis,
-}
-
-/// Who an access token belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenOwner {
-    pub user_id: UserId,
-    pub device_id: DeviceId,
-}
-
-/// A registration token as managed by `roam admin token`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegistrationToken {
-    pub token: String,
-    /// `None` = unlimited.
-    pub uses_allowed: Option<u32>,
-    pub completed: u32,
-    pub expiry_time: Option<Millis>,
-    pub created_at: Millis,
-}
-
-impl RegistrationToken {
-    /// True when the token may still admit one registration at `now`.
-    pub fn is_usable(&self, now: Millis) -> bool {
-        self.uses_allowed.is_none_or(|n| self.completed < n)
-            && self.expiry_time.is_none_or(|t| now < t)
-    }
-}
-
-/// A one-time or fallback key: its full ID (`signed_curve25519:AAAAAQ`) and JSON body.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OneTimeKey {
-    pub key_id: String,
-    pub key: Value,
-}
-
-/// One `POST /keys/upload`, already validated by the handler.
-#[derive(Debug, Clone, Default)]
-pub struct KeysUpload {
-    pub device_keys: Option<Value>,
-    pub one_time_keys: Vec<OneTimeKey>,
-    /// At most one per algorithm; replaces the previous fallback key of that algorithm.
-    pub fallback_keys: Vec<OneTimeKey>,
-}
-
-/// Which cross-signing key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum CrossSigningKind {
-    Master,
-    SelfSigning,
-    UserSigning,
-}
-
-impl CrossSigningKind {
-    pub const ALL: [CrossSigningKind; 3] = [Self::Master, Self::SelfSigning, Self::UserSigning];
-
-    /// The `usage` value and the storage key.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Master => "master",
-            Self::SelfSigning => "self_signing",
-            Self::UserSigning => "user_signing",
-        }
-    }
-}
-
-/// A signature by `signer_user`'s key `signer_key_id` over `target_user`'s key `target_key`
-/// (a device ID, or the unpadded base64 public key of a cross-signing key).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeySignature {
-    pub target_user: UserId,
-    pub target_key: String,
-    pub signer_user: UserId,
-    pub signer_key_id: String,
-    pub signature: String,
-}
-
-/// The durable state of one homeserver.
-///
-/// Implementations must make each method atomic: either all of its changes are committed
-/// before it returns `Ok`, or none are.
-pub trait Store: LogStore + Send + Sync + std::fmt::Debug + 'static {
-    // --- server keys ---
-
-    /// The current server signing key, creating it from `candidate` on first start.
-    fn server_key_or_insert(&self, candidate: ServerKeyRecord) -> StoreResult<ServerKeyRecord>;
-    /// Keys that were replaced, for `old_verify_keys`.
-    fn old_server_keys(&self) -> StoreResult<Vec<OldServerKey>>;
-
-    // --- accounts and sessions ---
-
-    /// Creates an account, and its first session when `session` is given, in one
-    /// transaction. When `registration_token` is given it is consumed in the same transaction
-    /// and the registration fails with [`StoreError::TokenInvalid`] if it is no longer usable.
-    fn create_account(
-        &self,
-        account: Account,
-        session: Option<NewSession>,
-        registration_token: Option<&str>,
-    ) -> StoreResult<()>;
-    fn account(&self, user_id: &UserId) -> StoreResult<Option<Account>>;
-    /// Logs in: creates the device if needed, otherwise revokes its previous token.
-    fn create_session(&self, user_id: &UserId, session: NewSession) -> StoreResult<()>;
-    fn token_owner(&self, token_hash: &[u8; 32]) -> StoreResult<Option<TokenOwner>>;
-    /// Deletes devices with their tokens and end-to-end keys. Unknown IDs are ignored.
-    fn delete_devices(&self, user_id: &UserId, devices: &[DeviceId]) -> StoreResult<()>;
-    /// Deletes every device of the user (`/logout/all`).
-    fn delete_all_devices(&self, user_id: &UserId) -> StoreResult<()>;
-    fn devices(&self, user_id: &UserId) -> StoreResult<Vec<Device>>;
-    fn device(&self, user_id: &UserId, device_id: &DeviceId) -> StoreResult<Option<Device>>;
-    fn set_device_display_name(
-        &self,
-        user_id: &UserId,
-        device_id: &DeviceId,
-        name: Option<String>,
-    ) -> StoreResult<()>;
-
-    // --- end-to-end keys ---
-
-    /// Stores uploaded keys; returns the unclaimed one-time key count per algorithm.
-    fn upload_keys(
-        &self,
-        user_id: &UserId,
-        device_id: &DeviceId,
-        upload: KeysUpload,
-        now: Millis,
-    ) -> StoreResult<BTreeMap<String, u64>>;
-    /// Unclaimed one-time keys per algorithm for one device.
-    fn one_time_key_counts(
-        &self,
-        user_id: &UserId,
-        device_id: &DeviceId,
-    ) -> StoreResult<BTreeMap<String, u64>>;
-    /// Device keys of the user's devices (all when `only` is empty), as uploaded.
-    fn device_keys(&self, user_id: &UserId, only: &[DeviceId])
-    -> StoreResult<Vec<(Device, Value)>>;
-    /// Takes one one-time key of `algorithm`, falling back to the fallback key.
-    fn claim_key(
-        &self,
-        user_id: &UserId,
-        device_id: &DeviceId,
-        algorithm: &str,
-    ) -> StoreResult<Option<OneTimeKey>>;
-    /// Unused fallback key algorithms of a device.
-    fn unused_fallback_key_types(
-        &self,
-        user_id: &UserId,
-        device_id: &DeviceId,
-    ) -> StoreResult<Vec<String>>;
-    fn cross_signing_keys(
-        &self,
-        user_id: &UserId,
-    ) -> StoreResult<BTreeMap<CrossSigningKind, Value>>;
-    fn put_cross_signing_keys(
-        &self,
-        user_id: &UserId,
-        keys: Vec<(CrossSigningKind, Value)>,
-        now: Millis,
-    ) -> StoreResult<()>;
-    /// Stores signatures on keys and marks the targets' key lists as changed.
-    fn add_key_signatures(&self, signatures: Vec<KeySignature>, now: Millis) -> StoreResult<()>;
-    /// Signatures stored for `target_user`'s keys.
-    fn key_signatures(&self, target_user: &UserId) -> StoreResult<Vec<KeySignature>>;
-    /// The position of the newest key change (0 when none).
-    fn key_change_position(&self) -> StoreResult<u64>;
-    /// Users whose device or cross-signing keys changed after `from`, up to `to` inclusive.
-    fn key_changes(&self, from: u64, to: u64) -> StoreResult<Vec<UserId>>;
-
-    // --- registration tokens ---
-
-    fn create_registration_token(&self, token: RegistrationToken) -> StoreResult<()>;
-    fn registration_tokens(&self) -> StoreResult<Vec<RegistrationToken>>;
-    fn registration_token(&self, token: &str) -> StoreResult<Option<RegistrationToken>>;
-    /// Deletes a token; `NotFound` if it did not exist.
-    fn revoke_registration_token(&self, token: &str) -> StoreResult<()>;
-}
+pub use records::{
+    Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,
+    OldServerKey, OneTimeKey, RegistrationToken, ServerKeyRecord, TokenOwner,
+};
+pub use redb_database::RedbStore;

@@ -4,41 +4,25 @@ use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use roam_identity_core::{Did, OpHash, ServerName, UserId};
 use serde_json::Value;
 
+use super::error::{StoreError, StoreResult};
 use super::logs::{ExportedOp, LogCommit, LogStore, LogSummary};
-use super::redb_store::{RedbStore, from_json, insert_account, to_json};
+use super::records::NewAccount;
+use super::redb_database::{RedbStore, from_json, insert_account, to_json};
 use super::tables as t;
-use super::{Account, NewSession, StoreError, StoreResult};
-
-/// Creates the log tables (called when the database is opened).
-pub(super) fn create_tables(txn: &WriteTransaction) -> StoreResult<()> {
-    txn.open_table(t::LOG_OPS)?;
-    txn.open_table(t::LOG_HEADS)?;
-    txn.open_table(t::USER_DIDS)?;
-    txn.open_table(t::ATTESTATIONS)?;
-    txn.open_table(t::OP_EXPORT)?;
-    txn.open_table(t::FORK_EVIDENCE)?;
-    txn.open_table(t::MIGRATIONS)?;
-    txn.open_table(t::MIGRATION_BY_DID)?;
-    Ok(())
-}
-
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(e.to_string())
-}
 
 fn summary_from_row(row: t::LogSummaryRow) -> StoreResult<LogSummary> {
     Ok(LogSummary {
-        head: OpHash::parse(&row.head).map_err(corrupt)?,
+        head: OpHash::parse(&row.head).map_err(StoreError::corrupt("log head"))?,
         seq: row.seq,
         servers: row
             .servers
             .iter()
-            .map(|s| ServerName::parse(s).map_err(corrupt))
+            .map(|s| ServerName::parse(s).map_err(StoreError::corrupt("server name")))
             .collect::<StoreResult<_>>()?,
         user_ids: row
             .user_ids
             .iter()
-            .map(|s| UserId::parse(s).map_err(corrupt))
+            .map(|s| UserId::parse(s).map_err(StoreError::corrupt("user ID")))
             .collect::<StoreResult<_>>()?,
         deactivated: row.deactivated,
         updated_at: row.updated_at,
@@ -61,15 +45,16 @@ fn apply_commit(txn: &WriteTransaction, c: &LogCommit) -> StoreResult<()> {
     let did = c.did.as_str();
     let mut heads = txn.open_table(t::LOG_HEADS)?;
     let current: Option<OpHash> = match heads.get(did)? {
-        Some(v) => {
-            Some(OpHash::parse(&from_json::<t::LogSummaryRow>(v.value())?.head).map_err(corrupt)?)
-        }
+        Some(v) => Some(
+            OpHash::parse(&from_json::<t::LogSummaryRow>(v.value())?.head)
+                .map_err(StoreError::corrupt("log head"))?,
+        ),
         None => None,
     };
     if current != c.expected_head {
-        return Err(StoreError::Conflict(format!(
-            "log of {did} changed concurrently"
-        )));
+        return Err(StoreError::HeadMoved {
+            did: Box::new(c.did.clone()),
+        });
     }
     {
         let mut ops = txn.open_table(t::LOG_OPS)?;
@@ -80,7 +65,8 @@ fn apply_commit(txn: &WriteTransaction, c: &LogCommit) -> StoreResult<()> {
             if ops.get((did, h.as_str()))?.is_some() {
                 continue;
             }
-            let text = roam_identity_core::canonical::to_canonical_string(op).map_err(corrupt)?;
+            let text = roam_identity_core::canonical::to_canonical_string(op)
+                .map_err(StoreError::corrupt("op"))?;
             ops.insert((did, h.as_str()), text.as_str())?;
             export.insert(next, (did, h.as_str()))?;
             next += 1;
@@ -126,7 +112,7 @@ impl LogStore for RedbStore {
         let mut out = Vec::new();
         for row in ops.range((d, "")..=(d, t::PRINTABLE_END))? {
             let (_, v) = row?;
-            out.push(serde_json::from_str(v.value()).map_err(corrupt)?);
+            out.push(serde_json::from_str(v.value()).map_err(StoreError::corrupt("op"))?);
         }
         Ok(out)
     }
@@ -146,7 +132,7 @@ impl LogStore for RedbStore {
         let mut out = Vec::new();
         for row in heads.iter()? {
             let (k, _) = row?;
-            out.push(Did::parse(k.value()).map_err(corrupt)?);
+            out.push(Did::parse(k.value()).map_err(StoreError::corrupt("DID"))?);
         }
         Ok(out)
     }
@@ -155,7 +141,9 @@ impl LogStore for RedbStore {
         let txn = self.db.begin_read()?;
         let users = txn.open_table(t::USER_DIDS)?;
         match users.get(user_id.as_str())? {
-            Some(v) => Ok(Some(Did::parse(v.value()).map_err(corrupt)?)),
+            Some(v) => Ok(Some(
+                Did::parse(v.value()).map_err(StoreError::corrupt("DID"))?,
+            )),
             None => Ok(None),
         }
     }
@@ -176,15 +164,9 @@ impl LogStore for RedbStore {
         Ok(())
     }
 
-    fn create_account_with_log(
-        &self,
-        account: Account,
-        session: Option<NewSession>,
-        registration_token: Option<&str>,
-        commit: LogCommit,
-    ) -> StoreResult<()> {
+    fn create_account_with_log(&self, new: NewAccount, commit: LogCommit) -> StoreResult<()> {
         let txn = self.db.begin_write()?;
-        insert_account(&txn, account, session, registration_token)?;
+        insert_account(&txn, new)?;
         apply_commit(&txn, &commit)?;
         txn.commit()?;
         Ok(())
@@ -195,8 +177,8 @@ impl LogStore for RedbStore {
         {
             let mut table = txn.open_table(t::FORK_EVIDENCE)?;
             for (h, op) in ops {
-                let text =
-                    roam_identity_core::canonical::to_canonical_string(op).map_err(corrupt)?;
+                let text = roam_identity_core::canonical::to_canonical_string(op)
+                    .map_err(StoreError::corrupt("op"))?;
                 table.insert((did.as_str(), h.to_multibase().as_str()), text.as_str())?;
             }
         }
@@ -211,7 +193,7 @@ impl LogStore for RedbStore {
         let mut out = Vec::new();
         for row in table.range((d, "")..=(d, t::PRINTABLE_END))? {
             let (_, v) = row?;
-            out.push(serde_json::from_str(v.value()).map_err(corrupt)?);
+            out.push(serde_json::from_str(v.value()).map_err(StoreError::corrupt("op"))?);
         }
         Ok(out)
     }
@@ -227,13 +209,13 @@ impl LogStore for RedbStore {
             }
             let (k, v) = row?;
             let (did, hash) = v.value();
-            let op = ops.get((did, hash))?.ok_or_else(|| {
-                StoreError::Corrupt(format!("export row {} names a missing op", k.value()))
-            })?;
+            let op = ops
+                .get((did, hash))?
+                .ok_or(StoreError::Dangling { what: "export row" })?;
             out.push(ExportedOp {
                 cursor: k.value(),
                 did: did.to_owned(),
-                op: serde_json::from_str(op.value()).map_err(corrupt)?,
+                op: serde_json::from_str(op.value()).map_err(StoreError::corrupt("op"))?,
             });
         }
         Ok(out)

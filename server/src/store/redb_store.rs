@@ -5,145 +5,28 @@
 //! durability) before the method returns.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 use roam_identity_core::{DeviceId, Millis, UserId, b64};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::tables::{self as t, PRINTABLE_END};
-use super::{
-    Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewSession, OldServerKey,
-    OneTimeKey, RegistrationToken, ServerKeyRecord, Store, StoreError, StoreResult, TokenOwner,
+use super::accounts::Store;
+use super::error::{StoreError, StoreResult};
+use super::records::{
+    Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,
+    OldServerKey, OneTimeKey, RegistrationToken, ServerKeyRecord, TokenOwner,
 };
-
-macro_rules! backend_errors {
-    ($($ty:ty),*) => {$(
-        impl From<$ty> for StoreError {
-            fn from(e: $ty) -> Self {
-                StoreError::Backend(e.to_string())
-            }
-        }
-    )*};
-}
-backend_errors!(
-    redb::Error,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
-
-impl From<redb::DatabaseError> for StoreError {
-    fn from(e: redb::DatabaseError) -> Self {
-        match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked,
-            e => StoreError::Backend(e.to_string()),
-        }
-    }
-}
-
-/// The homeserver store on redb.
-#[derive(Debug)]
-pub struct RedbStore {
-    pub(super) db: Database,
-}
-
-impl RedbStore {
-    /// Opens (or creates) `roam.redb` in `data_dir`, creating the directory if needed.
-    pub fn open_dir(data_dir: &Path) -> StoreResult<Self> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            StoreError::Backend(format!("cannot create {}: {e}", data_dir.display()))
-        })?;
-        Self::open(&data_dir.join("roam.redb"))
-    }
-
-    /// Opens (or creates) the database file at `path`.
-    pub fn open(path: &Path) -> StoreResult<Self> {
-        Self::init(Database::create(path)?)
-    }
-
-    /// A store that lives in memory only, for tests.
-    pub fn in_memory() -> StoreResult<Self> {
-        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
-        Self::init(db)
-    }
-
-    fn init(db: Database) -> StoreResult<Self> {
-        let txn = db.begin_write()?;
-        {
-            // Creating every table up front lets read transactions open them unconditionally.
-            let mut meta = txn.open_table(t::META)?;
-            txn.open_table(t::OLD_SERVER_KEYS)?;
-            txn.open_table(t::ACCOUNTS)?;
-            super::redb_logs::create_tables(&txn)?;
-            txn.open_table(t::DEVICES)?;
-            txn.open_table(t::ACCESS_TOKENS)?;
-            txn.open_table(t::DEVICE_KEYS)?;
-            txn.open_table(t::ONE_TIME_KEYS)?;
-            txn.open_table(t::FALLBACK_KEYS)?;
-            txn.open_table(t::CROSS_SIGNING_KEYS)?;
-            txn.open_table(t::KEY_SIGNATURES)?;
-            txn.open_table(t::KEY_CHANGES)?;
-            txn.open_table(t::REGISTRATION_TOKENS)?;
-            let stored = meta
-                .get(t::META_SCHEMA)?
-                .map(|v| decode_u64(v.value()))
-                .transpose()?;
-            match stored {
-                None => {
-                    meta.insert(t::META_SCHEMA, t::SCHEMA_VERSION.to_be_bytes().as_slice())?;
-                }
-                Some(v) if v == t::SCHEMA_VERSION => {}
-                Some(v) => {
-                    return Err(StoreError::Corrupt(format!(
-                        "schema version {v}, this build understands {}",
-                        t::SCHEMA_VERSION
-                    )));
-                }
-            }
-        }
-        txn.commit()?;
-        Ok(Self { db })
-    }
-
-    fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> StoreResult<T>) -> StoreResult<T> {
-        let txn = self.db.begin_read()?;
-        f(&txn)
-    }
-
-    /// Runs `f` in one write transaction and commits only if it succeeded; dropping an
-    /// uncommitted transaction aborts it.
-    fn write<T>(&self, f: impl FnOnce(&WriteTransaction) -> StoreResult<T>) -> StoreResult<T> {
-        let txn = self.db.begin_write()?;
-        let out = f(&txn)?;
-        txn.commit()?;
-        Ok(out)
-    }
-}
-
-fn decode_u64(bytes: &[u8]) -> StoreResult<u64> {
-    <[u8; 8]>::try_from(bytes)
-        .map(u64::from_be_bytes)
-        .map_err(|_| StoreError::Corrupt("u64 of wrong length".into()))
-}
-
-pub(super) fn to_json<T: Serialize>(row: &T) -> StoreResult<String> {
-    serde_json::to_string(row).map_err(|e| StoreError::Backend(format!("encoding row: {e}")))
-}
-
-pub(super) fn from_json<T: DeserializeOwned>(text: &str) -> StoreResult<T> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
+use super::redb_database::{
+    RedbStore, decode_u64, from_json, insert_account, put_session, to_json,
+};
+use super::tables::{self as t, PRINTABLE_END};
 
 fn parse_user(s: &str) -> StoreResult<UserId> {
-    UserId::parse(s).map_err(|e| StoreError::Corrupt(format!("user ID {s:?}: {e}")))
+    UserId::parse(s).map_err(StoreError::corrupt("user ID"))
 }
 
 fn parse_device(s: &str) -> StoreResult<DeviceId> {
-    DeviceId::parse(s).map_err(|e| StoreError::Corrupt(format!("device ID {s:?}: {e}")))
+    DeviceId::parse(s).map_err(StoreError::corrupt("device ID"))
 }
 
 fn device_from_row(user_id: &UserId, device_id: &str, row: t::DeviceRow) -> StoreResult<Device> {
@@ -171,86 +54,6 @@ fn bump_key_stream(txn: &WriteTransaction, user: &str) -> StoreResult<u64> {
     Ok(next)
 }
 
-/// Inserts a new account (refusing a taken user ID), consumes the registration token and
-/// opens the first session, inside the caller's transaction.
-pub(super) fn insert_account(
-    txn: &WriteTransaction,
-    account: Account,
-    session: Option<NewSession>,
-    registration_token: Option<&str>,
-) -> StoreResult<()> {
-    let user = account.user_id.as_str();
-    {
-        let mut accounts = txn.open_table(t::ACCOUNTS)?;
-        if accounts.get(user)?.is_some() {
-            return Err(StoreError::UserInUse(user.to_owned()));
-        }
-        let row = t::AccountRow {
-            password_hash: account.password_hash.clone(),
-            created_at: account.created_at,
-        };
-        accounts.insert(user, to_json(&row)?.as_str())?;
-    }
-    if let Some(token) = registration_token {
-        let mut tokens = txn.open_table(t::REGISTRATION_TOKENS)?;
-        let mut row: t::RegistrationTokenRow = match tokens.get(token)? {
-            Some(v) => from_json(v.value())?,
-            None => return Err(StoreError::TokenInvalid),
-        };
-        let usable = row.uses_allowed.is_none_or(|n| row.completed < n)
-            && row.expiry_time.is_none_or(|t| account.created_at < t);
-        if !usable {
-            return Err(StoreError::TokenInvalid);
-        }
-        row.completed += 1;
-        tokens.insert(token, to_json(&row)?.as_str())?;
-    }
-    if let Some(session) = session {
-        put_session(txn, &account.user_id, session)?;
-    }
-    Ok(())
-}
-
-/// Inserts or updates a device row and points a fresh token at it, revoking the old one.
-fn put_session(txn: &WriteTransaction, user_id: &UserId, s: NewSession) -> StoreResult<()> {
-    let mut devices = txn.open_table(t::DEVICES)?;
-    let mut tokens = txn.open_table(t::ACCESS_TOKENS)?;
-    let key = (user_id.as_str(), s.device_id.as_str());
-    let existing: Option<t::DeviceRow> = devices
-        .get(key)?
-        .map(|v| from_json(v.value()))
-        .transpose()?;
-    let row = match existing {
-        Some(mut row) => {
-            if let Some(old) = row.token_hash.take() {
-                let old = hex::decode(&old).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                tokens.remove(old.as_slice())?;
-            }
-            if s.display_name.is_some() {
-                row.display_name = s.display_name;
-            }
-            row.token_hash = Some(hex::encode(s.token_hash));
-            row.last_seen_ip = s.ip;
-            row.last_seen_ts = Some(s.now);
-            row
-        }
-        None => t::DeviceRow {
-            display_name: s.display_name,
-            created_at: s.now,
-            token_hash: Some(hex::encode(s.token_hash)),
-            last_seen_ip: s.ip,
-            last_seen_ts: Some(s.now),
-        },
-    };
-    devices.insert(key, to_json(&row)?.as_str())?;
-    let owner = t::TokenRow {
-        user_id: user_id.as_str().to_owned(),
-        device_id: s.device_id.as_str().to_owned(),
-    };
-    tokens.insert(s.token_hash.as_slice(), to_json(&owner)?.as_str())?;
-    Ok(())
-}
-
 /// Removes a device with its token, keys and the signatures made on it.
 fn remove_device(txn: &WriteTransaction, user: &str, device: &str) -> StoreResult<()> {
     let row: Option<t::DeviceRow> = txn
@@ -260,7 +63,7 @@ fn remove_device(txn: &WriteTransaction, user: &str, device: &str) -> StoreResul
         .transpose()?;
     let Some(row) = row else { return Ok(()) };
     if let Some(hash) = row.token_hash {
-        let hash = hex::decode(&hash).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let hash = hex::decode(&hash).map_err(StoreError::corrupt("token hash"))?;
         txn.open_table(t::ACCESS_TOKENS)?.remove(hash.as_slice())?;
     }
     let had_keys = txn
@@ -315,11 +118,11 @@ impl Store for RedbStore {
         self.write(|txn| {
             let mut meta = txn.open_table(t::META)?;
             if let Some(v) = meta.get(t::META_SERVER_KEY)? {
-                let text = std::str::from_utf8(v.value())
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let text =
+                    std::str::from_utf8(v.value()).map_err(StoreError::corrupt("server key"))?;
                 let row: t::ServerKeyRow = from_json(text)?;
                 let seed = b64::decode_array::<32>(&row.seed)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    .map_err(StoreError::corrupt("server key seed"))?;
                 return Ok(ServerKeyRecord {
                     version: row.version,
                     seed,
@@ -346,7 +149,7 @@ impl Store for RedbStore {
                 out.push(OldServerKey {
                     version: k.value().to_owned(),
                     public_key: b64::decode_array::<32>(&row.public_key)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        .map_err(StoreError::corrupt("old server key"))?,
                     expired_ts: row.expired_ts,
                 });
             }
@@ -354,13 +157,8 @@ impl Store for RedbStore {
         })
     }
 
-    fn create_account(
-        &self,
-        account: Account,
-        session: Option<NewSession>,
-        registration_token: Option<&str>,
-    ) -> StoreResult<()> {
-        self.write(|txn| insert_account(txn, account, session, registration_token))
+    fn create_account(&self, new: NewAccount) -> StoreResult<()> {
+        self.write(|txn| insert_account(txn, new))
     }
 
     fn account(&self, user_id: &UserId) -> StoreResult<Option<Account>> {

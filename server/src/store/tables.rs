@@ -3,7 +3,7 @@
 //! Keys are tuples of strings so that one user's (or one device's) rows are a contiguous
 //! range: `(user_id, device_id, …)`. Values that are records are JSON-encoded row structs
 //! defined here; they are a storage format, separate from both the internal types in
-//! [`super`] and the Matrix wire format, so either can change without a migration.
+//! the store module and the Matrix wire format, so either can change without a migration.
 //! Uploaded Matrix objects (device keys, one-time keys, cross-signing keys) are stored as the
 //! JSON text the client sent, after validation.
 
@@ -150,4 +150,30 @@ pub struct LogSummaryRow {
     pub user_ids: Vec<String>,
     pub deactivated: bool,
     pub updated_at: u64,
+}
+
+/// Creates every table (when the database is opened), so read transactions can open them
+/// unconditionally.
+pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> {
+    txn.open_table(META)?;
+    txn.open_table(OLD_SERVER_KEYS)?;
+    txn.open_table(ACCOUNTS)?;
+    txn.open_table(DEVICES)?;
+    txn.open_table(ACCESS_TOKENS)?;
+    txn.open_table(DEVICE_KEYS)?;
+    txn.open_table(ONE_TIME_KEYS)?;
+    txn.open_table(FALLBACK_KEYS)?;
+    txn.open_table(CROSS_SIGNING_KEYS)?;
+    txn.open_table(KEY_SIGNATURES)?;
+    txn.open_table(KEY_CHANGES)?;
+    txn.open_table(REGISTRATION_TOKENS)?;
+    txn.open_table(LOG_OPS)?;
+    txn.open_table(LOG_HEADS)?;
+    txn.open_table(USER_DIDS)?;
+    txn.open_table(ATTESTATIONS)?;
+    txn.open_table(OP_EXPORT)?;
+    txn.open_table(FORK_EVIDENCE)?;
+    txn.open_table(MIGRATIONS)?;
+    txn.open_table(MIGRATION_BY_DID)?;
+    Ok(())
 }

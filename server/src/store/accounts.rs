@@ -1,0 +1,110 @@
+//! The [`Store`] trait: the Matrix half of the homeserver's durable state (server keys,
+//! accounts, sessions, devices, end-to-end keys, registration tokens). It requires
+//! [`LogStore`], the account-log half.
+
+use std::collections::BTreeMap;
+
+use roam_identity_core::{DeviceId, Millis, UserId};
+use serde_json::Value;
+
+use super::error::StoreResult;
+use super::logs::LogStore;
+use super::records::{
+    Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,
+    OldServerKey, OneTimeKey, RegistrationToken, ServerKeyRecord, TokenOwner,
+};
+
+/// The durable state of one homeserver.
+///
+/// Implementations must make each method atomic: either all of its changes are committed
+/// before it returns `Ok`, or none are.
+pub trait Store: LogStore + Send + Sync + std::fmt::Debug + 'static {
+    // --- server keys ---
+
+    /// The current server signing key, creating it from `candidate` on first start.
+    fn server_key_or_insert(&self, candidate: ServerKeyRecord) -> StoreResult<ServerKeyRecord>;
+    /// Keys that were replaced, for `old_verify_keys`.
+    fn old_server_keys(&self) -> StoreResult<Vec<OldServerKey>>;
+
+    // --- accounts and sessions ---
+
+    /// Creates an account, and its first session when one is given, in one transaction. A
+    /// registration token is consumed in the same transaction, and the registration fails
+    /// with [`super::error::StoreError::TokenInvalid`] if it is no longer usable.
+    fn create_account(&self, new: NewAccount) -> StoreResult<()>;
+    fn account(&self, user_id: &UserId) -> StoreResult<Option<Account>>;
+    /// Logs in: creates the device if needed, otherwise revokes its previous token.
+    fn create_session(&self, user_id: &UserId, session: NewSession) -> StoreResult<()>;
+    fn token_owner(&self, token_hash: &[u8; 32]) -> StoreResult<Option<TokenOwner>>;
+    /// Deletes devices with their tokens and end-to-end keys. Unknown IDs are ignored.
+    fn delete_devices(&self, user_id: &UserId, devices: &[DeviceId]) -> StoreResult<()>;
+    /// Deletes every device of the user (`/logout/all`).
+    fn delete_all_devices(&self, user_id: &UserId) -> StoreResult<()>;
+    fn devices(&self, user_id: &UserId) -> StoreResult<Vec<Device>>;
+    fn device(&self, user_id: &UserId, device_id: &DeviceId) -> StoreResult<Option<Device>>;
+    fn set_device_display_name(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        name: Option<String>,
+    ) -> StoreResult<()>;
+
+    // --- end-to-end keys ---
+
+    /// Stores uploaded keys; returns the unclaimed one-time key count per algorithm.
+    fn upload_keys(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        upload: KeysUpload,
+        now: Millis,
+    ) -> StoreResult<BTreeMap<String, u64>>;
+    /// Unclaimed one-time keys per algorithm for one device.
+    fn one_time_key_counts(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+    ) -> StoreResult<BTreeMap<String, u64>>;
+    /// Device keys of the user's devices (all when `only` is empty), as uploaded.
+    fn device_keys(&self, user_id: &UserId, only: &[DeviceId])
+    -> StoreResult<Vec<(Device, Value)>>;
+    /// Takes one one-time key of `algorithm`, falling back to the fallback key.
+    fn claim_key(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+        algorithm: &str,
+    ) -> StoreResult<Option<OneTimeKey>>;
+    /// Unused fallback key algorithms of a device.
+    fn unused_fallback_key_types(
+        &self,
+        user_id: &UserId,
+        device_id: &DeviceId,
+    ) -> StoreResult<Vec<String>>;
+    fn cross_signing_keys(
+        &self,
+        user_id: &UserId,
+    ) -> StoreResult<BTreeMap<CrossSigningKind, Value>>;
+    fn put_cross_signing_keys(
+        &self,
+        user_id: &UserId,
+        keys: Vec<(CrossSigningKind, Value)>,
+        now: Millis,
+    ) -> StoreResult<()>;
+    /// Stores signatures on keys and marks the targets' key lists as changed.
+    fn add_key_signatures(&self, signatures: Vec<KeySignature>, now: Millis) -> StoreResult<()>;
+    /// Signatures stored for `target_user`'s keys.
+    fn key_signatures(&self, target_user: &UserId) -> StoreResult<Vec<KeySignature>>;
+    /// The position of the newest key change (0 when none).
+    fn key_change_position(&self) -> StoreResult<u64>;
+    /// Users whose device or cross-signing keys changed after `from`, up to `to` inclusive.
+    fn key_changes(&self, from: u64, to: u64) -> StoreResult<Vec<UserId>>;
+
+    // --- registration tokens ---
+
+    fn create_registration_token(&self, token: RegistrationToken) -> StoreResult<()>;
+    fn registration_tokens(&self) -> StoreResult<Vec<RegistrationToken>>;
+    fn registration_token(&self, token: &str) -> StoreResult<Option<RegistrationToken>>;
+    /// Deletes a token; `NotFound` if it did not exist.
+    fn revoke_registration_token(&self, token: &str) -> StoreResult<()>;
+}
