@@ -10,3 +10,8 @@ if [ -f .ci/setup-python.sh ]; then
 fi
 
 cargo test --workspace --locked "$@"
+
+# The conformance runner (spec/conformance/run.py), with the Rust implementation's command:
+# every vector in spec/vectors, answered by `roam verify --conformance`.
+cargo build --quiet --locked -p roam-cli --bin roam
+python3 spec/conformance/run.py -- "${CARGO_TARGET_DIR:-target}/debug/roam" verify --conformance

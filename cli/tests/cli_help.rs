@@ -50,6 +50,7 @@ const COMMANDS: &[(&[&str], &[&str])] = &[
     (&["lan", "peers"], &["--json"]),
     (&["serve"], &["--server-name", "--listen", "--data-dir"]),
     (&["admin"], &["token"]),
+    (&["verify"], &["FILE", "--json", "--now", "--conformance"]),
 ];
 
 #[test]

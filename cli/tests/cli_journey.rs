@@ -305,6 +305,15 @@ fn journey() {
             "--json",
         ])
     };
+    // Anyone can check the export offline: the state, the bindings and who hosts it.
+    let report = alice.json(&["verify", export.to_str().unwrap(), "--json"]);
+    assert_eq!(report["kind"], "export", "{report}");
+    assert_eq!(report["state"]["head"], r["head"], "{report}");
+    assert_eq!(
+        report["bindings"]["@alice:b.test"]["status"], "current",
+        "{report}"
+    );
+    assert_eq!(report["hosting"]["b.test"]["status"], "current", "{report}");
     let out = import(&b.url());
     assert!(
         out.status.success(),

@@ -29,3 +29,4 @@ pub mod migration;
 pub mod phrase;
 pub mod session;
 pub mod sync;
+pub mod verify;

@@ -20,6 +20,7 @@ use roam_client::homeserver::HomeserverError;
 use roam_client::keystore::KeystoreError;
 use roam_client::migration::{MigrationError, StepError};
 use roam_client::session::SessionError;
+use roam_client::verify::{ConformanceError, VerifyError};
 use roam_resolver::ResolveError;
 
 pub const SUCCESS: u8 = 0;
@@ -115,6 +116,15 @@ fn classify_one(cause: &(dyn std::error::Error + 'static)) -> Option<Verdict> {
     }
     if cause.downcast_ref::<ExportError>().is_some() {
         return Some((UNVERIFIED, None));
+    }
+    if let Some(e) = cause.downcast_ref::<VerifyError>() {
+        return Some(match e {
+            VerifyError::UnknownKind => (USAGE, None),
+            _ => (UNVERIFIED, None),
+        });
+    }
+    if cause.downcast_ref::<ConformanceError>().is_some() {
+        return Some((USAGE, None));
     }
     None
 }

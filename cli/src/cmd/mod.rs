@@ -31,6 +31,7 @@ mod rotate;
 #[cfg(feature = "serve")]
 mod serve;
 mod servers;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -83,6 +84,8 @@ pub enum Command {
     Import(export::ImportArgs),
     /// Share resolved identities with peers on the LAN.
     Lan(lan::LanArgs),
+    /// Verify a log, bundle or exported account file offline (state, bindings, or the error).
+    Verify(verify::VerifyArgs),
 }
 
 /// Runs the chosen subcommand.
@@ -107,5 +110,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => export::export(args, g),
         Command::Import(args) => export::import(args, g),
         Command::Lan(args) => lan::run(args, g),
+        Command::Verify(args) => verify::run(args),
     }
 }
