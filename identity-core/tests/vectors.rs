@@ -44,13 +44,15 @@ fn state_json(v: &log::VerifiedLog) -> Value {
     let s = &v.state;
     json!({
         "did": s.did.as_str(),
-        "head": s.head.to_string(),
-        "seq": s.seq,
         "update_key": did::encode_multikey(&s.update_key),
         "next_key": s.next_key.to_string(),
         "user_ids": s.user_ids.iter().map(UserId::as_str).collect::<Vec<_>>(),
         "servers": s.servers.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
         "devices": s.devices.iter().map(|(k, d)| (k.to_string(), json!({"ed25519": b64::encode(&d.ed25519), "curve25519": b64::encode(&d.curve25519)}))).collect::<serde_json::Map<_, _>>(),
+        "head": s.head.to_string(),
+        "seq": s.seq,
+        "created_at": s.created_at,
+        "updated_at": s.updated_at,
         "deactivated": s.deactivated,
         "superseded": v.superseded.iter().map(|o| o.hash.to_string()).collect::<Vec<_>>(),
     })

@@ -297,15 +297,18 @@ fn expected_state(c: &Chain, chain: &[usize], superseded: &[usize]) -> Value {
         }
     }
     let head = &c.ops[*chain.last().unwrap()];
+    // §5.3's account state, every field in its order.
     json!({
         "did": g.op.did.as_str(),
-        "head": head.hash.to_string(),
-        "seq": head.op.seq,
         "update_key": did::encode_multikey(&update_key),
         "next_key": next_key.to_string(),
         "user_ids": users,
         "servers": servers,
         "devices": devices,
+        "head": head.hash.to_string(),
+        "seq": head.op.seq,
+        "created_at": g.op.created_at,
+        "updated_at": head.op.created_at,
         "deactivated": deactivated,
         "superseded": superseded.iter().map(|&i| c.ops[i].hash.to_string()).collect::<Vec<_>>(),
     })
@@ -367,6 +370,9 @@ pub fn account_log_vectors() -> Value {
     v.extend(signer_vectors(&k));
     v.extend(fork_vectors(&k));
     v.extend(replay_vectors(&k));
+    v.extend(error_order_vectors(&k));
+    v.extend(op_member_vectors(&k));
+    v.extend(device_key_vectors(&k));
     json!({
         "description": "Account log verification vectors. Input is a set of signed ops (`ops`, wire objects; `ops_raw`, JSON texts parsed strictly; or `ops_repeat`, one op repeated). Valid vectors give the expected account state; invalid ones the error class (spec/protocol.md §Errors) and, where it applies, the input index of the op at fault, or for equivocation the two conflicting op hashes (sorted).",
         "generator": GENERATOR,
@@ -948,6 +954,386 @@ fn replay_vectors(k: &Keys) -> Vec<Value> {
             ),
         ],
     )
+}
+
+/// The hash of a wire op, whatever its signature (for building ops after a tampered one).
+fn hash_of(v: &Value) -> OpHash {
+    OpHash::of_canonical_bytes(canonical_text(v).as_bytes())
+}
+
+/// An op doing `action` after the wire op `parent` (seq + 1, prev = its hash, one minute
+/// later), signed by `k`.
+fn after_value(parent: &Value, action: Action, k: &SigningKey) -> SignedOp {
+    let p = SignedOp::from_value(parent.clone()).unwrap();
+    Operation {
+        did: p.op.did.clone(),
+        seq: p.op.seq + 1,
+        prev: Some(hash_of(parent)),
+        created_at: p.op.created_at + 60_000,
+        action,
+    }
+    .sign(k)
+}
+
+/// `op` with a well-encoded signature by its signer over other bytes: the signature fails.
+fn wrong_signature(op: &SignedOp, k: &SigningKey) -> Value {
+    use ed25519_dalek::Signer;
+    with_signature(op, b64::encode(&k.sign(b"not this op").to_bytes()))
+}
+
+/// §5.3's order between checks and between ops: which error, and which op's index, a
+/// verifier reports when several rules are broken.
+fn error_order_vectors(k: &Keys) -> Vec<Value> {
+    let Keys { k0, k1, k2, evil } = k;
+    let g0 = Chain::alice(k, vec![]).ops[0].value.clone();
+    let bob = Chain::genesis(k2, k1, "@bob:b.example", &["b.example"]).ops[0]
+        .value
+        .clone();
+    // Two claims, both children of the genesis, each edited and signed again.
+    let c = Chain::alice(
+        k,
+        vec![
+            then(claim("@alice:b.example"), k0),
+            fork(0, claim("@alice:c.example"), k0),
+        ],
+    );
+    let seq_gap = resigned(&c.ops[1], k0, |o| o["seq"] = json!(2));
+    let from_future = resigned(&c.ops[2], k0, |o| o["created_at"] = json!(NOW + 600_000));
+    let time_reversed = resigned(&c.ops[1], k0, |o| o["created_at"] = json!(T0 - 1));
+    let unknown_prev = resigned(&c.ops[2], k0, |o| {
+        o["prev"] = json!(OpHash::of_canonical_bytes(b"nothing").to_string())
+    });
+    let float = edited(&c.ops[2], |o| o["created_at"] = json!(1.5));
+    let mut v = vec![
+        invalid_ops(
+            "phase1_before_phase2",
+            "Phase 1 runs over every op before phase 2 starts: op 1 is from another DID (phase 2) but op 2's float (phase 1) is reported.",
+            vec![g0.clone(), bob.clone(), float.clone()],
+            "float",
+            2,
+        ),
+        invalid_log(
+            "log_too_large_before_parsing",
+            "The op count is checked before any op is parsed: 1001 copies of an op with a float are log_too_large.",
+            json!({"ops_repeat": {"op": float.clone(), "times": 1001}}),
+            "log_too_large",
+            None,
+        ),
+        invalid_ops(
+            "phase2_set_checks_before_links",
+            "Phase 2 makes two passes: the set checks (wrong_did, from_future, bad_genesis) over every op, then the link checks. Op 1's seq_gap is a link fault, op 2's from_future a set fault: from_future at 2 is reported.",
+            vec![g0.clone(), seq_gap.clone(), from_future.clone()],
+            "from_future",
+            2,
+        ),
+        invalid_ops(
+            "phase2_first_op_first",
+            "Within a pass, ops are taken in input order and each op gets every check of the pass: op 1 from the future is reported before op 2 of another DID.",
+            vec![g0.clone(), from_future.clone(), bob.clone()],
+            "from_future",
+            1,
+        ),
+        invalid_ops(
+            "links_first_op_first",
+            "The link pass also takes ops in input order, all link checks per op: op 1's time_reversed before op 2's unknown_prev.",
+            vec![g0.clone(), time_reversed, unknown_prev],
+            "time_reversed",
+            1,
+        ),
+        invalid_ops(
+            "repeated_op_first_position",
+            "A repeated op is one op, named by its first input position.",
+            vec![seq_gap.clone(), g0.clone(), seq_gap.clone()],
+            "seq_gap",
+            0,
+        ),
+    ];
+    // Phase 3 walks the tree, but reports the failing op first in input order.
+    let b = Chain::alice(k, vec![then(claim("@alice:b.example"), evil)]).ops[1].clone();
+    let a = after_value(&b.value, claim("@alice:c.example"), evil);
+    v.push(invalid_ops(
+        "signer_error_first_in_input_order",
+        "Ops 1 and 2 both have the wrong signer; op 2 is op 1's parent, so a walk from the genesis meets it first, but the op first in input order (1) is reported.",
+        vec![g0.clone(), a.value.clone(), b.value.clone()],
+        "wrong_signer",
+        1,
+    ));
+    let good_b = Chain::alice(k, vec![then(claim("@alice:b.example"), k0)]).ops[1].clone();
+    let bad_b = wrong_signature(&good_b, k0);
+    let a = after_value(&bad_b, claim("@alice:c.example"), k0);
+    let bad_a = wrong_signature(&a, k0);
+    v.push(invalid_ops(
+        "bad_signature_first_in_input_order",
+        "Ops 1 and 2 both carry signatures that do not verify; op 2 is op 1's parent; op 1, first in input order, is reported.",
+        vec![g0.clone(), bad_a, bad_b.clone()],
+        "bad_signature",
+        1,
+    ));
+    let wrong = after_value(&bad_b, claim("@alice:c.example"), evil);
+    v.push(invalid_ops(
+        "signers_before_signatures",
+        "Phase 3 checks every op's signer before any signature: op 2's wrong_signer is reported, not op 1's bad_signature.",
+        vec![g0.clone(), bad_b, wrong.value.clone()],
+        "wrong_signer",
+        2,
+    ));
+    let three = Chain::alice(
+        k,
+        vec![
+            then(claim("@alice:b.example"), k0),
+            fork(0, claim("@alice:c.example"), k0),
+            fork(0, claim("@alice:d.example"), k0),
+        ],
+    );
+    let mut hashes: Vec<&SignedOp> = three.ops[1..].iter().collect();
+    hashes.sort_by_key(|o| o.hash);
+    v.push(equivocation(
+        "equivocation_three_way",
+        "Three ops with the same prev: the evidence is the two with the smallest hashes.",
+        three.values(),
+        hashes[0],
+        hashes[1],
+    ));
+    v
+}
+
+/// §5.3 phase 1 within one op: which member's fault wins, and how the strict parsers'
+/// refusals (§2, §3) map to log classes.
+fn op_member_vectors(k: &Keys) -> Vec<Value> {
+    let k0 = &k.k0;
+    let g = Chain::alice(k, vec![]);
+    let g0 = &g.ops[0];
+    let commitment = g0.value["next_key"].as_str().unwrap().to_owned();
+    let (_, signature) = only_signature(g0);
+    let mut weak = [0u8; 32];
+    weak[0] = 1;
+    let weak_multikey =
+        did::encode_multikey(&roam_identity_core::VerifyingKey::from_bytes(&weak).unwrap());
+    let upper_did = g0.op.did.as_str().replacen("did:key:", "did:KEY:", 1);
+    let one_op: Vec<(&str, &str, Value, &str)> = vec![
+        (
+            "float_before_size",
+            "Strict JSON (step 1) before the size cap (step 2).",
+            edited(g0, |o| {
+                o["created_at"] = json!(1.5);
+                o["padding"] = json!("x".repeat(4200));
+            }),
+            "float",
+        ),
+        (
+            "size_before_unknown_action",
+            "The size cap (step 2) before the action (step 3).",
+            edited(g0, |o| {
+                o["action"] = json!("transfer");
+                o["padding"] = json!("x".repeat(4200));
+            }),
+            "op_too_large",
+        ),
+        (
+            "unknown_action_before_unknown_field",
+            "An unknown action is reported before its members are looked at.",
+            edited(g0, |o| {
+                o["action"] = json!("transfer");
+                o["display_name"] = json!("Alice");
+            }),
+            "unknown_action",
+        ),
+        (
+            "action_not_a_string",
+            "An action that is missing or not a string is malformed (step 3).",
+            edited(g0, |o| o["action"] = json!(7)),
+            "malformed",
+        ),
+        (
+            "unknown_field_before_encodings",
+            "Members allowed (step 3) before their encodings (step 4).",
+            edited(g0, |o| {
+                o["display_name"] = json!("Alice");
+                o["next_key"] = json!(format!("z1{}", &commitment[1..]));
+            }),
+            "unknown_field",
+        ),
+        (
+            "member_order_did_before_seq",
+            "Step 4 takes members in a fixed order (did, seq, prev, created_at, the action's fields in §5.1's order, signatures) and reports the first member at fault: a did:web DID (non_canonical) before a string seq (malformed).",
+            edited(g0, |o| {
+                o["did"] = json!("did:web:a.example");
+                o["seq"] = json!("0");
+            }),
+            "non_canonical",
+        ),
+        (
+            "member_order_seq_before_next_key",
+            "A string seq (malformed) is met before a non-canonical next_key.",
+            edited(g0, |o| {
+                o["seq"] = json!("0");
+                o["next_key"] = json!(format!("z1{}", &commitment[1..]));
+            }),
+            "malformed",
+        ),
+        (
+            "member_order_servers_before_signature",
+            "The action's fields come before the signature: servers that is not an array (malformed) before a padded signature (non_canonical).",
+            edited(g0, |o| {
+                o["servers"] = json!("a.example");
+                o["signatures"][g0.op.did.as_str()]
+                    .as_object_mut()
+                    .unwrap()
+                    .values_mut()
+                    .for_each(|s| *s = json!(format!("{signature}==")));
+            }),
+            "malformed",
+        ),
+        (
+            "did_other_method",
+            "Inside an op, a string that §3.3 refuses as a DID is non_canonical, whatever §3.3's own class (here method_not_supported).",
+            edited(g0, |o| o["did"] = json!("did:web:a.example")),
+            "non_canonical",
+        ),
+        (
+            "did_uppercase_method",
+            "The method name is lowercase (§3.3): did:KEY is not a DID (not_a_did), non_canonical inside an op.",
+            edited(g0, |o| o["did"] = json!(upper_did)),
+            "non_canonical",
+        ),
+        (
+            "did_not_a_string",
+            "A member of the wrong JSON type is malformed.",
+            edited(g0, |o| o["did"] = json!(5)),
+            "malformed",
+        ),
+        (
+            "update_key_weak",
+            "A small-order update key (§3.3 weak_key) is non_canonical inside an op.",
+            resigned(g0, k0, |o| o["update_key"] = json!(weak_multikey)),
+            "non_canonical",
+        ),
+        (
+            "servers_duplicate",
+            "servers lists distinct names; a repeat is malformed.",
+            resigned(g0, k0, |o| o["servers"] = json!(["a.example", "a.example"])),
+            "malformed",
+        ),
+        (
+            "servers_empty",
+            "servers names at least one server.",
+            resigned(g0, k0, |o| o["servers"] = json!([])),
+            "malformed",
+        ),
+        (
+            "servers_invalid_name",
+            "Every server is a server name (§3.1); A.example is not (uppercase).",
+            resigned(g0, k0, |o| o["servers"] = json!(["A.example"])),
+            "malformed",
+        ),
+        (
+            "servers_over_cap_with_duplicate",
+            "The cap is checked before the items: eleven servers, one repeated, are too_many.",
+            resigned(g0, k0, |o| {
+                let mut names = server_names(10);
+                names.push("s0.example".into());
+                o["servers"] = json!(names);
+            }),
+            "too_many",
+        ),
+        (
+            "user_id_invalid",
+            "user_id must be a user ID (§3.1); a trailing dot in its server name is refused.",
+            resigned(g0, k0, |o| o["user_id"] = json!("@alice:a.example.")),
+            "malformed",
+        ),
+    ];
+    one_op
+        .into_iter()
+        .map(|(name, comment, op, class)| invalid_ops(name, comment, vec![op], class, 0))
+        .collect()
+}
+
+/// An Ed25519 public key encoding that is not a curve point.
+fn not_a_point() -> [u8; 32] {
+    for y in 2u8..=255 {
+        let mut bytes = [0u8; 32];
+        bytes[0] = y;
+        if roam_identity_core::VerifyingKey::from_bytes(&bytes).is_err() {
+            return bytes;
+        }
+    }
+    panic!("no invalid point found")
+}
+
+/// `add_device`'s `device_keys` (§5.1): each key is 32 bytes in the one base64 spelling, the
+/// ed25519 key a usable public key (§3.3 step 5), the curve25519 key a reduced u-coordinate.
+fn device_key_vectors(k: &Keys) -> Vec<Value> {
+    let k0 = &k.k0;
+    let c = Chain::alice(k, vec![then(device("PHONE", 21), k0)]);
+    let op = &c.ops[1];
+    let ed = op.value["device_keys"]["ed25519"].as_str().unwrap().to_owned();
+    let mut weak = [0u8; 32];
+    weak[0] = 1;
+    let mut p = [0xffu8; 32];
+    p[0] = 0xed;
+    p[31] = 0x7f;
+    let mut trailing = ed.clone();
+    let last = trailing.pop().unwrap();
+    let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    trailing.push(alphabet.as_bytes()[alphabet.find(last).unwrap() | 1] as char);
+    let cases: Vec<(&str, &str, Value, &str)> = vec![
+        (
+            "device_key_padded",
+            "Device keys are unpadded base64 (§2.2).",
+            json!({"ed25519": format!("{ed}="), "curve25519": op.value["device_keys"]["curve25519"]}),
+            "non_canonical",
+        ),
+        (
+            "device_key_trailing_bits",
+            "Non-zero trailing bits are a second spelling (§2.2).",
+            json!({"ed25519": trailing, "curve25519": op.value["device_keys"]["curve25519"]}),
+            "non_canonical",
+        ),
+        (
+            "device_key_short",
+            "A device key is 32 bytes; 31 decode but are refused like any bad encoding.",
+            json!({"ed25519": b64::encode(&[7u8; 31]), "curve25519": op.value["device_keys"]["curve25519"]}),
+            "non_canonical",
+        ),
+        (
+            "device_key_not_a_point",
+            "The ed25519 device key must decode to a curve point (§3.3 invalid_point): non_canonical inside an op.",
+            json!({"ed25519": b64::encode(&not_a_point()), "curve25519": op.value["device_keys"]["curve25519"]}),
+            "non_canonical",
+        ),
+        (
+            "device_key_weak",
+            "A small-order ed25519 device key (§3.3 weak_key) is refused.",
+            json!({"ed25519": b64::encode(&weak), "curve25519": op.value["device_keys"]["curve25519"]}),
+            "non_canonical",
+        ),
+        (
+            "device_curve25519_unreduced",
+            "A curve25519 key at or above 2^255 - 19 is a second spelling of a reduced one.",
+            json!({"ed25519": ed, "curve25519": b64::encode(&p)}),
+            "non_canonical",
+        ),
+        (
+            "device_keys_extra_member",
+            "device_keys holds ed25519 and curve25519 only; another member is unknown_field.",
+            json!({"ed25519": ed, "curve25519": op.value["device_keys"]["curve25519"], "x448": "AAAA"}),
+            "unknown_field",
+        ),
+        (
+            "device_keys_missing_member",
+            "Both keys are required; a missing one is malformed.",
+            json!({"ed25519": ed}),
+            "malformed",
+        ),
+    ];
+    cases
+        .into_iter()
+        .map(|(name, comment, keys, class)| {
+            let bad = resigned(op, k0, |o| o["device_keys"] = keys);
+            invalid_ops(name, comment, vec![c.ops[0].value.clone(), bad], class, 1)
+        })
+        .collect()
 }
 
 fn hex32(b: u8) -> String {
