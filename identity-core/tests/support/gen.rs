@@ -1500,6 +1500,17 @@ pub fn did_vectors() -> Value {
             "not_a_did",
         ),
         (
+            "uppercase_scheme",
+            format!("DID:key:{}", &good[8..]),
+            "not_a_did",
+        ),
+        (
+            "method_with_digit",
+            "did:key2:z6Mk".into(),
+            "method_not_supported",
+        ),
+        ("empty_method", format!("did::{}", &good[8..]), "not_a_did"),
+        (
             "x25519_key",
             "did:key:z6LShs9GGnqk85isEBzzshkuVWrVKsRp24GnDuHk8QWkARMW".into(),
             "not_ed25519",
@@ -1592,11 +1603,40 @@ pub fn canonical_vectors() -> Value {
         ("trailing_garbage", "{} {}", Err("malformed")),
         ("truncated", "{\"a\":", Err("malformed")),
     ];
+    let depth = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    let max_depth = depth(64);
+    let too_deep = depth(65);
+    let deep_after_duplicate = format!("{{\"a\":1,\"a\":{}}}", depth(100));
+    // (name, comment, input, outcome): the cases §2.1 decides beyond the table.
+    let decided: Vec<(&str, &str, &str, Result<&str, &str>)> = vec![
+        ("negative_zero_integer", "-0 is negative zero, not the integer 0: refused as float.", "{\"n\":-0}", Err("float")),
+        ("zero", "0 is an integer.", "{\"n\":0}", Ok("{\"n\":0}")),
+        ("huge_integer", "An integer token too large for 64 bits is still an integer: integer_range, not float.", "{\"n\":123456789012345678901234567890}", Err("integer_range")),
+        ("huge_negative_integer", "Likewise below -(2^63).", "{\"n\":-123456789012345678901234567890}", Err("integer_range")),
+        ("exponent_overflow", "An exponent too large for a double is a float like any exponent.", "{\"n\":1E400}", Err("float")),
+        ("lone_high_surrogate", "A \\u escape of a lone high surrogate is not a Unicode scalar value: malformed.", "{\"s\":\"\\ud800\"}", Err("malformed")),
+        ("lone_low_surrogate", "A lone low surrogate likewise.", "{\"s\":\"\\udc00x\"}", Err("malformed")),
+        ("surrogate_pair", "A surrogate pair escape is one code point, written as itself.", "{\"s\":\"\\ud83d\\ude00\"}", Ok("{\"s\":\"\u{1F600}\"}")),
+        ("byte_order_mark", "A leading byte order mark is not JSON whitespace: malformed.", "\u{FEFF}{}", Err("malformed")),
+        ("max_depth", "64 nested arrays or objects are allowed.", &max_depth, Ok(&max_depth)),
+        ("too_deep", "65 nested arrays or objects are malformed.", &too_deep, Err("malformed")),
+        ("duplicate_before_syntax_error", "The first fault in text order wins: a duplicate key, then a truncated text.", "{\"a\":1,\"a\":2,", Err("duplicate_key")),
+        ("duplicate_before_float", "A duplicate key is met when its key is read, before its value.", "{\"a\":1,\"a\":1.5}", Err("duplicate_key")),
+        ("float_before_duplicate", "A float met before the duplicate key wins.", "{\"a\":1.5,\"a\":1}", Err("float")),
+        ("duplicate_before_trailing_data", "Trailing data is only met once the value is complete.", "{\"a\":1,\"a\":2} x", Err("duplicate_key")),
+        ("duplicate_before_depth", "Depth is met at the opening bracket, after the duplicate key before it.", &deep_after_duplicate, Err("duplicate_key")),
+        ("integer_range_before_float", "Numbers are judged in text order.", "[9007199254740992,1.5]", Err("integer_range")),
+    ];
     let v: Vec<Value> = cases
         .into_iter()
         .map(|(name, input, r)| match r {
-            Ok(out) => json!({"name": name, "comment": "Parsed strictly and re-encoded canonically.", "valid": true, "input": input, "expected": out}),
-            Err(class) => json!({"name": name, "comment": "Refused by the strict parser for Roam objects.", "valid": false, "input": input, "error": {"class": class}}),
+            Ok(out) => (name, "Parsed strictly and re-encoded canonically.", input, Ok(out)),
+            Err(class) => (name, "Refused by the strict parser for Roam objects.", input, Err(class)),
+        })
+        .chain(decided)
+        .map(|(name, comment, input, r)| match r {
+            Ok(out) => json!({"name": name, "comment": comment, "valid": true, "input": input, "expected": out}),
+            Err(class) => json!({"name": name, "comment": comment, "valid": false, "input": input, "error": {"class": class}}),
         })
         .collect();
     json!({"description": "Strict JSON parsing and canonical encoding for Roam's own signed objects.", "generator": GENERATOR, "vectors": v})
