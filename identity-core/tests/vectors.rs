@@ -3,10 +3,12 @@
 
 mod support;
 
+use roam_identity_core::attestation::{self, AttestationError};
 use roam_identity_core::bundle::{self, Attested, Bundle, BundleError};
+use roam_identity_core::server_keys::{self, ServerKeyError, ServerKeys};
 use roam_identity_core::canonical::CanonicalError;
 use roam_identity_core::log::{self, LogError, SignedOp};
-use roam_identity_core::{Did, DidError, UserId, b64, canonical, did};
+use roam_identity_core::{Did, DidError, IdError, ServerName, UserId, b64, canonical, did};
 use serde_json::{Value, json};
 use support::{expect_error, generator, load, vectors};
 
@@ -228,6 +230,95 @@ fn canonical_vectors() {
             assert_eq!(result.unwrap(), v["expected"].as_str().unwrap(), "{name}");
         } else {
             expect_error(v, result, CanonicalError::class);
+        }
+    }
+}
+
+#[test]
+fn server_name_vectors() {
+    let file = load("spec/vectors/server-names.json");
+    for v in vectors(&file) {
+        let name = v["name"].as_str().unwrap();
+        let result = ServerName::parse(v["input"].as_str().unwrap());
+        if v["valid"].as_bool().unwrap() {
+            let n = result.unwrap_or_else(|e| panic!("{name}: {e}"));
+            let got = json!({"host": n.host(), "port": n.port(), "ip_literal": n.is_ip_literal()});
+            assert_eq!(got, v["expected"], "{name}");
+        } else {
+            expect_error(v, result, IdError::class);
+        }
+    }
+}
+
+#[test]
+fn key_document_vectors() {
+    let file = load("spec/vectors/key-documents.json");
+    for v in vectors(&file) {
+        let name = v["name"].as_str().unwrap();
+        let expected_server = ServerName::parse(v["input"]["server_name"].as_str().unwrap()).unwrap();
+        let result = server_keys::verify(&v["input"]["document"], &expected_server);
+        if v["valid"].as_bool().unwrap() {
+            let k = result.unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(key_document_json(&k), v["expected"], "{name}");
+        } else {
+            expect_error(v, result, ServerKeyError::class);
+        }
+    }
+}
+
+fn key_document_json(k: &ServerKeys) -> Value {
+    json!({
+        "verify_keys": k.verify_keys.iter().map(|(id, key)| (id.to_string(), json!(b64::encode(key.as_bytes())))).collect::<serde_json::Map<_, _>>(),
+        "old_verify_keys": k.old_verify_keys.iter().map(|(id, o)| (id.to_string(), json!({"key": b64::encode(o.key.as_bytes()), "expired_ts": o.expired_ts}))).collect::<serde_json::Map<_, _>>(),
+        "valid_until_ts": k.valid_until_ts,
+    })
+}
+
+/// What the attestations suite answers: the key document first, then the attestation.
+#[derive(Debug)]
+enum AttestationFailure {
+    ServerKeys,
+    Attestation(AttestationError),
+}
+
+fn attestation_class(e: &AttestationFailure) -> &'static str {
+    match e {
+        AttestationFailure::ServerKeys => "server_keys",
+        AttestationFailure::Attestation(e) => e.class(),
+    }
+}
+
+impl std::fmt::Display for AttestationFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+#[test]
+fn attestation_vectors() {
+    let file = load("spec/vectors/attestations.json");
+    let now = file["now"].as_u64().unwrap();
+    for v in vectors(&file) {
+        let name = v["name"].as_str().unwrap();
+        let doc = &v["input"]["server_keys"];
+        let result = doc["server_name"]
+            .as_str()
+            .and_then(|s| ServerName::parse(s).ok())
+            .and_then(|s| server_keys::verify(doc, &s).ok())
+            .ok_or(AttestationFailure::ServerKeys)
+            .and_then(|keys| {
+                attestation::verify(&v["input"]["attestation"], &keys, now)
+                    .map_err(AttestationFailure::Attestation)
+            });
+        if v["valid"].as_bool().unwrap() {
+            let a = result.unwrap_or_else(|e| panic!("{name}: {e}"));
+            let got = json!({
+                "server_name": a.server_name.as_str(), "user_id": a.user_id.as_ref().map(UserId::as_str),
+                "did": a.did.as_str(), "head": a.head.to_string(), "hosting": a.hosting,
+                "issued_at": a.issued_at, "valid_until": a.valid_until, "current": a.is_current(now)});
+            assert_eq!(got, v["expected"], "{name}");
+        } else {
+            expect_error(v, result, attestation_class);
         }
     }
 }

@@ -1642,6 +1642,283 @@ pub fn canonical_vectors() -> Value {
     json!({"description": "Strict JSON parsing and canonical encoding for Roam's own signed objects.", "generator": GENERATOR, "vectors": v})
 }
 
+/// §3.1's server names: what is accepted, and what each refusal is.
+pub fn server_name_vectors() -> Value {
+    let label63 = format!("{}.example", "a".repeat(63));
+    let label64 = format!("{}.example", "a".repeat(64));
+    // 255 bytes exactly, then one more.
+    let long_ok = format!("{}.example{}", vec!["a".repeat(63); 3].join("."), ".a".repeat(28));
+    let too_long = format!("{long_ok}a");
+    assert_eq!((long_ok.len(), too_long.len()), (255, 256));
+    let valid: Vec<(&str, &str)> = vec![
+        ("a.example", "A DNS name."),
+        ("a.example:8448", "With a port."),
+        ("localhost", "One label is a DNS name too."),
+        ("a-b.c-d.example", "Hyphens inside labels."),
+        ("1.example", "A numeric label is fine anywhere but last."),
+        ("x.1a", "A last label that is not all digits does not end in a number."),
+        ("x.0x1g", "Not hex after 0x: not a number."),
+        ("1.2.3.4", "A dotted-quad IPv4 address."),
+        ("1.2.3.4:80", "IPv4 with a port."),
+        ("[::1]", "An IPv6 literal in its canonical text."),
+        ("[2001:db8::1]:8448", "IPv6 with a port."),
+        ("[::ffff:102:304]", "An IPv4-mapped address in the URL serialisation (no dotted part)."),
+        ("[1:0:0:1::1]", "The longest zero run is compressed."),
+        ("a.example:65535", "The largest port."),
+        (&label63, "A label of 63 bytes."),
+        (&long_ok, "255 bytes, the most a server name may have."),
+    ];
+    let invalid: Vec<(&str, &str, &str)> = vec![
+        ("", "empty", "Empty."),
+        (&too_long, "too_long", "More than 255 bytes in total."),
+        ("a.example.", "invalid_host", "A trailing dot is an empty label; a.example. and a.example would be two names for one host."),
+        ("a..example", "invalid_host", "An empty label."),
+        (".a.example", "invalid_host", "Starts with a dot."),
+        ("-a.example", "invalid_host", "Starts with a hyphen."),
+        ("A.example", "invalid_host", "DNS names are lowercase: one spelling per host (the URL layer lowercases)."),
+        ("a_b.example", "invalid_host", "Underscore is not in the grammar."),
+        (&label64, "invalid_host", "A label longer than 63 bytes."),
+        ("xn--nxasmq6b.example", "invalid_host", "IDNA A-labels are refused: checking them needs tables the core does not carry."),
+        ("x.1", "invalid_host", "The last label is all digits: a URL parser reads the host as IPv4 and fails."),
+        ("x.0x10", "invalid_host", "The last label is 0x and hex digits: read as IPv4 by a URL parser."),
+        ("x.0x", "invalid_host", "0x alone ends in a number too."),
+        ("1.2.3", "invalid_host", "Ends in a number but is not a dotted quad (a URL parser would read 1.2.0.3)."),
+        ("01.2.3.4", "invalid_host", "Leading zeros (octal to a URL parser)."),
+        ("0x7f.0.0.1", "invalid_host", "Hex IPv4 parts (127.0.0.1 to a URL parser)."),
+        ("1.2.3.256", "invalid_host", "An IPv4 part above 255."),
+        ("[2001:DB8::1]", "invalid_host", "IPv6 hex digits are lowercase."),
+        ("[2001:db8:0:0:0:0:0:1]", "invalid_host", "IPv6 zero runs are compressed."),
+        ("[::ffff:1.2.3.4]", "invalid_host", "No embedded dotted IPv4 in IPv6 literals."),
+        ("[fe80::1%eth0]", "invalid_host", "Zone IDs are local to one machine; refused."),
+        ("[fe80::1%25eth0]", "invalid_host", "Percent-encoded zone IDs likewise."),
+        ("[::1", "invalid_host", "Unclosed bracket."),
+        ("::1", "invalid_host", "IPv6 without brackets."),
+        ("a.example:", "invalid_port", "An empty port."),
+        ("a.example:0", "invalid_port", "Port 0."),
+        ("a.example:65536", "invalid_port", "Above 65535."),
+        ("a.example:08448", "invalid_port", "A leading zero: one spelling per port."),
+        ("a.example:+80", "invalid_port", "Digits only."),
+        ("a_b:0", "invalid_port", "The port is checked before the host."),
+    ];
+    let mut v: Vec<Value> = valid
+        .into_iter()
+        .map(|(input, comment)| {
+            let n = sn(input);
+            let name = if input.len() > 40 { format!("valid_long_{}", input.len()) } else { format!("valid_{input}") };
+            json!({"name": name, "comment": comment, "valid": true, "input": input,
+                   "expected": {"host": n.host(), "port": n.port(), "ip_literal": n.is_ip_literal()}})
+        })
+        .collect();
+    v.extend(invalid.into_iter().map(|(input, class, comment)| {
+        let name = match input.len() {
+            0 => "invalid_empty".to_owned(),
+            41.. => format!("invalid_long_{}", input.len()),
+            _ => format!("invalid_{input}"),
+        };
+        json!({"name": name, "comment": comment, "valid": false, "input": input, "error": {"class": class}})
+    }));
+    json!({
+        "description": "Server names (spec/protocol.md §3.1). Input is the text; a valid name gives its host (IPv6 with brackets), its explicit port or null, and whether the host is an IP literal. Every valid name is a host a WHATWG URL parser accepts in https://NAME/ and serialises back unchanged.",
+        "generator": GENERATOR,
+        "vectors": v,
+    })
+}
+
+/// A key document of `name` with `body`'s members, signed by each of `signers`
+/// (key ID, key) in turn.
+fn signed_doc(name: &str, mut body: Value, signers: &[(&str, &SigningKey)]) -> Value {
+    for (kid, k) in signers {
+        signed::sign(&mut body, name, &KeyId::parse(kid).unwrap(), k).unwrap();
+    }
+    body
+}
+
+fn b64_key(k: &SigningKey) -> String {
+    b64::encode(k.verifying_key().as_bytes())
+}
+
+/// A well-encoded signature that does not verify.
+fn junk_signature() -> String {
+    use ed25519_dalek::Signer;
+    b64::encode(&key(99).sign(b"junk").to_bytes())
+}
+
+/// §6's key documents. Input: the server the document is expected from and the document.
+pub fn key_document_vectors() -> Value {
+    let (k1, k2, old) = (key(11), key(13), key(14));
+    let until = NOW + 86_400_000;
+    let base = |extra: Value| {
+        let mut d = json!({"server_name": "a.example",
+            "verify_keys": {"ed25519:a_1": {"key": b64_key(&k1)}},
+            "valid_until_ts": until});
+        for (m, x) in extra.as_object().unwrap() {
+            d[m] = x.clone();
+        }
+        d
+    };
+    let one = |extra: Value| signed_doc("a.example", base(extra), &[("ed25519:a_1", &k1)]);
+    let two_keys = json!({"verify_keys": {"ed25519:a_1": {"key": b64_key(&k1)}, "ed25519:a_2": {"key": b64_key(&k2)}}});
+    let expect = |keys: &[(&str, &SigningKey)], olds: Value, until: u64| {
+        let vk: serde_json::Map<String, Value> =
+            keys.iter().map(|(id, k)| (id.to_string(), json!(b64_key(k)))).collect();
+        json!({"verify_keys": vk, "old_verify_keys": olds, "valid_until_ts": until})
+    };
+    let mut tampered = one(json!({}));
+    tampered["valid_until_ts"] = json!(until + 1);
+    let mut one_bad = signed_doc("a.example", base(two_keys.clone()), &[("ed25519:a_1", &k1), ("ed25519:a_2", &k2)]);
+    one_bad["signatures"]["a.example"]["ed25519:a_2"] = json!(junk_signature());
+    let mut extra_sig = one(json!({}));
+    extra_sig["signatures"]["a.example"]["ed25519:zz"] = json!(junk_signature());
+    let mut weak = [0u8; 32];
+    weak[0] = 1;
+    let old_entry = json!({"ed25519:old": {"key": b64_key(&old), "expired_ts": NOW - 1000}});
+    let valid: Vec<(&str, &str, Value, Value)> = vec![
+        ("one_key", "One current key, signing its document.", one(json!({})), expect(&[("ed25519:a_1", &k1)], json!({}), until)),
+        ("two_keys", "Every current key signs.", signed_doc("a.example", base(two_keys.clone()), &[("ed25519:a_1", &k1), ("ed25519:a_2", &k2)]), expect(&[("ed25519:a_1", &k1), ("ed25519:a_2", &k2)], json!({}), until)),
+        ("old_keys", "Old keys are listed with their expired_ts and do not sign.", one(json!({"old_verify_keys": old_entry})), expect(&[("ed25519:a_1", &k1)], json!({"ed25519:old": {"key": b64_key(&old), "expired_ts": NOW - 1000}}), until)),
+        ("empty_old_keys", "old_verify_keys is optional; an empty object is the same as none.", one(json!({"old_verify_keys": {}})), expect(&[("ed25519:a_1", &k1)], json!({}), until)),
+        ("other_algorithm_ignored", "Keys of other algorithms are ignored: neither checked nor trusted.", one(json!({"verify_keys": {"ed25519:a_1": {"key": b64_key(&k1)}, "curve25519:x": {"key": "not even base64!"}}})), expect(&[("ed25519:a_1", &k1)], json!({}), until)),
+        ("unknown_member_signed", "Key documents are a Matrix format: other members are allowed (they are signed like the rest).", one(json!({"m.extra": "x"})), expect(&[("ed25519:a_1", &k1)], json!({}), until)),
+        ("past_valid_until", "A document past its valid_until_ts still verifies (it should be refetched online).", signed_doc("a.example", base(json!({"valid_until_ts": NOW - 86_400_000})), &[("ed25519:a_1", &k1)]), expect(&[("ed25519:a_1", &k1)], json!({}), NOW - 86_400_000)),
+        ("signature_by_unlisted_key_ignored", "A signature under a key ID the document does not list is ignored.", extra_sig, expect(&[("ed25519:a_1", &k1)], json!({}), until)),
+    ];
+    let invalid: Vec<(&str, &str, &str, Value, &str)> = vec![
+        ("wrong_server", "The document names another server than the one it was fetched for.", "b.example", one(json!({})), "wrong_server"),
+        ("missing_server_name", "server_name is required.", "a.example", { let mut d = one(json!({})); d.as_object_mut().unwrap().remove("server_name"); d }, "malformed"),
+        ("missing_valid_until_ts", "valid_until_ts is required.", "a.example", { let mut d = base(json!({})); d.as_object_mut().unwrap().remove("valid_until_ts"); signed_doc("a.example", d, &[("ed25519:a_1", &k1)]) }, "malformed"),
+        ("missing_verify_keys", "verify_keys is required.", "a.example", { let mut d = base(json!({})); d.as_object_mut().unwrap().remove("verify_keys"); signed_doc("a.example", d, &[("ed25519:a_1", &k1)]) }, "malformed"),
+        ("empty_verify_keys", "A document without a current ed25519 key verifies nothing.", "a.example", one(json!({"verify_keys": {}})), "no_keys"),
+        ("only_other_algorithms", "Keys of other algorithms do not count.", "a.example", one(json!({"verify_keys": {"curve25519:x": {"key": b64_key(&k1)}}})), "no_keys"),
+        ("key_not_signing", "Every current key must sign the document.", "a.example", signed_doc("a.example", base(two_keys.clone()), &[("ed25519:a_1", &k1)]), "missing_signature"),
+        ("one_bad_signature", "One signature that does not verify refuses the document, whatever the others.", "a.example", one_bad, "bad_signature"),
+        ("tampered", "A member changed after signing.", "a.example", tampered, "bad_signature"),
+        ("unsigned", "No signatures at all.", "a.example", base(json!({})), "missing_signature"),
+        ("padded_key", "Keys are unpadded base64.", "a.example", one(json!({"verify_keys": {"ed25519:a_1": {"key": format!("{}=", b64_key(&k1))}}})), "malformed"),
+        ("weak_key", "A small-order key is refused.", "a.example", one(json!({"verify_keys": {"ed25519:a_1": {"key": b64::encode(&weak)}}})), "malformed"),
+        ("old_key_without_expired_ts", "An old key needs its expired_ts.", "a.example", one(json!({"old_verify_keys": {"ed25519:old": {"key": b64_key(&old)}}})), "malformed"),
+        ("old_verify_keys_not_object", "old_verify_keys, when present, is an object.", "a.example", one(json!({"old_verify_keys": []})), "malformed"),
+    ];
+    let mut v: Vec<Value> = valid
+        .into_iter()
+        .map(|(name, comment, doc, exp)| json!({"name": name, "comment": comment, "valid": true, "input": {"server_name": "a.example", "document": doc}, "expected": exp}))
+        .collect();
+    v.extend(invalid.into_iter().map(|(name, comment, server, doc, class)| {
+        json!({"name": name, "comment": comment, "valid": false, "input": {"server_name": server, "document": doc}, "error": {"class": class}})
+    }));
+    json!({
+        "description": "Server key documents (spec/protocol.md §6). Input: `server_name`, the server the document is expected from, and `document`. A valid document gives its current ed25519 keys (key ID to base64), its old keys (key ID to {key, expired_ts}) and valid_until_ts; an invalid one the error class.",
+        "generator": GENERATOR,
+        "now": NOW,
+        "vectors": v,
+    })
+}
+
+/// §7's attestations, each checked with the key document that comes with it.
+pub fn attestation_vectors() -> Value {
+    let a = server(11, "a.example");
+    let b = server(12, "b.example");
+    let k2 = key(13);
+    let old = key(14);
+    let c = Chain::genesis(&key(1), &key(2), "@alice:a.example", &["a.example"]);
+    let head = &c.ops[0];
+    let day = 86_400_000;
+    let mut olds = BTreeMap::new();
+    olds.insert(
+        KeyId::ed25519("old").unwrap(),
+        roam_identity_core::server_keys::OldKey { key: old.verifying_key(), expired_ts: NOW - 5 * day },
+    );
+    let doc_a = server_keys::build(&a.name, &a.key, &olds, NOW + day).unwrap();
+    let doc_a2 = signed_doc("a.example", json!({"server_name": "a.example",
+        "verify_keys": {"ed25519:a_1": {"key": b64_key(&a.key.key)}, "ed25519:a_2": {"key": b64_key(&k2)}},
+        "valid_until_ts": NOW + day}), &[("ed25519:a_1", &a.key.key), ("ed25519:a_2", &k2)]);
+    let doc_b = keys_doc(&b);
+    let body = |user: Option<&str>, hosting: bool, (issued_at, valid_until): (u64, u64)| Attestation {
+        server_name: a.name.clone(),
+        user_id: user.map(uid),
+        did: head.op.did.clone(),
+        head: head.hash,
+        hosting,
+        issued_at,
+        valid_until,
+    };
+    let by_a = |att: Attestation| att.sign(&a.key).unwrap();
+    let current = (NOW - day, NOW + day);
+    let std = || body(Some("@alice:a.example"), true, current);
+    let expect = |att: &Attestation, current: bool| json!({
+        "server_name": att.server_name.as_str(), "user_id": att.user_id.as_ref().map(UserId::as_str),
+        "did": att.did.as_str(), "head": att.head.to_string(), "hosting": att.hosting,
+        "issued_at": att.issued_at, "valid_until": att.valid_until, "current": current});
+    let edited_att = |edit: &dyn Fn(&mut Value)| {
+        let mut v = std().to_value();
+        edit(&mut v);
+        signed::sign(&mut v, "a.example", &a.key.key_id, &a.key.key).unwrap();
+        v
+    };
+    let mut two_sigs = std().to_value();
+    signed::sign(&mut two_sigs, "a.example", &KeyId::ed25519("a_1").unwrap(), &a.key.key).unwrap();
+    signed::sign(&mut two_sigs, "a.example", &KeyId::ed25519("a_2").unwrap(), &k2).unwrap();
+    let mut one_bad = two_sigs.clone();
+    one_bad["signatures"]["a.example"]["ed25519:a_2"] = json!(junk_signature());
+    let mut unlisted = by_a(std());
+    unlisted["signatures"]["a.example"]["ed25519:zz"] = json!(junk_signature());
+    let by_old = |issued_at: u64| {
+        let mut v = body(Some("@alice:a.example"), true, (issued_at, issued_at + day)).to_value();
+        signed::sign(&mut v, "a.example", &KeyId::ed25519("old").unwrap(), &old).unwrap();
+        v
+    };
+    let mut tampered = by_a(std());
+    tampered["hosting"] = json!(false);
+    let mut unsigned_member = by_a(std());
+    unsigned_member["unsigned"] = json!({"age": 5});
+    let mut bad_doc = doc_a.clone();
+    bad_doc["valid_until_ts"] = json!(NOW + 2 * day);
+    let max = 30 * day;
+    let cases: Vec<(&str, &str, Value, Value, Result<Value, &str>)> = vec![
+        ("current", "Binds @alice:a.example and hosts; now is inside the window.", by_a(std()), doc_a.clone(), Ok(expect(&std(), true))),
+        ("hosting_only", "user_id is optional: a hosting-only statement.", by_a(body(None, true, current)), doc_a.clone(), Ok(expect(&body(None, true, current), true))),
+        ("not_hosting", "hosting is false: the server binds the user ID but does not serve the account.", by_a(body(Some("@alice:a.example"), false, current)), doc_a.clone(), Ok(expect(&body(Some("@alice:a.example"), false, current), true))),
+        ("now_is_valid_until", "The window includes valid_until: issued_at <= now <= valid_until.", by_a(body(Some("@alice:a.example"), true, (NOW - day, NOW))), doc_a.clone(), Ok(expect(&body(Some("@alice:a.example"), true, (NOW - day, NOW)), true))),
+        ("now_is_issued_at", "The window includes issued_at.", by_a(body(Some("@alice:a.example"), true, (NOW, NOW + day))), doc_a.clone(), Ok(expect(&body(Some("@alice:a.example"), true, (NOW, NOW + day)), true))),
+        ("expired", "Past valid_until it still verifies, but is not current.", by_a(body(Some("@alice:a.example"), true, (NOW - 3 * day, NOW - 1))), doc_a.clone(), Ok(expect(&body(Some("@alice:a.example"), true, (NOW - 3 * day, NOW - 1)), false))),
+        ("issued_within_skew", "issued_at up to 5 minutes after now is accepted but not yet current.", by_a(body(Some("@alice:a.example"), true, (NOW + 300_000, NOW + day))), doc_a.clone(), Ok(expect(&body(Some("@alice:a.example"), true, (NOW + 300_000, NOW + day)), false))),
+        ("thirty_days", "A window of exactly 30 days is allowed.", by_a(body(Some("@alice:a.example"), true, (NOW - day, NOW - day + max))), doc_a.clone(), Ok(expect(&body(Some("@alice:a.example"), true, (NOW - day, NOW - day + max)), true))),
+        ("unsigned_member", "An `unsigned` member is allowed and not signed.", unsigned_member, doc_a.clone(), Ok(expect(&std(), true))),
+        ("two_signatures", "Every signature by a key the document lists as valid at issued_at must verify; here both do.", two_sigs, doc_a2.clone(), Ok(expect(&std(), true))),
+        ("signature_by_unlisted_key_ignored", "A signature under a key ID the document does not list is ignored.", unlisted, doc_a.clone(), Ok(expect(&std(), true))),
+        ("signed_by_old_key", "An old key verifies objects issued before its expired_ts.", by_old(NOW - 6 * day), doc_a.clone(), Ok(expect(&body(Some("@alice:a.example"), true, (NOW - 6 * day, NOW - 5 * day)), false))),
+        ("missing_hosting", "hosting is required.", edited_att(&|v| { v.as_object_mut().unwrap().remove("hosting"); }), doc_a.clone(), Err("malformed")),
+        ("missing_head", "head is required.", edited_att(&|v| { v.as_object_mut().unwrap().remove("head"); }), doc_a.clone(), Err("malformed")),
+        ("unknown_member", "Members are a closed set (signed or not).", edited_att(&|v| v["note"] = json!("hi")), doc_a.clone(), Err("malformed")),
+        ("wrong_type", "type is roam.attestation.", edited_att(&|v| v["type"] = json!("roam.bundle")), doc_a.clone(), Err("malformed")),
+        ("float", "Numbers are integers (§2.1); checked before the signature.", { let mut f = by_a(std()); f["issued_at"] = json!(1.5); f }, doc_a.clone(), Err("malformed")),
+        ("user_id_invalid", "user_id is a user ID (§3.1).", edited_att(&|v| v["user_id"] = json!("@alice:A.example")), doc_a.clone(), Err("malformed")),
+        ("empty_window", "valid_until is after issued_at.", by_a(body(Some("@alice:a.example"), true, (NOW, NOW))), doc_a.clone(), Err("bad_window")),
+        ("window_too_long", "At most 30 days.", by_a(body(Some("@alice:a.example"), true, (NOW - day, NOW - day + max + 1))), doc_a.clone(), Err("bad_window")),
+        ("from_future", "issued_at more than 5 minutes after now.", by_a(body(Some("@alice:a.example"), true, (NOW + 300_001, NOW + day))), doc_a.clone(), Err("from_future")),
+        ("other_servers_keys", "Checked with another server's key document.", by_a(std()), doc_b.clone(), Err("wrong_server")),
+        ("one_bad_signature", "One listed key's signature fails: refused, whatever the others.", one_bad, doc_a2.clone(), Err("bad_signature")),
+        ("tampered", "A member changed after signing.", tampered, doc_a.clone(), Err("bad_signature")),
+        ("old_key_after_expiry", "An old key does not verify objects issued at or after its expired_ts; no other signature.", by_old(NOW - 5 * day), doc_a.clone(), Err("missing_signature")),
+        ("bad_key_document", "The key document itself does not verify.", by_a(std()), bad_doc, Err("server_keys")),
+    ];
+    let v: Vec<Value> = cases
+        .into_iter()
+        .map(|(name, comment, att, doc, r)| {
+            let input = json!({"attestation": att, "server_keys": doc});
+            match r {
+                Ok(exp) => json!({"name": name, "comment": comment, "valid": true, "input": input, "expected": exp}),
+                Err(class) => json!({"name": name, "comment": comment, "valid": false, "input": input, "error": {"class": class}}),
+            }
+        })
+        .collect();
+    json!({
+        "description": "Attestations (spec/protocol.md §7). Input: `attestation` and `server_keys`, the key document of the server that signed it (verified first as §6 against its own server_name; if it fails, the class is server_keys). A valid attestation gives its members (user_id null when absent) and `current`: whether now is inside [issued_at, valid_until].",
+        "generator": GENERATOR,
+        "now": NOW,
+        "vectors": v,
+    })
+}
+
 /// Every vector file: (path relative to the repository root, content).
 pub fn all() -> Vec<(&'static str, Value)> {
     vec![
@@ -1649,5 +1926,8 @@ pub fn all() -> Vec<(&'static str, Value)> {
         ("spec/vectors/bundles.json", bundle_vectors()),
         ("spec/vectors/did-key.json", did_vectors()),
         ("spec/vectors/canonical-json.json", canonical_vectors()),
+        ("spec/vectors/server-names.json", server_name_vectors()),
+        ("spec/vectors/key-documents.json", key_document_vectors()),
+        ("spec/vectors/attestations.json", attestation_vectors()),
     ]
 }
