@@ -162,6 +162,7 @@ fn bundle_vectors() {
                 want["head"].as_str().unwrap(),
                 "{name}"
             );
+            assert_eq!(json!(vb.log.state.deactivated), want["deactivated"], "{name}");
             let (mut bound, mut expired, mut missing) = (vec![], vec![], vec![]);
             for u in &vb.log.state.user_ids {
                 match vb.binding(u, now) {

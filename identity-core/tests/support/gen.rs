@@ -1416,7 +1416,7 @@ pub fn bundle_vectors() -> Value {
     let doc_a = keys_doc(&a);
     let doc_b = keys_doc(&b);
     let mut v = Vec::new();
-    let exp = |bound: &[&str], expired: &[&str], missing: &[&str], hosting: &[&str]| json!({"head": head.hash.to_string(), "bound": bound, "expired": expired, "unattested": missing, "hosting": hosting});
+    let exp = |bound: &[&str], expired: &[&str], missing: &[&str], hosting: &[&str]| json!({"head": head.hash.to_string(), "deactivated": false, "bound": bound, "expired": expired, "unattested": missing, "hosting": hosting});
     v.push(json!({"name": "both_bound", "comment": "Each claimed user ID is attested by its own domain; both servers attest hosting.", "valid": true,
         "input": bundle_value(&did, c.values(), vec![att_a.clone(), att_b.clone()], vec![doc_a.clone(), doc_b.clone()]),
         "expected": exp(&["@alice:a.example", "@alice:b.example"], &[], &[], &["a.example", "b.example"])}));
@@ -1451,12 +1451,133 @@ pub fn bundle_vectors() -> Value {
     wrong["did"] = json!(other.ops[0].op.did.as_str());
     v.push(json!({"name": "bundle_did_mismatch", "comment": "The bundle's did must be the log's.", "valid": false,
         "input": wrong, "error": {"class": "wrong_did"}}));
+    v.extend(bundle_decision_vectors(&c, &a, &b));
     json!({
-        "description": "Bundle verification vectors: the log, key documents and attestations must all verify; a user ID is bound only when the log claims it and its own domain attests the DID. `bound` are current two-way bindings, `expired` are claimed IDs whose latest attestation has expired, `unattested` are claimed IDs with none, `hosting` are servers with a current hosting attestation.",
+        "description": "Bundle verification vectors: the log, key documents and attestations must all verify; a user ID is bound only when the log claims it and its own domain attests the DID. Expected: `head` is the log's head hash, `deactivated` the account state's flag, `bound` are current two-way bindings, `expired` are claimed IDs whose latest attestation has expired, `unattested` are claimed IDs with none, `hosting` are servers with a current hosting attestation.",
         "generator": GENERATOR,
         "now": NOW,
         "vectors": v,
     })
+}
+
+/// The cases §8 and §9 decide beyond the basics: several attestations, window edges, a head
+/// not in the log, hosting versus binding, deactivation, required members, caps, duplicate
+/// key documents and the order of checks.
+fn bundle_decision_vectors(c: &Chain, a: &Server, b: &Server) -> Vec<Value> {
+    let k0 = key(1);
+    let did = c.ops[0].op.did.clone();
+    let head = c.ops[2].clone();
+    let day = 86_400_000;
+    let current = (NOW - day, NOW + day);
+    let att = |s: &Server, user: Option<&str>, hosting: bool, head: OpHash, window: (u64, u64)| {
+        Attestation {
+            server_name: s.name.clone(),
+            user_id: user.map(uid),
+            did: did.clone(),
+            head,
+            hosting,
+            issued_at: window.0,
+            valid_until: window.1,
+        }
+        .sign(&s.key)
+        .unwrap()
+    };
+    let att_a = att(a, Some("@alice:a.example"), true, head.hash, current);
+    let att_b = att(b, Some("@alice:b.example"), true, head.hash, current);
+    let att_b_old = att(b, Some("@alice:b.example"), true, head.hash, (NOW - 10 * day, NOW - 9 * day));
+    let (doc_a, doc_b) = (keys_doc(a), keys_doc(b));
+    let bundle = |log: Vec<Value>, atts: Vec<Value>, docs: Vec<Value>| bundle_value(&did, log, atts, docs);
+    let exp = |head: &SignedOp, deactivated: bool, bound: &[&str], expired: &[&str], missing: &[&str], hosting: &[&str]| {
+        json!({"head": head.hash.to_string(), "deactivated": deactivated, "bound": bound, "expired": expired, "unattested": missing, "hosting": hosting})
+    };
+    let valid = |name: &str, comment: &str, input: Value, expected: Value| {
+        json!({"name": name, "comment": comment, "valid": true, "input": input, "expected": expected})
+    };
+    let invalid = |name: &str, comment: &str, input: Value, class: &str| {
+        json!({"name": name, "comment": comment, "valid": false, "input": input, "error": {"class": class}})
+    };
+    let mut deactivated = Chain::genesis(&k0, &key(2), "@alice:a.example", &["a.example"]);
+    deactivated.push(claim("@alice:b.example"), &k0);
+    deactivated.push(mv(&["a.example", "b.example"]), &k0);
+    deactivated.push(Action::Deactivate, &k0);
+    let d_head = deactivated.ops[3].clone();
+    let mut no_fetched_at = bundle(c.values(), vec![att_a.clone()], vec![doc_a.clone()]);
+    no_fetched_at.as_object_mut().unwrap().remove("fetched_at");
+    let mut no_source = bundle(c.values(), vec![att_a.clone()], vec![doc_a.clone()]);
+    no_source.as_object_mut().unwrap().remove("source");
+    let mut source_number = bundle(c.values(), vec![att_a.clone()], vec![doc_a.clone()]);
+    source_number["source"] = json!(7);
+    let mut extra_member = bundle(c.values(), vec![att_a.clone()], vec![doc_a.clone()]);
+    extra_member["note"] = json!("bundles are not signed; other members are ignored");
+    let mut wrong_type = bundle(c.values(), vec![att_a.clone()], vec![doc_a.clone()]);
+    wrong_type["type"] = json!("roam.attestation");
+    let mut tampered_att = att_a.clone();
+    tampered_att["valid_until"] = json!(NOW + 2 * day);
+    let mut bad_log = c.values();
+    bad_log[2]["servers"] = json!(["evil.example"]);
+    let mut bad_doc = doc_a.clone();
+    bad_doc["valid_until_ts"] = json!(NOW + 400 * day);
+    let other = Chain::genesis(&key(3), &key(2), "@bob:a.example", &["a.example"]);
+    let foreign = Attestation {
+        server_name: a.name.clone(),
+        user_id: Some(uid("@bob:a.example")),
+        did: other.ops[0].op.did.clone(),
+        head: other.ops[0].hash,
+        hosting: true,
+        issued_at: current.0,
+        valid_until: current.1,
+    }
+    .sign(&a.key)
+    .unwrap();
+    let a_second_key = Server { name: a.name.clone(), key: ServerSigningKey { key_id: KeyId::ed25519("a_2").unwrap(), key: key(13) } };
+    let att_a_by_second = att(&a_second_key, Some("@alice:a.example"), true, head.hash, current);
+    let mut bad_fetched_and_log = bundle(bad_log.clone(), vec![att_a.clone()], vec![doc_a.clone()]);
+    bad_fetched_and_log["fetched_at"] = json!("yesterday");
+    vec![
+        valid("expired_and_current", "Several attestations for one user ID: one current attestation makes it bound, whatever expired ones there are.",
+            bundle(c.values(), vec![att_a.clone(), att_b_old.clone(), att_b.clone()], vec![doc_a.clone(), doc_b.clone()]),
+            exp(&head, false, &["@alice:a.example", "@alice:b.example"], &[], &[], &["a.example", "b.example"])),
+        valid("valid_until_is_now", "now == valid_until is inside the window: bound.",
+            bundle(c.values(), vec![att(a, Some("@alice:a.example"), true, head.hash, (NOW - day, NOW))], vec![doc_a.clone()]),
+            exp(&head, false, &["@alice:a.example"], &[], &["@alice:b.example"], &["a.example"])),
+        valid("head_not_in_log", "An attestation's head need not be an op of the bundle's log (the server may have held an op the sender did not): it is what the server saw, not a condition.",
+            bundle(c.values(), vec![att(a, Some("@alice:a.example"), true, OpHash::of_canonical_bytes(b"elsewhere"), current)], vec![doc_a.clone()]),
+            exp(&head, false, &["@alice:a.example"], &[], &["@alice:b.example"], &["a.example"])),
+        valid("binding_without_hosting", "hosting: false still binds the user ID; the server just does not host the account.",
+            bundle(c.values(), vec![att(a, Some("@alice:a.example"), false, head.hash, current)], vec![doc_a.clone()]),
+            exp(&head, false, &["@alice:a.example"], &[], &["@alice:b.example"], &[])),
+        valid("hosting_only_attestation", "An attestation without user_id says hosting only; it binds nothing.",
+            bundle(c.values(), vec![att(b, None, true, head.hash, current)], vec![doc_b.clone()]),
+            exp(&head, false, &[], &[], &["@alice:a.example", "@alice:b.example"], &["b.example"])),
+        valid("hosting_by_server_not_in_list", "Hosting counts only for servers in the log's list; an attestation by another server is verified but hosts nothing.",
+            bundle(c.values(), vec![att(&server(15, "c.example"), None, true, head.hash, current)], vec![keys_doc(&server(15, "c.example"))]),
+            exp(&head, false, &[], &[], &["@alice:a.example", "@alice:b.example"], &[])),
+        valid("deactivated_account", "A deactivated account's bindings and hosting are computed as for any account; the answer carries deactivated: true.",
+            bundle(deactivated.values(), vec![att(a, Some("@alice:a.example"), true, d_head.hash, current)], vec![doc_a.clone()]),
+            exp(&d_head, true, &["@alice:a.example"], &[], &["@alice:b.example"], &["a.example"])),
+        valid("source_optional", "source is optional.", no_source,
+            exp(&head, false, &["@alice:a.example"], &[], &["@alice:b.example"], &["a.example"])),
+        valid("unknown_member_ignored", "A bundle is an unsigned container: members other than §8's are ignored.", extra_member,
+            exp(&head, false, &["@alice:a.example"], &[], &["@alice:b.example"], &["a.example"])),
+        invalid("fetched_at_required", "fetched_at is required.", no_fetched_at, "malformed"),
+        invalid("source_not_a_string", "source, when present, is a string.", source_number, "malformed"),
+        invalid("wrong_type", "type is roam.bundle.", wrong_type, "malformed"),
+        invalid("too_many_attestations", "At most 64 attestations: 65 are too_many.",
+            bundle(c.values(), vec![att_a.clone(); 65], vec![doc_a.clone()]), "too_many"),
+        invalid("too_many_key_documents", "At most 64 key documents: 65 are too_many.",
+            bundle(c.values(), vec![att_a.clone()], vec![doc_a.clone(); 65]), "too_many"),
+        invalid("two_key_documents_for_one_server", "At most one key document per server (both valid here): otherwise their order would decide which keys count.",
+            bundle(c.values(), vec![att_a.clone()], vec![doc_a.clone(), keys_doc(&a_second_key)]), "server_keys"),
+        invalid("key_document_of_other_key", "The attestation is signed by a_2 but the one key document of a.example lists only a_1.",
+            bundle(c.values(), vec![att_a_by_second], vec![doc_a.clone()]), "attestation"),
+        invalid("shape_before_log", "The bundle's own members are checked before the log: a bad fetched_at wins over a bad log.", bad_fetched_and_log, "malformed"),
+        invalid("log_before_attestations", "The log is checked before key documents and attestations.",
+            bundle(bad_log.clone(), vec![tampered_att.clone()], vec![bad_doc.clone()]), "bad_signature"),
+        invalid("key_documents_before_attestations", "Key documents are checked before attestations.",
+            bundle(c.values(), vec![foreign.clone()], vec![bad_doc.clone()]), "server_keys"),
+        invalid("foreign_before_missing_keys", "Per attestation: parsed, then about this DID, then its server's keys carried, then verified.",
+            bundle(c.values(), vec![foreign], vec![]), "foreign_attestation"),
+    ]
 }
 
 pub fn did_vectors() -> Value {
