@@ -222,7 +222,9 @@ fn number_tokens(bytes: &[u8]) -> Vec<bool> {
             }
             b'-' | b'0'..=b'9' => {
                 let start = i;
-                while i < bytes.len() && matches!(bytes[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
+                while i < bytes.len()
+                    && matches!(bytes[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
                     i += 1;
                 }
                 let token = &bytes[start..i];
@@ -453,6 +455,9 @@ mod first_fault {
         let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
         assert_eq!(class(&deep(MAX_DEPTH)), "ok");
         assert_eq!(class(&deep(MAX_DEPTH + 1)), "malformed");
-        assert_eq!(class(&format!("{{\"a\":1,\"a\":{}}}", deep(100))), "duplicate_key");
+        assert_eq!(
+            class(&format!("{{\"a\":1,\"a\":{}}}", deep(100))),
+            "duplicate_key"
+        );
     }
 }

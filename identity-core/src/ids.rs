@@ -203,7 +203,12 @@ fn whatwg_ipv6(addr: &Ipv6Addr) -> String {
             i += 1;
         }
     }
-    let hex = |r: &[u16]| r.iter().map(|p| format!("{p:x}")).collect::<Vec<_>>().join(":");
+    let hex = |r: &[u16]| {
+        r.iter()
+            .map(|p| format!("{p:x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
     match best_start {
         None => hex(&pieces),
         Some(s) => format!("{}::{}", hex(&pieces[..s]), hex(&pieces[s + best_len..])),
@@ -541,9 +546,27 @@ mod tests {
     /// alphabet that reaches every branch of the grammar.
     fn candidate_names() -> Vec<String> {
         let mut out: Vec<String> = [
-            "", ".", "-", "0", "0x", "0X1", "1.2.3.4", "255.255.255.255", "256.1.1.1", "[::]",
-            "[::1]", "[1::]", "[1:0:0:1:0:0:0:1]", "[1:0:0:1:0:0:1:0]", "[0:0:1::]",
-            "a.b.c.0x", "a.0xg", "a.09", "localhost:65535", "localhost:65536", "a:0",
+            "",
+            ".",
+            "-",
+            "0",
+            "0x",
+            "0X1",
+            "1.2.3.4",
+            "255.255.255.255",
+            "256.1.1.1",
+            "[::]",
+            "[::1]",
+            "[1::]",
+            "[1:0:0:1:0:0:0:1]",
+            "[1:0:0:1:0:0:1:0]",
+            "[0:0:1::]",
+            "a.b.c.0x",
+            "a.0xg",
+            "a.09",
+            "localhost:65535",
+            "localhost:65536",
+            "a:0",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -582,7 +605,11 @@ mod tests {
             accepted += 1;
             let url = url::Url::parse(&format!("https://{s}/"))
                 .unwrap_or_else(|e| panic!("{s:?} is a server name but not a URL host: {e}"));
-            assert_eq!(url.host_str(), Some(name.host()), "{s:?}: host must round-trip");
+            assert_eq!(
+                url.host_str(),
+                Some(name.host()),
+                "{s:?}: host must round-trip"
+            );
             assert_eq!(
                 url.port_or_known_default(),
                 Some(name.port().unwrap_or(443)),

@@ -5,9 +5,9 @@ mod support;
 
 use roam_identity_core::attestation::{self, AttestationError};
 use roam_identity_core::bundle::{self, Attested, Bundle, BundleError};
-use roam_identity_core::server_keys::{self, ServerKeyError, ServerKeys};
 use roam_identity_core::canonical::CanonicalError;
 use roam_identity_core::log::{self, LogError, SignedOp};
+use roam_identity_core::server_keys::{self, ServerKeyError, ServerKeys};
 use roam_identity_core::{Did, DidError, IdError, ServerName, UserId, b64, canonical, did};
 use serde_json::{Value, json};
 use support::{expect_error, generator, load, vectors};
@@ -162,7 +162,11 @@ fn bundle_vectors() {
                 want["head"].as_str().unwrap(),
                 "{name}"
             );
-            assert_eq!(json!(vb.log.state.deactivated), want["deactivated"], "{name}");
+            assert_eq!(
+                json!(vb.log.state.deactivated),
+                want["deactivated"],
+                "{name}"
+            );
             let (mut bound, mut expired, mut missing) = (vec![], vec![], vec![]);
             for u in &vb.log.state.user_ids {
                 match vb.binding(u, now) {
@@ -256,7 +260,8 @@ fn key_document_vectors() {
     let file = load("spec/vectors/key-documents.json");
     for v in vectors(&file) {
         let name = v["name"].as_str().unwrap();
-        let expected_server = ServerName::parse(v["input"]["server_name"].as_str().unwrap()).unwrap();
+        let expected_server =
+            ServerName::parse(v["input"]["server_name"].as_str().unwrap()).unwrap();
         let result = server_keys::verify(&v["input"]["document"], &expected_server);
         if v["valid"].as_bool().unwrap() {
             let k = result.unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -1267,7 +1267,10 @@ fn device_key_vectors(k: &Keys) -> Vec<Value> {
     let k0 = &k.k0;
     let c = Chain::alice(k, vec![then(device("PHONE", 21), k0)]);
     let op = &c.ops[1];
-    let ed = op.value["device_keys"]["ed25519"].as_str().unwrap().to_owned();
+    let ed = op.value["device_keys"]["ed25519"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mut weak = [0u8; 32];
     weak[0] = 1;
     let mut p = [0xffu8; 32];
@@ -1484,18 +1487,26 @@ fn bundle_decision_vectors(c: &Chain, a: &Server, b: &Server) -> Vec<Value> {
     };
     let att_a = att(a, Some("@alice:a.example"), true, head.hash, current);
     let att_b = att(b, Some("@alice:b.example"), true, head.hash, current);
-    let att_b_old = att(b, Some("@alice:b.example"), true, head.hash, (NOW - 10 * day, NOW - 9 * day));
+    let att_b_old = att(
+        b,
+        Some("@alice:b.example"),
+        true,
+        head.hash,
+        (NOW - 10 * day, NOW - 9 * day),
+    );
     let (doc_a, doc_b) = (keys_doc(a), keys_doc(b));
-    let bundle = |log: Vec<Value>, atts: Vec<Value>, docs: Vec<Value>| bundle_value(&did, log, atts, docs);
-    let exp = |head: &SignedOp, deactivated: bool, bound: &[&str], expired: &[&str], missing: &[&str], hosting: &[&str]| {
+    let bundle =
+        |log: Vec<Value>, atts: Vec<Value>, docs: Vec<Value>| bundle_value(&did, log, atts, docs);
+    let exp = |head: &SignedOp,
+               deactivated: bool,
+               bound: &[&str],
+               expired: &[&str],
+               missing: &[&str],
+               hosting: &[&str]| {
         json!({"head": head.hash.to_string(), "deactivated": deactivated, "bound": bound, "expired": expired, "unattested": missing, "hosting": hosting})
     };
-    let valid = |name: &str, comment: &str, input: Value, expected: Value| {
-        json!({"name": name, "comment": comment, "valid": true, "input": input, "expected": expected})
-    };
-    let invalid = |name: &str, comment: &str, input: Value, class: &str| {
-        json!({"name": name, "comment": comment, "valid": false, "input": input, "error": {"class": class}})
-    };
+    let valid = |name: &str, comment: &str, input: Value, expected: Value| json!({"name": name, "comment": comment, "valid": true, "input": input, "expected": expected});
+    let invalid = |name: &str, comment: &str, input: Value, class: &str| json!({"name": name, "comment": comment, "valid": false, "input": input, "error": {"class": class}});
     let mut deactivated = Chain::genesis(&k0, &key(2), "@alice:a.example", &["a.example"]);
     deactivated.push(claim("@alice:b.example"), &k0);
     deactivated.push(mv(&["a.example", "b.example"]), &k0);
@@ -1529,54 +1540,260 @@ fn bundle_decision_vectors(c: &Chain, a: &Server, b: &Server) -> Vec<Value> {
     }
     .sign(&a.key)
     .unwrap();
-    let a_second_key = Server { name: a.name.clone(), key: ServerSigningKey { key_id: KeyId::ed25519("a_2").unwrap(), key: key(13) } };
-    let att_a_by_second = att(&a_second_key, Some("@alice:a.example"), true, head.hash, current);
+    let a_second_key = Server {
+        name: a.name.clone(),
+        key: ServerSigningKey {
+            key_id: KeyId::ed25519("a_2").unwrap(),
+            key: key(13),
+        },
+    };
+    let att_a_by_second = att(
+        &a_second_key,
+        Some("@alice:a.example"),
+        true,
+        head.hash,
+        current,
+    );
     let mut bad_fetched_and_log = bundle(bad_log.clone(), vec![att_a.clone()], vec![doc_a.clone()]);
     bad_fetched_and_log["fetched_at"] = json!("yesterday");
     vec![
-        valid("expired_and_current", "Several attestations for one user ID: one current attestation makes it bound, whatever expired ones there are.",
-            bundle(c.values(), vec![att_a.clone(), att_b_old.clone(), att_b.clone()], vec![doc_a.clone(), doc_b.clone()]),
-            exp(&head, false, &["@alice:a.example", "@alice:b.example"], &[], &[], &["a.example", "b.example"])),
-        valid("valid_until_is_now", "now == valid_until is inside the window: bound.",
-            bundle(c.values(), vec![att(a, Some("@alice:a.example"), true, head.hash, (NOW - day, NOW))], vec![doc_a.clone()]),
-            exp(&head, false, &["@alice:a.example"], &[], &["@alice:b.example"], &["a.example"])),
-        valid("head_not_in_log", "An attestation's head need not be an op of the bundle's log (the server may have held an op the sender did not): it is what the server saw, not a condition.",
-            bundle(c.values(), vec![att(a, Some("@alice:a.example"), true, OpHash::of_canonical_bytes(b"elsewhere"), current)], vec![doc_a.clone()]),
-            exp(&head, false, &["@alice:a.example"], &[], &["@alice:b.example"], &["a.example"])),
-        valid("binding_without_hosting", "hosting: false still binds the user ID; the server just does not host the account.",
-            bundle(c.values(), vec![att(a, Some("@alice:a.example"), false, head.hash, current)], vec![doc_a.clone()]),
-            exp(&head, false, &["@alice:a.example"], &[], &["@alice:b.example"], &[])),
-        valid("hosting_only_attestation", "An attestation without user_id says hosting only; it binds nothing.",
-            bundle(c.values(), vec![att(b, None, true, head.hash, current)], vec![doc_b.clone()]),
-            exp(&head, false, &[], &[], &["@alice:a.example", "@alice:b.example"], &["b.example"])),
-        valid("hosting_by_server_not_in_list", "Hosting counts only for servers in the log's list; an attestation by another server is verified but hosts nothing.",
-            bundle(c.values(), vec![att(&server(15, "c.example"), None, true, head.hash, current)], vec![keys_doc(&server(15, "c.example"))]),
-            exp(&head, false, &[], &[], &["@alice:a.example", "@alice:b.example"], &[])),
-        valid("deactivated_account", "A deactivated account's bindings and hosting are computed as for any account; the answer carries deactivated: true.",
-            bundle(deactivated.values(), vec![att(a, Some("@alice:a.example"), true, d_head.hash, current)], vec![doc_a.clone()]),
-            exp(&d_head, true, &["@alice:a.example"], &[], &["@alice:b.example"], &["a.example"])),
-        valid("source_optional", "source is optional.", no_source,
-            exp(&head, false, &["@alice:a.example"], &[], &["@alice:b.example"], &["a.example"])),
-        valid("unknown_member_ignored", "A bundle is an unsigned container: members other than §8's are ignored.", extra_member,
-            exp(&head, false, &["@alice:a.example"], &[], &["@alice:b.example"], &["a.example"])),
-        invalid("fetched_at_required", "fetched_at is required.", no_fetched_at, "malformed"),
-        invalid("source_not_a_string", "source, when present, is a string.", source_number, "malformed"),
-        invalid("wrong_type", "type is roam.bundle.", wrong_type, "malformed"),
-        invalid("too_many_attestations", "At most 64 attestations: 65 are too_many.",
-            bundle(c.values(), vec![att_a.clone(); 65], vec![doc_a.clone()]), "too_many"),
-        invalid("too_many_key_documents", "At most 64 key documents: 65 are too_many.",
-            bundle(c.values(), vec![att_a.clone()], vec![doc_a.clone(); 65]), "too_many"),
-        invalid("two_key_documents_for_one_server", "At most one key document per server (both valid here): otherwise their order would decide which keys count.",
-            bundle(c.values(), vec![att_a.clone()], vec![doc_a.clone(), keys_doc(&a_second_key)]), "server_keys"),
-        invalid("key_document_of_other_key", "The attestation is signed by a_2 but the one key document of a.example lists only a_1.",
-            bundle(c.values(), vec![att_a_by_second], vec![doc_a.clone()]), "attestation"),
-        invalid("shape_before_log", "The bundle's own members are checked before the log: a bad fetched_at wins over a bad log.", bad_fetched_and_log, "malformed"),
-        invalid("log_before_attestations", "The log is checked before key documents and attestations.",
-            bundle(bad_log.clone(), vec![tampered_att.clone()], vec![bad_doc.clone()]), "bad_signature"),
-        invalid("key_documents_before_attestations", "Key documents are checked before attestations.",
-            bundle(c.values(), vec![foreign.clone()], vec![bad_doc.clone()]), "server_keys"),
-        invalid("foreign_before_missing_keys", "Per attestation: parsed, then about this DID, then its server's keys carried, then verified.",
-            bundle(c.values(), vec![foreign], vec![]), "foreign_attestation"),
+        valid(
+            "expired_and_current",
+            "Several attestations for one user ID: one current attestation makes it bound, whatever expired ones there are.",
+            bundle(
+                c.values(),
+                vec![att_a.clone(), att_b_old.clone(), att_b.clone()],
+                vec![doc_a.clone(), doc_b.clone()],
+            ),
+            exp(
+                &head,
+                false,
+                &["@alice:a.example", "@alice:b.example"],
+                &[],
+                &[],
+                &["a.example", "b.example"],
+            ),
+        ),
+        valid(
+            "valid_until_is_now",
+            "now == valid_until is inside the window: bound.",
+            bundle(
+                c.values(),
+                vec![att(
+                    a,
+                    Some("@alice:a.example"),
+                    true,
+                    head.hash,
+                    (NOW - day, NOW),
+                )],
+                vec![doc_a.clone()],
+            ),
+            exp(
+                &head,
+                false,
+                &["@alice:a.example"],
+                &[],
+                &["@alice:b.example"],
+                &["a.example"],
+            ),
+        ),
+        valid(
+            "head_not_in_log",
+            "An attestation's head need not be an op of the bundle's log (the server may have held an op the sender did not): it is what the server saw, not a condition.",
+            bundle(
+                c.values(),
+                vec![att(
+                    a,
+                    Some("@alice:a.example"),
+                    true,
+                    OpHash::of_canonical_bytes(b"elsewhere"),
+                    current,
+                )],
+                vec![doc_a.clone()],
+            ),
+            exp(
+                &head,
+                false,
+                &["@alice:a.example"],
+                &[],
+                &["@alice:b.example"],
+                &["a.example"],
+            ),
+        ),
+        valid(
+            "binding_without_hosting",
+            "hosting: false still binds the user ID; the server just does not host the account.",
+            bundle(
+                c.values(),
+                vec![att(a, Some("@alice:a.example"), false, head.hash, current)],
+                vec![doc_a.clone()],
+            ),
+            exp(
+                &head,
+                false,
+                &["@alice:a.example"],
+                &[],
+                &["@alice:b.example"],
+                &[],
+            ),
+        ),
+        valid(
+            "hosting_only_attestation",
+            "An attestation without user_id says hosting only; it binds nothing.",
+            bundle(
+                c.values(),
+                vec![att(b, None, true, head.hash, current)],
+                vec![doc_b.clone()],
+            ),
+            exp(
+                &head,
+                false,
+                &[],
+                &[],
+                &["@alice:a.example", "@alice:b.example"],
+                &["b.example"],
+            ),
+        ),
+        valid(
+            "hosting_by_server_not_in_list",
+            "Hosting counts only for servers in the log's list; an attestation by another server is verified but hosts nothing.",
+            bundle(
+                c.values(),
+                vec![att(
+                    &server(15, "c.example"),
+                    None,
+                    true,
+                    head.hash,
+                    current,
+                )],
+                vec![keys_doc(&server(15, "c.example"))],
+            ),
+            exp(
+                &head,
+                false,
+                &[],
+                &[],
+                &["@alice:a.example", "@alice:b.example"],
+                &[],
+            ),
+        ),
+        valid(
+            "deactivated_account",
+            "A deactivated account's bindings and hosting are computed as for any account; the answer carries deactivated: true.",
+            bundle(
+                deactivated.values(),
+                vec![att(a, Some("@alice:a.example"), true, d_head.hash, current)],
+                vec![doc_a.clone()],
+            ),
+            exp(
+                &d_head,
+                true,
+                &["@alice:a.example"],
+                &[],
+                &["@alice:b.example"],
+                &["a.example"],
+            ),
+        ),
+        valid(
+            "source_optional",
+            "source is optional.",
+            no_source,
+            exp(
+                &head,
+                false,
+                &["@alice:a.example"],
+                &[],
+                &["@alice:b.example"],
+                &["a.example"],
+            ),
+        ),
+        valid(
+            "unknown_member_ignored",
+            "A bundle is an unsigned container: members other than §8's are ignored.",
+            extra_member,
+            exp(
+                &head,
+                false,
+                &["@alice:a.example"],
+                &[],
+                &["@alice:b.example"],
+                &["a.example"],
+            ),
+        ),
+        invalid(
+            "fetched_at_required",
+            "fetched_at is required.",
+            no_fetched_at,
+            "malformed",
+        ),
+        invalid(
+            "source_not_a_string",
+            "source, when present, is a string.",
+            source_number,
+            "malformed",
+        ),
+        invalid(
+            "wrong_type",
+            "type is roam.bundle.",
+            wrong_type,
+            "malformed",
+        ),
+        invalid(
+            "too_many_attestations",
+            "At most 64 attestations: 65 are too_many.",
+            bundle(c.values(), vec![att_a.clone(); 65], vec![doc_a.clone()]),
+            "too_many",
+        ),
+        invalid(
+            "too_many_key_documents",
+            "At most 64 key documents: 65 are too_many.",
+            bundle(c.values(), vec![att_a.clone()], vec![doc_a.clone(); 65]),
+            "too_many",
+        ),
+        invalid(
+            "two_key_documents_for_one_server",
+            "At most one key document per server (both valid here): otherwise their order would decide which keys count.",
+            bundle(
+                c.values(),
+                vec![att_a.clone()],
+                vec![doc_a.clone(), keys_doc(&a_second_key)],
+            ),
+            "server_keys",
+        ),
+        invalid(
+            "key_document_of_other_key",
+            "The attestation is signed by a_2 but the one key document of a.example lists only a_1.",
+            bundle(c.values(), vec![att_a_by_second], vec![doc_a.clone()]),
+            "attestation",
+        ),
+        invalid(
+            "shape_before_log",
+            "The bundle's own members are checked before the log: a bad fetched_at wins over a bad log.",
+            bad_fetched_and_log,
+            "malformed",
+        ),
+        invalid(
+            "log_before_attestations",
+            "The log is checked before key documents and attestations.",
+            bundle(
+                bad_log.clone(),
+                vec![tampered_att.clone()],
+                vec![bad_doc.clone()],
+            ),
+            "bad_signature",
+        ),
+        invalid(
+            "key_documents_before_attestations",
+            "Key documents are checked before attestations.",
+            bundle(c.values(), vec![foreign.clone()], vec![bad_doc.clone()]),
+            "server_keys",
+        ),
+        invalid(
+            "foreign_before_missing_keys",
+            "Per attestation: parsed, then about this DID, then its server's keys carried, then verified.",
+            bundle(c.values(), vec![foreign], vec![]),
+            "foreign_attestation",
+        ),
     ]
 }
 
@@ -1730,23 +1947,103 @@ pub fn canonical_vectors() -> Value {
     let deep_after_duplicate = format!("{{\"a\":1,\"a\":{}}}", depth(100));
     // (name, comment, input, outcome): the cases §2.1 decides beyond the table.
     let decided: Vec<(&str, &str, &str, Result<&str, &str>)> = vec![
-        ("negative_zero_integer", "-0 is negative zero, not the integer 0: refused as float.", "{\"n\":-0}", Err("float")),
+        (
+            "negative_zero_integer",
+            "-0 is negative zero, not the integer 0: refused as float.",
+            "{\"n\":-0}",
+            Err("float"),
+        ),
         ("zero", "0 is an integer.", "{\"n\":0}", Ok("{\"n\":0}")),
-        ("huge_integer", "An integer token too large for 64 bits is still an integer: integer_range, not float.", "{\"n\":123456789012345678901234567890}", Err("integer_range")),
-        ("huge_negative_integer", "Likewise below -(2^63).", "{\"n\":-123456789012345678901234567890}", Err("integer_range")),
-        ("exponent_overflow", "An exponent too large for a double is a float like any exponent.", "{\"n\":1E400}", Err("float")),
-        ("lone_high_surrogate", "A \\u escape of a lone high surrogate is not a Unicode scalar value: malformed.", "{\"s\":\"\\ud800\"}", Err("malformed")),
-        ("lone_low_surrogate", "A lone low surrogate likewise.", "{\"s\":\"\\udc00x\"}", Err("malformed")),
-        ("surrogate_pair", "A surrogate pair escape is one code point, written as itself.", "{\"s\":\"\\ud83d\\ude00\"}", Ok("{\"s\":\"\u{1F600}\"}")),
-        ("byte_order_mark", "A leading byte order mark is not JSON whitespace: malformed.", "\u{FEFF}{}", Err("malformed")),
-        ("max_depth", "64 nested arrays or objects are allowed.", &max_depth, Ok(&max_depth)),
-        ("too_deep", "65 nested arrays or objects are malformed.", &too_deep, Err("malformed")),
-        ("duplicate_before_syntax_error", "The first fault in text order wins: a duplicate key, then a truncated text.", "{\"a\":1,\"a\":2,", Err("duplicate_key")),
-        ("duplicate_before_float", "A duplicate key is met when its key is read, before its value.", "{\"a\":1,\"a\":1.5}", Err("duplicate_key")),
-        ("float_before_duplicate", "A float met before the duplicate key wins.", "{\"a\":1.5,\"a\":1}", Err("float")),
-        ("duplicate_before_trailing_data", "Trailing data is only met once the value is complete.", "{\"a\":1,\"a\":2} x", Err("duplicate_key")),
-        ("duplicate_before_depth", "Depth is met at the opening bracket, after the duplicate key before it.", &deep_after_duplicate, Err("duplicate_key")),
-        ("integer_range_before_float", "Numbers are judged in text order.", "[9007199254740992,1.5]", Err("integer_range")),
+        (
+            "huge_integer",
+            "An integer token too large for 64 bits is still an integer: integer_range, not float.",
+            "{\"n\":123456789012345678901234567890}",
+            Err("integer_range"),
+        ),
+        (
+            "huge_negative_integer",
+            "Likewise below -(2^63).",
+            "{\"n\":-123456789012345678901234567890}",
+            Err("integer_range"),
+        ),
+        (
+            "exponent_overflow",
+            "An exponent too large for a double is a float like any exponent.",
+            "{\"n\":1E400}",
+            Err("float"),
+        ),
+        (
+            "lone_high_surrogate",
+            "A \\u escape of a lone high surrogate is not a Unicode scalar value: malformed.",
+            "{\"s\":\"\\ud800\"}",
+            Err("malformed"),
+        ),
+        (
+            "lone_low_surrogate",
+            "A lone low surrogate likewise.",
+            "{\"s\":\"\\udc00x\"}",
+            Err("malformed"),
+        ),
+        (
+            "surrogate_pair",
+            "A surrogate pair escape is one code point, written as itself.",
+            "{\"s\":\"\\ud83d\\ude00\"}",
+            Ok("{\"s\":\"\u{1F600}\"}"),
+        ),
+        (
+            "byte_order_mark",
+            "A leading byte order mark is not JSON whitespace: malformed.",
+            "\u{FEFF}{}",
+            Err("malformed"),
+        ),
+        (
+            "max_depth",
+            "64 nested arrays or objects are allowed.",
+            &max_depth,
+            Ok(&max_depth),
+        ),
+        (
+            "too_deep",
+            "65 nested arrays or objects are malformed.",
+            &too_deep,
+            Err("malformed"),
+        ),
+        (
+            "duplicate_before_syntax_error",
+            "The first fault in text order wins: a duplicate key, then a truncated text.",
+            "{\"a\":1,\"a\":2,",
+            Err("duplicate_key"),
+        ),
+        (
+            "duplicate_before_float",
+            "A duplicate key is met when its key is read, before its value.",
+            "{\"a\":1,\"a\":1.5}",
+            Err("duplicate_key"),
+        ),
+        (
+            "float_before_duplicate",
+            "A float met before the duplicate key wins.",
+            "{\"a\":1.5,\"a\":1}",
+            Err("float"),
+        ),
+        (
+            "duplicate_before_trailing_data",
+            "Trailing data is only met once the value is complete.",
+            "{\"a\":1,\"a\":2} x",
+            Err("duplicate_key"),
+        ),
+        (
+            "duplicate_before_depth",
+            "Depth is met at the opening bracket, after the duplicate key before it.",
+            &deep_after_duplicate,
+            Err("duplicate_key"),
+        ),
+        (
+            "integer_range_before_float",
+            "Numbers are judged in text order.",
+            "[9007199254740992,1.5]",
+            Err("integer_range"),
+        ),
     ];
     let v: Vec<Value> = cases
         .into_iter()
@@ -1768,7 +2065,11 @@ pub fn server_name_vectors() -> Value {
     let label63 = format!("{}.example", "a".repeat(63));
     let label64 = format!("{}.example", "a".repeat(64));
     // 255 bytes exactly, then one more.
-    let long_ok = format!("{}.example{}", vec!["a".repeat(63); 3].join("."), ".a".repeat(28));
+    let long_ok = format!(
+        "{}.example{}",
+        vec!["a".repeat(63); 3].join("."),
+        ".a".repeat(28)
+    );
     let too_long = format!("{long_ok}a");
     assert_eq!((long_ok.len(), too_long.len()), (255, 256));
     let valid: Vec<(&str, &str)> = vec![
@@ -1777,13 +2078,19 @@ pub fn server_name_vectors() -> Value {
         ("localhost", "One label is a DNS name too."),
         ("a-b.c-d.example", "Hyphens inside labels."),
         ("1.example", "A numeric label is fine anywhere but last."),
-        ("x.1a", "A last label that is not all digits does not end in a number."),
+        (
+            "x.1a",
+            "A last label that is not all digits does not end in a number.",
+        ),
         ("x.0x1g", "Not hex after 0x: not a number."),
         ("1.2.3.4", "A dotted-quad IPv4 address."),
         ("1.2.3.4:80", "IPv4 with a port."),
         ("[::1]", "An IPv6 literal in its canonical text."),
         ("[2001:db8::1]:8448", "IPv6 with a port."),
-        ("[::ffff:102:304]", "An IPv4-mapped address in the URL serialisation (no dotted part)."),
+        (
+            "[::ffff:102:304]",
+            "An IPv4-mapped address in the URL serialisation (no dotted part).",
+        ),
         ("[1:0:0:1::1]", "The longest zero run is compressed."),
         ("a.example:65535", "The largest port."),
         (&label63, "A label of 63 bytes."),
@@ -1792,34 +2099,98 @@ pub fn server_name_vectors() -> Value {
     let invalid: Vec<(&str, &str, &str)> = vec![
         ("", "empty", "Empty."),
         (&too_long, "too_long", "More than 255 bytes in total."),
-        ("a.example.", "invalid_host", "A trailing dot is an empty label; a.example. and a.example would be two names for one host."),
+        (
+            "a.example.",
+            "invalid_host",
+            "A trailing dot is an empty label; a.example. and a.example would be two names for one host.",
+        ),
         ("a..example", "invalid_host", "An empty label."),
         (".a.example", "invalid_host", "Starts with a dot."),
         ("-a.example", "invalid_host", "Starts with a hyphen."),
-        ("A.example", "invalid_host", "DNS names are lowercase: one spelling per host (the URL layer lowercases)."),
-        ("a_b.example", "invalid_host", "Underscore is not in the grammar."),
+        (
+            "A.example",
+            "invalid_host",
+            "DNS names are lowercase: one spelling per host (the URL layer lowercases).",
+        ),
+        (
+            "a_b.example",
+            "invalid_host",
+            "Underscore is not in the grammar.",
+        ),
         (&label64, "invalid_host", "A label longer than 63 bytes."),
-        ("xn--nxasmq6b.example", "invalid_host", "IDNA A-labels are refused: checking them needs tables the core does not carry."),
-        ("x.1", "invalid_host", "The last label is all digits: a URL parser reads the host as IPv4 and fails."),
-        ("x.0x10", "invalid_host", "The last label is 0x and hex digits: read as IPv4 by a URL parser."),
+        (
+            "xn--nxasmq6b.example",
+            "invalid_host",
+            "IDNA A-labels are refused: checking them needs tables the core does not carry.",
+        ),
+        (
+            "x.1",
+            "invalid_host",
+            "The last label is all digits: a URL parser reads the host as IPv4 and fails.",
+        ),
+        (
+            "x.0x10",
+            "invalid_host",
+            "The last label is 0x and hex digits: read as IPv4 by a URL parser.",
+        ),
         ("x.0x", "invalid_host", "0x alone ends in a number too."),
-        ("1.2.3", "invalid_host", "Ends in a number but is not a dotted quad (a URL parser would read 1.2.0.3)."),
-        ("01.2.3.4", "invalid_host", "Leading zeros (octal to a URL parser)."),
-        ("0x7f.0.0.1", "invalid_host", "Hex IPv4 parts (127.0.0.1 to a URL parser)."),
+        (
+            "1.2.3",
+            "invalid_host",
+            "Ends in a number but is not a dotted quad (a URL parser would read 1.2.0.3).",
+        ),
+        (
+            "01.2.3.4",
+            "invalid_host",
+            "Leading zeros (octal to a URL parser).",
+        ),
+        (
+            "0x7f.0.0.1",
+            "invalid_host",
+            "Hex IPv4 parts (127.0.0.1 to a URL parser).",
+        ),
         ("1.2.3.256", "invalid_host", "An IPv4 part above 255."),
-        ("[2001:DB8::1]", "invalid_host", "IPv6 hex digits are lowercase."),
-        ("[2001:db8:0:0:0:0:0:1]", "invalid_host", "IPv6 zero runs are compressed."),
-        ("[::ffff:1.2.3.4]", "invalid_host", "No embedded dotted IPv4 in IPv6 literals."),
-        ("[fe80::1%eth0]", "invalid_host", "Zone IDs are local to one machine; refused."),
-        ("[fe80::1%25eth0]", "invalid_host", "Percent-encoded zone IDs likewise."),
+        (
+            "[2001:DB8::1]",
+            "invalid_host",
+            "IPv6 hex digits are lowercase.",
+        ),
+        (
+            "[2001:db8:0:0:0:0:0:1]",
+            "invalid_host",
+            "IPv6 zero runs are compressed.",
+        ),
+        (
+            "[::ffff:1.2.3.4]",
+            "invalid_host",
+            "No embedded dotted IPv4 in IPv6 literals.",
+        ),
+        (
+            "[fe80::1%eth0]",
+            "invalid_host",
+            "Zone IDs are local to one machine; refused.",
+        ),
+        (
+            "[fe80::1%25eth0]",
+            "invalid_host",
+            "Percent-encoded zone IDs likewise.",
+        ),
         ("[::1", "invalid_host", "Unclosed bracket."),
         ("::1", "invalid_host", "IPv6 without brackets."),
         ("a.example:", "invalid_port", "An empty port."),
         ("a.example:0", "invalid_port", "Port 0."),
         ("a.example:65536", "invalid_port", "Above 65535."),
-        ("a.example:08448", "invalid_port", "A leading zero: one spelling per port."),
+        (
+            "a.example:08448",
+            "invalid_port",
+            "A leading zero: one spelling per port.",
+        ),
         ("a.example:+80", "invalid_port", "Digits only."),
-        ("a_b:0", "invalid_port", "The port is checked before the host."),
+        (
+            "a_b:0",
+            "invalid_port",
+            "The port is checked before the host.",
+        ),
     ];
     let mut v: Vec<Value> = valid
         .into_iter()
@@ -1880,13 +2251,19 @@ pub fn key_document_vectors() -> Value {
     let one = |extra: Value| signed_doc("a.example", base(extra), &[("ed25519:a_1", &k1)]);
     let two_keys = json!({"verify_keys": {"ed25519:a_1": {"key": b64_key(&k1)}, "ed25519:a_2": {"key": b64_key(&k2)}}});
     let expect = |keys: &[(&str, &SigningKey)], olds: Value, until: u64| {
-        let vk: serde_json::Map<String, Value> =
-            keys.iter().map(|(id, k)| (id.to_string(), json!(b64_key(k)))).collect();
+        let vk: serde_json::Map<String, Value> = keys
+            .iter()
+            .map(|(id, k)| (id.to_string(), json!(b64_key(k))))
+            .collect();
         json!({"verify_keys": vk, "old_verify_keys": olds, "valid_until_ts": until})
     };
     let mut tampered = one(json!({}));
     tampered["valid_until_ts"] = json!(until + 1);
-    let mut one_bad = signed_doc("a.example", base(two_keys.clone()), &[("ed25519:a_1", &k1), ("ed25519:a_2", &k2)]);
+    let mut one_bad = signed_doc(
+        "a.example",
+        base(two_keys.clone()),
+        &[("ed25519:a_1", &k1), ("ed25519:a_2", &k2)],
+    );
     one_bad["signatures"]["a.example"]["ed25519:a_2"] = json!(junk_signature());
     let mut extra_sig = one(json!({}));
     extra_sig["signatures"]["a.example"]["ed25519:zz"] = json!(junk_signature());
@@ -1894,30 +2271,184 @@ pub fn key_document_vectors() -> Value {
     weak[0] = 1;
     let old_entry = json!({"ed25519:old": {"key": b64_key(&old), "expired_ts": NOW - 1000}});
     let valid: Vec<(&str, &str, Value, Value)> = vec![
-        ("one_key", "One current key, signing its document.", one(json!({})), expect(&[("ed25519:a_1", &k1)], json!({}), until)),
-        ("two_keys", "Every current key signs.", signed_doc("a.example", base(two_keys.clone()), &[("ed25519:a_1", &k1), ("ed25519:a_2", &k2)]), expect(&[("ed25519:a_1", &k1), ("ed25519:a_2", &k2)], json!({}), until)),
-        ("old_keys", "Old keys are listed with their expired_ts and do not sign.", one(json!({"old_verify_keys": old_entry})), expect(&[("ed25519:a_1", &k1)], json!({"ed25519:old": {"key": b64_key(&old), "expired_ts": NOW - 1000}}), until)),
-        ("empty_old_keys", "old_verify_keys is optional; an empty object is the same as none.", one(json!({"old_verify_keys": {}})), expect(&[("ed25519:a_1", &k1)], json!({}), until)),
-        ("other_algorithm_ignored", "Keys of other algorithms are ignored: neither checked nor trusted.", one(json!({"verify_keys": {"ed25519:a_1": {"key": b64_key(&k1)}, "curve25519:x": {"key": "not even base64!"}}})), expect(&[("ed25519:a_1", &k1)], json!({}), until)),
-        ("unknown_member_signed", "Key documents are a Matrix format: other members are allowed (they are signed like the rest).", one(json!({"m.extra": "x"})), expect(&[("ed25519:a_1", &k1)], json!({}), until)),
-        ("past_valid_until", "A document past its valid_until_ts still verifies (it should be refetched online).", signed_doc("a.example", base(json!({"valid_until_ts": NOW - 86_400_000})), &[("ed25519:a_1", &k1)]), expect(&[("ed25519:a_1", &k1)], json!({}), NOW - 86_400_000)),
-        ("signature_by_unlisted_key_ignored", "A signature under a key ID the document does not list is ignored.", extra_sig, expect(&[("ed25519:a_1", &k1)], json!({}), until)),
+        (
+            "one_key",
+            "One current key, signing its document.",
+            one(json!({})),
+            expect(&[("ed25519:a_1", &k1)], json!({}), until),
+        ),
+        (
+            "two_keys",
+            "Every current key signs.",
+            signed_doc(
+                "a.example",
+                base(two_keys.clone()),
+                &[("ed25519:a_1", &k1), ("ed25519:a_2", &k2)],
+            ),
+            expect(
+                &[("ed25519:a_1", &k1), ("ed25519:a_2", &k2)],
+                json!({}),
+                until,
+            ),
+        ),
+        (
+            "old_keys",
+            "Old keys are listed with their expired_ts and do not sign.",
+            one(json!({"old_verify_keys": old_entry})),
+            expect(
+                &[("ed25519:a_1", &k1)],
+                json!({"ed25519:old": {"key": b64_key(&old), "expired_ts": NOW - 1000}}),
+                until,
+            ),
+        ),
+        (
+            "empty_old_keys",
+            "old_verify_keys is optional; an empty object is the same as none.",
+            one(json!({"old_verify_keys": {}})),
+            expect(&[("ed25519:a_1", &k1)], json!({}), until),
+        ),
+        (
+            "other_algorithm_ignored",
+            "Keys of other algorithms are ignored: neither checked nor trusted.",
+            one(
+                json!({"verify_keys": {"ed25519:a_1": {"key": b64_key(&k1)}, "curve25519:x": {"key": "not even base64!"}}}),
+            ),
+            expect(&[("ed25519:a_1", &k1)], json!({}), until),
+        ),
+        (
+            "unknown_member_signed",
+            "Key documents are a Matrix format: other members are allowed (they are signed like the rest).",
+            one(json!({"m.extra": "x"})),
+            expect(&[("ed25519:a_1", &k1)], json!({}), until),
+        ),
+        (
+            "past_valid_until",
+            "A document past its valid_until_ts still verifies (it should be refetched online).",
+            signed_doc(
+                "a.example",
+                base(json!({"valid_until_ts": NOW - 86_400_000})),
+                &[("ed25519:a_1", &k1)],
+            ),
+            expect(&[("ed25519:a_1", &k1)], json!({}), NOW - 86_400_000),
+        ),
+        (
+            "signature_by_unlisted_key_ignored",
+            "A signature under a key ID the document does not list is ignored.",
+            extra_sig,
+            expect(&[("ed25519:a_1", &k1)], json!({}), until),
+        ),
     ];
     let invalid: Vec<(&str, &str, &str, Value, &str)> = vec![
-        ("wrong_server", "The document names another server than the one it was fetched for.", "b.example", one(json!({})), "wrong_server"),
-        ("missing_server_name", "server_name is required.", "a.example", { let mut d = one(json!({})); d.as_object_mut().unwrap().remove("server_name"); d }, "malformed"),
-        ("missing_valid_until_ts", "valid_until_ts is required.", "a.example", { let mut d = base(json!({})); d.as_object_mut().unwrap().remove("valid_until_ts"); signed_doc("a.example", d, &[("ed25519:a_1", &k1)]) }, "malformed"),
-        ("missing_verify_keys", "verify_keys is required.", "a.example", { let mut d = base(json!({})); d.as_object_mut().unwrap().remove("verify_keys"); signed_doc("a.example", d, &[("ed25519:a_1", &k1)]) }, "malformed"),
-        ("empty_verify_keys", "A document without a current ed25519 key verifies nothing.", "a.example", one(json!({"verify_keys": {}})), "no_keys"),
-        ("only_other_algorithms", "Keys of other algorithms do not count.", "a.example", one(json!({"verify_keys": {"curve25519:x": {"key": b64_key(&k1)}}})), "no_keys"),
-        ("key_not_signing", "Every current key must sign the document.", "a.example", signed_doc("a.example", base(two_keys.clone()), &[("ed25519:a_1", &k1)]), "missing_signature"),
-        ("one_bad_signature", "One signature that does not verify refuses the document, whatever the others.", "a.example", one_bad, "bad_signature"),
-        ("tampered", "A member changed after signing.", "a.example", tampered, "bad_signature"),
-        ("unsigned", "No signatures at all.", "a.example", base(json!({})), "missing_signature"),
-        ("padded_key", "Keys are unpadded base64.", "a.example", one(json!({"verify_keys": {"ed25519:a_1": {"key": format!("{}=", b64_key(&k1))}}})), "malformed"),
-        ("weak_key", "A small-order key is refused.", "a.example", one(json!({"verify_keys": {"ed25519:a_1": {"key": b64::encode(&weak)}}})), "malformed"),
-        ("old_key_without_expired_ts", "An old key needs its expired_ts.", "a.example", one(json!({"old_verify_keys": {"ed25519:old": {"key": b64_key(&old)}}})), "malformed"),
-        ("old_verify_keys_not_object", "old_verify_keys, when present, is an object.", "a.example", one(json!({"old_verify_keys": []})), "malformed"),
+        (
+            "wrong_server",
+            "The document names another server than the one it was fetched for.",
+            "b.example",
+            one(json!({})),
+            "wrong_server",
+        ),
+        (
+            "missing_server_name",
+            "server_name is required.",
+            "a.example",
+            {
+                let mut d = one(json!({}));
+                d.as_object_mut().unwrap().remove("server_name");
+                d
+            },
+            "malformed",
+        ),
+        (
+            "missing_valid_until_ts",
+            "valid_until_ts is required.",
+            "a.example",
+            {
+                let mut d = base(json!({}));
+                d.as_object_mut().unwrap().remove("valid_until_ts");
+                signed_doc("a.example", d, &[("ed25519:a_1", &k1)])
+            },
+            "malformed",
+        ),
+        (
+            "missing_verify_keys",
+            "verify_keys is required.",
+            "a.example",
+            {
+                let mut d = base(json!({}));
+                d.as_object_mut().unwrap().remove("verify_keys");
+                signed_doc("a.example", d, &[("ed25519:a_1", &k1)])
+            },
+            "malformed",
+        ),
+        (
+            "empty_verify_keys",
+            "A document without a current ed25519 key verifies nothing.",
+            "a.example",
+            one(json!({"verify_keys": {}})),
+            "no_keys",
+        ),
+        (
+            "only_other_algorithms",
+            "Keys of other algorithms do not count.",
+            "a.example",
+            one(json!({"verify_keys": {"curve25519:x": {"key": b64_key(&k1)}}})),
+            "no_keys",
+        ),
+        (
+            "key_not_signing",
+            "Every current key must sign the document.",
+            "a.example",
+            signed_doc("a.example", base(two_keys.clone()), &[("ed25519:a_1", &k1)]),
+            "missing_signature",
+        ),
+        (
+            "one_bad_signature",
+            "One signature that does not verify refuses the document, whatever the others.",
+            "a.example",
+            one_bad,
+            "bad_signature",
+        ),
+        (
+            "tampered",
+            "A member changed after signing.",
+            "a.example",
+            tampered,
+            "bad_signature",
+        ),
+        (
+            "unsigned",
+            "No signatures at all.",
+            "a.example",
+            base(json!({})),
+            "missing_signature",
+        ),
+        (
+            "padded_key",
+            "Keys are unpadded base64.",
+            "a.example",
+            one(json!({"verify_keys": {"ed25519:a_1": {"key": format!("{}=", b64_key(&k1))}}})),
+            "malformed",
+        ),
+        (
+            "weak_key",
+            "A small-order key is refused.",
+            "a.example",
+            one(json!({"verify_keys": {"ed25519:a_1": {"key": b64::encode(&weak)}}})),
+            "malformed",
+        ),
+        (
+            "old_key_without_expired_ts",
+            "An old key needs its expired_ts.",
+            "a.example",
+            one(json!({"old_verify_keys": {"ed25519:old": {"key": b64_key(&old)}}})),
+            "malformed",
+        ),
+        (
+            "old_verify_keys_not_object",
+            "old_verify_keys, when present, is an object.",
+            "a.example",
+            one(json!({"old_verify_keys": []})),
+            "malformed",
+        ),
     ];
     let mut v: Vec<Value> = valid
         .into_iter()
@@ -1946,29 +2477,39 @@ pub fn attestation_vectors() -> Value {
     let mut olds = BTreeMap::new();
     olds.insert(
         KeyId::ed25519("old").unwrap(),
-        roam_identity_core::server_keys::OldKey { key: old.verifying_key(), expired_ts: NOW - 5 * day },
+        roam_identity_core::server_keys::OldKey {
+            key: old.verifying_key(),
+            expired_ts: NOW - 5 * day,
+        },
     );
     let doc_a = server_keys::build(&a.name, &a.key, &olds, NOW + day).unwrap();
-    let doc_a2 = signed_doc("a.example", json!({"server_name": "a.example",
+    let doc_a2 = signed_doc(
+        "a.example",
+        json!({"server_name": "a.example",
         "verify_keys": {"ed25519:a_1": {"key": b64_key(&a.key.key)}, "ed25519:a_2": {"key": b64_key(&k2)}},
-        "valid_until_ts": NOW + day}), &[("ed25519:a_1", &a.key.key), ("ed25519:a_2", &k2)]);
+        "valid_until_ts": NOW + day}),
+        &[("ed25519:a_1", &a.key.key), ("ed25519:a_2", &k2)],
+    );
     let doc_b = keys_doc(&b);
-    let body = |user: Option<&str>, hosting: bool, (issued_at, valid_until): (u64, u64)| Attestation {
-        server_name: a.name.clone(),
-        user_id: user.map(uid),
-        did: head.op.did.clone(),
-        head: head.hash,
-        hosting,
-        issued_at,
-        valid_until,
-    };
+    let body =
+        |user: Option<&str>, hosting: bool, (issued_at, valid_until): (u64, u64)| Attestation {
+            server_name: a.name.clone(),
+            user_id: user.map(uid),
+            did: head.op.did.clone(),
+            head: head.hash,
+            hosting,
+            issued_at,
+            valid_until,
+        };
     let by_a = |att: Attestation| att.sign(&a.key).unwrap();
     let current = (NOW - day, NOW + day);
     let std = || body(Some("@alice:a.example"), true, current);
-    let expect = |att: &Attestation, current: bool| json!({
+    let expect = |att: &Attestation, current: bool| {
+        json!({
         "server_name": att.server_name.as_str(), "user_id": att.user_id.as_ref().map(UserId::as_str),
         "did": att.did.as_str(), "head": att.head.to_string(), "hosting": att.hosting,
-        "issued_at": att.issued_at, "valid_until": att.valid_until, "current": current});
+        "issued_at": att.issued_at, "valid_until": att.valid_until, "current": current})
+    };
     let edited_att = |edit: &dyn Fn(&mut Value)| {
         let mut v = std().to_value();
         edit(&mut v);
@@ -1976,8 +2517,20 @@ pub fn attestation_vectors() -> Value {
         v
     };
     let mut two_sigs = std().to_value();
-    signed::sign(&mut two_sigs, "a.example", &KeyId::ed25519("a_1").unwrap(), &a.key.key).unwrap();
-    signed::sign(&mut two_sigs, "a.example", &KeyId::ed25519("a_2").unwrap(), &k2).unwrap();
+    signed::sign(
+        &mut two_sigs,
+        "a.example",
+        &KeyId::ed25519("a_1").unwrap(),
+        &a.key.key,
+    )
+    .unwrap();
+    signed::sign(
+        &mut two_sigs,
+        "a.example",
+        &KeyId::ed25519("a_2").unwrap(),
+        &k2,
+    )
+    .unwrap();
     let mut one_bad = two_sigs.clone();
     one_bad["signatures"]["a.example"]["ed25519:a_2"] = json!(junk_signature());
     let mut unlisted = by_a(std());
@@ -1994,33 +2547,244 @@ pub fn attestation_vectors() -> Value {
     let mut bad_doc = doc_a.clone();
     bad_doc["valid_until_ts"] = json!(NOW + 2 * day);
     let max = 30 * day;
-    let cases: Vec<(&str, &str, Value, Value, Result<Value, &str>)> = vec![
-        ("current", "Binds @alice:a.example and hosts; now is inside the window.", by_a(std()), doc_a.clone(), Ok(expect(&std(), true))),
-        ("hosting_only", "user_id is optional: a hosting-only statement.", by_a(body(None, true, current)), doc_a.clone(), Ok(expect(&body(None, true, current), true))),
-        ("not_hosting", "hosting is false: the server binds the user ID but does not serve the account.", by_a(body(Some("@alice:a.example"), false, current)), doc_a.clone(), Ok(expect(&body(Some("@alice:a.example"), false, current), true))),
-        ("now_is_valid_until", "The window includes valid_until: issued_at <= now <= valid_until.", by_a(body(Some("@alice:a.example"), true, (NOW - day, NOW))), doc_a.clone(), Ok(expect(&body(Some("@alice:a.example"), true, (NOW - day, NOW)), true))),
-        ("now_is_issued_at", "The window includes issued_at.", by_a(body(Some("@alice:a.example"), true, (NOW, NOW + day))), doc_a.clone(), Ok(expect(&body(Some("@alice:a.example"), true, (NOW, NOW + day)), true))),
-        ("expired", "Past valid_until it still verifies, but is not current.", by_a(body(Some("@alice:a.example"), true, (NOW - 3 * day, NOW - 1))), doc_a.clone(), Ok(expect(&body(Some("@alice:a.example"), true, (NOW - 3 * day, NOW - 1)), false))),
-        ("issued_within_skew", "issued_at up to 5 minutes after now is accepted but not yet current.", by_a(body(Some("@alice:a.example"), true, (NOW + 300_000, NOW + day))), doc_a.clone(), Ok(expect(&body(Some("@alice:a.example"), true, (NOW + 300_000, NOW + day)), false))),
-        ("thirty_days", "A window of exactly 30 days is allowed.", by_a(body(Some("@alice:a.example"), true, (NOW - day, NOW - day + max))), doc_a.clone(), Ok(expect(&body(Some("@alice:a.example"), true, (NOW - day, NOW - day + max)), true))),
-        ("unsigned_member", "An `unsigned` member is allowed and not signed.", unsigned_member, doc_a.clone(), Ok(expect(&std(), true))),
-        ("two_signatures", "Every signature by a key the document lists as valid at issued_at must verify; here both do.", two_sigs, doc_a2.clone(), Ok(expect(&std(), true))),
-        ("signature_by_unlisted_key_ignored", "A signature under a key ID the document does not list is ignored.", unlisted, doc_a.clone(), Ok(expect(&std(), true))),
-        ("signed_by_old_key", "An old key verifies objects issued before its expired_ts.", by_old(NOW - 6 * day), doc_a.clone(), Ok(expect(&body(Some("@alice:a.example"), true, (NOW - 6 * day, NOW - 5 * day)), false))),
-        ("missing_hosting", "hosting is required.", edited_att(&|v| { v.as_object_mut().unwrap().remove("hosting"); }), doc_a.clone(), Err("malformed")),
-        ("missing_head", "head is required.", edited_att(&|v| { v.as_object_mut().unwrap().remove("head"); }), doc_a.clone(), Err("malformed")),
-        ("unknown_member", "Members are a closed set (signed or not).", edited_att(&|v| v["note"] = json!("hi")), doc_a.clone(), Err("malformed")),
-        ("wrong_type", "type is roam.attestation.", edited_att(&|v| v["type"] = json!("roam.bundle")), doc_a.clone(), Err("malformed")),
-        ("float", "Numbers are integers (§2.1); checked before the signature.", { let mut f = by_a(std()); f["issued_at"] = json!(1.5); f }, doc_a.clone(), Err("malformed")),
-        ("user_id_invalid", "user_id is a user ID (§3.1).", edited_att(&|v| v["user_id"] = json!("@alice:A.example")), doc_a.clone(), Err("malformed")),
-        ("empty_window", "valid_until is after issued_at.", by_a(body(Some("@alice:a.example"), true, (NOW, NOW))), doc_a.clone(), Err("bad_window")),
-        ("window_too_long", "At most 30 days.", by_a(body(Some("@alice:a.example"), true, (NOW - day, NOW - day + max + 1))), doc_a.clone(), Err("bad_window")),
-        ("from_future", "issued_at more than 5 minutes after now.", by_a(body(Some("@alice:a.example"), true, (NOW + 300_001, NOW + day))), doc_a.clone(), Err("from_future")),
-        ("other_servers_keys", "Checked with another server's key document.", by_a(std()), doc_b.clone(), Err("wrong_server")),
-        ("one_bad_signature", "One listed key's signature fails: refused, whatever the others.", one_bad, doc_a2.clone(), Err("bad_signature")),
-        ("tampered", "A member changed after signing.", tampered, doc_a.clone(), Err("bad_signature")),
-        ("old_key_after_expiry", "An old key does not verify objects issued at or after its expired_ts; no other signature.", by_old(NOW - 5 * day), doc_a.clone(), Err("missing_signature")),
-        ("bad_key_document", "The key document itself does not verify.", by_a(std()), bad_doc, Err("server_keys")),
+    // (name, comment, attestation, key document, expected or error class).
+    type Case<'a> = (&'a str, &'a str, Value, Value, Result<Value, &'a str>);
+    let cases: Vec<Case> = vec![
+        (
+            "current",
+            "Binds @alice:a.example and hosts; now is inside the window.",
+            by_a(std()),
+            doc_a.clone(),
+            Ok(expect(&std(), true)),
+        ),
+        (
+            "hosting_only",
+            "user_id is optional: a hosting-only statement.",
+            by_a(body(None, true, current)),
+            doc_a.clone(),
+            Ok(expect(&body(None, true, current), true)),
+        ),
+        (
+            "not_hosting",
+            "hosting is false: the server binds the user ID but does not serve the account.",
+            by_a(body(Some("@alice:a.example"), false, current)),
+            doc_a.clone(),
+            Ok(expect(
+                &body(Some("@alice:a.example"), false, current),
+                true,
+            )),
+        ),
+        (
+            "now_is_valid_until",
+            "The window includes valid_until: issued_at <= now <= valid_until.",
+            by_a(body(Some("@alice:a.example"), true, (NOW - day, NOW))),
+            doc_a.clone(),
+            Ok(expect(
+                &body(Some("@alice:a.example"), true, (NOW - day, NOW)),
+                true,
+            )),
+        ),
+        (
+            "now_is_issued_at",
+            "The window includes issued_at.",
+            by_a(body(Some("@alice:a.example"), true, (NOW, NOW + day))),
+            doc_a.clone(),
+            Ok(expect(
+                &body(Some("@alice:a.example"), true, (NOW, NOW + day)),
+                true,
+            )),
+        ),
+        (
+            "expired",
+            "Past valid_until it still verifies, but is not current.",
+            by_a(body(
+                Some("@alice:a.example"),
+                true,
+                (NOW - 3 * day, NOW - 1),
+            )),
+            doc_a.clone(),
+            Ok(expect(
+                &body(Some("@alice:a.example"), true, (NOW - 3 * day, NOW - 1)),
+                false,
+            )),
+        ),
+        (
+            "issued_within_skew",
+            "issued_at up to 5 minutes after now is accepted but not yet current.",
+            by_a(body(
+                Some("@alice:a.example"),
+                true,
+                (NOW + 300_000, NOW + day),
+            )),
+            doc_a.clone(),
+            Ok(expect(
+                &body(Some("@alice:a.example"), true, (NOW + 300_000, NOW + day)),
+                false,
+            )),
+        ),
+        (
+            "thirty_days",
+            "A window of exactly 30 days is allowed.",
+            by_a(body(
+                Some("@alice:a.example"),
+                true,
+                (NOW - day, NOW - day + max),
+            )),
+            doc_a.clone(),
+            Ok(expect(
+                &body(Some("@alice:a.example"), true, (NOW - day, NOW - day + max)),
+                true,
+            )),
+        ),
+        (
+            "unsigned_member",
+            "An `unsigned` member is allowed and not signed.",
+            unsigned_member,
+            doc_a.clone(),
+            Ok(expect(&std(), true)),
+        ),
+        (
+            "two_signatures",
+            "Every signature by a key the document lists as valid at issued_at must verify; here both do.",
+            two_sigs,
+            doc_a2.clone(),
+            Ok(expect(&std(), true)),
+        ),
+        (
+            "signature_by_unlisted_key_ignored",
+            "A signature under a key ID the document does not list is ignored.",
+            unlisted,
+            doc_a.clone(),
+            Ok(expect(&std(), true)),
+        ),
+        (
+            "signed_by_old_key",
+            "An old key verifies objects issued before its expired_ts.",
+            by_old(NOW - 6 * day),
+            doc_a.clone(),
+            Ok(expect(
+                &body(
+                    Some("@alice:a.example"),
+                    true,
+                    (NOW - 6 * day, NOW - 5 * day),
+                ),
+                false,
+            )),
+        ),
+        (
+            "missing_hosting",
+            "hosting is required.",
+            edited_att(&|v| {
+                v.as_object_mut().unwrap().remove("hosting");
+            }),
+            doc_a.clone(),
+            Err("malformed"),
+        ),
+        (
+            "missing_head",
+            "head is required.",
+            edited_att(&|v| {
+                v.as_object_mut().unwrap().remove("head");
+            }),
+            doc_a.clone(),
+            Err("malformed"),
+        ),
+        (
+            "unknown_member",
+            "Members are a closed set (signed or not).",
+            edited_att(&|v| v["note"] = json!("hi")),
+            doc_a.clone(),
+            Err("malformed"),
+        ),
+        (
+            "wrong_type",
+            "type is roam.attestation.",
+            edited_att(&|v| v["type"] = json!("roam.bundle")),
+            doc_a.clone(),
+            Err("malformed"),
+        ),
+        (
+            "float",
+            "Numbers are integers (§2.1); checked before the signature.",
+            {
+                let mut f = by_a(std());
+                f["issued_at"] = json!(1.5);
+                f
+            },
+            doc_a.clone(),
+            Err("malformed"),
+        ),
+        (
+            "user_id_invalid",
+            "user_id is a user ID (§3.1).",
+            edited_att(&|v| v["user_id"] = json!("@alice:A.example")),
+            doc_a.clone(),
+            Err("malformed"),
+        ),
+        (
+            "empty_window",
+            "valid_until is after issued_at.",
+            by_a(body(Some("@alice:a.example"), true, (NOW, NOW))),
+            doc_a.clone(),
+            Err("bad_window"),
+        ),
+        (
+            "window_too_long",
+            "At most 30 days.",
+            by_a(body(
+                Some("@alice:a.example"),
+                true,
+                (NOW - day, NOW - day + max + 1),
+            )),
+            doc_a.clone(),
+            Err("bad_window"),
+        ),
+        (
+            "from_future",
+            "issued_at more than 5 minutes after now.",
+            by_a(body(
+                Some("@alice:a.example"),
+                true,
+                (NOW + 300_001, NOW + day),
+            )),
+            doc_a.clone(),
+            Err("from_future"),
+        ),
+        (
+            "other_servers_keys",
+            "Checked with another server's key document.",
+            by_a(std()),
+            doc_b.clone(),
+            Err("wrong_server"),
+        ),
+        (
+            "one_bad_signature",
+            "One listed key's signature fails: refused, whatever the others.",
+            one_bad,
+            doc_a2.clone(),
+            Err("bad_signature"),
+        ),
+        (
+            "tampered",
+            "A member changed after signing.",
+            tampered,
+            doc_a.clone(),
+            Err("bad_signature"),
+        ),
+        (
+            "old_key_after_expiry",
+            "An old key does not verify objects issued at or after its expired_ts; no other signature.",
+            by_old(NOW - 5 * day),
+            doc_a.clone(),
+            Err("missing_signature"),
+        ),
+        (
+            "bad_key_document",
+            "The key document itself does not verify.",
+            by_a(std()),
+            bad_doc,
+            Err("server_keys"),
+        ),
     ];
     let v: Vec<Value> = cases
         .into_iter()
