@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 
 use crate::Millis;
 use crate::b64;
+use crate::canonical;
 use crate::ids::{KeyId, ServerName};
 use crate::signed::{self, SignError};
 
@@ -154,6 +155,8 @@ fn parse_key(v: &Value, what: &str) -> Result<VerifyingKey, ServerKeyError> {
 /// legitimate).
 pub fn verify(doc: &Value, expected: &ServerName) -> Result<ServerKeys, ServerKeyError> {
     let malformed = |m: &str| ServerKeyError::Malformed(m.to_owned());
+    // Numbers as §2.1, anywhere in the document (as for attestations).
+    canonical::check_numbers(doc).map_err(|e| ServerKeyError::Malformed(e.to_string()))?;
     let name = doc
         .get("server_name")
         .and_then(Value::as_str)

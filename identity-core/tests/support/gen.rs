@@ -2229,6 +2229,13 @@ fn b64_key(k: &SigningKey) -> String {
     b64::encode(k.verifying_key().as_bytes())
 }
 
+/// `v` with a.example's `ed25519:a_1` signature padded with `==`.
+fn pad_signature(mut v: Value) -> Value {
+    let sig = &mut v["signatures"]["a.example"]["ed25519:a_1"];
+    *sig = json!(format!("{}==", sig.as_str().unwrap()));
+    v
+}
+
 /// A well-encoded signature that does not verify.
 fn junk_signature() -> String {
     use ed25519_dalek::Signer;
@@ -2448,6 +2455,24 @@ pub fn key_document_vectors() -> Value {
             "a.example",
             one(json!({"old_verify_keys": []})),
             "malformed",
+        ),
+        (
+            "float_member",
+            "Numbers anywhere in the document are safe integers (§2.1); a float is malformed, checked first.",
+            "a.example",
+            {
+                let mut d = one(json!({}));
+                d["m.extra"] = json!(1.5);
+                d
+            },
+            "malformed",
+        ),
+        (
+            "padded_signature",
+            "Signatures are unpadded base64 (§2.2).",
+            "a.example",
+            pad_signature(one(json!({}))),
+            "non_canonical",
         ),
     ];
     let mut v: Vec<Value> = valid
@@ -2770,6 +2795,13 @@ pub fn attestation_vectors() -> Value {
             tampered,
             doc_a.clone(),
             Err("bad_signature"),
+        ),
+        (
+            "padded_signature",
+            "Signatures are unpadded base64 (§2.2).",
+            pad_signature(by_a(std())),
+            doc_a.clone(),
+            Err("non_canonical"),
         ),
         (
             "old_key_after_expiry",
