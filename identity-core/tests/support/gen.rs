@@ -374,7 +374,7 @@ pub fn account_log_vectors() -> Value {
     v.extend(op_member_vectors(&k));
     v.extend(device_key_vectors(&k));
     json!({
-        "description": "Account log verification vectors. Input is a set of signed ops (`ops`, wire objects; `ops_raw`, JSON texts parsed strictly; or `ops_repeat`, one op repeated). Valid vectors give the expected account state; invalid ones the error class (spec/protocol.md §Errors) and, where it applies, the input index of the op at fault, or for equivocation the two conflicting op hashes (sorted).",
+        "description": "Account log verification vectors. Input is a set of signed ops (`ops`, wire objects; `ops_raw`, JSON texts parsed strictly; or `ops_repeat`, one op repeated). Valid vectors give the account state of spec/protocol.md §5.3 (did, update_key, next_key, user_ids, servers, devices, head, seq, created_at, updated_at, deactivated, superseded — the last a set); invalid ones the error class (§11) and, where it applies, the input index of the op at fault (its first position when repeated), or for equivocation the two conflicting op hashes (sorted). Which fault is reported when there are several follows §5.3's order.",
         "generator": GENERATOR,
         "now": NOW,
         "keys": {
