@@ -3,8 +3,10 @@
 //! Canonical form (Matrix appendix): object keys sorted by code point, no insignificant
 //! whitespace, UTF-8, shortest string escapes, integers only. For integer-only objects this
 //! is also RFC 8785. Roam's objects are parsed with [`parse_strict`], which refuses what could
-//! make two parties disagree about the signed bytes: duplicate keys, floats, and integers
-//! outside ±(2^53−1). Each refusal has its own error.
+//! make two parties disagree about the signed bytes: duplicate keys, floats (`-0` included),
+//! and integers outside ±(2^53−1), each with its own error, and nesting deeper than
+//! [`MAX_DEPTH`]. When a text has several faults, the first in text order is the answer
+//! (spec §2.1).
 
 use std::cell::{Cell, RefCell};
 use std::fmt;

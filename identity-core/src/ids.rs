@@ -81,7 +81,9 @@ pub struct ServerName(String);
 string_newtype!(ServerName, "server name");
 
 impl ServerName {
-    /// Parses a server name per the Matrix grammar.
+    /// Parses a server name (spec §3.1): the Matrix grammar, narrowed so that every host has
+    /// one spelling and is a host the URL layer accepts (see `check_host`). Checks the length,
+    /// then the port, then the host.
     pub fn parse(s: &str) -> Result<Self, IdError> {
         if s.is_empty() {
             return Err(IdError::Empty {

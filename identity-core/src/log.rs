@@ -13,7 +13,8 @@
 //! 3. **Signers** (`check_signers`): each op's required signer follows from its ancestry
 //!    alone (the update key of the nearest genesis/rotate; a rotate must carry the committed
 //!    key and be signed by it). All signatures are checked in one batch, falling back to one
-//!    by one to name the culprit (`verify_signatures`).
+//!    by one to name the culprit (`verify_signatures`). Either pass names the failing op
+//!    first in input order, not first in walk order.
 //! 4. **Forks** (`choose_chain`), epoch by epoch (an epoch is a genesis or rotate and the
 //!    non-rotate ops after it): one rotate attached anywhere in the epoch wins and supersedes
 //!    every other op of the epoch not on its path (recovery, no clock involved); two rotates,

@@ -29,6 +29,11 @@ fn run_log(input: &Value, now: u64) -> Result<log::VerifiedLog, log::LogError> {
         return log::verify_values(ops.as_array().unwrap(), None, now);
     }
     if let Some(raw) = input.get("ops_raw") {
+        // §5.3: the count comes before any op is parsed.
+        let count = raw.as_array().unwrap().len();
+        if count > log::MAX_LOG_OPS {
+            return Err(LogError::LogTooLarge { count });
+        }
         let mut ops = Vec::new();
         for (i, text) in raw.as_array().unwrap().iter().enumerate() {
             let op = SignedOp::from_json(text.as_str().unwrap().as_bytes())
