@@ -34,6 +34,19 @@ pub enum AttestationError {
     Signature(#[from] SignError),
 }
 
+impl AttestationError {
+    /// The stable error class used in spec/protocol.md and the vectors.
+    pub fn class(&self) -> &'static str {
+        match self {
+            AttestationError::Malformed(_) => "malformed",
+            AttestationError::WrongServer { .. } => "wrong_server",
+            AttestationError::BadWindow => "bad_window",
+            AttestationError::FromFuture => "from_future",
+            AttestationError::Signature(e) => e.class(),
+        }
+    }
+}
+
 /// What a server attests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attestation {

@@ -19,6 +19,10 @@ use crate::server_keys::{self, ServerKeyError, ServerKeys};
 
 /// The `type` of a bundle object.
 pub const BUNDLE_TYPE: &str = "roam.bundle";
+/// Most attestations one bundle may carry.
+pub const MAX_ATTESTATIONS: usize = 64;
+/// Most key documents one bundle may carry.
+pub const MAX_SERVER_KEYS: usize = 64;
 
 /// Why a bundle was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +47,14 @@ pub enum BundleError {
     MissingServerKeys { index: usize, server: String },
     #[error("bundle attestation {index} is about {found}, not this account")]
     ForeignAttestation { index: usize, found: String },
+    #[error("bundle carries {count} {what}; the limit is {limit}")]
+    TooMany {
+        what: &'static str,
+        count: usize,
+        limit: usize,
+    },
+    #[error("bundle carries two key documents for {server}")]
+    DuplicateServerKeys { server: String },
 }
 
 impl BundleError {
@@ -57,6 +69,8 @@ impl BundleError {
             BundleError::Attestation { .. } => "attestation",
             BundleError::MissingServerKeys { .. } => "missing_server_keys",
             BundleError::ForeignAttestation { .. } => "foreign_attestation",
+            BundleError::TooMany { .. } => "too_many",
+            BundleError::DuplicateServerKeys { .. } => "server_keys",
         }
     }
 }
@@ -111,10 +125,13 @@ impl Bundle {
         }
         let attestations = list("attestations")?;
         let server_keys = list("server_keys")?;
-        if attestations.len() > 64 || server_keys.len() > 64 {
-            return Err(bad(
-                "too many attestations or key documents (limit 64 each)",
-            ));
+        for (what, count, limit) in [
+            ("attestations", attestations.len(), MAX_ATTESTATIONS),
+            ("key documents", server_keys.len(), MAX_SERVER_KEYS),
+        ] {
+            if count > limit {
+                return Err(BundleError::TooMany { what, count, limit });
+            }
         }
         Ok(Self {
             did: obj
@@ -129,11 +146,12 @@ impl Bundle {
                 .get("fetched_at")
                 .and_then(Value::as_u64)
                 .ok_or_else(|| bad("fetched_at must be an integer"))?,
-            source: obj
-                .get("source")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
+            // Optional: who assembled the bundle is a hint, not evidence.
+            source: match obj.get("source") {
+                None => String::new(),
+                Some(Value::String(s)) => s.clone(),
+                Some(_) => return Err(bad("source must be a string")),
+            },
         })
     }
 }
@@ -245,7 +263,12 @@ pub fn verify(
             server: name.to_string(),
             source,
         })?;
-        keys.insert(name, k);
+        // One document per server: with two, their order would decide which keys count.
+        if keys.insert(name.clone(), k).is_some() {
+            return Err(BundleError::DuplicateServerKeys {
+                server: name.to_string(),
+            });
+        }
     }
     let mut attestations = Vec::with_capacity(bundle.attestations.len());
     for (index, v) in bundle.attestations.iter().enumerate() {

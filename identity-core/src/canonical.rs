@@ -3,10 +3,12 @@
 //! Canonical form (Matrix appendix): object keys sorted by code point, no insignificant
 //! whitespace, UTF-8, shortest string escapes, integers only. For integer-only objects this
 //! is also RFC 8785. Roam's objects are parsed with [`parse_strict`], which refuses what could
-//! make two parties disagree about the signed bytes: duplicate keys, floats, and integers
-//! outside ±(2^53−1). Each refusal has its own error.
+//! make two parties disagree about the signed bytes: duplicate keys, floats (`-0` included),
+//! and integers outside ±(2^53−1), each with its own error, and nesting deeper than
+//! [`MAX_DEPTH`]. When a text has several faults, the first in text order is the answer
+//! (spec §2.1).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -161,22 +163,80 @@ fn write_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// Parses JSON for a Roam object: refuses duplicate keys, floats and unsafe integers.
+/// The deepest nesting of arrays and objects a Roam object may have (the outermost value is at
+/// depth 1). Roam's deepest object, a bundle, nests 5 deep.
+pub const MAX_DEPTH: usize = 64;
+
+/// Parses JSON for a Roam object: refuses duplicate keys, floats, unsafe integers and nesting
+/// deeper than [`MAX_DEPTH`].
+///
+/// The text is read from its start and the first fault met is the answer (spec §2.1): a
+/// duplicate key when its second occurrence has been read (before its value), a number when it
+/// is read, too deep at the opening bracket, trailing data once the value is complete.
 pub fn parse_strict(bytes: &[u8]) -> Result<Value, CanonicalError> {
     let found = RefCell::new(None);
+    let tokens = number_tokens(bytes);
+    let state = ParseState {
+        found: &found,
+        tokens: &tokens,
+        numbers_seen: Cell::new(0),
+        depth: Cell::new(0),
+    };
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let result = StrictSeed { found: &found }.deserialize(&mut de);
+    let result = StrictSeed { state: &state }.deserialize(&mut de);
     let value = match result {
         Ok(v) => v,
         Err(e) => {
-            return Err(found
-                .into_inner()
-                .unwrap_or_else(|| CanonicalError::Syntax(e.to_string())));
+            return Err(found.into_inner().unwrap_or_else(|| syntax_error(&e)));
         }
     };
     de.end()
         .map_err(|e| CanonicalError::Syntax(e.to_string()))?;
     Ok(value)
+}
+
+/// serde_json's own refusal. A number whose exponent overflows an f64 (`1e400`) is the only
+/// number it refuses before our visitor sees it; by §2.1 it is a float like any exponent.
+fn syntax_error(e: &serde_json::Error) -> CanonicalError {
+    let text = e.to_string();
+    if text.starts_with("number out of range") {
+        CanonicalError::Float(text)
+    } else {
+        CanonicalError::Syntax(text)
+    }
+}
+
+/// For each number token of the text, in order, whether it is written as an integer (no
+/// fraction, no exponent) other than `-0`. serde_json hands integers beyond 64 bits to the
+/// visitor as floats; this tells `integer_range` (an integer token) from `float`. Only the
+/// part of the text serde_json accepts is ever consulted, so a plain scan suffices.
+fn number_tokens(bytes: &[u8]) -> Vec<bool> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < bytes.len()
+                    && matches!(bytes[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
+                    i += 1;
+                }
+                let token = &bytes[start..i];
+                let integer = !token.iter().any(|b| matches!(b, b'.' | b'e' | b'E'));
+                out.push(integer && token != b"-0");
+            }
+            _ => i += 1,
+        }
+    }
+    out
 }
 
 /// Parses a JSON string for a Roam object (see [`parse_strict`]).
@@ -203,16 +263,48 @@ pub fn check_numbers(v: &Value) -> Result<(), CanonicalError> {
     }
 }
 
+/// What one strict parse has seen so far.
+struct ParseState<'a> {
+    /// The first rule the text broke, if the visitor found it.
+    found: &'a RefCell<Option<CanonicalError>>,
+    /// [`number_tokens`] of the text.
+    tokens: &'a [bool],
+    numbers_seen: Cell<usize>,
+    depth: Cell<usize>,
+}
+
 #[derive(Clone, Copy)]
 struct StrictSeed<'a> {
-    found: &'a RefCell<Option<CanonicalError>>,
+    state: &'a ParseState<'a>,
 }
 
 impl StrictSeed<'_> {
     fn fail<E: de::Error>(&self, err: CanonicalError) -> E {
         let msg = err.to_string();
-        *self.found.borrow_mut() = Some(err);
+        *self.state.found.borrow_mut() = Some(err);
         E::custom(msg)
+    }
+
+    /// Counts a number; returns whether its token was written as an integer.
+    fn next_number_is_integer(&self) -> bool {
+        let n = self.state.numbers_seen.get();
+        self.state.numbers_seen.set(n + 1);
+        self.state.tokens.get(n).copied().unwrap_or(false)
+    }
+
+    fn enter<E: de::Error>(&self) -> Result<(), E> {
+        let d = self.state.depth.get() + 1;
+        if d > MAX_DEPTH {
+            return Err(self.fail(CanonicalError::Syntax(format!(
+                "nesting deeper than {MAX_DEPTH}"
+            ))));
+        }
+        self.state.depth.set(d);
+        Ok(())
+    }
+
+    fn leave(&self) {
+        self.state.depth.set(self.state.depth.get() - 1);
     }
 }
 
@@ -233,16 +325,22 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
         Ok(Value::Bool(v))
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        self.next_number_is_integer();
         check_range_i64(v).map_err(|e| self.fail(e))?;
         Ok(Value::Number(v.into()))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        self.next_number_is_integer();
         if v > MAX_SAFE_INTEGER as u64 {
             return Err(self.fail(CanonicalError::IntegerOutOfRange(v.to_string())));
         }
         Ok(Value::Number(v.into()))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        // An integer token reaches here only when it does not fit 64 bits.
+        if self.next_number_is_integer() {
+            return Err(self.fail(CanonicalError::IntegerOutOfRange(v.to_string())));
+        }
         Err(self.fail(CanonicalError::Float(v.to_string())))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
@@ -258,13 +356,16 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
         Ok(Value::Null)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        self.enter()?;
         let mut out = Vec::new();
         while let Some(v) = seq.next_element_seed(self)? {
             out.push(v);
         }
+        self.leave();
         Ok(Value::Array(out))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        self.enter()?;
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if out.contains_key(&key) {
@@ -273,6 +374,7 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
             let v = map.next_value_seed(self)?;
             out.insert(key, v);
         }
+        self.leave();
         Ok(Value::Object(out))
     }
 }
@@ -326,5 +428,38 @@ mod tests {
             br#"{"a":0,"b":10000000000}"#
         );
         assert!(encode(&json!({"x": 0.5}), NumberPolicy::MatrixLenient).is_err());
+    }
+}
+
+#[cfg(test)]
+mod first_fault {
+    use super::*;
+
+    fn class(s: &str) -> &'static str {
+        match parse_strict(s.as_bytes()) {
+            Ok(_) => "ok",
+            Err(e) => e.class(),
+        }
+    }
+
+    #[test]
+    fn first_fault_in_text_order() {
+        assert_eq!(class("-0"), "float");
+        assert_eq!(class("[\"-1\", -0]"), "float");
+        assert_eq!(class("99999999999999999999"), "integer_range");
+        assert_eq!(class("[\"1.5\", -99999999999999999999]"), "integer_range");
+        assert_eq!(class("1E400"), "float");
+        assert_eq!(class("\"\\ud800\""), "malformed");
+        assert_eq!(class("\u{feff}{}"), "malformed");
+        assert_eq!(class("{\"a\":1,\"a\":2,"), "duplicate_key");
+        assert_eq!(class("{\"a\":1,\"a\":1.5}"), "duplicate_key");
+        assert_eq!(class("{\"a\":1.5,\"a\":1}"), "float");
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert_eq!(class(&deep(MAX_DEPTH)), "ok");
+        assert_eq!(class(&deep(MAX_DEPTH + 1)), "malformed");
+        assert_eq!(
+            class(&format!("{{\"a\":1,\"a\":{}}}", deep(100))),
+            "duplicate_key"
+        );
     }
 }

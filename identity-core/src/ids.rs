@@ -36,6 +36,23 @@ pub enum IdError {
     InvalidKeyId(String),
 }
 
+impl IdError {
+    /// The stable error class used in spec/protocol.md and the vectors.
+    pub fn class(&self) -> &'static str {
+        match self {
+            IdError::Empty { .. } => "empty",
+            IdError::TooLong { .. } => "too_long",
+            IdError::MissingSigil => "missing_sigil",
+            IdError::MissingColon => "missing_colon",
+            IdError::InvalidLocalpart { .. } => "invalid_localpart",
+            IdError::InvalidHost(_) => "invalid_host",
+            IdError::InvalidPort(_) => "invalid_port",
+            IdError::InvalidChar { .. } => "invalid_char",
+            IdError::InvalidKeyId(_) => "invalid_key_id",
+        }
+    }
+}
+
 /// The longest user ID Matrix allows, in bytes, sigil included.
 pub const MAX_USER_ID_BYTES: usize = 255;
 const MAX_DEVICE_ID_BYTES: usize = 255;
@@ -64,7 +81,9 @@ pub struct ServerName(String);
 string_newtype!(ServerName, "server name");
 
 impl ServerName {
-    /// Parses a server name per the Matrix grammar.
+    /// Parses a server name (spec §3.1): the Matrix grammar, narrowed so that every host has
+    /// one spelling and is a host the URL layer accepts (see `check_host`). Checks the length,
+    /// then the port, then the host.
     pub fn parse(s: &str) -> Result<Self, IdError> {
         if s.is_empty() {
             return Err(IdError::Empty {
@@ -82,35 +101,14 @@ impl ServerName {
         if let Some(port) = port {
             let valid = !port.is_empty()
                 && port.len() <= 5
+                && !port.starts_with('0')
                 && port.bytes().all(|b| b.is_ascii_digit())
                 && matches!(port.parse::<u32>(), Ok(1..=65535));
             if !valid {
                 return Err(IdError::InvalidPort(port.to_owned()));
             }
         }
-        if let Some(inner) = host.strip_prefix('[') {
-            let inner = inner
-                .strip_suffix(']')
-                .ok_or_else(|| IdError::InvalidHost(host.to_owned()))?;
-            inner
-                .parse::<Ipv6Addr>()
-                .map_err(|_| IdError::InvalidHost(host.to_owned()))?;
-        } else if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-            // All digits and dots: must be a dotted-quad IPv4 address.
-            host.parse::<Ipv4Addr>()
-                .map_err(|_| IdError::InvalidHost(host.to_owned()))?;
-        } else {
-            let ok = !host.is_empty()
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-                && !host.starts_with('.')
-                && !host.starts_with('-')
-                && !host.contains("..");
-            if !ok {
-                return Err(IdError::InvalidHost(host.to_owned()));
-            }
-        }
+        check_host(host)?;
         Ok(Self(s.to_owned()))
     }
 
@@ -131,6 +129,91 @@ impl ServerName {
     pub fn is_ip_literal(&self) -> bool {
         let h = self.host();
         h.starts_with('[') || h.parse::<Ipv4Addr>().is_ok()
+    }
+}
+
+/// The longest DNS label (RFC 1035).
+const MAX_LABEL_BYTES: usize = 63;
+
+/// §3.1's host grammar. Every accepted host is one a WHATWG URL parser accepts as the host of
+/// `https://HOST/` and serialises back unchanged, so that a server name always has exactly one
+/// spelling and the URL layer can always reach it:
+///
+/// - `[IPv6]` in its canonical text (lowercase, longest zero run compressed, no embedded IPv4
+///   and no zone ID);
+/// - a dotted-quad IPv4 address in decimal without leading zeros;
+/// - otherwise a DNS name of lowercase labels `[a-z0-9-]{1,63}` joined by dots, not starting
+///   with `-`, with no empty label (so no trailing dot), no `xn--` label (IDNA is not checked
+///   here), and a last label that does not "end in a number" as WHATWG defines it (all digits,
+///   or `0x` followed by hex digits): the URL parser would read such a name as an IPv4 address.
+fn check_host(host: &str) -> Result<(), IdError> {
+    let bad = || IdError::InvalidHost(host.to_owned());
+    if let Some(inner) = host.strip_prefix('[') {
+        let inner = inner.strip_suffix(']').ok_or_else(bad)?;
+        let addr = inner.parse::<Ipv6Addr>().map_err(|_| bad())?;
+        if whatwg_ipv6(&addr) != inner {
+            return Err(bad());
+        }
+        return Ok(());
+    }
+    let last = host.rsplit('.').next().unwrap_or(host);
+    if ends_in_a_number(last) {
+        // The URL parser reads it as IPv4: only the plain dotted quad reads back the same.
+        host.parse::<Ipv4Addr>().map_err(|_| bad())?;
+        return Ok(());
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= MAX_LABEL_BYTES
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with("xn--")
+    };
+    if host.starts_with('-') || !host.split('.').all(label_ok) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// WHATWG URL's "ends in a number" test for the last label of a host.
+fn ends_in_a_number(last: &str) -> bool {
+    if !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()) {
+        return true;
+    }
+    last.strip_prefix("0x")
+        .or_else(|| last.strip_prefix("0X"))
+        .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The WHATWG URL serialisation of an IPv6 address (RFC 5952 without the embedded IPv4 form):
+/// lowercase hex pieces, the first longest run of two or more zero pieces written `::`.
+fn whatwg_ipv6(addr: &Ipv6Addr) -> String {
+    let pieces = addr.segments();
+    let (mut best_start, mut best_len) = (None, 1);
+    let mut i = 0;
+    while i < 8 {
+        if pieces[i] == 0 {
+            let start = i;
+            while i < 8 && pieces[i] == 0 {
+                i += 1;
+            }
+            if i - start > best_len {
+                best_start = Some(start);
+                best_len = i - start;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    let hex = |r: &[u16]| {
+        r.iter()
+            .map(|p| format!("{p:x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    match best_start {
+        None => hex(&pieces),
+        Some(s) => format!("{}::{}", hex(&pieces[..s]), hex(&pieces[s + best_len..])),
     }
 }
 
@@ -416,6 +499,126 @@ mod tests {
         assert!(ServerName::parse("-bad").is_err());
         assert!(ServerName::parse("a.example:").is_err());
         assert!(ServerName::parse("a_b").is_err());
+    }
+
+    #[test]
+    fn server_name_decisions() {
+        // §3.1: one spelling per host, and nothing the URL layer cannot reach.
+        for ok in [
+            "a.example",
+            "a.example:8448",
+            "1.2.3.4",
+            "1.2.3.4:80",
+            "[::1]",
+            "[2001:db8::1]:8448",
+            "[::ffff:102:304]",
+            "1.example",
+            "x.1a",
+            "x.0x1g",
+            "a-b.c",
+            &format!("{}.example", "a".repeat(63)),
+        ] {
+            assert!(ServerName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "a.example.",
+            "A.example",
+            "x.1",
+            "x.0x10",
+            "x.0x",
+            "1.2.3",
+            "01.2.3.4",
+            "0x7f.0.0.1",
+            "[2001:DB8::1]",
+            "[2001:db8:0:0:0:0:0:1]",
+            "[::ffff:1.2.3.4]",
+            "[fe80::1%eth0]",
+            "a.example:08448",
+            "xn--nxasmq6b.example",
+            &format!("{}.example", "a".repeat(64)),
+            "a..b",
+            ".a",
+            "-a",
+        ] {
+            assert!(ServerName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// A deterministic stream of candidate names: edge cases, then random strings over an
+    /// alphabet that reaches every branch of the grammar.
+    fn candidate_names() -> Vec<String> {
+        let mut out: Vec<String> = [
+            "",
+            ".",
+            "-",
+            "0",
+            "0x",
+            "0X1",
+            "1.2.3.4",
+            "255.255.255.255",
+            "256.1.1.1",
+            "[::]",
+            "[::1]",
+            "[1::]",
+            "[1:0:0:1:0:0:0:1]",
+            "[1:0:0:1:0:0:1:0]",
+            "[0:0:1::]",
+            "a.b.c.0x",
+            "a.0xg",
+            "a.09",
+            "localhost:65535",
+            "localhost:65536",
+            "a:0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let alphabet = b"ab0179xX.-:[]fe";
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 14) as usize;
+            let s: String = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize] as char)
+                .collect();
+            out.push(s);
+        }
+        for _ in 0..2_000 {
+            let a = (next() % 300) as u16;
+            let b = (next() % 3) as u16;
+            out.push(format!("{a}.{b}.{}.{}", next() % 256, next() % 256));
+            out.push(format!("[{:x}:0:{b}::{a:x}]", next() % 3));
+        }
+        out
+    }
+
+    #[test]
+    fn every_accepted_server_name_is_a_url_host() {
+        let mut accepted = 0;
+        for s in candidate_names() {
+            let Ok(name) = ServerName::parse(&s) else {
+                continue;
+            };
+            accepted += 1;
+            let url = url::Url::parse(&format!("https://{s}/"))
+                .unwrap_or_else(|e| panic!("{s:?} is a server name but not a URL host: {e}"));
+            assert_eq!(
+                url.host_str(),
+                Some(name.host()),
+                "{s:?}: host must round-trip"
+            );
+            assert_eq!(
+                url.port_or_known_default(),
+                Some(name.port().unwrap_or(443)),
+                "{s:?}: port"
+            );
+        }
+        assert!(accepted > 500, "only {accepted} names accepted");
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! 3. **Signers** (`check_signers`): each op's required signer follows from its ancestry
 //!    alone (the update key of the nearest genesis/rotate; a rotate must carry the committed
 //!    key and be signed by it). All signatures are checked in one batch, falling back to one
-//!    by one to name the culprit (`verify_signatures`).
+//!    by one to name the culprit (`verify_signatures`). Either pass names the failing op
+//!    first in input order, not first in walk order.
 //! 4. **Forks** (`choose_chain`), epoch by epoch (an epoch is a genesis or rotate and the
 //!    non-rotate ops after it): one rotate attached anywhere in the epoch wins and supersedes
 //!    every other op of the epoch not on its path (recovery, no clock involved); two rotates,
@@ -743,10 +744,32 @@ fn get_device_keys(obj: &Map<String, Value>, index: usize) -> Result<DeviceKeys,
         b64::decode_array::<32>(text)
             .map_err(|e| non_canonical(index, &format!("device_keys.{name}"), e))
     };
+    // Members in §5.1's order; each key must be the one spelling of a usable key.
+    let ed25519 = get("ed25519")?;
+    did::ed25519_key_strict(&ed25519)
+        .map_err(|e| non_canonical(index, "device_keys.ed25519", e))?;
+    let curve25519 = get("curve25519")?;
+    if !is_canonical_x25519(&curve25519) {
+        return Err(non_canonical(
+            index,
+            "device_keys.curve25519",
+            "not a reduced Curve25519 u-coordinate (must be below 2^255 - 19)",
+        ));
+    }
     Ok(DeviceKeys {
-        ed25519: get("ed25519")?,
-        curve25519: get("curve25519")?,
+        ed25519,
+        curve25519,
     })
+}
+
+/// True when 32 little-endian bytes are below p = 2^255 − 19: X25519 reduces every
+/// u-coordinate mod p (and ignores the top bit), so only these are one spelling per key.
+fn is_canonical_x25519(u: &[u8; 32]) -> bool {
+    if u[31] & 0x80 != 0 {
+        return false;
+    }
+    // p is 0x7fff…ffed: u >= p only when u is 0x7fff…ff followed by a low byte >= 0xed.
+    !(u[31] == 0x7f && u[1..31].iter().all(|&b| b == 0xff) && u[0] >= 0xed)
 }
 
 /// The account as its verified log describes it.
@@ -974,62 +997,69 @@ fn check_link(parent: &SignedOp, o: &SignedOp, index: usize) -> Result<(), LogEr
 }
 
 /// §5.3 phase 3, the required signers: walks the tree depth first from each genesis (children
-/// in hash order), carrying the key event (genesis or rotate) in force. Returns the ops in
-/// walk order, which is the order their signatures are then checked in.
+/// in hash order), carrying the key event (genesis or rotate) in force. Every op is checked;
+/// the error reported is the one of the op first in input order, so that the answer does not
+/// depend on the walk. Returns the ops in walk order.
 fn check_signers(ops: &[SignedOp], did: &Did, links: &Links) -> Result<Vec<usize>, LogError> {
     let mut order: Vec<usize> = Vec::with_capacity(ops.len());
+    let mut first_error: Option<LogError> = None;
     let mut stack: Vec<(usize, Option<usize>)> =
         links.roots.iter().rev().map(|&r| (r, None)).collect();
     while let Some((i, parent_event)) = stack.pop() {
-        let event = check_signer(ops, did, i, parent_event)?;
+        let (event, error) = check_signer(ops, did, i, parent_event);
+        if let Some(e) = error
+            && first_error.as_ref().is_none_or(|f| f.index() > e.index())
+        {
+            first_error = Some(e);
+        }
         order.push(i);
         for &c in links.kids(i).iter().rev() {
             stack.push((c, Some(event)));
         }
     }
-    Ok(order)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(order),
+    }
 }
 
 /// §5.3 phase 3 for op `i`, given the key event in force above it: a genesis's update key is
 /// the DID key — `genesis_key_mismatch`; a rotate's matches the commitment in force —
 /// `commitment_mismatch`; the signer is the one §5.1's table names — `wrong_signer`.
-/// Returns the key event in force for the op's children.
+/// Returns the key event in force for the op's children, and the op's error if any.
 fn check_signer(
     ops: &[SignedOp],
     did: &Did,
     i: usize,
     parent_event: Option<usize>,
-) -> Result<usize, LogError> {
+) -> (usize, Option<LogError>) {
     let o = &ops[i];
     match &o.op.action {
         Action::Genesis { update_key, .. } => {
             if update_key != did.verifying_key() {
-                return Err(LogError::GenesisKeyMismatch { index: i });
+                return (i, Some(LogError::GenesisKeyMismatch { index: i }));
             }
-            expect_signer(o, i, &[*update_key])?;
-            Ok(i)
+            (i, expect_signer(o, i, &[*update_key]).err())
         }
         Action::Rotate { update_key, .. } => {
             let commitment = parent_event.map(|e| commitment_of(&ops[e]));
             if commitment.is_none_or(|c| !c.matches(update_key)) {
-                return Err(LogError::CommitmentMismatch { index: i });
+                return (i, Some(LogError::CommitmentMismatch { index: i }));
             }
-            expect_signer(o, i, &[*update_key])?;
-            Ok(i)
+            (i, expect_signer(o, i, &[*update_key]).err())
         }
         Action::Deactivate => {
             // The update key, or the committed next key (§12).
             let e = parent_event.unwrap_or(i);
             let committed_signer = KeyCommitment::to_key(&o.signer) == commitment_of(&ops[e]);
-            if !committed_signer {
-                expect_signer(o, i, &[update_key_of(&ops[e])])?;
+            if committed_signer {
+                return (e, None);
             }
-            Ok(e)
+            (e, expect_signer(o, i, &[update_key_of(&ops[e])]).err())
         }
         _ => {
             let e = parent_event.unwrap_or(i);
-            expect_signer(o, i, &[update_key_of(&ops[e])])?;
-            Ok(e)
+            (e, expect_signer(o, i, &[update_key_of(&ops[e])]).err())
         }
     }
 }
@@ -1064,7 +1094,7 @@ fn expect_signer(o: &SignedOp, index: usize, allowed: &[VerifyingKey]) -> Result
 }
 
 /// §5.3 phase 3, the signatures (§4) — `bad_signature`: every op's in one batch; on failure,
-/// one by one in `order` to name the first bad op. Weak keys never reach here (the multikey parser refuses them), which is
+/// one by one to name the bad op first in input order. Weak keys never reach here (the multikey parser refuses them), which is
 /// what makes the batch's missing weak-key check safe.
 fn verify_signatures(
     ops: &[SignedOp],
@@ -1083,9 +1113,12 @@ fn verify_signatures(
     {
         return Ok(());
     }
-    for (n, &i) in order.iter().enumerate() {
+    // Name the bad op first in input order, whatever order the walk visited them in.
+    let mut by_input: Vec<usize> = (0..order.len()).collect();
+    by_input.sort_by_key(|&n| order[n]);
+    for n in by_input {
         if keys[n].verify_strict(&messages[n], &sigs[n]).is_err() {
-            return Err(LogError::BadSignature { index: i });
+            return Err(LogError::BadSignature { index: order[n] });
         }
     }
     Ok(())

@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 
 use crate::Millis;
 use crate::b64;
+use crate::canonical;
 use crate::ids::{KeyId, ServerName};
 use crate::signed::{self, SignError};
 
@@ -25,6 +26,18 @@ pub enum ServerKeyError {
     NoKeys,
     #[error("server key document signature: {0}")]
     Signature(#[from] SignError),
+}
+
+impl ServerKeyError {
+    /// The stable error class used in spec/protocol.md and the vectors.
+    pub fn class(&self) -> &'static str {
+        match self {
+            ServerKeyError::Malformed(_) => "malformed",
+            ServerKeyError::WrongServer { .. } => "wrong_server",
+            ServerKeyError::NoKeys => "no_keys",
+            ServerKeyError::Signature(e) => e.class(),
+        }
+    }
 }
 
 /// A server's key, for signing (held by the server only).
@@ -142,6 +155,8 @@ fn parse_key(v: &Value, what: &str) -> Result<VerifyingKey, ServerKeyError> {
 /// legitimate).
 pub fn verify(doc: &Value, expected: &ServerName) -> Result<ServerKeys, ServerKeyError> {
     let malformed = |m: &str| ServerKeyError::Malformed(m.to_owned());
+    // Numbers as §2.1, anywhere in the document (as for attestations).
+    canonical::check_numbers(doc).map_err(|e| ServerKeyError::Malformed(e.to_string()))?;
     let name = doc
         .get("server_name")
         .and_then(Value::as_str)
@@ -157,20 +172,28 @@ pub fn verify(doc: &Value, expected: &ServerName) -> Result<ServerKeys, ServerKe
         .and_then(Value::as_u64)
         .ok_or_else(|| malformed("missing valid_until_ts"))?;
     let mut verify_keys = BTreeMap::new();
-    if let Some(m) = doc.get("verify_keys").and_then(Value::as_object) {
-        for (id, v) in m {
-            let key_id = KeyId::parse(id).map_err(|e| ServerKeyError::Malformed(e.to_string()))?;
-            if key_id.algorithm() != "ed25519" {
-                continue;
-            }
-            verify_keys.insert(key_id, parse_key(v, id)?);
+    let current = doc
+        .get("verify_keys")
+        .and_then(Value::as_object)
+        .ok_or_else(|| malformed("verify_keys must be an object"))?;
+    for (id, v) in current {
+        let key_id = KeyId::parse(id).map_err(|e| ServerKeyError::Malformed(e.to_string()))?;
+        // Other algorithms cannot be checked here; they are ignored, not trusted.
+        if key_id.algorithm() != "ed25519" {
+            continue;
         }
+        verify_keys.insert(key_id, parse_key(v, id)?);
     }
     if verify_keys.is_empty() {
         return Err(ServerKeyError::NoKeys);
     }
     let mut old_verify_keys = BTreeMap::new();
-    if let Some(m) = doc.get("old_verify_keys").and_then(Value::as_object) {
+    let old = match doc.get("old_verify_keys") {
+        None => None,
+        Some(Value::Object(m)) => Some(m),
+        Some(_) => return Err(malformed("old_verify_keys must be an object")),
+    };
+    if let Some(m) = old {
         for (id, v) in m {
             let key_id = KeyId::parse(id).map_err(|e| ServerKeyError::Malformed(e.to_string()))?;
             if key_id.algorithm() != "ed25519" {

@@ -38,6 +38,21 @@ pub enum SignError {
     BadSignature { entity: String, key_id: String },
 }
 
+impl SignError {
+    /// The stable error class used in spec/protocol.md and the vectors.
+    pub fn class(&self) -> &'static str {
+        match self {
+            SignError::NotAnObject | SignError::MalformedSignatures => "malformed",
+            SignError::Canonical(e) => e.class(),
+            SignError::MissingSignature { .. } => "missing_signature",
+            SignError::SignatureEncoding { .. } => "non_canonical",
+            SignError::UnsupportedAlgorithm(_) => "malformed",
+            SignError::WeakKey => "weak_key",
+            SignError::BadSignature { .. } => "bad_signature",
+        }
+    }
+}
+
 /// The bytes that are signed: canonical JSON without `signatures` and `unsigned`.
 pub fn signing_bytes(obj: &Value) -> Result<Vec<u8>, SignError> {
     signing_bytes_with(obj, NumberPolicy::Strict)

@@ -3,10 +3,12 @@
 
 mod support;
 
+use roam_identity_core::attestation::{self, AttestationError};
 use roam_identity_core::bundle::{self, Attested, Bundle, BundleError};
 use roam_identity_core::canonical::CanonicalError;
 use roam_identity_core::log::{self, LogError, SignedOp};
-use roam_identity_core::{Did, DidError, UserId, b64, canonical, did};
+use roam_identity_core::server_keys::{self, ServerKeyError, ServerKeys};
+use roam_identity_core::{Did, DidError, IdError, ServerName, UserId, b64, canonical, did};
 use serde_json::{Value, json};
 use support::{expect_error, generator, load, vectors};
 
@@ -27,6 +29,11 @@ fn run_log(input: &Value, now: u64) -> Result<log::VerifiedLog, log::LogError> {
         return log::verify_values(ops.as_array().unwrap(), None, now);
     }
     if let Some(raw) = input.get("ops_raw") {
+        // §5.3: the count comes before any op is parsed.
+        let count = raw.as_array().unwrap().len();
+        if count > log::MAX_LOG_OPS {
+            return Err(LogError::LogTooLarge { count });
+        }
         let mut ops = Vec::new();
         for (i, text) in raw.as_array().unwrap().iter().enumerate() {
             let op = SignedOp::from_json(text.as_str().unwrap().as_bytes())
@@ -44,13 +51,15 @@ fn state_json(v: &log::VerifiedLog) -> Value {
     let s = &v.state;
     json!({
         "did": s.did.as_str(),
-        "head": s.head.to_string(),
-        "seq": s.seq,
         "update_key": did::encode_multikey(&s.update_key),
         "next_key": s.next_key.to_string(),
         "user_ids": s.user_ids.iter().map(UserId::as_str).collect::<Vec<_>>(),
         "servers": s.servers.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
         "devices": s.devices.iter().map(|(k, d)| (k.to_string(), json!({"ed25519": b64::encode(&d.ed25519), "curve25519": b64::encode(&d.curve25519)}))).collect::<serde_json::Map<_, _>>(),
+        "head": s.head.to_string(),
+        "seq": s.seq,
+        "created_at": s.created_at,
+        "updated_at": s.updated_at,
         "deactivated": s.deactivated,
         "superseded": v.superseded.iter().map(|o| o.hash.to_string()).collect::<Vec<_>>(),
     })
@@ -158,6 +167,11 @@ fn bundle_vectors() {
                 want["head"].as_str().unwrap(),
                 "{name}"
             );
+            assert_eq!(
+                json!(vb.log.state.deactivated),
+                want["deactivated"],
+                "{name}"
+            );
             let (mut bound, mut expired, mut missing) = (vec![], vec![], vec![]);
             for u in &vb.log.state.user_ids {
                 match vb.binding(u, now) {
@@ -226,6 +240,96 @@ fn canonical_vectors() {
             assert_eq!(result.unwrap(), v["expected"].as_str().unwrap(), "{name}");
         } else {
             expect_error(v, result, CanonicalError::class);
+        }
+    }
+}
+
+#[test]
+fn server_name_vectors() {
+    let file = load("spec/vectors/server-names.json");
+    for v in vectors(&file) {
+        let name = v["name"].as_str().unwrap();
+        let result = ServerName::parse(v["input"].as_str().unwrap());
+        if v["valid"].as_bool().unwrap() {
+            let n = result.unwrap_or_else(|e| panic!("{name}: {e}"));
+            let got = json!({"host": n.host(), "port": n.port(), "ip_literal": n.is_ip_literal()});
+            assert_eq!(got, v["expected"], "{name}");
+        } else {
+            expect_error(v, result, IdError::class);
+        }
+    }
+}
+
+#[test]
+fn key_document_vectors() {
+    let file = load("spec/vectors/key-documents.json");
+    for v in vectors(&file) {
+        let name = v["name"].as_str().unwrap();
+        let expected_server =
+            ServerName::parse(v["input"]["server_name"].as_str().unwrap()).unwrap();
+        let result = server_keys::verify(&v["input"]["document"], &expected_server);
+        if v["valid"].as_bool().unwrap() {
+            let k = result.unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(key_document_json(&k), v["expected"], "{name}");
+        } else {
+            expect_error(v, result, ServerKeyError::class);
+        }
+    }
+}
+
+fn key_document_json(k: &ServerKeys) -> Value {
+    json!({
+        "verify_keys": k.verify_keys.iter().map(|(id, key)| (id.to_string(), json!(b64::encode(key.as_bytes())))).collect::<serde_json::Map<_, _>>(),
+        "old_verify_keys": k.old_verify_keys.iter().map(|(id, o)| (id.to_string(), json!({"key": b64::encode(o.key.as_bytes()), "expired_ts": o.expired_ts}))).collect::<serde_json::Map<_, _>>(),
+        "valid_until_ts": k.valid_until_ts,
+    })
+}
+
+/// What the attestations suite answers: the key document first, then the attestation.
+#[derive(Debug)]
+enum AttestationFailure {
+    ServerKeys,
+    Attestation(AttestationError),
+}
+
+fn attestation_class(e: &AttestationFailure) -> &'static str {
+    match e {
+        AttestationFailure::ServerKeys => "server_keys",
+        AttestationFailure::Attestation(e) => e.class(),
+    }
+}
+
+impl std::fmt::Display for AttestationFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+#[test]
+fn attestation_vectors() {
+    let file = load("spec/vectors/attestations.json");
+    let now = file["now"].as_u64().unwrap();
+    for v in vectors(&file) {
+        let name = v["name"].as_str().unwrap();
+        let doc = &v["input"]["server_keys"];
+        let result = doc["server_name"]
+            .as_str()
+            .and_then(|s| ServerName::parse(s).ok())
+            .and_then(|s| server_keys::verify(doc, &s).ok())
+            .ok_or(AttestationFailure::ServerKeys)
+            .and_then(|keys| {
+                attestation::verify(&v["input"]["attestation"], &keys, now)
+                    .map_err(AttestationFailure::Attestation)
+            });
+        if v["valid"].as_bool().unwrap() {
+            let a = result.unwrap_or_else(|e| panic!("{name}: {e}"));
+            let got = json!({
+                "server_name": a.server_name.as_str(), "user_id": a.user_id.as_ref().map(UserId::as_str),
+                "did": a.did.as_str(), "head": a.head.to_string(), "hosting": a.hosting,
+                "issued_at": a.issued_at, "valid_until": a.valid_until, "current": a.is_current(now)});
+            assert_eq!(got, v["expected"], "{name}");
+        } else {
+            expect_error(v, result, attestation_class);
         }
     }
 }
