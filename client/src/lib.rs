@@ -20,6 +20,7 @@
 //! from them, in one place.
 
 pub mod account;
+pub mod conformance;
 pub mod directory;
 pub mod export;
 pub mod homeserver;

@@ -2,12 +2,12 @@
 //! exported account file — into a report: the account state, each user ID's binding and each
 //! server's hosting attestation, or the error class, the op at fault and the evidence.
 //!
-//! The same report shapes answer the conformance runner (`spec/conformance/run.py`): each
-//! vector suite maps to one function here, so `roam verify` and the vectors cannot disagree.
+//! The conformance runner's answers ([`crate::conformance`]) use the same state and bundle
+//! shapes, so `roam verify` and the vectors cannot disagree.
 
 use roam_identity_core::bundle::{self, Attested, Bundle, BundleError, VerifiedBundle};
-use roam_identity_core::log::{self, LogError, SignedOp, VerifiedLog};
-use roam_identity_core::{Did, Millis, UserId, b64, canonical, did};
+use roam_identity_core::log::{self, LogError, VerifiedLog};
+use roam_identity_core::{Millis, UserId, b64, canonical, did};
 use serde_json::{Map, Value, json};
 
 use crate::export::EXPORT_TYPE;
@@ -82,7 +82,7 @@ impl VerifyError {
 }
 
 /// The two ops of an equivocation, by hash (sorted), as the vectors write them.
-fn evidence(e: &LogError) -> Option<Value> {
+pub(crate) fn evidence(e: &LogError) -> Option<Value> {
     let LogError::Equivocation { a, b } = e else {
         return None;
     };
@@ -192,6 +192,8 @@ pub fn state_json(v: &VerifiedLog) -> Value {
         "user_ids": s.user_ids.iter().map(UserId::as_str).collect::<Vec<_>>(),
         "servers": s.servers.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
         "devices": devices,
+        "created_at": s.created_at,
+        "updated_at": s.updated_at,
         "deactivated": s.deactivated,
         "superseded": superseded,
     })
@@ -233,7 +235,7 @@ fn hosting_json(b: &VerifiedBundle, now: Millis) -> Value {
 
 /// The bundle suite's `expected`: bound, expired and unattested user IDs, and the servers
 /// whose hosting attestation is current.
-fn bundle_summary(b: &VerifiedBundle, now: Millis) -> Value {
+pub(crate) fn bundle_summary(b: &VerifiedBundle, now: Millis) -> Value {
     let (mut bound, mut expired, mut unattested) = (vec![], vec![], vec![]);
     for u in &b.log.state.user_ids {
         match b.binding(u, now) {
@@ -256,120 +258,8 @@ fn bundle_summary(b: &VerifiedBundle, now: Millis) -> Value {
         "expired": expired,
         "unattested": unattested,
         "hosting": hosting,
+        "deactivated": b.log.state.deactivated,
     })
-}
-
-/// Why a conformance request could not be answered at all (as opposed to a vector whose
-/// answer is an error class).
-#[derive(Debug, thiserror::Error)]
-pub enum ConformanceError {
-    #[error("the request is not JSON: {0}")]
-    NotJson(#[from] serde_json::Error),
-    #[error("the request has no {0}")]
-    Missing(&'static str),
-    #[error("unknown suite {0:?}")]
-    UnknownSuite(String),
-}
-
-/// Answers one conformance request `{"suite", "now", "input"}` (spec/vectors/README.md) with
-/// `{"valid": true, "expected": …}` or `{"valid": false, "error": {"class", …}}`.
-pub fn conformance_answer(request: &[u8]) -> Result<Value, ConformanceError> {
-    let req: Value = serde_json::from_slice(request)?;
-    let suite = req["suite"]
-        .as_str()
-        .ok_or(ConformanceError::Missing("suite"))?;
-    let input = req.get("input").ok_or(ConformanceError::Missing("input"))?;
-    let now = req["now"].as_u64();
-    let need_now = || now.ok_or(ConformanceError::Missing("now"));
-    let answer = match suite {
-        "account-log" => answer_log(input, need_now()?),
-        "bundles" => answer_bundle(input, need_now()?),
-        "did-key" => answer_did(input),
-        "canonical-json" => answer_canonical(input),
-        other => return Err(ConformanceError::UnknownSuite(other.to_owned())),
-    };
-    Ok(answer)
-}
-
-fn valid(expected: Value) -> Value {
-    json!({"valid": true, "expected": expected})
-}
-
-fn invalid(error: Value) -> Value {
-    json!({"valid": false, "error": error})
-}
-
-fn log_error_json(e: &LogError) -> Value {
-    let mut out = json!({"class": e.class()});
-    if let Some(i) = e.index() {
-        out["index"] = json!(i);
-    }
-    if let Some(ev) = evidence(e) {
-        out["evidence"] = ev;
-    }
-    out
-}
-
-/// The log inputs of the vectors: `ops` (JSON values), `ops_raw` (JSON texts, parsed strictly
-/// one by one) or `ops_repeat` (`{"op", "times"}`: one op many times, for the size caps).
-fn answer_log(input: &Value, now: Millis) -> Value {
-    match run_log(input, now) {
-        Ok(v) => valid(state_json(&v)),
-        Err(e) => invalid(log_error_json(&e)),
-    }
-}
-
-fn run_log(input: &Value, now: Millis) -> Result<VerifiedLog, LogError> {
-    if let Some(ops) = input.get("ops").and_then(Value::as_array) {
-        return log::verify_values(ops, None, now);
-    }
-    if let Some(raw) = input.get("ops_raw").and_then(Value::as_array) {
-        let mut ops = Vec::with_capacity(raw.len());
-        for (i, text) in raw.iter().enumerate() {
-            let text = text.as_str().unwrap_or_default();
-            ops.push(SignedOp::from_json(text.as_bytes()).map_err(|e| log::reindex(e, i))?);
-        }
-        return log::verify_log(&ops, None, now);
-    }
-    let rep = &input["ops_repeat"];
-    let times = rep["times"].as_u64().unwrap_or(0) as usize;
-    log::verify_values(&vec![rep["op"].clone(); times], None, now)
-}
-
-fn answer_bundle(input: &Value, now: Millis) -> Value {
-    match Bundle::from_value(input).and_then(|b| bundle::verify(&b, None, now)) {
-        Ok(b) => valid(bundle_summary(&b, now)),
-        Err(e) => {
-            let mut err = json!({"class": e.class()});
-            if let BundleError::Log(le) = &e {
-                err = log_error_json(le);
-                err["class"] = json!(e.class());
-            }
-            invalid(err)
-        }
-    }
-}
-
-fn answer_did(input: &Value) -> Value {
-    match Did::parse(input.as_str().unwrap_or_default()) {
-        Ok(d) => valid(json!({
-            "public_key_hex": hex_lower(d.verifying_key().as_bytes()),
-            "x25519_multikey": d.x25519_multikey(),
-        })),
-        Err(e) => invalid(json!({"class": e.class()})),
-    }
-}
-
-fn answer_canonical(input: &Value) -> Value {
-    let text = input.as_str().unwrap_or_default();
-    match canonical::parse_strict_str(text).and_then(|v| canonical::to_canonical_string(&v)) {
-        Ok(s) => valid(json!(s)),
-        Err(e) => invalid(json!({"class": e.class()})),
-    }
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -384,16 +274,5 @@ mod tests {
         assert_eq!(e.class(), "duplicate_key");
         let e = verify_document(b"[]", 0).unwrap_err();
         assert_eq!(e.class(), "empty");
-    }
-
-    #[test]
-    fn conformance_requests_are_checked() {
-        assert!(matches!(
-            conformance_answer(b"{\"suite\":\"nope\",\"input\":1}"),
-            Err(ConformanceError::UnknownSuite(_))
-        ));
-        let a = conformance_answer(br#"{"suite":"canonical-json","input":"{\"b\":1,\"a\":2}"}"#)
-            .unwrap();
-        assert_eq!(a, json!({"valid": true, "expected": "{\"a\":2,\"b\":1}"}));
     }
 }

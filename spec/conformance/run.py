@@ -7,8 +7,8 @@ For each vector in DIR/*.json (default: spec/vectors beside this folder), COMMAN
 once with one request on standard input and must print one answer on standard output, both
 JSON objects (the contract is in spec/vectors/README.md):
 
-  request: {"suite": "account-log" | "bundles" | "did-key" | "canonical-json",
-            "now": <ms or null>, "input": <the vector's input>}
+  request: {"suite": <the vector file's name without .json, e.g. "account-log">,
+            "now": <the file's "now" in ms, or null>, "input": <the vector's input>}
   answer:  {"valid": true, "expected": <same shape as the vector's expected>}
        or  {"valid": false, "error": {"class": "...", "index": N?, "evidence": [h1, h2]?}}
 

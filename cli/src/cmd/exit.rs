@@ -15,12 +15,13 @@
 //! such as "migration stopped" (7) wins over the network error beneath it.
 
 use roam_client::account::AccountError;
+use roam_client::conformance::ConformanceError;
 use roam_client::export::ExportError;
 use roam_client::homeserver::HomeserverError;
 use roam_client::keystore::KeystoreError;
 use roam_client::migration::{MigrationError, StepError};
 use roam_client::session::SessionError;
-use roam_client::verify::{ConformanceError, VerifyError};
+use roam_client::verify::VerifyError;
 use roam_resolver::ResolveError;
 
 pub const SUCCESS: u8 = 0;

@@ -37,7 +37,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
         std::io::stdin()
             .read_to_end(&mut request)
             .context("reading the request")?;
-        print_json(&verify::conformance_answer(&request)?);
+        print_json(&roam_client::conformance::answer(&request)?);
         return Ok(());
     }
     let path = args.file.unwrap_or_else(|| PathBuf::from("-"));
