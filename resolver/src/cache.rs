@@ -28,7 +28,9 @@ use crate::clock::{Clock, rfc3339};
 use crate::config::{CachePolicy, OFFLINE_WARNING};
 use crate::error::ResolveError;
 use crate::merge::{HeadRelation, relation_to};
-use crate::resolution::{Resolution, ResolutionWire, ResolveStatus};
+use crate::resolution::{
+    KnownAccount, Notice, Resolution, ResolutionWire, ResolveStatus, Source, notice,
+};
 use crate::{ResolveResult, Resolver};
 
 /// DID → stored account record (JSON: the resolution and its bundle).
@@ -425,9 +427,13 @@ impl<R: Resolver> Cached<R> {
                 Some(user.clone()),
                 ResolveStatus::Cached,
                 Vec::new(),
+                c.notices.clone(),
             ));
         }
-        let answer = self.inner.resolve_user(user).await;
+        // What was verified earlier goes along: if the origin is down, the account's servers
+        // are asked and the origin's attestation verified earlier still counts (§10.2).
+        let known = cached.as_ref().map(KnownAccount::of);
+        let answer = self.inner.resolve_user_known(user, known.as_ref()).await;
         self.settle(answer, cached, Some(user), neg_key, now).await
     }
 
@@ -449,7 +455,13 @@ impl<R: Resolver> Cached<R> {
             && now < c.verified_at.saturating_add(self.policy.positive_ttl_ms)
         {
             let first = c.user_ids.first().cloned();
-            return Ok(relabel(c.clone(), first, ResolveStatus::Cached, Vec::new()));
+            return Ok(relabel(
+                c.clone(),
+                first,
+                ResolveStatus::Cached,
+                Vec::new(),
+                c.notices.clone(),
+            ));
         }
         let mut all_hints = hints.to_vec();
         for s in cached.iter().flat_map(|c| c.servers.iter()) {
@@ -537,6 +549,11 @@ impl<R: Resolver> Cached<R> {
                     "a recovery rotate superseded the head cached earlier ({}); the owner's recovery key took over",
                     c.head
                 ));
+                if !fresh.notices.iter().any(|n| n.code == notice::RECOVERED) {
+                    fresh
+                        .notices
+                        .push(Notice::new(notice::RECOVERED).head(&c.head));
+                }
                 self.store_positive(&fresh).await;
                 fresh
             }
@@ -567,8 +584,21 @@ impl<R: Resolver> Cached<R> {
                     .map(|t| format!("not reachable: {t}")),
             )
             .collect();
+        let mut notices: Vec<Notice> = Vec::new();
+        if self.inner.is_offline() {
+            notices.push(Notice::new(notice::OFFLINE));
+        } else {
+            if let Some(u) = user {
+                notices.push(Notice::new(notice::ORIGIN_UNREACHABLE).server(&u.server_name()));
+            }
+            for s in &c.servers {
+                if user.is_none_or(|u| u.server_name() != *s) {
+                    notices.push(Notice::new(notice::SERVER_UNREACHABLE).server(s));
+                }
+            }
+        }
         let who = subject_user(user, &c);
-        relabel(c, who, ResolveStatus::Stale, warnings)
+        relabel(c, who, ResolveStatus::Stale, warnings, notices)
     }
 
     async fn store_positive(&self, res: &Resolution) {
@@ -599,6 +629,14 @@ fn keep_cached(
     status: ResolveStatus,
 ) -> Resolution {
     let mut warnings = fresh.warnings.clone();
+    let mut notices = fresh.notices.clone();
+    if status == ResolveStatus::Verified {
+        let mut n = Notice::new(notice::DOWNGRADE_REFUSED).head(&fresh.head);
+        if let Source::Origin { server, .. } = &fresh.source {
+            n = n.server(server);
+        }
+        notices.push(n);
+    }
     let reason = match status {
         ResolveStatus::Verified => format!(
             "refused a downgrade: the log served now (head {}) does not contain the head verified at {} ({}); keeping the cached answer",
@@ -613,7 +651,7 @@ fn keep_cached(
     };
     warnings.push(reason);
     let who = subject_user(user, &c);
-    relabel(c, who, ResolveStatus::Stale, warnings)
+    relabel(c, who, ResolveStatus::Stale, warnings, notices)
 }
 
 /// Who the answer is about: the user ID asked for, or the record's first bound one.
@@ -626,10 +664,12 @@ fn relabel(
     user: Option<UserId>,
     status: ResolveStatus,
     warnings: Vec<String>,
+    notices: Vec<Notice>,
 ) -> Resolution {
     r.user_id = user;
     r.status = status;
     r.warnings = warnings;
+    r.notices = notices;
     r
 }
 

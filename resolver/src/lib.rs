@@ -100,7 +100,7 @@ pub use lan::LanPeers;
 #[cfg(feature = "lan-server")]
 pub use lan::{lan_router, serve};
 pub use network::NetworkResolver;
-pub use resolution::{Resolution, ResolutionWire, ResolveStatus, Source};
+pub use resolution::{KnownAccount, Notice, Resolution, ResolutionWire, ResolveStatus, Source};
 
 /// What a resolution returns.
 pub type ResolveResult = Result<Resolution, ResolveError>;
@@ -110,6 +110,19 @@ pub type ResolveResult = Result<Resolution, ResolveError>;
 pub trait Resolver: Send + Sync {
     /// Resolves a user ID through its own domain.
     fn resolve_user<'a>(&'a self, user_id: &'a UserId) -> BoxFuture<'a, ResolveResult>;
+
+    /// Resolves a user ID when the caller already knows (from its cache) the account it was
+    /// bound to: if the user ID's own domain cannot be reached, the account's servers are
+    /// asked and the origin's attestation carried in `known` is checked (spec §10.2).
+    /// Resolvers that cannot use it keep the default, which ignores `known`.
+    fn resolve_user_known<'a>(
+        &'a self,
+        user_id: &'a UserId,
+        known: Option<&'a KnownAccount>,
+    ) -> BoxFuture<'a, ResolveResult> {
+        let _ = known;
+        self.resolve_user(user_id)
+    }
 
     /// Resolves a DID, asking `hints` first (servers the caller already associates with it),
     /// then servers learned from earlier answers and configured ones.
@@ -135,6 +148,14 @@ pub trait Resolver: Send + Sync {
 impl<R: Resolver + ?Sized> Resolver for Arc<R> {
     fn resolve_user<'a>(&'a self, user_id: &'a UserId) -> BoxFuture<'a, ResolveResult> {
         (**self).resolve_user(user_id)
+    }
+
+    fn resolve_user_known<'a>(
+        &'a self,
+        user_id: &'a UserId,
+        known: Option<&'a KnownAccount>,
+    ) -> BoxFuture<'a, ResolveResult> {
+        (**self).resolve_user_known(user_id, known)
     }
 
     fn resolve_did_via<'a>(

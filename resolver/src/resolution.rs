@@ -96,6 +96,10 @@ pub struct Resolution {
     pub source: Source,
     /// Everything a careful reader should know: sources dropped, peers rejected, servers down.
     pub warnings: Vec<String>,
+    /// The facts behind the answer's status, as stable machine codes with their fields
+    /// (spec §10.3): who could not be reached, who confirmed the log and when, which
+    /// attestation the binding rests on and until when, refused downgrades, recoveries.
+    pub notices: Vec<Notice>,
     /// The self-verifying evidence (log with every branch, attestations, key documents).
     pub bundle: Arc<Bundle>,
 }
@@ -232,6 +236,7 @@ impl Resolution {
                 },
             },
             warnings: self.warnings.clone(),
+            notices: self.notices.clone(),
             explanation: self.explanation(),
         }
     }
@@ -274,6 +279,7 @@ impl Resolution {
                 SourceWire::Lan { peers } => Source::Lan { peers },
             },
             warnings: w.warnings,
+            notices: w.notices,
             bundle,
         })
     }
@@ -329,6 +335,9 @@ pub struct ResolutionWire {
     pub source: SourceWire,
     /// Warnings.
     pub warnings: Vec<String>,
+    /// Coded facts behind the status (§10.3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<Notice>,
     /// Plain-words summary (see [`Resolution::explanation`]).
     pub explanation: String,
 }
@@ -350,4 +359,116 @@ pub enum SourceWire {
     Origin { server: ServerName, url: String },
     /// LAN peers.
     Lan { peers: Vec<String> },
+}
+
+/// A fact behind an answer's status, with a stable machine code (spec §10.3). The same fact
+/// is also in [`Resolution::warnings`] as text for people; programs read the code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    /// The stable code (`origin_unreachable`, `log_confirmed`, …; see [`notice`]).
+    pub code: String,
+    /// The server the fact is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerName>,
+    /// When it happened or was issued (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Millis>,
+    /// Until when it holds (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Millis>,
+    /// The log head it is about (multibase).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
+}
+
+impl Notice {
+    /// A notice with only a code.
+    pub fn new(code: &str) -> Self {
+        Self {
+            code: code.to_owned(),
+            server: None,
+            at: None,
+            until: None,
+            head: None,
+        }
+    }
+
+    /// With the server it is about.
+    pub fn server(mut self, s: &ServerName) -> Self {
+        self.server = Some(s.clone());
+        self
+    }
+
+    /// With a time.
+    pub fn at(mut self, t: Millis) -> Self {
+        self.at = Some(t);
+        self
+    }
+
+    /// With an end of validity.
+    pub fn until(mut self, t: Millis) -> Self {
+        self.until = Some(t);
+        self
+    }
+
+    /// With a head.
+    pub fn head(mut self, h: &OpHash) -> Self {
+        self.head = Some(h.to_multibase());
+        self
+    }
+}
+
+/// The stable notice codes of spec §10.3.
+pub mod notice {
+    /// The user ID's own domain could not be reached (`server`).
+    pub const ORIGIN_UNREACHABLE: &str = "origin_unreachable";
+    /// One of the account's servers could not be reached (`server`).
+    pub const SERVER_UNREACHABLE: &str = "server_unreachable";
+    /// One of the account's servers answered that it does not know the account (`server`).
+    pub const SERVER_NOT_FOUND: &str = "server_not_found";
+    /// A source served evidence that does not verify; it was ignored (`server`).
+    pub const SOURCE_REJECTED: &str = "source_rejected";
+    /// An account server answered online with a log whose head is the answer's (`server`,
+    /// `at` = when it answered, `head`).
+    pub const LOG_CONFIRMED: &str = "log_confirmed";
+    /// The binding rests on the origin's attestation verified earlier, not re-fetched now
+    /// (`server` = the origin, `at` = its issue time, `until` = its `valid_until`).
+    pub const BINDING_FROM_ATTESTATION: &str = "binding_from_attestation";
+    /// The origin's attestation of the binding has expired (`server`, `until`).
+    pub const BINDING_EXPIRED: &str = "binding_expired";
+    /// A source served a log that does not contain the head verified earlier; the earlier
+    /// head is kept (`server` when known, `head` = the head it served).
+    pub const DOWNGRADE_REFUSED: &str = "downgrade_refused";
+    /// A recovery rotate superseded the head verified earlier (`head` = that earlier head).
+    pub const RECOVERED: &str = "recovered";
+    /// Nothing was asked: the resolver is offline.
+    pub const OFFLINE: &str = "offline";
+}
+
+/// What a caller (the cache) already verified about the account a user ID named: passed to
+/// [`crate::Resolver::resolve_user_known`] so that, when the user ID's own domain cannot be
+/// reached, the account's servers can be asked instead (spec §10.2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnownAccount {
+    /// The account the user ID was bound to.
+    pub did: Did,
+    /// Its servers, primary first, as last verified.
+    pub servers: Vec<ServerName>,
+    /// The evidence verified then (log, attestations, the key documents fetched from the
+    /// attesting servers themselves).
+    pub bundle: Arc<Bundle>,
+    /// When it was verified online.
+    pub verified_at: Millis,
+}
+
+impl KnownAccount {
+    /// What a stored answer says about its account.
+    pub fn of(r: &Resolution) -> Self {
+        Self {
+            did: r.did.clone(),
+            servers: r.servers.clone(),
+            bundle: r.bundle.clone(),
+            verified_at: r.verified_at,
+        }
+    }
 }
