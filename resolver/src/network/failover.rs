@@ -38,9 +38,13 @@ pub(crate) struct Confirmation {
 /// The decision about one confirmation.
 pub(crate) enum FailoverOutcome {
     /// A definite answer (`verified`, `stale`, or `unbound`, `equivocation`, `invalid`).
-    Answer(ResolveResult),
+    Answer(Box<ResolveResult>),
     /// This server's evidence cannot be used (the reason); the next server is asked.
     Rejected(String),
+}
+
+fn fail(e: ResolveError) -> FailoverOutcome {
+    FailoverOutcome::Answer(Box::new(Err(e)))
 }
 
 /// The key documents of a verified bundle with their wire values, by server.
@@ -50,7 +54,11 @@ pub(crate) fn key_docs_of(wire: &Bundle, vb: &VerifiedBundle) -> KeyDocs {
         if let Some(k) = doc
             .get("server_name")
             .and_then(Value::as_str)
-            .and_then(|n| vb.server_keys.values().find(|k| k.server_name.as_str() == n))
+            .and_then(|n| {
+                vb.server_keys
+                    .values()
+                    .find(|k| k.server_name.as_str() == n)
+            })
         {
             out.entry(k.server_name.clone())
                 .or_insert_with(|| (k.clone(), doc.clone()));
@@ -81,18 +89,18 @@ pub(crate) fn failover_answer(
     let earlier = match bundle::verify(&known.bundle, Some(&known.did), now) {
         Ok(vb) => vb,
         Err(e) => {
-            return FailoverOutcome::Answer(Err(ResolveError::Invalid(format!(
+            return fail(ResolveError::Invalid(format!(
                 "the evidence verified earlier for {user} no longer verifies: {e}"
-            ))));
+            )));
         }
     };
     let earlier_keys = key_docs_of(&known.bundle, &earlier);
     if let (Some(k), Some((carried, _))) = (origin_keys, earlier_keys.get(&domain))
         && let Err(e) = check_agreement(k, carried, false)
     {
-        return FailoverOutcome::Answer(Err(ResolveError::Invalid(format!(
+        return fail(ResolveError::Invalid(format!(
             "the key document of {domain} verified earlier disagrees with {domain}'s keys: {e}"
-        ))));
+        )));
     }
     // The origin's attestations of the binding, verified earlier with its own keys.
     let origin_atts: AttestationList = known
@@ -119,9 +127,9 @@ pub(crate) fn failover_answer(
     // rules.
     let mut pool = OpPool::new(known.did.clone());
     if let Err(e) = pool.add_source(&known.bundle.log, now) {
-        return FailoverOutcome::Answer(Err(ResolveError::Invalid(format!(
+        return fail(ResolveError::Invalid(format!(
             "the log verified earlier no longer verifies: {e}"
-        ))));
+        )));
     }
     if let Err(e) = pool.add_source(&evidence.wire.log, now) {
         return FailoverOutcome::Rejected(format!(
@@ -130,14 +138,14 @@ pub(crate) fn failover_answer(
     }
     let log = match merged_log(&pool, now, "the merged log") {
         Ok(l) => l,
-        Err(e) => return FailoverOutcome::Answer(Err(e)),
+        Err(e) => return fail(e),
     };
     if !log.state.user_ids.contains(user) {
-        return FailoverOutcome::Answer(Err(ResolveError::Unbound {
+        return fail(ResolveError::Unbound {
             user_id: user.clone(),
             did: Box::new(known.did.clone()),
             reason: format!("the account's log, as confirmed by {server}, no longer claims it"),
-        }));
+        });
     }
     let served_head = evidence.bundle.log.state.head;
     let downgrade = !evidence.bundle.log.contains(&log.state.head);
@@ -238,7 +246,7 @@ pub(crate) fn failover_answer(
     if status == ResolveStatus::Stale {
         r.verified_at = known.verified_at;
     }
-    FailoverOutcome::Answer(Ok(r))
+    FailoverOutcome::Answer(Box::new(Ok(r)))
 }
 
 impl NetworkResolver {
@@ -314,10 +322,10 @@ impl NetworkResolver {
                 now,
             ) {
                 FailoverOutcome::Answer(answer) => {
-                    if let Ok(r) = &answer {
+                    if let Ok(r) = answer.as_ref() {
                         self.remember_servers(&r.did, &r.servers);
                     }
-                    return Some(answer);
+                    return Some(*answer);
                 }
                 FailoverOutcome::Rejected(reason) => {
                     notices.push(Notice::new(notice::SOURCE_REJECTED).server(server));

@@ -269,12 +269,15 @@ impl NetworkResolver {
                 )
             }
         })?;
-        v.get("ops").and_then(Value::as_array).cloned().ok_or_else(|| {
-            (
-                notice::SOURCE_REJECTED,
-                format!("{server} answered {url} without an \"ops\" array; ignored"),
-            )
-        })
+        v.get("ops")
+            .and_then(Value::as_array)
+            .cloned()
+            .ok_or_else(|| {
+                (
+                    notice::SOURCE_REJECTED,
+                    format!("{server} answered {url} without an \"ops\" array; ignored"),
+                )
+            })
     }
 }
 
