@@ -76,6 +76,7 @@
 pub mod cache;
 pub mod clock;
 pub mod config;
+pub mod decide;
 pub mod did_resolution;
 pub mod discovery;
 pub mod error;

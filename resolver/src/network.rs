@@ -31,7 +31,7 @@
 
 pub(crate) mod failover;
 mod lan_fallback;
-mod verify;
+pub(crate) mod verify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -416,7 +416,11 @@ impl NetworkResolver {
 
 /// The merged log under the fork rules: a recovery rotate settles a fork, any other fork is
 /// equivocation; `what` names the log in the error.
-fn merged_log(pool: &OpPool, now: Millis, what: &str) -> Result<VerifiedLog, ResolveError> {
+pub(crate) fn merged_log(
+    pool: &OpPool,
+    now: Millis,
+    what: &str,
+) -> Result<VerifiedLog, ResolveError> {
     pool.verify(now).map_err(|e| match e {
         LogError::Equivocation { a, b } => ResolveError::Equivocation { a, b },
         other => ResolveError::Invalid(format!("{what} does not verify: {other}")),
@@ -440,7 +444,7 @@ fn origin_source(server: &ServerName, base: &Url) -> Source {
 
 /// The answer: the account's state now, which user IDs are bound (offline, an expired
 /// attestation still says what was once confirmed), and how fresh it is.
-fn build_resolution(
+pub(crate) fn build_resolution(
     user: Option<&UserId>,
     evidence: Evidence,
     status: ResolveStatus,

@@ -371,7 +371,7 @@ fn verify_attestations(
 }
 
 /// The user ID's own domain must attest the binding now, and the log must claim the user ID.
-pub(super) fn check_binding(
+pub(crate) fn check_binding(
     vb: &VerifiedBundle,
     user: &UserId,
     domain: &ServerName,
