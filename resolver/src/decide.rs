@@ -17,7 +17,8 @@
 
 use std::collections::BTreeMap;
 
-use roam_identity_core::bundle::{self, Bundle};
+use roam_identity_core::bundle::{self, Bundle, BundleError};
+use roam_identity_core::log::LogError;
 use roam_identity_core::server_keys::ServerKeys;
 use roam_identity_core::{Did, Millis, ServerName, UserId};
 use serde_json::{Value, json};
@@ -269,15 +270,23 @@ impl<'i> Model<'i> {
         server: &ServerName,
         v: &Value,
         expected: Option<&Did>,
-    ) -> Result<Evidence, String> {
+    ) -> Result<Evidence, ResolveError> {
         let now = self.input.now;
-        let b = Bundle::from_value(v).map_err(|e| format!("{server} served a bad bundle: {e}"))?;
-        let vb = bundle::verify(&b, expected, now)
-            .map_err(|e| format!("{server}'s bundle does not verify: {e}"))?;
+        let invalid = ResolveError::Invalid;
+        let b = Bundle::from_value(v)
+            .map_err(|e| invalid(format!("{server} served a bad bundle: {e}")))?;
+        let vb = match bundle::verify(&b, expected, now) {
+            Ok(vb) => vb,
+            // Both ops are validly signed: the fork rules' verdict, not a bad source.
+            Err(BundleError::Log(LogError::Equivocation { a, b })) => {
+                return Err(ResolveError::Equivocation { a, b });
+            }
+            Err(e) => return Err(invalid(format!("{server}'s bundle does not verify: {e}"))),
+        };
         for (name, carried) in &vb.server_keys {
             if let Some(known) = self.keys.get(name) {
                 check_agreement(known, carried, false).map_err(|e| {
-                    format!("{server}'s bundle carries a key document for {name} that disagrees with {name}'s keys: {e}")
+                    invalid(format!("{server}'s bundle carries a key document for {name} that disagrees with {name}'s keys: {e}"))
                 })?;
             }
         }
@@ -330,8 +339,9 @@ impl<'i> Model<'i> {
             let code = match &s.answer {
                 SourceAnswer::Unreachable => notice::SERVER_UNREACHABLE,
                 SourceAnswer::NotFound => notice::SERVER_NOT_FOUND,
-                SourceAnswer::Bundle(v) => match self.verify_source(&s.server, v, Some(&did)) {
-                    Ok(ev) if pool.add_source(&ev.wire.log, now).is_ok() => continue,
+                // Following asks for ops only (`/log`): the bundle's log is what counts.
+                SourceAnswer::Bundle(v) => match Bundle::from_value(v) {
+                    Ok(b) if b.did == did && pool.add_source(&b.log, now).is_ok() => continue,
                     _ => notice::SOURCE_REJECTED,
                 },
             };
@@ -375,9 +385,7 @@ impl<'i> Model<'i> {
                 detail: format!("{domain} has no such user"),
             }),
             SourceAnswer::Bundle(v) => {
-                let first = self
-                    .verify_source(&domain, v, None)
-                    .map_err(ResolveError::Invalid)?;
+                let first = self.verify_source(&domain, v, None)?;
                 let evidence = self.follow(&domain, first)?;
                 check_binding(&evidence.bundle, user, &domain, now)?;
                 let fresh = build_resolution(
@@ -424,9 +432,10 @@ impl<'i> Model<'i> {
             };
             let evidence = match self.verify_source(&s.server, v, Some(&known.did)) {
                 Ok(ev) => ev,
-                Err(reason) => {
+                Err(e @ ResolveError::Equivocation { .. }) => return Some(Err(e)),
+                Err(e) => {
                     notices.push(Notice::new(notice::SOURCE_REJECTED).server(&s.server));
-                    warnings.push(reason);
+                    warnings.push(e.to_string());
                     continue;
                 }
             };
@@ -466,9 +475,7 @@ impl<'i> Model<'i> {
                 }
                 SourceAnswer::Bundle(v) => v,
             };
-            let first = self
-                .verify_source(&s.server, v, Some(did))
-                .map_err(ResolveError::Invalid)?;
+            let first = self.verify_source(&s.server, v, Some(did))?;
             let evidence = self.follow(&s.server, first)?;
             let fresh = build_resolution(
                 None,

@@ -222,6 +222,13 @@ pub(crate) fn failover_answer(
         keys.entry(domain.clone()).or_insert_with(|| doc.clone());
     }
     warnings.extend(evidence.warnings);
+    // What following the account's servers found, except the origin's failure (said first).
+    notices.extend(
+        evidence
+            .notices
+            .into_iter()
+            .filter(|n| n.server.as_ref() != Some(&domain)),
+    );
     let status = if bound_now && !downgrade {
         ResolveStatus::Verified
     } else {
