@@ -266,6 +266,7 @@ pub fn generate() -> Value {
     let b_serves =
         |ops: &[&SignedOp], head: OpHash| served(b.bundle(&did, ops, vec![att_b(head)], NOW));
     let alice_s = alice.as_str();
+    #[allow(clippy::vec_init_then_push)] // one vector per statement reads better here
     let mut vectors = Vec::new();
 
     vectors.push(vector(
