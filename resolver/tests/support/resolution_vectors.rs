@@ -198,6 +198,7 @@ fn sorted_pair(a: &OpHash, b: &OpHash) -> Value {
 }
 
 /// The whole file.
+#[allow(clippy::vec_init_then_push)] // one vector per statement reads better
 pub fn generate() -> Value {
     let a = Server::new("a.test", 1);
     let b = Server::new("b.test", 2);
@@ -266,7 +267,6 @@ pub fn generate() -> Value {
     let b_serves =
         |ops: &[&SignedOp], head: OpHash| served(b.bundle(&did, ops, vec![att_b(head)], NOW));
     let alice_s = alice.as_str();
-    #[allow(clippy::vec_init_then_push)] // one vector per statement reads better here
     let mut vectors = Vec::new();
 
     vectors.push(vector(
