@@ -66,7 +66,7 @@ pub enum Role {
 pub enum SourceAnswer {
     /// A bundle (not yet verified).
     Bundle(Value),
-    /// Nothing: connection refused, timeout, 5xx, or a body that is not JSON.
+    /// Nothing: connection refused, timeout, an error status other than 404.
     Unreachable,
     /// 404: it does not know the subject.
     NotFound,
