@@ -5,6 +5,11 @@
 //! A cached head is never replaced by an older one: the new verified log must contain it, or
 //! have superseded it by a valid recovery rotate; otherwise the cached answer is kept.
 //!
+//! Past the TTL, the record goes to the inner resolver ([`KnownAccount`], via
+//! [`Resolver::resolve_user_known`]; for a DID, its servers as hints): when the user ID's own
+//! domain is down, the account's servers are asked before anything is called `stale`
+//! (spec §10.2).
+//!
 //! Offline (the inner resolver [`Resolver::is_offline`]), the same rules apply with the inner
 //! resolver asking LAN peers only: within the TTL the answer is `cached`; past it the LAN
 //! peers are asked and the answer is `stale` (first warning [`OFFLINE_WARNING`]: no server

@@ -44,6 +44,16 @@
 //!   part that links axum) serving the verified cache to peers: `lan_router`, `serve`.
 //! - [`did_resolution`]: pure W3C DID Resolution shapes for the homeserver's
 //!   `/1.0/identifiers/{did}`.
+//! - Failover by user ID (spec §10.2): [`Cached`] passes what it verified earlier
+//!   ([`KnownAccount`]) to [`Resolver::resolve_user_known`]; when the user ID's own domain is
+//!   down, [`NetworkResolver`] asks the account's servers (primary first, then backups) and
+//!   counts the origin's attestation verified earlier while it is unexpired: `verified`, with
+//!   [`Notice`]s saying who confirmed the log, when, and until when the binding holds;
+//!   `stale` once that attestation has expired.
+//! - [`decide`]: the answer as a pure function of the cached record, what each source
+//!   returned, now and the TTL — the model `spec/vectors/resolution.json` is checked against
+//!   (and replayed through the real resolver), and a conformance runner's entry point
+//!   ([`decide::run_conformance`]).
 //!
 //! # Wire contract with homeservers
 //!

@@ -16,9 +16,11 @@
 //!    ID, the binding both ways (`check_binding`) — in `verify`;
 //! 3. follow the log's primary, then its backups, for newer ops (`follow_servers`, in
 //!    `verify`), and merge every source with the fork rules (`merged_log`, here);
-//! 4. answer (`build_resolution`, here), or, when nothing online could be reached, ask the
-//!    LAN peers (`lan_resolve`: `ask_lan_peers` → `check_lan_answers` →
-//!    `merge_lan_bundles`) — in `lan_fallback`.
+//! 4. answer (`build_resolution`, here), or, when the user ID's own domain cannot be reached
+//!    and the caller verified the account earlier, ask the account's servers (`failover`,
+//!    spec §10.2) — in `failover`; when nothing online could be reached, ask the LAN peers
+//!    (`lan_resolve`: `ask_lan_peers` → `check_lan_answers` → `merge_lan_bundles`) — in
+//!    `lan_fallback`.
 //!
 //! # Offline mode
 //!
