@@ -5,7 +5,7 @@
 //! This is the model the vectors of `spec/vectors/resolution.json` are checked against, and a
 //! conformance runner's entry point ([`run_conformance`]). It follows the network resolver and
 //! the cache rule for rule and shares their decisions where they are pure: the failover rule
-//! ([`crate::network::failover`]), merging under the fork rules, the binding check, the
+//! (`network::failover`), merging under the fork rules, the binding check, the
 //! never-downgrade rule. What it does not model is transport: the vector lists exactly the
 //! sources a resolver asked, in the order it asked them (§10.2 says which and when).
 //!
