@@ -285,9 +285,10 @@ impl NetworkResolver {
             Err(OnlineFailure::Resolve(e)) => return Err(e),
             Err(OnlineFailure::Unreachable(reason)) => {
                 let mut tried = vec![reason];
-                if let Some(known) = known
-                    && let Some(answer) = self.failover(user, known, &mut tried, now).await
-                {
+                let Some(known) = known else {
+                    return self.lan_then_failover(user, now, tried).await;
+                };
+                if let Some(answer) = self.failover(user, known, &mut tried, now).await {
                     return answer;
                 }
                 return self.lan_resolve(subject, now, tried).await;

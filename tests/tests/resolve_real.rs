@@ -492,3 +492,68 @@ async fn no_failover_without_a_known_account() {
     assert_eq!(e.class(), "unreachable", "{e}");
     hs[1].stop().await;
 }
+
+/// Failover from a LAN-learned account: a resolver with no cache of its own, a.test down, a
+/// LAN node that verified `@alice:a.test` earlier. The LAN bundle names the account and its
+/// servers, so b.test is asked too: the answer stays `lan` (the binding rests on key
+/// documents the peer carried) but has the newer log b.test confirmed, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_from_a_lan_learned_account() {
+    let mut hs = homes(&["a.test", "b.test"], true).await;
+    let mut alice = Owner::new(53, "@alice:a.test", &["a.test", "b.test"]);
+    let did = alice.did();
+    register(&hs[0], &alice, "alice").await;
+    assert_eq!(push(&hs[1], &did, alice.values()).await.0, 200);
+
+    // A LAN node verifies alice while a.test is up.
+    let clock = ManualClock::new(now());
+    let store = CacheStore::in_memory().unwrap();
+    let node = Cached::new(
+        NetworkResolver::new(config_for(&[&hs[0], &hs[1]]), Arc::new(clock.clone())).unwrap(),
+        store.clone(),
+        Arc::new(clock.clone()),
+        CachePolicy::default(),
+    );
+    let alice_id = user("@alice:a.test");
+    assert_eq!(
+        node.resolve_user(&alice_id).await.unwrap().status,
+        ResolveStatus::Verified
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let lan_url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    let lan = tokio::spawn(roam_resolver::serve(listener, store, async move {
+        let _ = rx.await;
+    }));
+
+    hs[0].stop().await;
+    assert_eq!(
+        push(&hs[1], &did, vec![alice.sign(add_device("PHONE", 9))])
+            .await
+            .0,
+        200
+    );
+    let newest = alice.state().head;
+
+    let mut peer_config = config_for(&[&hs[0], &hs[1]]);
+    peer_config.lan_peers = vec![Url::parse(&lan_url).unwrap()];
+    let peer = NetworkResolver::new(peer_config, Arc::new(clock.clone())).unwrap();
+    let r = peer.resolve_user(&alice_id).await.unwrap();
+    assert_eq!(r.status, ResolveStatus::Lan, "{:?}", r.warnings);
+    assert_eq!(r.head, newest, "b.test was asked");
+    assert!(matches!(r.source, Source::Lan { .. }));
+    assert!(
+        notice_of(&r, notice::LOG_CONFIRMED, "b.test").is_some(),
+        "{:?}",
+        r.notices
+    );
+    assert!(
+        notice_of(&r, notice::ORIGIN_UNREACHABLE, "a.test").is_some(),
+        "{:?}",
+        r.notices
+    );
+
+    let _ = tx.send(());
+    lan.await.unwrap().unwrap();
+    hs[1].stop().await;
+}

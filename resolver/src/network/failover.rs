@@ -257,6 +257,42 @@ pub(crate) fn failover_answer(
 }
 
 impl NetworkResolver {
+    /// The origin is down and nothing was verified earlier: LAN peers may name the account;
+    /// then its servers are asked too (spec §10.2). The binding still rests on key documents
+    /// a LAN peer carried, so the answer stays `lan` — with the log the server confirmed
+    /// (`log_confirmed`). Equivocation and a released user ID found that way are answers too.
+    pub(super) async fn lan_then_failover(
+        &self,
+        user: &UserId,
+        now: Millis,
+        tried: Vec<String>,
+    ) -> ResolveResult {
+        let lan = self
+            .lan_resolve(super::Subject::User(user), now, tried.clone())
+            .await?;
+        let known = KnownAccount::of(&lan);
+        let mut tried = tried;
+        match self.failover(user, &known, &mut tried, now).await {
+            Some(Ok(mut r)) => {
+                r.status = ResolveStatus::Lan;
+                r.verified_at = now;
+                r.source = lan.source.clone();
+                r.warnings.insert(
+                    0,
+                    format!(
+                        "the account was learned from LAN peers: the binding rests on key documents they carried, not on keys fetched from {}",
+                        user.server_name()
+                    ),
+                );
+                Ok(r)
+            }
+            Some(Err(e @ (ResolveError::Equivocation { .. } | ResolveError::Unbound { .. }))) => {
+                Err(e)
+            }
+            Some(Err(_)) | None => Ok(lan),
+        }
+    }
+
     /// Asks the account's servers (primary first, then backups; the origin is skipped: it was
     /// just found unreachable) until one's evidence settles the answer. `None` when none
     /// could; `tried` then lists why.
