@@ -425,7 +425,7 @@ impl<R: Resolver> Cached<R> {
             })
             .filter(|c| c.user_ids.contains(user));
         if let Some(c) = &cached
-            && now < c.verified_at.saturating_add(self.policy.positive_ttl_ms)
+            && c.fresh_until(self.policy.positive_ttl_ms) > now
         {
             return Ok(relabel(
                 c.clone(),
@@ -457,7 +457,7 @@ impl<R: Resolver> Cached<R> {
                 None
             });
         if let Some(c) = &cached
-            && now < c.verified_at.saturating_add(self.policy.positive_ttl_ms)
+            && c.fresh_until(self.policy.positive_ttl_ms) > now
         {
             let first = c.user_ids.first().cloned();
             return Ok(relabel(

@@ -180,7 +180,7 @@ pub fn decide(input: &DecisionInput) -> ResolveResult {
         None => None,
     };
     if let Some(c) = &cached
-        && now < c.verified_at.saturating_add(input.ttl_ms)
+        && c.fresh_until(input.ttl_ms) > now
     {
         let who = user.cloned().or_else(|| c.user_ids.first().cloned());
         return Ok(relabel(

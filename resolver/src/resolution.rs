@@ -110,6 +110,18 @@ impl Resolution {
         encode_multikey(&self.update_key)
     }
 
+    /// Until when a cache may repeat this answer as `cached`: `verified_at` + `ttl_ms`, but
+    /// never past the end of an attestation the binding rests on without having been
+    /// re-fetched (`binding_from_attestation`, spec §10.3).
+    pub fn fresh_until(&self, ttl_ms: Millis) -> Millis {
+        let ttl_end = self.verified_at.saturating_add(ttl_ms);
+        self.notices
+            .iter()
+            .filter(|n| n.code == notice::BINDING_FROM_ATTESTATION)
+            .filter_map(|n| n.until)
+            .fold(ttl_end, Millis::min)
+    }
+
     /// The domain whose confirmation is missing when the answer is not fresh.
     fn confirming_domain(&self) -> String {
         match (&self.user_id, self.servers.first()) {
