@@ -641,6 +641,8 @@ fn keep_cached(
             n = n.server(server);
         }
         notices.push(n);
+    } else {
+        notices.push(Notice::new(notice::LAN_NOTHING_NEWER));
     }
     let reason = match status {
         ResolveStatus::Verified => format!(

@@ -291,6 +291,7 @@ impl<'i> Model<'i> {
             }
         }
         let mut warnings = Vec::new();
+        let mut notices: Vec<Notice> = Vec::new();
         let attestations: AttestationList = b
             .attestations
             .iter()
@@ -299,6 +300,10 @@ impl<'i> Model<'i> {
             .filter(|(_, a)| {
                 let known = self.keys.contains_key(&a.server_name);
                 if !known {
+                    let n = Notice::new(notice::ATTESTATION_UNCHECKED).server(&a.server_name);
+                    if !notices.contains(&n) {
+                        notices.push(n);
+                    }
                     warnings.push(format!(
                         "attestations by {} were not checked: its keys are not known",
                         a.server_name
@@ -309,7 +314,7 @@ impl<'i> Model<'i> {
             .collect();
         let mut keys = key_docs_of(&b, &vb);
         keys.retain(|s, _| attestations.iter().any(|(_, a)| &a.server_name == s));
-        Ok(Evidence::assemble(
+        let mut evidence = Evidence::assemble(
             b.did.clone(),
             vb.log,
             attestations,
@@ -317,7 +322,9 @@ impl<'i> Model<'i> {
             server.to_string(),
             now,
             warnings,
-        ))
+        );
+        evidence.notices = notices;
+        Ok(evidence)
     }
 
     fn account_sources(&self) -> impl Iterator<Item = &'i SourceInput> {

@@ -453,6 +453,11 @@ pub mod notice {
     pub const DOWNGRADE_REFUSED: &str = "downgrade_refused";
     /// A recovery rotate superseded the head verified earlier (`head` = that earlier head).
     pub const RECOVERED: &str = "recovered";
+    /// Attestations by this server were left out: its keys could not be fetched from it
+    /// (`server`).
+    pub const ATTESTATION_UNCHECKED: &str = "attestation_unchecked";
+    /// LAN peers offered nothing newer than the answer verified earlier, which is repeated.
+    pub const LAN_NOTHING_NEWER: &str = "lan_nothing_newer";
     /// Nothing was asked: the resolver is offline.
     pub const OFFLINE: &str = "offline";
 }

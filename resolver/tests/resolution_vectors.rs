@@ -171,3 +171,20 @@ async fn the_resolver_gives_every_vector_answer() {
         );
     }
 }
+
+/// A failover answer is repeated as `cached` only while the attestation its binding rests on
+/// holds (§10.3), whatever the TTL.
+#[test]
+fn a_failover_answer_is_fresh_only_while_its_binding_attestation_holds() {
+    let file = committed();
+    let v = file["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "failover_by_user_id")
+        .unwrap();
+    let r = decide(&DecisionInput::from_value(&v["input"]).unwrap()).unwrap();
+    let until = v["expected"]["notices"][2]["until"].as_u64().unwrap();
+    assert_eq!(r.fresh_until(u64::MAX / 2), until);
+    assert_eq!(r.fresh_until(1000), r.verified_at + 1000);
+}

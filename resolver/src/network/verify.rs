@@ -98,12 +98,12 @@ impl NetworkResolver {
             .map_err(|e| invalid(format!("{server}'s log does not verify: {e}")))?;
         let parsed = parse_attestations(server, &b)?;
         let mut warnings = Vec::new();
+        let mut notices = Vec::new();
         let mut keys = self
-            .fetch_attester_keys(server, &parsed, now, &mut warnings)
+            .fetch_attester_keys(server, &parsed, now, &mut warnings, &mut notices)
             .await?;
         self.check_carried_keys(server, &b.server_keys, &keys)?;
         let attestations = verify_attestations(server, parsed, &keys, now)?;
-        let mut notices = Vec::new();
         self.follow_servers(server, &b.did, &mut pool, now, &mut warnings, &mut notices)
             .await;
         let log = merged_log(&pool, now, "the merged log").map_err(OnlineFailure::Resolve)?;
@@ -129,6 +129,7 @@ impl NetworkResolver {
         parsed: &[(&Value, Attestation)],
         now: Millis,
         warnings: &mut Vec<String>,
+        notices: &mut Vec<Notice>,
     ) -> Result<KeyDocs, OnlineFailure> {
         let mut attesters: Vec<ServerName> =
             parsed.iter().map(|(_, a)| a.server_name.clone()).collect();
@@ -142,7 +143,10 @@ impl NetworkResolver {
                     keys.insert(s.clone(), k);
                 }
                 Err(e) if s == server => return Err(OnlineFailure::Unreachable(e.to_string())),
-                Err(e) => warnings.push(format!("attestations by {s} were not checked: {e}")),
+                Err(e) => {
+                    notices.push(Notice::new(notice::ATTESTATION_UNCHECKED).server(s));
+                    warnings.push(format!("attestations by {s} were not checked: {e}"));
+                }
             }
         }
         Ok(keys)
