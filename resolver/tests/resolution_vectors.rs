@@ -82,6 +82,7 @@ fn seed_of(server: &str) -> u8 {
     match server {
         "a.test" => 1,
         "b.test" => 2,
+        "c.test" => 3,
         other => panic!("no seed for {other}"),
     }
 }

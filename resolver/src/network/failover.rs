@@ -222,13 +222,13 @@ pub(crate) fn failover_answer(
         keys.entry(domain.clone()).or_insert_with(|| doc.clone());
     }
     warnings.extend(evidence.warnings);
-    // What following the account's servers found, except the origin's failure (said first).
-    notices.extend(
-        evidence
-            .notices
-            .into_iter()
-            .filter(|n| n.server.as_ref() != Some(&domain)),
-    );
+    // What following the account's servers found, except the origin's failure (said first)
+    // and what was already said about a server asked before.
+    for n in evidence.notices {
+        if n.server.as_ref() != Some(&domain) && !notices.contains(&n) {
+            notices.push(n);
+        }
+    }
     let status = if bound_now && !downgrade {
         ResolveStatus::Verified
     } else {

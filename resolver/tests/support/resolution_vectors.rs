@@ -541,6 +541,69 @@ pub fn generate() -> Value {
         )),
     ));
 
+    // A second account on three servers: a.test (origin, primary), b.test, c.test.
+    let carol = user("@carol:a.test");
+    let carol_key = SigningKey::from_bytes(&[9; 32]);
+    let cg = log::genesis_op(
+        &carol_key.verifying_key(),
+        KeyCommitment::to_key(&SigningKey::from_bytes(&[109; 32]).verifying_key()),
+        carol.clone(),
+        vec![name("a.test"), name("b.test"), name("c.test")],
+        t0,
+    )
+    .unwrap()
+    .sign(&carol_key);
+    let carol_did = cg.op.did.clone();
+    let cd1 = log::next_op(&state(&[&cg]), t0 + 1000, device("PHONE", 6)).sign(&carol_key);
+    let cs0 = state(&[&cg]);
+    let cs1 = state(&[&cg, &cd1]);
+    let c = Server::new("c.test", 3);
+    vectors.push(vector(
+        "failover_next_backup",
+        "Three servers; the origin a.test is down, the first backup b.test does not know the account (404), the second backup c.test serves a newer log: verified from c.test, naming every server asked.",
+        input(
+            carol.as_str(),
+            NOW,
+            cached(
+                hour_ago,
+                "a.test",
+                a.bundle(
+                    &carol_did,
+                    &[&cg],
+                    vec![a.attest(Some(&carol), &carol_did, cs0.head, NOW - DAY, NOW + 6 * DAY)],
+                    hour_ago,
+                ),
+            ),
+            vec![
+                origin("a.test", json!("unreachable")),
+                account("b.test", json!("not_found")),
+                account(
+                    "c.test",
+                    served(c.bundle(
+                        &carol_did,
+                        &[&cg, &cd1],
+                        vec![c.attest(None, &carol_did, cs1.head, NOW - DAY, NOW + 6 * DAY)],
+                        NOW,
+                    )),
+                ),
+            ],
+        ),
+        Ok(answer(
+            "verified",
+            Some(carol.as_str()),
+            &cs1,
+            &[carol.as_str()],
+            NOW,
+            "c.test",
+            vec![
+                notice("origin_unreachable", Some("a.test"), None, None, None),
+                notice("server_not_found", Some("b.test"), None, None, None),
+                notice("log_confirmed", Some("c.test"), Some(NOW), None, Some(&cs1.head)),
+                notice("binding_from_attestation", Some("a.test"), Some(NOW - DAY), Some(NOW + 6 * DAY), None),
+            ],
+        )),
+    ));
+
     json!({
         "description": "Resolution answer vectors (spec §10.4): given the cache's record (or none), what each source asked returned (in the order asked: a bundle, \"unreachable\" or \"not_found\"), now and the cache TTL, the answer — status, account, servers, head, update key, source, notices (stable codes with their fields) — or the error class (with the two conflicting op hashes, sorted, for equivocation).",
         "generator": GENERATOR,
