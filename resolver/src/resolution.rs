@@ -172,8 +172,25 @@ impl Resolution {
                     }
                     None => format!("{} is bound to {}", self.did, join(&self.user_ids)),
                 };
-                let when = match self.status {
-                    ResolveStatus::Verified => {
+                let failover = self
+                    .notices
+                    .iter()
+                    .find(|n| n.code == notice::BINDING_FROM_ATTESTATION && n.until.is_some());
+                let confirmed_by = self
+                    .notices
+                    .iter()
+                    .find(|n| n.code == notice::LOG_CONFIRMED)
+                    .and_then(|n| n.server.as_ref());
+                let when = match (self.status, failover, confirmed_by) {
+                    (ResolveStatus::Verified, Some(b), Some(by)) => format!(
+                        "{} could not be reached, so its attestation verified earlier carries the binding until {}; the log was confirmed online by {by} at {}",
+                        b.server
+                            .as_ref()
+                            .map_or_else(String::new, ToString::to_string),
+                        rfc3339(b.until.unwrap_or_default()),
+                        rfc3339(self.verified_at)
+                    ),
+                    (ResolveStatus::Verified, _, _) => {
                         format!("verified online at {}", rfc3339(self.verified_at))
                     }
                     _ => format!(

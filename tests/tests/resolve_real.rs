@@ -428,6 +428,12 @@ async fn failover_by_user_id_asks_the_backup_when_the_origin_is_down() {
         "{:?}",
         r.warnings
     );
+    assert!(
+        r.explanation().contains("a.test could not be reached")
+            && r.explanation().contains("confirmed online by b.test"),
+        "{}",
+        r.explanation()
+    );
     // The answer re-verifies anywhere: a.test's attestation and key document travel with it.
     let vb = roam_identity_core::bundle::verify(&r.bundle, None, asked_at).unwrap();
     assert!(matches!(
