@@ -5,6 +5,11 @@
 //! A cached head is never replaced by an older one: the new verified log must contain it, or
 //! have superseded it by a valid recovery rotate; otherwise the cached answer is kept.
 //!
+//! Past the TTL, the record goes to the inner resolver ([`KnownAccount`], via
+//! [`Resolver::resolve_user_known`]; for a DID, its servers as hints): when the user ID's own
+//! domain is down, the account's servers are asked before anything is called `stale`
+//! (spec §10.2).
+//!
 //! Offline (the inner resolver [`Resolver::is_offline`]), the same rules apply with the inner
 //! resolver asking LAN peers only: within the TTL the answer is `cached`; past it the LAN
 //! peers are asked and the answer is `stale` (first warning [`OFFLINE_WARNING`]: no server
@@ -28,7 +33,9 @@ use crate::clock::{Clock, rfc3339};
 use crate::config::{CachePolicy, OFFLINE_WARNING};
 use crate::error::ResolveError;
 use crate::merge::{HeadRelation, relation_to};
-use crate::resolution::{Resolution, ResolutionWire, ResolveStatus};
+use crate::resolution::{
+    KnownAccount, Notice, Resolution, ResolutionWire, ResolveStatus, Source, notice,
+};
 use crate::{ResolveResult, Resolver};
 
 /// DID → stored account record (JSON: the resolution and its bundle).
@@ -418,16 +425,20 @@ impl<R: Resolver> Cached<R> {
             })
             .filter(|c| c.user_ids.contains(user));
         if let Some(c) = &cached
-            && now < c.verified_at.saturating_add(self.policy.positive_ttl_ms)
+            && c.fresh_until(self.policy.positive_ttl_ms) > now
         {
             return Ok(relabel(
                 c.clone(),
                 Some(user.clone()),
                 ResolveStatus::Cached,
                 Vec::new(),
+                c.notices.clone(),
             ));
         }
-        let answer = self.inner.resolve_user(user).await;
+        // What was verified earlier goes along: if the origin is down, the account's servers
+        // are asked and the origin's attestation verified earlier still counts (§10.2).
+        let known = cached.as_ref().map(KnownAccount::of);
+        let answer = self.inner.resolve_user_known(user, known.as_ref()).await;
         self.settle(answer, cached, Some(user), neg_key, now).await
     }
 
@@ -446,10 +457,16 @@ impl<R: Resolver> Cached<R> {
                 None
             });
         if let Some(c) = &cached
-            && now < c.verified_at.saturating_add(self.policy.positive_ttl_ms)
+            && c.fresh_until(self.policy.positive_ttl_ms) > now
         {
             let first = c.user_ids.first().cloned();
-            return Ok(relabel(c.clone(), first, ResolveStatus::Cached, Vec::new()));
+            return Ok(relabel(
+                c.clone(),
+                first,
+                ResolveStatus::Cached,
+                Vec::new(),
+                c.notices.clone(),
+            ));
         }
         let mut all_hints = hints.to_vec();
         for s in cached.iter().flat_map(|c| c.servers.iter()) {
@@ -537,6 +554,11 @@ impl<R: Resolver> Cached<R> {
                     "a recovery rotate superseded the head cached earlier ({}); the owner's recovery key took over",
                     c.head
                 ));
+                if !fresh.notices.iter().any(|n| n.code == notice::RECOVERED) {
+                    fresh
+                        .notices
+                        .push(Notice::new(notice::RECOVERED).head(&c.head));
+                }
                 self.store_positive(&fresh).await;
                 fresh
             }
@@ -567,8 +589,21 @@ impl<R: Resolver> Cached<R> {
                     .map(|t| format!("not reachable: {t}")),
             )
             .collect();
+        let mut notices: Vec<Notice> = Vec::new();
+        if self.inner.is_offline() {
+            notices.push(Notice::new(notice::OFFLINE));
+        } else {
+            if let Some(u) = user {
+                notices.push(Notice::new(notice::ORIGIN_UNREACHABLE).server(&u.server_name()));
+            }
+            for s in &c.servers {
+                if user.is_none_or(|u| u.server_name() != *s) {
+                    notices.push(Notice::new(notice::SERVER_UNREACHABLE).server(s));
+                }
+            }
+        }
         let who = subject_user(user, &c);
-        relabel(c, who, ResolveStatus::Stale, warnings)
+        relabel(c, who, ResolveStatus::Stale, warnings, notices)
     }
 
     async fn store_positive(&self, res: &Resolution) {
@@ -599,6 +634,16 @@ fn keep_cached(
     status: ResolveStatus,
 ) -> Resolution {
     let mut warnings = fresh.warnings.clone();
+    let mut notices = fresh.notices.clone();
+    if status == ResolveStatus::Verified {
+        let mut n = Notice::new(notice::DOWNGRADE_REFUSED).head(&fresh.head);
+        if let Source::Origin { server, .. } = &fresh.source {
+            n = n.server(server);
+        }
+        notices.push(n);
+    } else {
+        notices.push(Notice::new(notice::LAN_NOTHING_NEWER));
+    }
     let reason = match status {
         ResolveStatus::Verified => format!(
             "refused a downgrade: the log served now (head {}) does not contain the head verified at {} ({}); keeping the cached answer",
@@ -613,7 +658,7 @@ fn keep_cached(
     };
     warnings.push(reason);
     let who = subject_user(user, &c);
-    relabel(c, who, ResolveStatus::Stale, warnings)
+    relabel(c, who, ResolveStatus::Stale, warnings, notices)
 }
 
 /// Who the answer is about: the user ID asked for, or the record's first bound one.
@@ -626,10 +671,12 @@ fn relabel(
     user: Option<UserId>,
     status: ResolveStatus,
     warnings: Vec<String>,
+    notices: Vec<Notice>,
 ) -> Resolution {
     r.user_id = user;
     r.status = status;
     r.warnings = warnings;
+    r.notices = notices;
     r
 }
 

@@ -44,6 +44,16 @@
 //!   part that links axum) serving the verified cache to peers: `lan_router`, `serve`.
 //! - [`did_resolution`]: pure W3C DID Resolution shapes for the homeserver's
 //!   `/1.0/identifiers/{did}`.
+//! - Failover by user ID (spec §10.2): [`Cached`] passes what it verified earlier
+//!   ([`KnownAccount`]) to [`Resolver::resolve_user_known`]; when the user ID's own domain is
+//!   down, [`NetworkResolver`] asks the account's servers (primary first, then backups) and
+//!   counts the origin's attestation verified earlier while it is unexpired: `verified`, with
+//!   [`Notice`]s saying who confirmed the log, when, and until when the binding holds;
+//!   `stale` once that attestation has expired.
+//! - [`decide`]: the answer as a pure function of the cached record, what each source
+//!   returned, now and the TTL — the model `spec/vectors/resolution.json` is checked against
+//!   (and replayed through the real resolver), and a conformance runner's entry point
+//!   ([`decide::run_conformance`]).
 //!
 //! # Wire contract with homeservers
 //!
@@ -76,6 +86,7 @@
 pub mod cache;
 pub mod clock;
 pub mod config;
+pub mod decide;
 pub mod did_resolution;
 pub mod discovery;
 pub mod error;
@@ -100,7 +111,7 @@ pub use lan::LanPeers;
 #[cfg(feature = "lan-server")]
 pub use lan::{lan_router, serve};
 pub use network::NetworkResolver;
-pub use resolution::{Resolution, ResolutionWire, ResolveStatus, Source};
+pub use resolution::{KnownAccount, Notice, Resolution, ResolutionWire, ResolveStatus, Source};
 
 /// What a resolution returns.
 pub type ResolveResult = Result<Resolution, ResolveError>;
@@ -110,6 +121,19 @@ pub type ResolveResult = Result<Resolution, ResolveError>;
 pub trait Resolver: Send + Sync {
     /// Resolves a user ID through its own domain.
     fn resolve_user<'a>(&'a self, user_id: &'a UserId) -> BoxFuture<'a, ResolveResult>;
+
+    /// Resolves a user ID when the caller already knows (from its cache) the account it was
+    /// bound to: if the user ID's own domain cannot be reached, the account's servers are
+    /// asked and the origin's attestation carried in `known` is checked (spec §10.2).
+    /// Resolvers that cannot use it keep the default, which ignores `known`.
+    fn resolve_user_known<'a>(
+        &'a self,
+        user_id: &'a UserId,
+        known: Option<&'a KnownAccount>,
+    ) -> BoxFuture<'a, ResolveResult> {
+        let _ = known;
+        self.resolve_user(user_id)
+    }
 
     /// Resolves a DID, asking `hints` first (servers the caller already associates with it),
     /// then servers learned from earlier answers and configured ones.
@@ -135,6 +159,14 @@ pub trait Resolver: Send + Sync {
 impl<R: Resolver + ?Sized> Resolver for Arc<R> {
     fn resolve_user<'a>(&'a self, user_id: &'a UserId) -> BoxFuture<'a, ResolveResult> {
         (**self).resolve_user(user_id)
+    }
+
+    fn resolve_user_known<'a>(
+        &'a self,
+        user_id: &'a UserId,
+        known: Option<&'a KnownAccount>,
+    ) -> BoxFuture<'a, ResolveResult> {
+        (**self).resolve_user_known(user_id, known)
     }
 
     fn resolve_did_via<'a>(

@@ -16,9 +16,11 @@
 //!    ID, the binding both ways (`check_binding`) — in `verify`;
 //! 3. follow the log's primary, then its backups, for newer ops (`follow_servers`, in
 //!    `verify`), and merge every source with the fork rules (`merged_log`, here);
-//! 4. answer (`build_resolution`, here), or, when nothing online could be reached, ask the
-//!    LAN peers (`lan_resolve`: `ask_lan_peers` → `check_lan_answers` →
-//!    `merge_lan_bundles`) — in `lan_fallback`.
+//! 4. answer (`build_resolution`, here), or, when the user ID's own domain cannot be reached
+//!    and the caller verified the account earlier, ask the account's servers (`failover`,
+//!    spec §10.2) — in `failover`; when nothing online could be reached, ask the LAN peers
+//!    (`lan_resolve`: `ask_lan_peers` → `check_lan_answers` → `merge_lan_bundles`) — in
+//!    `lan_fallback`.
 //!
 //! # Offline mode
 //!
@@ -29,8 +31,9 @@
 //! Two locks keep it off the network: the one entry point (`resolve`) never takes the online
 //! path, and the [`SafeClient`] refuses every target but a LAN peer (redirects included).
 
+pub(crate) mod failover;
 mod lan_fallback;
-mod verify;
+pub(crate) mod verify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -53,7 +56,7 @@ use crate::http::{FetchError, SafeClient};
 use crate::keys::{KeyCache, KeyFetchError};
 use crate::lan::LanPeers;
 use crate::merge::{OpPool, all_op_values};
-use crate::resolution::{Resolution, ResolveStatus, Source};
+use crate::resolution::{KnownAccount, Notice, Resolution, ResolveStatus, Source};
 use crate::{ResolveResult, Resolver};
 
 use verify::{OnlineFailure, check_binding, invalid};
@@ -122,22 +125,23 @@ impl Subject<'_> {
 
 /// Verified evidence, in both forms (checked and wire), with what to warn about; the
 /// subject-specific checks come after.
-struct Evidence {
-    bundle: VerifiedBundle,
-    wire: Bundle,
-    warnings: Vec<String>,
+pub(crate) struct Evidence {
+    pub(crate) bundle: VerifiedBundle,
+    pub(crate) wire: Bundle,
+    pub(crate) warnings: Vec<String>,
+    pub(crate) notices: Vec<Notice>,
 }
 
 /// Verified attestations with their wire values, in the order the bundle carried them.
-type AttestationList = Vec<(Value, Attestation)>;
+pub(crate) type AttestationList = Vec<(Value, Attestation)>;
 
 /// Verified key documents by server, with their wire values.
-type KeyDocs = BTreeMap<ServerName, (ServerKeys, Value)>;
+pub(crate) type KeyDocs = BTreeMap<ServerName, (ServerKeys, Value)>;
 
 impl Evidence {
     /// Puts a verified log, attestations and key documents together as a [`VerifiedBundle`]
     /// and the [`Bundle`] that re-verifies anywhere.
-    fn assemble(
+    pub(crate) fn assemble(
         did: Did,
         log: VerifiedLog,
         attestations: AttestationList,
@@ -165,6 +169,7 @@ impl Evidence {
             bundle,
             wire,
             warnings,
+            notices: Vec::new(),
         }
     }
 }
@@ -242,20 +247,31 @@ impl NetworkResolver {
 
     /// The one entry point: offline, LAN peers only; otherwise online, with the LAN as the
     /// fallback.
-    async fn resolve(&self, subject: Subject<'_>, hints: &[ServerName]) -> ResolveResult {
+    async fn resolve(
+        &self,
+        subject: Subject<'_>,
+        hints: &[ServerName],
+        known: Option<&KnownAccount>,
+    ) -> ResolveResult {
         let now = self.inner.clock.now_ms();
         if self.is_offline() {
             return self.offline_resolve(subject, now).await;
         }
         match subject {
-            Subject::User(user) => self.resolve_user_online(user, now).await,
+            Subject::User(user) => self.resolve_user_online(user, known, now).await,
             Subject::Did(did) => self.resolve_did_online(did, hints, now).await,
         }
     }
 
     /// A user ID, through its own domain: discover, fetch, verify and follow, check the
-    /// binding both ways, answer.
-    async fn resolve_user_online(&self, user: &UserId, now: Millis) -> ResolveResult {
+    /// binding both ways, answer. When the domain cannot be reached and the account is
+    /// `known`, its servers are asked (`failover`, spec §10.2); then the LAN peers.
+    async fn resolve_user_online(
+        &self,
+        user: &UserId,
+        known: Option<&KnownAccount>,
+        now: Millis,
+    ) -> ResolveResult {
         let subject = Subject::User(user);
         let domain = user.server_name();
         let base = self.discover(&domain, now).await;
@@ -268,7 +284,14 @@ impl NetworkResolver {
             Ok(e) => e,
             Err(OnlineFailure::Resolve(e)) => return Err(e),
             Err(OnlineFailure::Unreachable(reason)) => {
-                return self.lan_resolve(subject, now, vec![reason]).await;
+                let mut tried = vec![reason];
+                let Some(known) = known else {
+                    return self.lan_then_failover(user, now, tried).await;
+                };
+                if let Some(answer) = self.failover(user, known, &mut tried, now).await {
+                    return answer;
+                }
+                return self.lan_resolve(subject, now, tried).await;
             }
         };
         check_binding(&evidence.bundle, user, &domain, now)?;
@@ -396,7 +419,11 @@ impl NetworkResolver {
 
 /// The merged log under the fork rules: a recovery rotate settles a fork, any other fork is
 /// equivocation; `what` names the log in the error.
-fn merged_log(pool: &OpPool, now: Millis, what: &str) -> Result<VerifiedLog, ResolveError> {
+pub(crate) fn merged_log(
+    pool: &OpPool,
+    now: Millis,
+    what: &str,
+) -> Result<VerifiedLog, ResolveError> {
     pool.verify(now).map_err(|e| match e {
         LogError::Equivocation { a, b } => ResolveError::Equivocation { a, b },
         other => ResolveError::Invalid(format!("{what} does not verify: {other}")),
@@ -420,7 +447,7 @@ fn origin_source(server: &ServerName, base: &Url) -> Source {
 
 /// The answer: the account's state now, which user IDs are bound (offline, an expired
 /// attestation still says what was once confirmed), and how fresh it is.
-fn build_resolution(
+pub(crate) fn build_resolution(
     user: Option<&UserId>,
     evidence: Evidence,
     status: ResolveStatus,
@@ -430,7 +457,7 @@ fn build_resolution(
     let vb = &evidence.bundle;
     let st = &vb.log.state;
     let user_ids: Vec<UserId> = match status {
-        ResolveStatus::Lan => st
+        ResolveStatus::Lan | ResolveStatus::Stale => st
             .user_ids
             .iter()
             .filter(|u| vb.binding(u, now) != Attested::Missing)
@@ -459,13 +486,22 @@ fn build_resolution(
         last_confirmed,
         source,
         warnings: evidence.warnings,
+        notices: evidence.notices,
         bundle: Arc::new(evidence.wire),
     }
 }
 
 impl Resolver for NetworkResolver {
     fn resolve_user<'a>(&'a self, user_id: &'a UserId) -> BoxFuture<'a, ResolveResult> {
-        self.resolve(Subject::User(user_id), &[]).boxed()
+        self.resolve(Subject::User(user_id), &[], None).boxed()
+    }
+
+    fn resolve_user_known<'a>(
+        &'a self,
+        user_id: &'a UserId,
+        known: Option<&'a KnownAccount>,
+    ) -> BoxFuture<'a, ResolveResult> {
+        self.resolve(Subject::User(user_id), &[], known).boxed()
     }
 
     fn resolve_did_via<'a>(
@@ -473,7 +509,7 @@ impl Resolver for NetworkResolver {
         did: &'a Did,
         hints: &'a [ServerName],
     ) -> BoxFuture<'a, ResolveResult> {
-        self.resolve(Subject::Did(did), hints).boxed()
+        self.resolve(Subject::Did(did), hints, None).boxed()
     }
 
     fn is_offline(&self) -> bool {

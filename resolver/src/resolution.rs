@@ -96,6 +96,10 @@ pub struct Resolution {
     pub source: Source,
     /// Everything a careful reader should know: sources dropped, peers rejected, servers down.
     pub warnings: Vec<String>,
+    /// The facts behind the answer's status, as stable machine codes with their fields
+    /// (spec §10.3): who could not be reached, who confirmed the log and when, which
+    /// attestation the binding rests on and until when, refused downgrades, recoveries.
+    pub notices: Vec<Notice>,
     /// The self-verifying evidence (log with every branch, attestations, key documents).
     pub bundle: Arc<Bundle>,
 }
@@ -104,6 +108,18 @@ impl Resolution {
     /// The account's update key as a Multikey (`z6Mk…`).
     pub fn update_key_multikey(&self) -> String {
         encode_multikey(&self.update_key)
+    }
+
+    /// Until when a cache may repeat this answer as `cached`: `verified_at` + `ttl_ms`, but
+    /// never past the end of an attestation the binding rests on without having been
+    /// re-fetched (`binding_from_attestation`, spec §10.3).
+    pub fn fresh_until(&self, ttl_ms: Millis) -> Millis {
+        let ttl_end = self.verified_at.saturating_add(ttl_ms);
+        self.notices
+            .iter()
+            .filter(|n| n.code == notice::BINDING_FROM_ATTESTATION)
+            .filter_map(|n| n.until)
+            .fold(ttl_end, Millis::min)
     }
 
     /// The domain whose confirmation is missing when the answer is not fresh.
@@ -156,8 +172,25 @@ impl Resolution {
                     }
                     None => format!("{} is bound to {}", self.did, join(&self.user_ids)),
                 };
-                let when = match self.status {
-                    ResolveStatus::Verified => {
+                let failover = self
+                    .notices
+                    .iter()
+                    .find(|n| n.code == notice::BINDING_FROM_ATTESTATION && n.until.is_some());
+                let confirmed_by = self
+                    .notices
+                    .iter()
+                    .find(|n| n.code == notice::LOG_CONFIRMED)
+                    .and_then(|n| n.server.as_ref());
+                let when = match (self.status, failover, confirmed_by) {
+                    (ResolveStatus::Verified, Some(b), Some(by)) => format!(
+                        "{} could not be reached, so its attestation verified earlier carries the binding until {}; the log was confirmed online by {by} at {}",
+                        b.server
+                            .as_ref()
+                            .map_or_else(String::new, ToString::to_string),
+                        rfc3339(b.until.unwrap_or_default()),
+                        rfc3339(self.verified_at)
+                    ),
+                    (ResolveStatus::Verified, _, _) => {
                         format!("verified online at {}", rfc3339(self.verified_at))
                     }
                     _ => format!(
@@ -232,6 +265,7 @@ impl Resolution {
                 },
             },
             warnings: self.warnings.clone(),
+            notices: self.notices.clone(),
             explanation: self.explanation(),
         }
     }
@@ -274,6 +308,7 @@ impl Resolution {
                 SourceWire::Lan { peers } => Source::Lan { peers },
             },
             warnings: w.warnings,
+            notices: w.notices,
             bundle,
         })
     }
@@ -329,6 +364,9 @@ pub struct ResolutionWire {
     pub source: SourceWire,
     /// Warnings.
     pub warnings: Vec<String>,
+    /// Coded facts behind the status (§10.3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<Notice>,
     /// Plain-words summary (see [`Resolution::explanation`]).
     pub explanation: String,
 }
@@ -350,4 +388,121 @@ pub enum SourceWire {
     Origin { server: ServerName, url: String },
     /// LAN peers.
     Lan { peers: Vec<String> },
+}
+
+/// A fact behind an answer's status, with a stable machine code (spec §10.3). The same fact
+/// is also in [`Resolution::warnings`] as text for people; programs read the code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    /// The stable code (`origin_unreachable`, `log_confirmed`, …; see [`notice`]).
+    pub code: String,
+    /// The server the fact is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerName>,
+    /// When it happened or was issued (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Millis>,
+    /// Until when it holds (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Millis>,
+    /// The log head it is about (multibase).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
+}
+
+impl Notice {
+    /// A notice with only a code.
+    pub fn new(code: &str) -> Self {
+        Self {
+            code: code.to_owned(),
+            server: None,
+            at: None,
+            until: None,
+            head: None,
+        }
+    }
+
+    /// With the server it is about.
+    pub fn server(mut self, s: &ServerName) -> Self {
+        self.server = Some(s.clone());
+        self
+    }
+
+    /// With a time.
+    pub fn at(mut self, t: Millis) -> Self {
+        self.at = Some(t);
+        self
+    }
+
+    /// With an end of validity.
+    pub fn until(mut self, t: Millis) -> Self {
+        self.until = Some(t);
+        self
+    }
+
+    /// With a head.
+    pub fn head(mut self, h: &OpHash) -> Self {
+        self.head = Some(h.to_multibase());
+        self
+    }
+}
+
+/// The stable notice codes of spec §10.3.
+pub mod notice {
+    /// The user ID's own domain could not be reached (`server`).
+    pub const ORIGIN_UNREACHABLE: &str = "origin_unreachable";
+    /// One of the account's servers could not be reached (`server`).
+    pub const SERVER_UNREACHABLE: &str = "server_unreachable";
+    /// One of the account's servers answered that it does not know the account (`server`).
+    pub const SERVER_NOT_FOUND: &str = "server_not_found";
+    /// A source served evidence that does not verify; it was ignored (`server`).
+    pub const SOURCE_REJECTED: &str = "source_rejected";
+    /// An account server answered online with a log whose head is the answer's (`server`,
+    /// `at` = when it answered, `head`).
+    pub const LOG_CONFIRMED: &str = "log_confirmed";
+    /// The binding rests on the origin's attestation verified earlier, not re-fetched now
+    /// (`server` = the origin, `at` = its issue time, `until` = its `valid_until`).
+    pub const BINDING_FROM_ATTESTATION: &str = "binding_from_attestation";
+    /// The origin's attestation of the binding has expired (`server`, `until`).
+    pub const BINDING_EXPIRED: &str = "binding_expired";
+    /// A source served a log that does not contain the head verified earlier; the earlier
+    /// head is kept (`server` when known, `head` = the head it served).
+    pub const DOWNGRADE_REFUSED: &str = "downgrade_refused";
+    /// A recovery rotate superseded the head verified earlier (`head` = that earlier head).
+    pub const RECOVERED: &str = "recovered";
+    /// Attestations by this server were left out: its keys could not be fetched from it
+    /// (`server`).
+    pub const ATTESTATION_UNCHECKED: &str = "attestation_unchecked";
+    /// LAN peers offered nothing newer than the answer verified earlier, which is repeated.
+    pub const LAN_NOTHING_NEWER: &str = "lan_nothing_newer";
+    /// Nothing was asked: the resolver is offline.
+    pub const OFFLINE: &str = "offline";
+}
+
+/// What a caller (the cache) already verified about the account a user ID named: passed to
+/// [`crate::Resolver::resolve_user_known`] so that, when the user ID's own domain cannot be
+/// reached, the account's servers can be asked instead (spec §10.2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnownAccount {
+    /// The account the user ID was bound to.
+    pub did: Did,
+    /// Its servers, primary first, as last verified.
+    pub servers: Vec<ServerName>,
+    /// The evidence verified then (log, attestations, the key documents fetched from the
+    /// attesting servers themselves).
+    pub bundle: Arc<Bundle>,
+    /// When it was verified online.
+    pub verified_at: Millis,
+}
+
+impl KnownAccount {
+    /// What a stored answer says about its account.
+    pub fn of(r: &Resolution) -> Self {
+        Self {
+            did: r.did.clone(),
+            servers: r.servers.clone(),
+            bundle: r.bundle.clone(),
+            verified_at: r.verified_at,
+        }
+    }
 }

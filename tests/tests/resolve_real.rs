@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
 use roam_identity_core::{ServerName, UserId};
+use roam_resolver::resolution::notice;
 use roam_resolver::{
-    CachePolicy, CacheStore, Cached, ManualClock, NetworkResolver, ResolveError, ResolveStatus,
-    Resolver, ResolverConfig,
+    CachePolicy, CacheStore, Cached, Clock, ManualClock, NetworkResolver, Notice, Resolution,
+    ResolveError, ResolveStatus, Resolver, ResolverConfig, Source,
 };
 use roam_server::config::ServerConfig;
 use roam_server::portable::federation::HttpFederation;
@@ -21,7 +22,9 @@ use tokio::task::JoinHandle;
 use url::Url;
 
 mod common;
-use common::{Owner, move_to, now};
+use common::{Owner, add_device, move_to, now};
+
+const DAY_MS: u64 = 24 * 3600 * 1000;
 
 /// A homeserver that can be stopped and started again on the same address and data.
 struct Home {
@@ -43,6 +46,9 @@ impl Home {
         let mut config =
             ServerConfig::for_server_name(self.name.clone(), self.addr, self.dir.path().into());
         config.rate_limits = RateLimits::unlimited();
+        // Long enough that a resolver clock moved past the 7-day attestations still finds
+        // the key documents valid (the failover tests move it 8 days on).
+        config.key_validity_ms = 30 * DAY_MS;
         config.federation_overrides = self.overrides.clone();
         let fed = HttpFederation::new(&config).unwrap();
         let store = RedbStore::open_dir(self.dir.path()).unwrap();
@@ -343,4 +349,217 @@ async fn unbound_when_the_log_released_the_user_id() {
     for h in hs.iter_mut() {
         h.stop().await;
     }
+}
+
+/// The notice of `code` about `server`, if the answer carries one.
+fn notice_of<'r>(r: &'r Resolution, code: &str, server: &str) -> Option<&'r Notice> {
+    r.notices
+        .iter()
+        .find(|n| n.code == code && n.server.as_ref().map(ServerName::as_str) == Some(server))
+}
+
+fn source_server(r: &Resolution) -> String {
+    match &r.source {
+        Source::Origin { server, .. } => server.to_string(),
+        Source::Lan { peers } => format!("lan {peers:?}"),
+    }
+}
+
+/// Issue 14, failover by user ID: `@alice:a.test` hosted by a.test (primary) and b.test
+/// (backup); a.test goes down. A resolver with the account cached asks b.test instead of
+/// answering `stale` without asking: `verified` while a.test's attestation of the binding is
+/// unexpired, saying that b.test confirmed the log and a.test's attestation carries the
+/// binding; `stale` (with the newer log b.test confirmed) once that attestation has expired;
+/// `stale` from the cache when nobody can be reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_by_user_id_asks_the_backup_when_the_origin_is_down() {
+    let mut hs = homes(&["a.test", "b.test"], true).await;
+    let mut alice = Owner::new(51, "@alice:a.test", &["a.test", "b.test"]);
+    let did = alice.did();
+    register(&hs[0], &alice, "alice").await;
+    let (s, r) = push(&hs[1], &did, alice.values()).await;
+    assert_eq!(s, 200, "the backup takes the log: {r}");
+
+    let clock = ManualClock::new(now());
+    let store = CacheStore::in_memory().unwrap();
+    let network =
+        NetworkResolver::new(config_for(&[&hs[0], &hs[1]]), Arc::new(clock.clone())).unwrap();
+    let policy = CachePolicy {
+        positive_ttl_ms: 60_000,
+        negative_ttl_ms: 10_000,
+    };
+    let cached = Cached::new(network, store, Arc::new(clock.clone()), policy);
+    let alice_id = user("@alice:a.test");
+    let r = cached.resolve_user(&alice_id).await.unwrap();
+    assert_eq!(r.status, ResolveStatus::Verified);
+    assert_eq!(source_server(&r), "a.test");
+
+    // a.test goes down; the owner signs a device in through the backup, so only b.test
+    // knows the newest head.
+    hs[0].stop().await;
+    let (s, r) = push(&hs[1], &did, vec![alice.sign(add_device("PHONE", 9))]).await;
+    assert_eq!(s, 200, "{r}");
+    let newest = alice.state().head;
+
+    clock.advance(120_000);
+    let asked_at = clock.now_ms();
+    let r = cached.resolve_user(&alice_id).await.unwrap();
+    assert_eq!(r.status, ResolveStatus::Verified, "{:?}", r.warnings);
+    assert_eq!(
+        r.head, newest,
+        "the head only b.test holds: b.test was asked"
+    );
+    assert_eq!(source_server(&r), "b.test");
+    assert_eq!(r.user_ids, vec![alice_id.clone()]);
+    assert!(
+        notice_of(&r, notice::ORIGIN_UNREACHABLE, "a.test").is_some(),
+        "{:?}",
+        r.notices
+    );
+    let confirmed = notice_of(&r, notice::LOG_CONFIRMED, "b.test").expect("log_confirmed");
+    assert_eq!(confirmed.at, Some(asked_at));
+    assert_eq!(confirmed.head, Some(newest.to_multibase()));
+    let binding =
+        notice_of(&r, notice::BINDING_FROM_ATTESTATION, "a.test").expect("binding notice");
+    let until = binding.until.expect("until");
+    assert!(until > asked_at);
+    assert!(
+        r.warnings.iter().any(|w| w.contains("confirmed by b.test")),
+        "{:?}",
+        r.warnings
+    );
+    assert!(
+        r.explanation().contains("a.test could not be reached")
+            && r.explanation().contains("confirmed online by b.test"),
+        "{}",
+        r.explanation()
+    );
+    // The answer re-verifies anywhere: a.test's attestation and key document travel with it.
+    let vb = roam_identity_core::bundle::verify(&r.bundle, None, asked_at).unwrap();
+    assert!(matches!(
+        vb.binding(&alice_id, asked_at),
+        roam_identity_core::bundle::Attested::Current { .. }
+    ));
+
+    // Past the end of a.test's attestation: the log is still confirmed by b.test, but the
+    // binding is not confirmed now: stale, saying when it expired.
+    let (s, r) = push(&hs[1], &did, vec![alice.sign(add_device("TABLET", 10))]).await;
+    assert_eq!(s, 200, "{r}");
+    let newest = alice.state().head;
+    clock.set(until + 1);
+    let r = cached.resolve_user(&alice_id).await.unwrap();
+    assert_eq!(r.status, ResolveStatus::Stale, "{:?}", r.warnings);
+    assert_eq!(r.head, newest, "b.test was asked");
+    let expired = notice_of(&r, notice::BINDING_EXPIRED, "a.test").expect("binding_expired");
+    assert_eq!(expired.until, Some(until));
+    assert!(
+        notice_of(&r, notice::LOG_CONFIRMED, "b.test").is_some(),
+        "{:?}",
+        r.notices
+    );
+    assert!(notice_of(&r, notice::BINDING_FROM_ATTESTATION, "a.test").is_none());
+
+    // Nobody reachable: stale from the cache, naming both servers.
+    hs[1].stop().await;
+    clock.advance(1000);
+    let r = cached.resolve_user(&alice_id).await.unwrap();
+    assert_eq!(r.status, ResolveStatus::Stale);
+    assert!(
+        notice_of(&r, notice::ORIGIN_UNREACHABLE, "a.test").is_some(),
+        "{:?}",
+        r.notices
+    );
+    assert!(
+        notice_of(&r, notice::SERVER_UNREACHABLE, "b.test").is_some(),
+        "{:?}",
+        r.notices
+    );
+    assert!(notice_of(&r, notice::LOG_CONFIRMED, "b.test").is_none());
+}
+
+/// Without a cache, a resolver that cannot reach the origin knows no DID to fail over with:
+/// with no LAN peer either, the answer is `unreachable` (it never guesses the account).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_failover_without_a_known_account() {
+    let mut hs = homes(&["a.test", "b.test"], true).await;
+    let alice = Owner::new(52, "@alice:a.test", &["a.test", "b.test"]);
+    register(&hs[0], &alice, "alice").await;
+    assert_eq!(push(&hs[1], &alice.did(), alice.values()).await.0, 200);
+    hs[0].stop().await;
+    let resolver = NetworkResolver::new(
+        config_for(&[&hs[0], &hs[1]]),
+        Arc::new(roam_resolver::SystemClock),
+    )
+    .unwrap();
+    let e = resolver
+        .resolve_user(&user("@alice:a.test"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class(), "unreachable", "{e}");
+    hs[1].stop().await;
+}
+
+/// Failover from a LAN-learned account: a resolver with no cache of its own, a.test down, a
+/// LAN node that verified `@alice:a.test` earlier. The LAN bundle names the account and its
+/// servers, so b.test is asked too: the answer stays `lan` (the binding rests on key
+/// documents the peer carried) but has the newer log b.test confirmed, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_from_a_lan_learned_account() {
+    let mut hs = homes(&["a.test", "b.test"], true).await;
+    let mut alice = Owner::new(53, "@alice:a.test", &["a.test", "b.test"]);
+    let did = alice.did();
+    register(&hs[0], &alice, "alice").await;
+    assert_eq!(push(&hs[1], &did, alice.values()).await.0, 200);
+
+    // A LAN node verifies alice while a.test is up.
+    let clock = ManualClock::new(now());
+    let store = CacheStore::in_memory().unwrap();
+    let node = Cached::new(
+        NetworkResolver::new(config_for(&[&hs[0], &hs[1]]), Arc::new(clock.clone())).unwrap(),
+        store.clone(),
+        Arc::new(clock.clone()),
+        CachePolicy::default(),
+    );
+    let alice_id = user("@alice:a.test");
+    assert_eq!(
+        node.resolve_user(&alice_id).await.unwrap().status,
+        ResolveStatus::Verified
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let lan_url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    let lan = tokio::spawn(roam_resolver::serve(listener, store, async move {
+        let _ = rx.await;
+    }));
+
+    hs[0].stop().await;
+    assert_eq!(
+        push(&hs[1], &did, vec![alice.sign(add_device("PHONE", 9))])
+            .await
+            .0,
+        200
+    );
+    let newest = alice.state().head;
+
+    let mut peer_config = config_for(&[&hs[0], &hs[1]]);
+    peer_config.lan_peers = vec![Url::parse(&lan_url).unwrap()];
+    let peer = NetworkResolver::new(peer_config, Arc::new(clock.clone())).unwrap();
+    let r = peer.resolve_user(&alice_id).await.unwrap();
+    assert_eq!(r.status, ResolveStatus::Lan, "{:?}", r.warnings);
+    assert_eq!(r.head, newest, "b.test was asked");
+    assert!(matches!(r.source, Source::Lan { .. }));
+    assert!(
+        notice_of(&r, notice::LOG_CONFIRMED, "b.test").is_some(),
+        "{:?}",
+        r.notices
+    );
+    assert!(
+        notice_of(&r, notice::ORIGIN_UNREACHABLE, "a.test").is_some(),
+        "{:?}",
+        r.notices
+    );
+
+    let _ = tx.send(());
+    lan.await.unwrap().unwrap();
+    hs[1].stop().await;
 }

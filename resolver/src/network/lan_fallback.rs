@@ -21,7 +21,7 @@ use crate::error::ResolveError;
 use crate::http::FetchError;
 use crate::keys::check_agreement;
 use crate::merge::OpPool;
-use crate::resolution::{ResolveStatus, Source};
+use crate::resolution::{Notice, ResolveStatus, Source, notice};
 
 /// What the LAN peers that were accepted said, merged.
 struct LanEvidence {
@@ -62,6 +62,7 @@ impl NetworkResolver {
         match self.lan_resolve(subject, now, Vec::new()).await {
             Ok(mut r) => {
                 r.warnings.insert(0, OFFLINE_WARNING.to_owned());
+                r.notices.insert(0, Notice::new(notice::OFFLINE));
                 Ok(r)
             }
             Err(ResolveError::Unreachable { subject, tried }) => {
@@ -130,13 +131,12 @@ impl NetworkResolver {
             peers: merged.peers,
         };
         let status = ResolveStatus::Lan;
-        Ok(build_resolution(
-            subject.user(),
-            evidence,
-            status,
-            now,
-            source,
-        ))
+        let mut r = build_resolution(subject.user(), evidence, status, now, source);
+        if let (Subject::User(u), false) = (subject, tried.is_empty()) {
+            r.notices
+                .push(Notice::new(notice::ORIGIN_UNREACHABLE).server(&u.server_name()));
+        }
+        Ok(r)
     }
 
     /// Every LAN peer at once, for the subject's bundle.

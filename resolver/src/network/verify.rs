@@ -19,6 +19,7 @@ use crate::discovery::endpoint;
 use crate::error::ResolveError;
 use crate::keys::{KeyFetchError, check_agreement};
 use crate::merge::OpPool;
+use crate::resolution::{Notice, notice};
 
 /// Whether asking a server for newer ops worked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,12 +98,13 @@ impl NetworkResolver {
             .map_err(|e| invalid(format!("{server}'s log does not verify: {e}")))?;
         let parsed = parse_attestations(server, &b)?;
         let mut warnings = Vec::new();
+        let mut notices = Vec::new();
         let mut keys = self
-            .fetch_attester_keys(server, &parsed, now, &mut warnings)
+            .fetch_attester_keys(server, &parsed, now, &mut warnings, &mut notices)
             .await?;
         self.check_carried_keys(server, &b.server_keys, &keys)?;
         let attestations = verify_attestations(server, parsed, &keys, now)?;
-        self.follow_servers(server, &b.did, &mut pool, now, &mut warnings)
+        self.follow_servers(server, &b.did, &mut pool, now, &mut warnings, &mut notices)
             .await;
         let log = merged_log(&pool, now, "the merged log").map_err(OnlineFailure::Resolve)?;
         // Only the key documents an attestation was verified with travel with the bundle.
@@ -112,15 +114,10 @@ impl NetworkResolver {
             .collect();
         keys.retain(|s, _| used.contains(s));
         let source = url.to_string();
-        Ok(Evidence::assemble(
-            b.did,
-            log,
-            attestations,
-            keys,
-            source,
-            now,
-            warnings,
-        ))
+        let mut evidence =
+            Evidence::assemble(b.did, log, attestations, keys, source, now, warnings);
+        evidence.notices = notices;
+        Ok(evidence)
     }
 
     /// Fetches the keys of every attesting server from the server itself. Failing to get the
@@ -132,6 +129,7 @@ impl NetworkResolver {
         parsed: &[(&Value, Attestation)],
         now: Millis,
         warnings: &mut Vec<String>,
+        notices: &mut Vec<Notice>,
     ) -> Result<KeyDocs, OnlineFailure> {
         let mut attesters: Vec<ServerName> =
             parsed.iter().map(|(_, a)| a.server_name.clone()).collect();
@@ -145,7 +143,10 @@ impl NetworkResolver {
                     keys.insert(s.clone(), k);
                 }
                 Err(e) if s == server => return Err(OnlineFailure::Unreachable(e.to_string())),
-                Err(e) => warnings.push(format!("attestations by {s} were not checked: {e}")),
+                Err(e) => {
+                    notices.push(Notice::new(notice::ATTESTATION_UNCHECKED).server(s));
+                    warnings.push(format!("attestations by {s} were not checked: {e}"));
+                }
             }
         }
         Ok(keys)
@@ -185,6 +186,7 @@ impl NetworkResolver {
         pool: &mut OpPool,
         now: Millis,
         warnings: &mut Vec<String>,
+        notices: &mut Vec<Notice>,
     ) {
         let mut asked = HashMap::from([(origin.clone(), Asked::Answered)]);
         let budget =
@@ -209,7 +211,8 @@ impl NetworkResolver {
                 Ok(()) => {
                     asked.insert(next, Asked::Answered);
                 }
-                Err(w) => {
+                Err((code, w)) => {
+                    notices.push(Notice::new(code).server(&next));
                     warnings.push(w);
                     asked.insert(next, Asked::Failed);
                 }
@@ -218,7 +221,7 @@ impl NetworkResolver {
     }
 
     /// Asks `server` for ops from `since` on and adds them to `pool`; the error is the
-    /// warning to give.
+    /// notice code and the warning to give.
     async fn merge_newer_from(
         &self,
         server: &ServerName,
@@ -226,11 +229,14 @@ impl NetworkResolver {
         since: u64,
         pool: &mut OpPool,
         now: Millis,
-    ) -> Result<(), String> {
+    ) -> Result<(), (&'static str, String)> {
         let ops = self.fetch_newer(server, did, since, now).await?;
         pool.add_source(&ops, now).map(drop).map_err(|e| {
-            format!(
-                "{server} served operations that do not verify with the rest of the log ({e}); ignored"
+            (
+                notice::SOURCE_REJECTED,
+                format!(
+                    "{server} served operations that do not verify with the rest of the log ({e}); ignored"
+                ),
             )
         })
     }
@@ -242,10 +248,13 @@ impl NetworkResolver {
         did: &Did,
         since: u64,
         now: Millis,
-    ) -> Result<Vec<Value>, String> {
+    ) -> Result<Vec<Value>, (&'static str, String)> {
         if self.is_offline() {
-            return Err(format!(
-                "offline: {server} was not asked for newer operations (the resolver is offline)"
+            return Err((
+                notice::OFFLINE,
+                format!(
+                    "offline: {server} was not asked for newer operations (the resolver is offline)"
+                ),
             ));
         }
         let base = self.discover(server, now).await;
@@ -253,15 +262,26 @@ impl NetworkResolver {
         url.set_query(Some(&format!("since={since}")));
         let v = self.inner.client.get_json(&url).await.map_err(|e| {
             if e.is_not_found() {
-                format!("{server} does not know the account ({e})")
+                (
+                    notice::SERVER_NOT_FOUND,
+                    format!("{server} does not know the account ({e})"),
+                )
             } else {
-                format!("{server} could not be asked for newer operations: {e}")
+                (
+                    notice::SERVER_UNREACHABLE,
+                    format!("{server} could not be asked for newer operations: {e}"),
+                )
             }
         })?;
         v.get("ops")
             .and_then(Value::as_array)
             .cloned()
-            .ok_or_else(|| format!("{server} answered {url} without an \"ops\" array; ignored"))
+            .ok_or_else(|| {
+                (
+                    notice::SOURCE_REJECTED,
+                    format!("{server} answered {url} without an \"ops\" array; ignored"),
+                )
+            })
     }
 }
 
@@ -355,7 +375,7 @@ fn verify_attestations(
 }
 
 /// The user ID's own domain must attest the binding now, and the log must claim the user ID.
-pub(super) fn check_binding(
+pub(crate) fn check_binding(
     vb: &VerifiedBundle,
     user: &UserId,
     domain: &ServerName,

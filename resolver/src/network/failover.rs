@@ -1,0 +1,382 @@
+//! Failover by user ID (spec §10.2): the user ID's own domain cannot be reached, but the
+//! caller (the cache) verified the account earlier. The account's servers, primary first,
+//! are asked for `/_roam/v1/accounts/{did}`; the first whose evidence verifies (with its own
+//! keys, followed for newer ops) is merged with the evidence verified earlier under the fork
+//! rules, and the binding is judged by the origin's attestation verified earlier — still
+//! counted while unexpired. The answer says who confirmed the log, when, and until when the
+//! binding holds ([`notice`] codes).
+//!
+//! [`failover_answer`] is the decision, pure: the network path here and the vector model
+//! ([`crate::decide`]) both call it.
+
+use roam_identity_core::bundle::{self, Bundle, VerifiedBundle};
+use roam_identity_core::server_keys::ServerKeys;
+use roam_identity_core::{Millis, ServerName, UserId};
+use serde_json::Value;
+use url::Url;
+
+use super::verify::OnlineFailure;
+use super::{AttestationList, Evidence, KeyDocs, NetworkResolver, build_resolution, merged_log};
+use crate::ResolveResult;
+use crate::clock::rfc3339;
+use crate::discovery::endpoint;
+use crate::error::ResolveError;
+use crate::keys::check_agreement;
+use crate::merge::{HeadRelation, OpPool, relation_to};
+use crate::resolution::{KnownAccount, Notice, ResolveStatus, Source, notice};
+
+/// What one account server answered, verified on its own.
+pub(crate) struct Confirmation {
+    /// The server that answered.
+    pub server: ServerName,
+    /// Its base URL (the answer's `source`).
+    pub url: String,
+    /// Its evidence (online: verified with its own keys and followed for newer ops).
+    pub evidence: Evidence,
+}
+
+/// The decision about one confirmation.
+pub(crate) enum FailoverOutcome {
+    /// A definite answer (`verified`, `stale`, or `unbound`, `equivocation`, `invalid`).
+    Answer(Box<ResolveResult>),
+    /// This server's evidence cannot be used (the reason); the next server is asked.
+    Rejected(String),
+}
+
+fn fail(e: ResolveError) -> FailoverOutcome {
+    FailoverOutcome::Answer(Box::new(Err(e)))
+}
+
+/// The key documents of a verified bundle with their wire values, by server.
+pub(crate) fn key_docs_of(wire: &Bundle, vb: &VerifiedBundle) -> KeyDocs {
+    let mut out = KeyDocs::new();
+    for doc in &wire.server_keys {
+        if let Some(k) = doc
+            .get("server_name")
+            .and_then(Value::as_str)
+            .and_then(|n| {
+                vb.server_keys
+                    .values()
+                    .find(|k| k.server_name.as_str() == n)
+            })
+        {
+            out.entry(k.server_name.clone())
+                .or_insert_with(|| (k.clone(), doc.clone()));
+        }
+    }
+    out
+}
+
+/// The §10.2 rule. `known` is what was verified earlier (its key documents were fetched from
+/// the attesting servers themselves); `origin_keys` are the origin's keys this resolver still
+/// remembers, if any, which the carried ones must agree with. `notices` and `warnings` say
+/// what was tried before (the origin, servers that failed).
+pub(crate) fn failover_answer(
+    user: &UserId,
+    known: &KnownAccount,
+    origin_keys: Option<&ServerKeys>,
+    confirmation: Confirmation,
+    mut notices: Vec<Notice>,
+    mut warnings: Vec<String>,
+    now: Millis,
+) -> FailoverOutcome {
+    let domain = user.server_name();
+    let Confirmation {
+        server,
+        url,
+        evidence,
+    } = confirmation;
+    let earlier = match bundle::verify(&known.bundle, Some(&known.did), now) {
+        Ok(vb) => vb,
+        Err(e) => {
+            return fail(ResolveError::Invalid(format!(
+                "the evidence verified earlier for {user} no longer verifies: {e}"
+            )));
+        }
+    };
+    let earlier_keys = key_docs_of(&known.bundle, &earlier);
+    if let (Some(k), Some((carried, _))) = (origin_keys, earlier_keys.get(&domain))
+        && let Err(e) = check_agreement(k, carried, false)
+    {
+        return fail(ResolveError::Invalid(format!(
+            "the key document of {domain} verified earlier disagrees with {domain}'s keys: {e}"
+        )));
+    }
+    // The origin's attestations of the binding, verified earlier with its own keys.
+    let origin_atts: AttestationList = known
+        .bundle
+        .attestations
+        .iter()
+        .zip(earlier.attestations.iter())
+        .filter(|(_, a)| a.server_name == domain && a.binds(user))
+        .map(|(v, a)| (v.clone(), a.clone()))
+        .collect();
+    let current = origin_atts
+        .iter()
+        .filter(|(_, a)| a.is_current(now))
+        .max_by_key(|(_, a)| a.valid_until);
+    let latest = origin_atts.iter().max_by_key(|(_, a)| a.valid_until);
+    let Some((_, latest)) = latest else {
+        return FailoverOutcome::Rejected(format!(
+            "no attestation by {domain} binding {user} was verified earlier"
+        ));
+    };
+    let binding = current.map(|(_, a)| a).unwrap_or(latest).clone();
+
+    // The union of what was verified earlier and what the server confirmed, under the fork
+    // rules.
+    let mut pool = OpPool::new(known.did.clone());
+    if let Err(e) = pool.add_source(&known.bundle.log, now) {
+        return fail(ResolveError::Invalid(format!(
+            "the log verified earlier no longer verifies: {e}"
+        )));
+    }
+    if let Err(e) = pool.add_source(&evidence.wire.log, now) {
+        return FailoverOutcome::Rejected(format!(
+            "{server}'s log does not verify with the log verified earlier ({e})"
+        ));
+    }
+    let log = match merged_log(&pool, now, "the merged log") {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    if !log.state.user_ids.contains(user) {
+        return fail(ResolveError::Unbound {
+            user_id: user.clone(),
+            did: Box::new(known.did.clone()),
+            reason: format!("the account's log, as confirmed by {server}, no longer claims it"),
+        });
+    }
+    let served_head = evidence.bundle.log.state.head;
+    let downgrade = !evidence.bundle.log.contains(&log.state.head);
+    if downgrade {
+        notices.push(
+            Notice::new(notice::DOWNGRADE_REFUSED)
+                .server(&server)
+                .head(&served_head),
+        );
+        warnings.push(format!(
+            "refused a downgrade: {server} served head {served_head}, older than the head verified earlier; keeping {}",
+            log.state.head
+        ));
+    } else {
+        notices.push(
+            Notice::new(notice::LOG_CONFIRMED)
+                .server(&server)
+                .at(now)
+                .head(&log.state.head),
+        );
+        warnings.push(format!(
+            "the log (head {}) was confirmed by {server} at {}",
+            log.state.head,
+            rfc3339(now)
+        ));
+    }
+    let earlier_head = earlier.log.state.head;
+    if relation_to(&log, &earlier_head) == HeadRelation::Recovered {
+        notices.push(Notice::new(notice::RECOVERED).head(&earlier_head));
+        warnings.push(format!(
+            "a recovery rotate superseded the head verified earlier ({earlier_head}); the owner's recovery key took over"
+        ));
+    }
+    let bound_now = binding.is_current(now);
+    if bound_now {
+        notices.push(
+            Notice::new(notice::BINDING_FROM_ATTESTATION)
+                .server(&domain)
+                .at(binding.issued_at)
+                .until(binding.valid_until),
+        );
+        warnings.push(format!(
+            "the binding of {user} rests on {domain}'s attestation issued at {} and valid until {}, verified earlier; {domain} could not confirm it now",
+            rfc3339(binding.issued_at),
+            rfc3339(binding.valid_until)
+        ));
+    } else {
+        notices.push(
+            Notice::new(notice::BINDING_EXPIRED)
+                .server(&domain)
+                .until(binding.valid_until),
+        );
+        warnings.push(format!(
+            "{domain}'s attestation of {user} expired at {}; the binding is not confirmed now",
+            rfc3339(binding.valid_until)
+        ));
+    }
+
+    // The evidence: the server's, plus the origin's attestations and key document.
+    let mut attestations: AttestationList = evidence
+        .wire
+        .attestations
+        .iter()
+        .cloned()
+        .zip(evidence.bundle.attestations.iter().cloned())
+        .collect();
+    for (v, a) in origin_atts {
+        if !attestations.iter().any(|(w, _)| w == &v) {
+            attestations.push((v, a));
+        }
+    }
+    let mut keys = key_docs_of(&evidence.wire, &evidence.bundle);
+    if let Some(doc) = earlier_keys.get(&domain) {
+        keys.entry(domain.clone()).or_insert_with(|| doc.clone());
+    }
+    warnings.extend(evidence.warnings);
+    // What following the account's servers found, except the origin's failure (said first)
+    // and what was already said about a server asked before.
+    for n in evidence.notices {
+        if n.server.as_ref() != Some(&domain) && !notices.contains(&n) {
+            notices.push(n);
+        }
+    }
+    let status = if bound_now && !downgrade {
+        ResolveStatus::Verified
+    } else {
+        ResolveStatus::Stale
+    };
+    let assembled = Evidence::assemble(
+        known.did.clone(),
+        log,
+        attestations,
+        keys,
+        url.clone(),
+        now,
+        warnings,
+    );
+    let source = Source::Origin {
+        server: server.clone(),
+        url,
+    };
+    let mut r = build_resolution(Some(user), assembled, status, now, source);
+    r.last_confirmed = Some(binding.issued_at);
+    r.notices = notices;
+    if status == ResolveStatus::Stale {
+        r.verified_at = known.verified_at;
+    }
+    FailoverOutcome::Answer(Box::new(Ok(r)))
+}
+
+impl NetworkResolver {
+    /// The origin is down and nothing was verified earlier: LAN peers may name the account;
+    /// then its servers are asked too (spec §10.2). The binding still rests on key documents
+    /// a LAN peer carried, so the answer stays `lan` — with the log the server confirmed
+    /// (`log_confirmed`). Equivocation and a released user ID found that way are answers too.
+    pub(super) async fn lan_then_failover(
+        &self,
+        user: &UserId,
+        now: Millis,
+        tried: Vec<String>,
+    ) -> ResolveResult {
+        let lan = self
+            .lan_resolve(super::Subject::User(user), now, tried.clone())
+            .await?;
+        let known = KnownAccount::of(&lan);
+        let mut tried = tried;
+        match self.failover(user, &known, &mut tried, now).await {
+            Some(Ok(mut r)) => {
+                r.status = ResolveStatus::Lan;
+                r.verified_at = now;
+                r.source = lan.source.clone();
+                r.warnings.insert(
+                    0,
+                    format!(
+                        "the account was learned from LAN peers: the binding rests on key documents they carried, not on keys fetched from {}",
+                        user.server_name()
+                    ),
+                );
+                Ok(r)
+            }
+            Some(Err(e @ (ResolveError::Equivocation { .. } | ResolveError::Unbound { .. }))) => {
+                Err(e)
+            }
+            Some(Err(_)) | None => Ok(lan),
+        }
+    }
+
+    /// Asks the account's servers (primary first, then backups; the origin is skipped: it was
+    /// just found unreachable) until one's evidence settles the answer. `None` when none
+    /// could; `tried` then lists why.
+    pub(super) async fn failover(
+        &self,
+        user: &UserId,
+        known: &KnownAccount,
+        tried: &mut Vec<String>,
+        now: Millis,
+    ) -> Option<ResolveResult> {
+        let domain = user.server_name();
+        let mut notices = vec![Notice::new(notice::ORIGIN_UNREACHABLE).server(&domain)];
+        let mut warnings: Vec<String> = tried
+            .iter()
+            .map(|t| format!("origin {domain} not reachable: {t}"))
+            .collect();
+        let path = ["_roam", "v1", "accounts", known.did.as_str()];
+        for server in known.servers.iter().filter(|s| **s != domain) {
+            let base: Url = self.discover(server, now).await;
+            let url = endpoint(&base, &path);
+            let value = match self.inner.client.get_json(&url).await {
+                Ok(v) => v,
+                Err(e) if e.is_not_found() => {
+                    notices.push(Notice::new(notice::SERVER_NOT_FOUND).server(server));
+                    warnings.push(format!("{server} does not know the account"));
+                    tried.push(format!("{server} does not know {}", known.did));
+                    continue;
+                }
+                Err(e) => {
+                    notices.push(Notice::new(notice::SERVER_UNREACHABLE).server(server));
+                    warnings.push(format!("{server} not reachable: {e}"));
+                    tried.push(e.to_string());
+                    continue;
+                }
+            };
+            let evidence = match self
+                .verify_online(server, &url, &value, Some(&known.did), now)
+                .await
+            {
+                Ok(ev) => ev,
+                Err(OnlineFailure::Resolve(e @ ResolveError::Equivocation { .. })) => {
+                    return Some(Err(e));
+                }
+                Err(OnlineFailure::Resolve(e)) => {
+                    notices.push(Notice::new(notice::SOURCE_REJECTED).server(server));
+                    warnings.push(format!("{server}'s answer was rejected: {e}"));
+                    tried.push(e.to_string());
+                    continue;
+                }
+                Err(OnlineFailure::Unreachable(reason)) => {
+                    notices.push(Notice::new(notice::SERVER_UNREACHABLE).server(server));
+                    warnings.push(format!("{server} not reachable: {reason}"));
+                    tried.push(reason);
+                    continue;
+                }
+            };
+            let confirmation = Confirmation {
+                server: server.clone(),
+                url: base.to_string(),
+                evidence,
+            };
+            let origin_keys = self.inner.keys.known(&domain);
+            match failover_answer(
+                user,
+                known,
+                origin_keys.as_ref(),
+                confirmation,
+                notices.clone(),
+                warnings.clone(),
+                now,
+            ) {
+                FailoverOutcome::Answer(answer) => {
+                    if let Ok(r) = answer.as_ref() {
+                        self.remember_servers(&r.did, &r.servers);
+                    }
+                    return Some(*answer);
+                }
+                FailoverOutcome::Rejected(reason) => {
+                    notices.push(Notice::new(notice::SOURCE_REJECTED).server(server));
+                    warnings.push(format!("{server}'s answer was not used: {reason}"));
+                    tried.push(reason);
+                }
+            }
+        }
+        None
+    }
+}
