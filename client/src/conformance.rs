@@ -33,6 +33,7 @@ pub const SUITES: &[&str] = &[
     "canonical-json",
     "did-key",
     "key-documents",
+    "resolution",
     "server-names",
 ];
 
@@ -53,6 +54,9 @@ pub fn answer(request: &[u8]) -> Result<Value, ConformanceError> {
         "did-key" => answer_did(input),
         "key-documents" => answer_key_document(input),
         "server-names" => answer_server_name(input),
+        // §10: the resolver's own decision function answers (cached state, what each source
+        // returned, now, TTL → status, servers, notices).
+        "resolution" => roam_resolver::decide::run_conformance(&req),
         other => return Err(ConformanceError::UnknownSuite(other.to_owned())),
     })
 }

@@ -98,33 +98,71 @@ pub struct DecisionInput {
     pub sources: Vec<SourceInput>,
 }
 
-fn field<'v>(v: &'v Value, name: &str) -> Result<&'v Value, String> {
-    v.get(name).ok_or_else(|| format!("missing {name:?}"))
+/// Why a decision input (the vector form) could not be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecisionInputError {
+    #[error("missing {0:?}")]
+    Missing(&'static str),
+    #[error("{field:?} is not {expected}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error("{field:?}: {source}")]
+    BadId {
+        field: &'static str,
+        source: roam_identity_core::IdError,
+    },
+    #[error("subject: {0}")]
+    BadDid(roam_identity_core::DidError),
+    #[error("cached bundle: {0}")]
+    BadBundle(roam_identity_core::bundle::BundleError),
+    #[error("unknown role {0:?}")]
+    UnknownRole(Option<String>),
 }
 
-fn int(v: &Value, name: &str) -> Result<Millis, String> {
+fn field<'v>(v: &'v Value, name: &'static str) -> Result<&'v Value, DecisionInputError> {
+    v.get(name).ok_or(DecisionInputError::Missing(name))
+}
+
+fn int(v: &Value, name: &'static str) -> Result<Millis, DecisionInputError> {
     field(v, name)?
         .as_u64()
-        .ok_or_else(|| format!("{name:?} is not an integer"))
+        .ok_or(DecisionInputError::WrongType {
+            field: name,
+            expected: "an integer",
+        })
 }
 
-fn server(v: &Value, name: &str) -> Result<ServerName, String> {
-    let s = field(v, name)?
+fn string<'v>(v: &'v Value, name: &'static str) -> Result<&'v str, DecisionInputError> {
+    field(v, name)?
         .as_str()
-        .ok_or_else(|| format!("{name:?} is not a string"))?;
-    ServerName::parse(s).map_err(|e| format!("{name:?}: {e}"))
+        .ok_or(DecisionInputError::WrongType {
+            field: name,
+            expected: "a string",
+        })
+}
+
+fn server(v: &Value, name: &'static str) -> Result<ServerName, DecisionInputError> {
+    ServerName::parse(string(v, name)?).map_err(|source| DecisionInputError::BadId {
+        field: name,
+        source,
+    })
 }
 
 impl DecisionInput {
     /// Reads the vector form (`spec/vectors/resolution.json`, `input`).
-    pub fn from_value(v: &Value) -> Result<Self, String> {
-        let subject = field(v, "subject")?
-            .as_str()
-            .ok_or("\"subject\" is not a string")?;
+    pub fn from_value(v: &Value) -> Result<Self, DecisionInputError> {
+        let subject = string(v, "subject")?;
         let subject = if subject.starts_with('@') {
-            Subject::User(UserId::parse(subject).map_err(|e| format!("subject: {e}"))?)
+            Subject::User(
+                UserId::parse(subject).map_err(|source| DecisionInputError::BadId {
+                    field: "subject",
+                    source,
+                })?,
+            )
         } else {
-            Subject::Did(Did::parse(subject).map_err(|e| format!("subject: {e}"))?)
+            Subject::Did(Did::parse(subject).map_err(DecisionInputError::BadDid)?)
         };
         let cached = match v.get("cached") {
             None | Some(Value::Null) => None,
@@ -132,18 +170,21 @@ impl DecisionInput {
                 verified_at: int(c, "verified_at")?,
                 source: server(c, "source")?,
                 bundle: Bundle::from_value(field(c, "bundle")?)
-                    .map_err(|e| format!("cached bundle: {e}"))?,
+                    .map_err(DecisionInputError::BadBundle)?,
             }),
         };
         let mut sources = Vec::new();
-        for s in field(v, "sources")?
+        let list = field(v, "sources")?
             .as_array()
-            .ok_or("\"sources\" is not an array")?
-        {
+            .ok_or(DecisionInputError::WrongType {
+                field: "sources",
+                expected: "an array",
+            })?;
+        for s in list {
             let role = match field(s, "role")?.as_str() {
                 Some("origin") => Role::Origin,
                 Some("account") => Role::Account,
-                other => return Err(format!("unknown role {other:?}")),
+                other => return Err(DecisionInputError::UnknownRole(other.map(str::to_owned))),
             };
             let answer = match field(s, "answer")? {
                 Value::String(t) if t == "unreachable" => SourceAnswer::Unreachable,
@@ -620,6 +661,6 @@ pub fn run_conformance(request: &Value) -> Value {
     }
     match DecisionInput::from_value(&input) {
         Ok(i) => answer_to_value(&decide(&i)),
-        Err(message) => json!({"error": {"class": "bad_request", "message": message}}),
+        Err(e) => json!({"error": {"class": "bad_request", "message": e.to_string()}}),
     }
 }
