@@ -161,8 +161,9 @@ impl Report {
             "state": state_json(&self.log),
         });
         if let Some(b) = &self.bundle {
-            out["bindings"] = bindings_json(b, self.now);
-            out["hosting"] = hosting_json(b, self.now);
+            let state = &b.log.state;
+            out["bindings"] = attested_map(&state.user_ids, |u| b.binding(u, self.now));
+            out["hosting"] = attested_map(&state.servers, |s| b.hosting(s, self.now));
             out["fetched_at"] = json!(b.fetched_at);
             out["source"] = json!(b.source);
         }
@@ -211,24 +212,11 @@ fn attested_json(a: Attested) -> Value {
     }
 }
 
-fn bindings_json(b: &VerifiedBundle, now: Millis) -> Value {
-    let map: Map<String, Value> = b
-        .log
-        .state
-        .user_ids
+/// `{name: {"status", "valid_until"?}}` for each item, judged by `attested`.
+fn attested_map<T: std::fmt::Display>(items: &[T], attested: impl Fn(&T) -> Attested) -> Value {
+    let map: Map<String, Value> = items
         .iter()
-        .map(|u| (u.to_string(), attested_json(b.binding(u, now))))
-        .collect();
-    Value::Object(map)
-}
-
-fn hosting_json(b: &VerifiedBundle, now: Millis) -> Value {
-    let map: Map<String, Value> = b
-        .log
-        .state
-        .servers
-        .iter()
-        .map(|s| (s.to_string(), attested_json(b.hosting(s, now))))
+        .map(|x| (x.to_string(), attested_json(attested(x))))
         .collect();
     Value::Object(map)
 }
