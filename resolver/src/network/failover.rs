@@ -101,6 +101,23 @@ struct Said {
     warnings: Vec<String>,
 }
 
+impl Said {
+    /// A server whose answer is not used: its notice (`code`), a warning for people, and
+    /// the reason in `tried`.
+    fn passed_over(
+        &mut self,
+        tried: &mut Vec<String>,
+        code: &'static str,
+        server: &ServerName,
+        warning: String,
+        reason: String,
+    ) {
+        self.notices.push(Notice::new(code).server(server));
+        self.warnings.push(warning);
+        tried.push(reason);
+    }
+}
+
 /// The steps of §10.2's failover, in the spec's order: what was verified earlier still
 /// verifies and agrees with the origin's keys; the origin's attestation binds `user`; the
 /// merged log still claims `user` (else `unbound`; a fork is `equivocation`); the server
@@ -414,55 +431,21 @@ impl NetworkResolver {
         now: Millis,
     ) -> Option<ResolveResult> {
         let domain = user.server_name();
-        let mut notices = vec![Notice::new(notice::ORIGIN_UNREACHABLE).server(&domain)];
-        let mut warnings: Vec<String> = tried
-            .iter()
-            .map(|t| format!("origin {domain} not reachable: {t}"))
-            .collect();
-        let path = ["_roam", "v1", "accounts", known.did.as_str()];
+        let mut said = Said {
+            notices: vec![Notice::new(notice::ORIGIN_UNREACHABLE).server(&domain)],
+            warnings: tried
+                .iter()
+                .map(|t| format!("origin {domain} not reachable: {t}"))
+                .collect(),
+        };
         for server in known.servers.iter().filter(|s| **s != domain) {
-            let base: Url = self.discover(server, now).await;
-            let url = endpoint(&base, &path);
-            let value = match self.inner.client.get_json(&url).await {
-                Ok(v) => v,
-                Err(e) if e.is_not_found() => {
-                    notices.push(Notice::new(notice::SERVER_NOT_FOUND).server(server));
-                    warnings.push(format!("{server} does not know the account"));
-                    tried.push(format!("{server} does not know {}", known.did));
-                    continue;
-                }
-                Err(e) => {
-                    notices.push(Notice::new(notice::SERVER_UNREACHABLE).server(server));
-                    warnings.push(format!("{server} not reachable: {e}"));
-                    tried.push(e.to_string());
-                    continue;
-                }
-            };
-            let evidence = match self
-                .verify_online(server, &url, &value, Some(&known.did), now)
+            let confirmation = match self
+                .ask_account_server(server, known, &mut said, tried, now)
                 .await
             {
-                Ok(ev) => ev,
-                Err(OnlineFailure::Resolve(e @ ResolveError::Equivocation { .. })) => {
-                    return Some(Err(e));
-                }
-                Err(OnlineFailure::Resolve(e)) => {
-                    notices.push(Notice::new(notice::SOURCE_REJECTED).server(server));
-                    warnings.push(format!("{server}'s answer was rejected: {e}"));
-                    tried.push(e.to_string());
-                    continue;
-                }
-                Err(OnlineFailure::Unreachable(reason)) => {
-                    notices.push(Notice::new(notice::SERVER_UNREACHABLE).server(server));
-                    warnings.push(format!("{server} not reachable: {reason}"));
-                    tried.push(reason);
-                    continue;
-                }
-            };
-            let confirmation = Confirmation {
-                server: server.clone(),
-                url: base.to_string(),
-                evidence,
+                Ok(Some(c)) => c,
+                Ok(None) => continue,
+                Err(e) => return Some(Err(e)),
             };
             let origin_keys = self.inner.keys.known(&domain);
             match failover_answer(
@@ -470,8 +453,8 @@ impl NetworkResolver {
                 known,
                 origin_keys.as_ref(),
                 confirmation,
-                notices.clone(),
-                warnings.clone(),
+                said.notices.clone(),
+                said.warnings.clone(),
                 now,
             ) {
                 FailoverOutcome::Answer(answer) => {
@@ -480,13 +463,87 @@ impl NetworkResolver {
                     }
                     return Some(*answer);
                 }
-                FailoverOutcome::Rejected(reason) => {
-                    notices.push(Notice::new(notice::SOURCE_REJECTED).server(server));
-                    warnings.push(format!("{server}'s answer was not used: {reason}"));
-                    tried.push(reason);
-                }
+                FailoverOutcome::Rejected(reason) => said.passed_over(
+                    tried,
+                    notice::SOURCE_REJECTED,
+                    server,
+                    format!("{server}'s answer was not used: {reason}"),
+                    reason,
+                ),
             }
         }
         None
+    }
+
+    /// Asks one account server for the account (`GET /_roam/v1/accounts/{did}`) and verifies
+    /// its evidence with its own keys, followed for newer ops. `None` when the server is
+    /// unreachable, does not know the account or its evidence does not verify (said, and the
+    /// next server is asked); an equivocation found on the way is the answer.
+    async fn ask_account_server(
+        &self,
+        server: &ServerName,
+        known: &KnownAccount,
+        said: &mut Said,
+        tried: &mut Vec<String>,
+        now: Millis,
+    ) -> Result<Option<Confirmation>, ResolveError> {
+        let path = ["_roam", "v1", "accounts", known.did.as_str()];
+        let base: Url = self.discover(server, now).await;
+        let url = endpoint(&base, &path);
+        let value = match self.inner.client.get_json(&url).await {
+            Ok(v) => v,
+            Err(e) if e.is_not_found() => {
+                said.passed_over(
+                    tried,
+                    notice::SERVER_NOT_FOUND,
+                    server,
+                    format!("{server} does not know the account"),
+                    format!("{server} does not know {}", known.did),
+                );
+                return Ok(None);
+            }
+            Err(e) => {
+                said.passed_over(
+                    tried,
+                    notice::SERVER_UNREACHABLE,
+                    server,
+                    format!("{server} not reachable: {e}"),
+                    e.to_string(),
+                );
+                return Ok(None);
+            }
+        };
+        let evidence = match self
+            .verify_online(server, &url, &value, Some(&known.did), now)
+            .await
+        {
+            Ok(ev) => ev,
+            Err(OnlineFailure::Resolve(e @ ResolveError::Equivocation { .. })) => return Err(e),
+            Err(OnlineFailure::Resolve(e)) => {
+                said.passed_over(
+                    tried,
+                    notice::SOURCE_REJECTED,
+                    server,
+                    format!("{server}'s answer was rejected: {e}"),
+                    e.to_string(),
+                );
+                return Ok(None);
+            }
+            Err(OnlineFailure::Unreachable(reason)) => {
+                said.passed_over(
+                    tried,
+                    notice::SERVER_UNREACHABLE,
+                    server,
+                    format!("{server} not reachable: {reason}"),
+                    reason,
+                );
+                return Ok(None);
+            }
+        };
+        Ok(Some(Confirmation {
+            server: server.clone(),
+            url: base.to_string(),
+            evidence,
+        }))
     }
 }
