@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+#[path = "attest.rs"]
+mod attest;
+
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -28,6 +31,8 @@ use roam_resolver::{
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+
+use attest::signed_attestation;
 use url::Url;
 
 /// The tests' "now".
@@ -230,17 +235,15 @@ impl Origin {
         issued_at: Millis,
         valid_until: Millis,
     ) -> Value {
-        Attestation {
-            server_name: self.name.clone(),
-            user_id: user.cloned(),
-            did: did.clone(),
+        signed_attestation(
+            (&self.name, &self.key),
+            user,
+            did,
             head,
             hosting,
             issued_at,
             valid_until,
-        }
-        .sign(&self.key)
-        .unwrap()
+        )
     }
 
     /// A bundle as this server would serve it: the given ops and attestations plus the key
