@@ -10,12 +10,9 @@ use serde_json::Value;
 /// account), valid from `issued_at` to `valid_until`, signed with `key`.
 pub fn signed_attestation(
     (server, key): (&ServerName, &ServerSigningKey),
-    user: Option<&UserId>,
-    did: &Did,
-    head: OpHash,
+    (user, did, head): (Option<&UserId>, &Did, OpHash),
     hosting: bool,
-    issued_at: Millis,
-    valid_until: Millis,
+    (issued_at, valid_until): (Millis, Millis),
 ) -> Value {
     Attestation {
         server_name: server.clone(),

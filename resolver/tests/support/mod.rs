@@ -235,15 +235,8 @@ impl Origin {
         issued_at: Millis,
         valid_until: Millis,
     ) -> Value {
-        signed_attestation(
-            (&self.name, &self.key),
-            user,
-            did,
-            head,
-            hosting,
-            issued_at,
-            valid_until,
-        )
+        let signer = (&self.name, &self.key);
+        signed_attestation(signer, (user, did, head), hosting, (issued_at, valid_until))
     }
 
     /// A bundle as this server would serve it: the given ops and attestations plus the key

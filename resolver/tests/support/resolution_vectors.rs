@@ -67,15 +67,8 @@ impl Server {
         issued_at: Millis,
         valid_until: Millis,
     ) -> Value {
-        signed_attestation(
-            (&self.name, &self.key),
-            user,
-            did,
-            head,
-            true,
-            issued_at,
-            valid_until,
-        )
+        let signer = (&self.name, &self.key);
+        signed_attestation(signer, (user, did, head), true, (issued_at, valid_until))
     }
 
     /// A bundle as this server serves it, with its own key document.
