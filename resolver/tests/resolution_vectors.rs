@@ -4,6 +4,8 @@
 //! another implementation would ask it — and what the real `Cached<NetworkResolver>` gives
 //! when test servers return what the vector says (so the model and the resolver agree).
 
+#[path = "support/attest.rs"]
+mod attest;
 #[path = "support/resolution_vectors.rs"]
 mod generator;
 

@@ -1,5 +1,5 @@
-//! A server's signed attestation, shared by the test servers and the resolution vector
-//! generator.
+//! A server's signed attestation, shared by the test servers (`support`) and the resolution
+//! vector generator: each crate that loads either loads this once, as `crate::attest`.
 
 use roam_identity_core::attestation::Attestation;
 use roam_identity_core::server_keys::ServerSigningKey;

@@ -3,9 +3,6 @@
 
 #![allow(dead_code)]
 
-#[path = "attest.rs"]
-mod attest;
-
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -32,7 +29,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use attest::signed_attestation;
+use crate::attest::signed_attestation;
 use url::Url;
 
 /// The tests' "now".

@@ -4,9 +4,6 @@
 //!
 //! Write the file with `cargo run -p roam-resolver --example gen-resolution-vectors`.
 
-#[path = "attest.rs"]
-mod attest;
-
 use std::collections::BTreeMap;
 
 use roam_identity_core::bundle::Bundle;
@@ -18,7 +15,7 @@ use roam_identity_core::{
 };
 use serde_json::{Value, json};
 
-use attest::signed_attestation;
+use crate::attest::signed_attestation;
 
 /// Where the file lives, relative to the repository root.
 pub const PATH: &str = "spec/vectors/resolution.json";
