@@ -1,6 +1,8 @@
 //! Criterion benchmarks: a cached in-process resolve (µs) and a cold resolve across two
 //! in-process servers on loopback (ms), the second following a move to the new primary.
 
+#[path = "../tests/support/attest.rs"]
+mod attest;
 #[path = "../tests/support/mod.rs"]
 mod support;
 

@@ -3,6 +3,8 @@
 //! HTTP with 16 concurrent callers. Run with `cargo bench -p roam-resolver --bench
 //! resolve_percentiles`.
 
+#[path = "../tests/support/attest.rs"]
+mod attest;
 #[path = "../tests/support/mod.rs"]
 mod support;
 

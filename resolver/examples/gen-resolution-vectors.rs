@@ -1,6 +1,8 @@
 //! Writes `spec/vectors/resolution.json` (deterministic: fixed seeds, fixed times).
 //! Run from anywhere: `cargo run -p roam-resolver --example gen-resolution-vectors`.
 
+#[path = "../tests/support/attest.rs"]
+mod attest;
 #[path = "../tests/support/resolution_vectors.rs"]
 mod generator;
 

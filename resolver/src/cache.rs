@@ -536,13 +536,12 @@ impl<R: Resolver> Cached<R> {
         user: Option<&UserId>,
         now: Millis,
     ) -> Resolution {
-        let Some(c) = cached.filter(|c| c.did == fresh.did) else {
+        let Some((c, relation)) = weigh_against(&fresh, cached, now) else {
             if fresh.status == ResolveStatus::Verified {
                 self.store_positive(&fresh).await;
             }
             return fresh;
         };
-        let relation = head_relation(&fresh, &c.head, now);
         match (fresh.status, relation) {
             (ResolveStatus::Verified, HeadRelation::Extends) => {
                 self.store_positive(&fresh).await;
@@ -554,11 +553,7 @@ impl<R: Resolver> Cached<R> {
                     "a recovery rotate superseded the head cached earlier ({}); the owner's recovery key took over",
                     c.head
                 ));
-                if !fresh.notices.iter().any(|n| n.code == notice::RECOVERED) {
-                    fresh
-                        .notices
-                        .push(Notice::new(notice::RECOVERED).head(&c.head));
-                }
+                note_recovered(&mut fresh, &c.head);
                 self.store_positive(&fresh).await;
                 fresh
             }
@@ -589,19 +584,11 @@ impl<R: Resolver> Cached<R> {
                     .map(|t| format!("not reachable: {t}")),
             )
             .collect();
-        let mut notices: Vec<Notice> = Vec::new();
-        if self.inner.is_offline() {
-            notices.push(Notice::new(notice::OFFLINE));
+        let notices = if self.inner.is_offline() {
+            vec![Notice::new(notice::OFFLINE)]
         } else {
-            if let Some(u) = user {
-                notices.push(Notice::new(notice::ORIGIN_UNREACHABLE).server(&u.server_name()));
-            }
-            for s in &c.servers {
-                if user.is_none_or(|u| u.server_name() != *s) {
-                    notices.push(Notice::new(notice::SERVER_UNREACHABLE).server(s));
-                }
-            }
-        }
+            unreachable_notices(user, &c.servers)
+        };
         let who = subject_user(user, &c);
         relabel(c, who, ResolveStatus::Stale, warnings, notices)
     }
@@ -611,6 +598,42 @@ impl<R: Resolver> Cached<R> {
             tracing::warn!(did = %res.did, error = %e, "could not cache a verified answer");
         }
     }
+}
+
+/// The record a fresh answer is weighed against (the same account's, if cached), and how
+/// the fresh answer's log relates to the record's head (the never-downgrade rule).
+pub(crate) fn weigh_against(
+    fresh: &Resolution,
+    cached: Option<Resolution>,
+    now: Millis,
+) -> Option<(Resolution, HeadRelation)> {
+    let c = cached.filter(|c| c.did == fresh.did)?;
+    let relation = head_relation(fresh, &c.head, now);
+    Some((c, relation))
+}
+
+/// A recovery rotate superseded `head`: notice `recovered`, unless the answer says it already.
+pub(crate) fn note_recovered(fresh: &mut Resolution, head: &OpHash) {
+    if !fresh.notices.iter().any(|n| n.code == notice::RECOVERED) {
+        fresh
+            .notices
+            .push(Notice::new(notice::RECOVERED).head(head));
+    }
+}
+
+/// Nobody could be reached: the user ID's origin (`origin_unreachable`) and the account's
+/// other servers (`server_unreachable`).
+pub(crate) fn unreachable_notices(user: Option<&UserId>, servers: &[ServerName]) -> Vec<Notice> {
+    let mut notices = Vec::new();
+    if let Some(u) = user {
+        notices.push(Notice::new(notice::ORIGIN_UNREACHABLE).server(&u.server_name()));
+    }
+    for s in servers {
+        if user.is_none_or(|u| u.server_name() != *s) {
+            notices.push(Notice::new(notice::SERVER_UNREACHABLE).server(s));
+        }
+    }
+    notices
 }
 
 /// How the fresh answer's log relates to the cached head; a log that no longer verifies

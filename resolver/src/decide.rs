@@ -24,9 +24,10 @@ use roam_identity_core::{Did, Millis, ServerName, UserId};
 use serde_json::{Value, json};
 
 use crate::ResolveResult;
+use crate::cache::{note_recovered, unreachable_notices, weigh_against};
 use crate::error::ResolveError;
 use crate::keys::check_agreement;
-use crate::merge::{HeadRelation, OpPool, relation_to};
+use crate::merge::{HeadRelation, OpPool};
 use crate::network::failover::{Confirmation, FailoverOutcome, failover_answer, key_docs_of};
 use crate::network::verify::check_binding;
 use crate::network::{AttestationList, Evidence, build_resolution, merged_log};
@@ -555,29 +556,17 @@ fn settle(
     user: Option<&UserId>,
     now: Millis,
 ) -> Resolution {
-    let Some(c) = cached.filter(|c| c.did == fresh.did) else {
-        return fresh;
-    };
     if fresh.status != ResolveStatus::Verified {
         return fresh;
     }
-    let relation = if fresh.head == c.head {
-        HeadRelation::Extends
-    } else {
-        match roam_identity_core::log::verify_values(&fresh.bundle.log, Some(&fresh.did), now) {
-            Ok(l) => relation_to(&l, &c.head),
-            Err(_) => HeadRelation::Missing,
-        }
+    let Some((c, relation)) = weigh_against(&fresh, cached, now) else {
+        return fresh;
     };
     match relation {
         HeadRelation::Extends => fresh,
         HeadRelation::Recovered => {
             let mut fresh = fresh;
-            if !fresh.notices.iter().any(|n| n.code == notice::RECOVERED) {
-                fresh
-                    .notices
-                    .push(Notice::new(notice::RECOVERED).head(&c.head));
-            }
+            note_recovered(&mut fresh, &c.head);
             fresh
         }
         HeadRelation::Missing => {
@@ -595,15 +584,7 @@ fn settle(
 
 /// Nobody could be reached: the record, `stale`, naming the origin and the account's servers.
 fn stale(c: Resolution, user: Option<&UserId>) -> Resolution {
-    let mut notices = Vec::new();
-    if let Some(u) = user {
-        notices.push(Notice::new(notice::ORIGIN_UNREACHABLE).server(&u.server_name()));
-    }
-    for s in &c.servers {
-        if user.is_none_or(|u| u.server_name() != *s) {
-            notices.push(Notice::new(notice::SERVER_UNREACHABLE).server(s));
-        }
-    }
+    let notices = unreachable_notices(user, &c.servers);
     let who = user.cloned().or_else(|| c.user_ids.first().cloned());
     relabel(c, who, ResolveStatus::Stale, notices)
 }

@@ -141,6 +141,56 @@ impl Resolution {
         }
     }
 
+    /// What a `verified` or `cached` answer says is bound.
+    fn bound_claim(&self) -> String {
+        match &self.user_id {
+            Some(u) => format!(
+                "{u} is bound to {}: the account's log claims it and {} attests it{}",
+                self.did,
+                u.server_name(),
+                self.last_confirmed
+                    .map(|t| format!(" (attestation issued at {})", rfc3339(t)))
+                    .unwrap_or_default()
+            ),
+            None if self.user_ids.is_empty() => {
+                format!("{} has no bound user ID", self.did)
+            }
+            None => format!("{} is bound to {}", self.did, join(&self.user_ids)),
+        }
+    }
+
+    /// When and how a `verified` or `cached` answer was confirmed: online now, in failover
+    /// (the origin's attestation carries the binding, a server confirmed the log), or from
+    /// the cache.
+    fn verified_when(&self) -> String {
+        let failover = self
+            .notices
+            .iter()
+            .find(|n| n.code == notice::BINDING_FROM_ATTESTATION && n.until.is_some());
+        let confirmed_by = self
+            .notices
+            .iter()
+            .find(|n| n.code == notice::LOG_CONFIRMED)
+            .and_then(|n| n.server.as_ref());
+        match (self.status, failover, confirmed_by) {
+            (ResolveStatus::Verified, Some(b), Some(by)) => format!(
+                "{} could not be reached, so its attestation verified earlier carries the binding until {}; the log was confirmed online by {by} at {}",
+                b.server
+                    .as_ref()
+                    .map_or_else(String::new, ToString::to_string),
+                rfc3339(b.until.unwrap_or_default()),
+                rfc3339(self.verified_at)
+            ),
+            (ResolveStatus::Verified, _, _) => {
+                format!("verified online at {}", rfc3339(self.verified_at))
+            }
+            _ => format!(
+                "verified online at {} and served from cache, not rechecked since",
+                rfc3339(self.verified_at)
+            ),
+        }
+    }
+
     /// Plain words for what is and is not known. For `stale` and `lan` it is DESIGN.md's
     /// sentence: "this user claims to be @foo:example.com; example.com cannot be reached to
     /// confirm; what is certain is that they hold key XYZ, as last confirmed at T".
@@ -157,49 +207,11 @@ impl Resolution {
             ""
         };
         match self.status {
-            ResolveStatus::Verified | ResolveStatus::Cached => {
-                let what = match &self.user_id {
-                    Some(u) => format!(
-                        "{u} is bound to {}: the account's log claims it and {} attests it{}",
-                        self.did,
-                        u.server_name(),
-                        self.last_confirmed
-                            .map(|t| format!(" (attestation issued at {})", rfc3339(t)))
-                            .unwrap_or_default()
-                    ),
-                    None if self.user_ids.is_empty() => {
-                        format!("{} has no bound user ID", self.did)
-                    }
-                    None => format!("{} is bound to {}", self.did, join(&self.user_ids)),
-                };
-                let failover = self
-                    .notices
-                    .iter()
-                    .find(|n| n.code == notice::BINDING_FROM_ATTESTATION && n.until.is_some());
-                let confirmed_by = self
-                    .notices
-                    .iter()
-                    .find(|n| n.code == notice::LOG_CONFIRMED)
-                    .and_then(|n| n.server.as_ref());
-                let when = match (self.status, failover, confirmed_by) {
-                    (ResolveStatus::Verified, Some(b), Some(by)) => format!(
-                        "{} could not be reached, so its attestation verified earlier carries the binding until {}; the log was confirmed online by {by} at {}",
-                        b.server
-                            .as_ref()
-                            .map_or_else(String::new, ToString::to_string),
-                        rfc3339(b.until.unwrap_or_default()),
-                        rfc3339(self.verified_at)
-                    ),
-                    (ResolveStatus::Verified, _, _) => {
-                        format!("verified online at {}", rfc3339(self.verified_at))
-                    }
-                    _ => format!(
-                        "verified online at {} and served from cache, not rechecked since",
-                        rfc3339(self.verified_at)
-                    ),
-                };
-                format!("{deactivated}{what}; it is controlled by key {key}{hosted}; {when}.")
-            }
+            ResolveStatus::Verified | ResolveStatus::Cached => format!(
+                "{deactivated}{}; it is controlled by key {key}{hosted}; {}.",
+                self.bound_claim(),
+                self.verified_when()
+            ),
             ResolveStatus::Stale => format!(
                 "{deactivated}{}; {} cannot be reached to confirm; what is certain is that they \
                  hold key {key}, as last confirmed at {}. This answer is from this resolver's \

@@ -3,6 +3,8 @@
 //! receives — so "no request reached it" proves the resolver chose not to ask, not that it
 //! could not.
 
+#[path = "support/attest.rs"]
+mod attest;
 mod support;
 
 use std::time::Duration;

@@ -4,6 +4,8 @@
 //! another implementation would ask it — and what the real `Cached<NetworkResolver>` gives
 //! when test servers return what the vector says (so the model and the resolver agree).
 
+#[path = "support/attest.rs"]
+mod attest;
 #[path = "support/resolution_vectors.rs"]
 mod generator;
 
@@ -29,38 +31,48 @@ fn committed_vectors_match_the_generator() {
     );
 }
 
+/// The committed vector named `name`.
+fn vector(name: &str) -> Value {
+    let file = committed();
+    let v = file["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name);
+    v.unwrap().clone()
+}
+
+/// `got` is the vector's answer: `{"valid": true, "expected"}` or `{"valid": false, "error"}`.
+fn assert_gives_answer(v: &Value, got: &Value) {
+    let name = v["name"].as_str().unwrap();
+    let want = if v["valid"] == json!(true) {
+        json!({"valid": true, "expected": v["expected"]})
+    } else {
+        json!({"valid": false, "error": v["error"]})
+    };
+    assert_eq!(
+        got,
+        &want,
+        "vector {name}:\n got  {}\n want {}",
+        serde_json::to_string_pretty(got).unwrap(),
+        serde_json::to_string_pretty(&want).unwrap()
+    );
+}
+
 #[test]
 fn every_vector_gives_its_answer() {
     let file = committed();
     let vectors = file["vectors"].as_array().unwrap();
     assert!(vectors.len() >= 10);
     for v in vectors {
-        let name = v["name"].as_str().unwrap();
         let got = run_conformance(&json!({"suite": "resolution", "input": v["input"]}));
-        let want = if v["valid"] == json!(true) {
-            json!({"valid": true, "expected": v["expected"]})
-        } else {
-            json!({"valid": false, "error": v["error"]})
-        };
-        assert_eq!(
-            got,
-            want,
-            "vector {name}:\n got  {}\n want {}",
-            serde_json::to_string_pretty(&got).unwrap(),
-            serde_json::to_string_pretty(&want).unwrap()
-        );
+        assert_gives_answer(v, &got);
     }
 }
 
 #[test]
 fn a_top_level_now_overrides_the_input() {
-    let file = committed();
-    let v = file["vectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "cached_within_ttl")
-        .unwrap();
+    let v = &vector("cached_within_ttl");
     // Eleven minutes later the TTL has passed and nobody was asked: nothing to go on but the
     // cache, so the answer is stale.
     let now = v["input"]["now"].as_u64().unwrap() + 11 * 60 * 1000;
@@ -156,20 +168,8 @@ async fn replay(input: &Value) -> Value {
 async fn the_resolver_gives_every_vector_answer() {
     let file = committed();
     for v in file["vectors"].as_array().unwrap() {
-        let name = v["name"].as_str().unwrap();
         let got = replay(&v["input"]).await;
-        let want = if v["valid"] == json!(true) {
-            json!({"valid": true, "expected": v["expected"]})
-        } else {
-            json!({"valid": false, "error": v["error"]})
-        };
-        assert_eq!(
-            got,
-            want,
-            "vector {name}:\n got  {}\n want {}",
-            serde_json::to_string_pretty(&got).unwrap(),
-            serde_json::to_string_pretty(&want).unwrap()
-        );
+        assert_gives_answer(v, &got);
     }
 }
 
@@ -177,13 +177,7 @@ async fn the_resolver_gives_every_vector_answer() {
 /// holds (§10.3), whatever the TTL.
 #[test]
 fn a_failover_answer_is_fresh_only_while_its_binding_attestation_holds() {
-    let file = committed();
-    let v = file["vectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "failover_by_user_id")
-        .unwrap();
+    let v = &vector("failover_by_user_id");
     let r = decide(&DecisionInput::from_value(&v["input"]).unwrap()).unwrap();
     let until = v["expected"]["notices"][2]["until"].as_u64().unwrap();
     assert_eq!(r.fresh_until(u64::MAX / 2), until);

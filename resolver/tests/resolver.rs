@@ -1,6 +1,8 @@
 //! The resolver end to end against in-process origin servers on loopback: every status,
 //! every error, the cache rules, LAN answers, and the SSRF guard.
 
+#[path = "support/attest.rs"]
+mod attest;
 mod support;
 
 use std::sync::Arc;

@@ -1507,20 +1507,51 @@ fn bundle_decision_vectors(c: &Chain, a: &Server, b: &Server) -> Vec<Value> {
     };
     let valid = |name: &str, comment: &str, input: Value, expected: Value| json!({"name": name, "comment": comment, "valid": true, "input": input, "expected": expected});
     let invalid = |name: &str, comment: &str, input: Value, class: &str| json!({"name": name, "comment": comment, "valid": false, "input": input, "error": {"class": class}});
+    // The answer when a.example's attestation binds @alice:a.example; `hosting` host.
+    let bound_at_a = |hosting: &[&str]| {
+        exp(
+            &head,
+            false,
+            &["@alice:a.example"],
+            &[],
+            &["@alice:b.example"],
+            hosting,
+        )
+    };
+    // The answer when no user ID is bound; `hosting` host the account.
+    let nothing_bound = |hosting: &[&str]| {
+        exp(
+            &head,
+            false,
+            &[],
+            &[],
+            &["@alice:a.example", "@alice:b.example"],
+            hosting,
+        )
+    };
+    // The chain with one attestation of @alice:a.example by a.example, and a.example's keys.
+    let attested_by_a = |head: OpHash, hosting: bool, window: (u64, u64)| {
+        bundle(
+            c.values(),
+            vec![att(a, Some("@alice:a.example"), hosting, head, window)],
+            vec![doc_a.clone()],
+        )
+    };
+    let usual = || bundle(c.values(), vec![att_a.clone()], vec![doc_a.clone()]);
     let mut deactivated = Chain::genesis(&k0, &key(2), "@alice:a.example", &["a.example"]);
     deactivated.push(claim("@alice:b.example"), &k0);
     deactivated.push(mv(&["a.example", "b.example"]), &k0);
     deactivated.push(Action::Deactivate, &k0);
     let d_head = deactivated.ops[3].clone();
-    let mut no_fetched_at = bundle(c.values(), vec![att_a.clone()], vec![doc_a.clone()]);
+    let mut no_fetched_at = usual();
     no_fetched_at.as_object_mut().unwrap().remove("fetched_at");
-    let mut no_source = bundle(c.values(), vec![att_a.clone()], vec![doc_a.clone()]);
+    let mut no_source = usual();
     no_source.as_object_mut().unwrap().remove("source");
-    let mut source_number = bundle(c.values(), vec![att_a.clone()], vec![doc_a.clone()]);
+    let mut source_number = usual();
     source_number["source"] = json!(7);
-    let mut extra_member = bundle(c.values(), vec![att_a.clone()], vec![doc_a.clone()]);
+    let mut extra_member = usual();
     extra_member["note"] = json!("bundles are not signed; other members are ignored");
-    let mut wrong_type = bundle(c.values(), vec![att_a.clone()], vec![doc_a.clone()]);
+    let mut wrong_type = usual();
     wrong_type["type"] = json!("roam.attestation");
     let mut tampered_att = att_a.clone();
     tampered_att["valid_until"] = json!(NOW + 2 * day);
@@ -1577,65 +1608,20 @@ fn bundle_decision_vectors(c: &Chain, a: &Server, b: &Server) -> Vec<Value> {
         valid(
             "valid_until_is_now",
             "now == valid_until is inside the window: bound.",
-            bundle(
-                c.values(),
-                vec![att(
-                    a,
-                    Some("@alice:a.example"),
-                    true,
-                    head.hash,
-                    (NOW - day, NOW),
-                )],
-                vec![doc_a.clone()],
-            ),
-            exp(
-                &head,
-                false,
-                &["@alice:a.example"],
-                &[],
-                &["@alice:b.example"],
-                &["a.example"],
-            ),
+            attested_by_a(head.hash, true, (NOW - day, NOW)),
+            bound_at_a(&["a.example"]),
         ),
         valid(
             "head_not_in_log",
             "An attestation's head need not be an op of the bundle's log (the server may have held an op the sender did not): it is what the server saw, not a condition.",
-            bundle(
-                c.values(),
-                vec![att(
-                    a,
-                    Some("@alice:a.example"),
-                    true,
-                    OpHash::of_canonical_bytes(b"elsewhere"),
-                    current,
-                )],
-                vec![doc_a.clone()],
-            ),
-            exp(
-                &head,
-                false,
-                &["@alice:a.example"],
-                &[],
-                &["@alice:b.example"],
-                &["a.example"],
-            ),
+            attested_by_a(OpHash::of_canonical_bytes(b"elsewhere"), true, current),
+            bound_at_a(&["a.example"]),
         ),
         valid(
             "binding_without_hosting",
             "hosting: false still binds the user ID; the server just does not host the account.",
-            bundle(
-                c.values(),
-                vec![att(a, Some("@alice:a.example"), false, head.hash, current)],
-                vec![doc_a.clone()],
-            ),
-            exp(
-                &head,
-                false,
-                &["@alice:a.example"],
-                &[],
-                &["@alice:b.example"],
-                &[],
-            ),
+            attested_by_a(head.hash, false, current),
+            bound_at_a(&[]),
         ),
         valid(
             "hosting_only_attestation",
@@ -1645,14 +1631,7 @@ fn bundle_decision_vectors(c: &Chain, a: &Server, b: &Server) -> Vec<Value> {
                 vec![att(b, None, true, head.hash, current)],
                 vec![doc_b.clone()],
             ),
-            exp(
-                &head,
-                false,
-                &[],
-                &[],
-                &["@alice:a.example", "@alice:b.example"],
-                &["b.example"],
-            ),
+            nothing_bound(&["b.example"]),
         ),
         valid(
             "hosting_by_server_not_in_list",
@@ -1668,14 +1647,7 @@ fn bundle_decision_vectors(c: &Chain, a: &Server, b: &Server) -> Vec<Value> {
                 )],
                 vec![keys_doc(&server(15, "c.example"))],
             ),
-            exp(
-                &head,
-                false,
-                &[],
-                &[],
-                &["@alice:a.example", "@alice:b.example"],
-                &[],
-            ),
+            nothing_bound(&[]),
         ),
         valid(
             "deactivated_account",
@@ -1698,27 +1670,13 @@ fn bundle_decision_vectors(c: &Chain, a: &Server, b: &Server) -> Vec<Value> {
             "source_optional",
             "source is optional.",
             no_source,
-            exp(
-                &head,
-                false,
-                &["@alice:a.example"],
-                &[],
-                &["@alice:b.example"],
-                &["a.example"],
-            ),
+            bound_at_a(&["a.example"]),
         ),
         valid(
             "unknown_member_ignored",
             "A bundle is an unsigned container: members other than §8's are ignored.",
             extra_member,
-            exp(
-                &head,
-                false,
-                &["@alice:a.example"],
-                &[],
-                &["@alice:b.example"],
-                &["a.example"],
-            ),
+            bound_at_a(&["a.example"]),
         ),
         invalid(
             "fetched_at_required",

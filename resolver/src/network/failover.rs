@@ -9,7 +9,9 @@
 //! [`failover_answer`] is the decision, pure: the network path here and the vector model
 //! ([`crate::decide`]) both call it.
 
+use roam_identity_core::attestation::Attestation;
 use roam_identity_core::bundle::{self, Bundle, VerifiedBundle};
+use roam_identity_core::log::VerifiedLog;
 use roam_identity_core::server_keys::ServerKeys;
 use roam_identity_core::{Millis, ServerName, UserId};
 use serde_json::Value;
@@ -23,7 +25,7 @@ use crate::discovery::endpoint;
 use crate::error::ResolveError;
 use crate::keys::check_agreement;
 use crate::merge::{HeadRelation, OpPool, relation_to};
-use crate::resolution::{KnownAccount, Notice, ResolveStatus, Source, notice};
+use crate::resolution::{KnownAccount, Notice, Resolution, ResolveStatus, Source, notice};
 
 /// What one account server answered, verified on its own.
 pub(crate) struct Confirmation {
@@ -76,33 +78,132 @@ pub(crate) fn failover_answer(
     known: &KnownAccount,
     origin_keys: Option<&ServerKeys>,
     confirmation: Confirmation,
-    mut notices: Vec<Notice>,
-    mut warnings: Vec<String>,
+    notices: Vec<Notice>,
+    warnings: Vec<String>,
     now: Millis,
 ) -> FailoverOutcome {
-    let domain = user.server_name();
+    match decide_failover(
+        user,
+        known,
+        origin_keys,
+        confirmation,
+        Said { notices, warnings },
+        now,
+    ) {
+        Ok(r) => FailoverOutcome::Answer(Box::new(Ok(r))),
+        Err(outcome) => outcome,
+    }
+}
+
+/// What the answer says so far: notices for programs, warnings for people.
+struct Said {
+    notices: Vec<Notice>,
+    warnings: Vec<String>,
+}
+
+impl Said {
+    /// A server whose answer is not used: its notice (`code`), a warning for people, and
+    /// the reason in `tried`.
+    fn passed_over(
+        &mut self,
+        tried: &mut Vec<String>,
+        code: &'static str,
+        server: &ServerName,
+        warning: String,
+        reason: String,
+    ) {
+        self.notices.push(Notice::new(code).server(server));
+        self.warnings.push(warning);
+        tried.push(reason);
+    }
+}
+
+/// The steps of §10.2's failover, in the spec's order: what was verified earlier still
+/// verifies and agrees with the origin's keys; the origin's attestation binds `user`; the
+/// merged log still claims `user` (else `unbound`; a fork is `equivocation`); the server
+/// confirmed the merged head (else `downgrade_refused`); the attestation is unexpired (else
+/// `binding_expired`). `verified` only when both hold, `stale` otherwise.
+fn decide_failover(
+    user: &UserId,
+    known: &KnownAccount,
+    origin_keys: Option<&ServerKeys>,
+    confirmation: Confirmation,
+    mut said: Said,
+    now: Millis,
+) -> Result<Resolution, FailoverOutcome> {
     let Confirmation {
         server,
         url,
         evidence,
     } = confirmation;
-    let earlier = match bundle::verify(&known.bundle, Some(&known.did), now) {
-        Ok(vb) => vb,
-        Err(e) => {
-            return fail(ResolveError::Invalid(format!(
-                "the evidence verified earlier for {user} no longer verifies: {e}"
-            )));
-        }
+    let (earlier, earlier_keys) = earlier_evidence(user, known, origin_keys, now)?;
+    let (origin_atts, binding) = origin_binding(user, known, &earlier, now)?;
+    let log = merge_with_earlier(known, &server, &evidence, now)?;
+    still_claimed(user, known, &server, &log)?;
+    let downgrade = !confirms_head(&mut said, &server, &evidence, &log, now);
+    note_recovery(&mut said, &log, &earlier);
+    let bound_now = note_binding(&mut said, user, &binding, now);
+    let status = if bound_now && !downgrade {
+        ResolveStatus::Verified
+    } else {
+        ResolveStatus::Stale
     };
+    let domain = user.server_name();
+    let (attestations, keys) = with_origin_evidence(&evidence, origin_atts, &earlier_keys, &domain);
+    say_followed(&mut said, &domain, evidence.warnings, evidence.notices);
+    let assembled = Evidence::assemble(
+        known.did.clone(),
+        log,
+        attestations,
+        keys,
+        url.clone(),
+        now,
+        said.warnings,
+    );
+    let source = Source::Origin { server, url };
+    let mut r = build_resolution(Some(user), assembled, status, now, source);
+    r.last_confirmed = Some(binding.issued_at);
+    r.notices = said.notices;
+    if status == ResolveStatus::Stale {
+        r.verified_at = known.verified_at;
+    }
+    Ok(r)
+}
+
+/// What was verified earlier must still verify, and the origin's key document it carries
+/// must agree with the origin's keys this resolver still remembers.
+fn earlier_evidence(
+    user: &UserId,
+    known: &KnownAccount,
+    origin_keys: Option<&ServerKeys>,
+    now: Millis,
+) -> Result<(VerifiedBundle, KeyDocs), FailoverOutcome> {
+    let domain = user.server_name();
+    let earlier = bundle::verify(&known.bundle, Some(&known.did), now).map_err(|e| {
+        fail(ResolveError::Invalid(format!(
+            "the evidence verified earlier for {user} no longer verifies: {e}"
+        )))
+    })?;
     let earlier_keys = key_docs_of(&known.bundle, &earlier);
     if let (Some(k), Some((carried, _))) = (origin_keys, earlier_keys.get(&domain))
         && let Err(e) = check_agreement(k, carried, false)
     {
-        return fail(ResolveError::Invalid(format!(
+        return Err(fail(ResolveError::Invalid(format!(
             "the key document of {domain} verified earlier disagrees with {domain}'s keys: {e}"
-        )));
+        ))));
     }
-    // The origin's attestations of the binding, verified earlier with its own keys.
+    Ok((earlier, earlier_keys))
+}
+
+/// The origin's attestations of the binding, verified earlier with its own keys, and the one
+/// the binding is judged by: the current one lasting longest, else the latest to expire.
+fn origin_binding(
+    user: &UserId,
+    known: &KnownAccount,
+    earlier: &VerifiedBundle,
+    now: Millis,
+) -> Result<(AttestationList, Attestation), FailoverOutcome> {
+    let domain = user.server_name();
     let origin_atts: AttestationList = known
         .bundle
         .attestations
@@ -117,94 +218,141 @@ pub(crate) fn failover_answer(
         .max_by_key(|(_, a)| a.valid_until);
     let latest = origin_atts.iter().max_by_key(|(_, a)| a.valid_until);
     let Some((_, latest)) = latest else {
-        return FailoverOutcome::Rejected(format!(
+        return Err(FailoverOutcome::Rejected(format!(
             "no attestation by {domain} binding {user} was verified earlier"
-        ));
+        )));
     };
     let binding = current.map(|(_, a)| a).unwrap_or(latest).clone();
+    Ok((origin_atts, binding))
+}
 
-    // The union of what was verified earlier and what the server confirmed, under the fork
-    // rules.
+/// The union of what was verified earlier and what the server confirmed, under the fork
+/// rules (a fork neither rule settles is `equivocation`).
+fn merge_with_earlier(
+    known: &KnownAccount,
+    server: &ServerName,
+    evidence: &Evidence,
+    now: Millis,
+) -> Result<VerifiedLog, FailoverOutcome> {
     let mut pool = OpPool::new(known.did.clone());
     if let Err(e) = pool.add_source(&known.bundle.log, now) {
-        return fail(ResolveError::Invalid(format!(
+        return Err(fail(ResolveError::Invalid(format!(
             "the log verified earlier no longer verifies: {e}"
-        )));
+        ))));
     }
     if let Err(e) = pool.add_source(&evidence.wire.log, now) {
-        return FailoverOutcome::Rejected(format!(
+        return Err(FailoverOutcome::Rejected(format!(
             "{server}'s log does not verify with the log verified earlier ({e})"
-        ));
+        )));
     }
-    let log = match merged_log(&pool, now, "the merged log") {
-        Ok(l) => l,
-        Err(e) => return fail(e),
-    };
-    if !log.state.user_ids.contains(user) {
-        return fail(ResolveError::Unbound {
-            user_id: user.clone(),
-            did: Box::new(known.did.clone()),
-            reason: format!("the account's log, as confirmed by {server}, no longer claims it"),
-        });
+    merged_log(&pool, now, "the merged log").map_err(fail)
+}
+
+/// The merged log no longer claims `user`: `unbound`.
+fn still_claimed(
+    user: &UserId,
+    known: &KnownAccount,
+    server: &ServerName,
+    log: &VerifiedLog,
+) -> Result<(), FailoverOutcome> {
+    if log.state.user_ids.contains(user) {
+        return Ok(());
     }
+    Err(fail(ResolveError::Unbound {
+        user_id: user.clone(),
+        did: Box::new(known.did.clone()),
+        reason: format!("the account's log, as confirmed by {server}, no longer claims it"),
+    }))
+}
+
+/// Whether the server's log contains the merged head: `log_confirmed` if so, else the server
+/// is behind and the downgrade is refused (`downgrade_refused`).
+fn confirms_head(
+    said: &mut Said,
+    server: &ServerName,
+    evidence: &Evidence,
+    log: &VerifiedLog,
+    now: Millis,
+) -> bool {
     let served_head = evidence.bundle.log.state.head;
-    let downgrade = !evidence.bundle.log.contains(&log.state.head);
-    if downgrade {
-        notices.push(
-            Notice::new(notice::DOWNGRADE_REFUSED)
-                .server(&server)
-                .head(&served_head),
-        );
-        warnings.push(format!(
-            "refused a downgrade: {server} served head {served_head}, older than the head verified earlier; keeping {}",
-            log.state.head
-        ));
-    } else {
-        notices.push(
+    let confirmed = evidence.bundle.log.contains(&log.state.head);
+    if confirmed {
+        said.notices.push(
             Notice::new(notice::LOG_CONFIRMED)
-                .server(&server)
+                .server(server)
                 .at(now)
                 .head(&log.state.head),
         );
-        warnings.push(format!(
+        said.warnings.push(format!(
             "the log (head {}) was confirmed by {server} at {}",
             log.state.head,
             rfc3339(now)
         ));
+    } else {
+        said.notices.push(
+            Notice::new(notice::DOWNGRADE_REFUSED)
+                .server(server)
+                .head(&served_head),
+        );
+        said.warnings.push(format!(
+            "refused a downgrade: {server} served head {served_head}, older than the head verified earlier; keeping {}",
+            log.state.head
+        ));
     }
+    confirmed
+}
+
+/// A recovery rotate that superseded the head verified earlier is said (`recovered`).
+fn note_recovery(said: &mut Said, log: &VerifiedLog, earlier: &VerifiedBundle) {
     let earlier_head = earlier.log.state.head;
-    if relation_to(&log, &earlier_head) == HeadRelation::Recovered {
-        notices.push(Notice::new(notice::RECOVERED).head(&earlier_head));
-        warnings.push(format!(
+    if relation_to(log, &earlier_head) == HeadRelation::Recovered {
+        said.notices
+            .push(Notice::new(notice::RECOVERED).head(&earlier_head));
+        said.warnings.push(format!(
             "a recovery rotate superseded the head verified earlier ({earlier_head}); the owner's recovery key took over"
         ));
     }
+}
+
+/// Whether the origin's attestation is unexpired: the binding rests on it
+/// (`binding_from_attestation`), or it has expired (`binding_expired`).
+fn note_binding(said: &mut Said, user: &UserId, binding: &Attestation, now: Millis) -> bool {
+    let domain = user.server_name();
     let bound_now = binding.is_current(now);
     if bound_now {
-        notices.push(
+        said.notices.push(
             Notice::new(notice::BINDING_FROM_ATTESTATION)
                 .server(&domain)
                 .at(binding.issued_at)
                 .until(binding.valid_until),
         );
-        warnings.push(format!(
+        said.warnings.push(format!(
             "the binding of {user} rests on {domain}'s attestation issued at {} and valid until {}, verified earlier; {domain} could not confirm it now",
             rfc3339(binding.issued_at),
             rfc3339(binding.valid_until)
         ));
     } else {
-        notices.push(
+        said.notices.push(
             Notice::new(notice::BINDING_EXPIRED)
                 .server(&domain)
                 .until(binding.valid_until),
         );
-        warnings.push(format!(
+        said.warnings.push(format!(
             "{domain}'s attestation of {user} expired at {}; the binding is not confirmed now",
             rfc3339(binding.valid_until)
         ));
     }
+    bound_now
+}
 
-    // The evidence: the server's, plus the origin's attestations and key document.
+/// The answer's evidence: the server's attestations and key documents, plus the origin's
+/// attestations and key document verified earlier, so it re-verifies anywhere.
+fn with_origin_evidence(
+    evidence: &Evidence,
+    origin_atts: AttestationList,
+    earlier_keys: &KeyDocs,
+    domain: &ServerName,
+) -> (AttestationList, KeyDocs) {
     let mut attestations: AttestationList = evidence
         .wire
         .attestations
@@ -218,42 +366,21 @@ pub(crate) fn failover_answer(
         }
     }
     let mut keys = key_docs_of(&evidence.wire, &evidence.bundle);
-    if let Some(doc) = earlier_keys.get(&domain) {
+    if let Some(doc) = earlier_keys.get(domain) {
         keys.entry(domain.clone()).or_insert_with(|| doc.clone());
     }
-    warnings.extend(evidence.warnings);
-    // What following the account's servers found, except the origin's failure (said first)
-    // and what was already said about a server asked before.
-    for n in evidence.notices {
-        if n.server.as_ref() != Some(&domain) && !notices.contains(&n) {
-            notices.push(n);
+    (attestations, keys)
+}
+
+/// What following the account's servers found, except the origin's failure (said first)
+/// and what was already said about a server asked before.
+fn say_followed(said: &mut Said, domain: &ServerName, warnings: Vec<String>, notices: Vec<Notice>) {
+    said.warnings.extend(warnings);
+    for n in notices {
+        if n.server.as_ref() != Some(domain) && !said.notices.contains(&n) {
+            said.notices.push(n);
         }
     }
-    let status = if bound_now && !downgrade {
-        ResolveStatus::Verified
-    } else {
-        ResolveStatus::Stale
-    };
-    let assembled = Evidence::assemble(
-        known.did.clone(),
-        log,
-        attestations,
-        keys,
-        url.clone(),
-        now,
-        warnings,
-    );
-    let source = Source::Origin {
-        server: server.clone(),
-        url,
-    };
-    let mut r = build_resolution(Some(user), assembled, status, now, source);
-    r.last_confirmed = Some(binding.issued_at);
-    r.notices = notices;
-    if status == ResolveStatus::Stale {
-        r.verified_at = known.verified_at;
-    }
-    FailoverOutcome::Answer(Box::new(Ok(r)))
 }
 
 impl NetworkResolver {
@@ -304,55 +431,21 @@ impl NetworkResolver {
         now: Millis,
     ) -> Option<ResolveResult> {
         let domain = user.server_name();
-        let mut notices = vec![Notice::new(notice::ORIGIN_UNREACHABLE).server(&domain)];
-        let mut warnings: Vec<String> = tried
-            .iter()
-            .map(|t| format!("origin {domain} not reachable: {t}"))
-            .collect();
-        let path = ["_roam", "v1", "accounts", known.did.as_str()];
+        let mut said = Said {
+            notices: vec![Notice::new(notice::ORIGIN_UNREACHABLE).server(&domain)],
+            warnings: tried
+                .iter()
+                .map(|t| format!("origin {domain} not reachable: {t}"))
+                .collect(),
+        };
         for server in known.servers.iter().filter(|s| **s != domain) {
-            let base: Url = self.discover(server, now).await;
-            let url = endpoint(&base, &path);
-            let value = match self.inner.client.get_json(&url).await {
-                Ok(v) => v,
-                Err(e) if e.is_not_found() => {
-                    notices.push(Notice::new(notice::SERVER_NOT_FOUND).server(server));
-                    warnings.push(format!("{server} does not know the account"));
-                    tried.push(format!("{server} does not know {}", known.did));
-                    continue;
-                }
-                Err(e) => {
-                    notices.push(Notice::new(notice::SERVER_UNREACHABLE).server(server));
-                    warnings.push(format!("{server} not reachable: {e}"));
-                    tried.push(e.to_string());
-                    continue;
-                }
-            };
-            let evidence = match self
-                .verify_online(server, &url, &value, Some(&known.did), now)
+            let confirmation = match self
+                .ask_account_server(server, known, &mut said, tried, now)
                 .await
             {
-                Ok(ev) => ev,
-                Err(OnlineFailure::Resolve(e @ ResolveError::Equivocation { .. })) => {
-                    return Some(Err(e));
-                }
-                Err(OnlineFailure::Resolve(e)) => {
-                    notices.push(Notice::new(notice::SOURCE_REJECTED).server(server));
-                    warnings.push(format!("{server}'s answer was rejected: {e}"));
-                    tried.push(e.to_string());
-                    continue;
-                }
-                Err(OnlineFailure::Unreachable(reason)) => {
-                    notices.push(Notice::new(notice::SERVER_UNREACHABLE).server(server));
-                    warnings.push(format!("{server} not reachable: {reason}"));
-                    tried.push(reason);
-                    continue;
-                }
-            };
-            let confirmation = Confirmation {
-                server: server.clone(),
-                url: base.to_string(),
-                evidence,
+                Ok(Some(c)) => c,
+                Ok(None) => continue,
+                Err(e) => return Some(Err(e)),
             };
             let origin_keys = self.inner.keys.known(&domain);
             match failover_answer(
@@ -360,8 +453,8 @@ impl NetworkResolver {
                 known,
                 origin_keys.as_ref(),
                 confirmation,
-                notices.clone(),
-                warnings.clone(),
+                said.notices.clone(),
+                said.warnings.clone(),
                 now,
             ) {
                 FailoverOutcome::Answer(answer) => {
@@ -370,13 +463,87 @@ impl NetworkResolver {
                     }
                     return Some(*answer);
                 }
-                FailoverOutcome::Rejected(reason) => {
-                    notices.push(Notice::new(notice::SOURCE_REJECTED).server(server));
-                    warnings.push(format!("{server}'s answer was not used: {reason}"));
-                    tried.push(reason);
-                }
+                FailoverOutcome::Rejected(reason) => said.passed_over(
+                    tried,
+                    notice::SOURCE_REJECTED,
+                    server,
+                    format!("{server}'s answer was not used: {reason}"),
+                    reason,
+                ),
             }
         }
         None
+    }
+
+    /// Asks one account server for the account (`GET /_roam/v1/accounts/{did}`) and verifies
+    /// its evidence with its own keys, followed for newer ops. `None` when the server is
+    /// unreachable, does not know the account or its evidence does not verify (said, and the
+    /// next server is asked); an equivocation found on the way is the answer.
+    async fn ask_account_server(
+        &self,
+        server: &ServerName,
+        known: &KnownAccount,
+        said: &mut Said,
+        tried: &mut Vec<String>,
+        now: Millis,
+    ) -> Result<Option<Confirmation>, ResolveError> {
+        let path = ["_roam", "v1", "accounts", known.did.as_str()];
+        let base: Url = self.discover(server, now).await;
+        let url = endpoint(&base, &path);
+        let value = match self.inner.client.get_json(&url).await {
+            Ok(v) => v,
+            Err(e) if e.is_not_found() => {
+                said.passed_over(
+                    tried,
+                    notice::SERVER_NOT_FOUND,
+                    server,
+                    format!("{server} does not know the account"),
+                    format!("{server} does not know {}", known.did),
+                );
+                return Ok(None);
+            }
+            Err(e) => {
+                said.passed_over(
+                    tried,
+                    notice::SERVER_UNREACHABLE,
+                    server,
+                    format!("{server} not reachable: {e}"),
+                    e.to_string(),
+                );
+                return Ok(None);
+            }
+        };
+        let evidence = match self
+            .verify_online(server, &url, &value, Some(&known.did), now)
+            .await
+        {
+            Ok(ev) => ev,
+            Err(OnlineFailure::Resolve(e @ ResolveError::Equivocation { .. })) => return Err(e),
+            Err(OnlineFailure::Resolve(e)) => {
+                said.passed_over(
+                    tried,
+                    notice::SOURCE_REJECTED,
+                    server,
+                    format!("{server}'s answer was rejected: {e}"),
+                    e.to_string(),
+                );
+                return Ok(None);
+            }
+            Err(OnlineFailure::Unreachable(reason)) => {
+                said.passed_over(
+                    tried,
+                    notice::SERVER_UNREACHABLE,
+                    server,
+                    format!("{server} not reachable: {reason}"),
+                    reason,
+                );
+                return Ok(None);
+            }
+        };
+        Ok(Some(Confirmation {
+            server: server.clone(),
+            url: base.to_string(),
+            evidence,
+        }))
     }
 }

@@ -28,6 +28,8 @@ use roam_resolver::{
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+
+use crate::attest::signed_attestation;
 use url::Url;
 
 /// The tests' "now".
@@ -230,17 +232,8 @@ impl Origin {
         issued_at: Millis,
         valid_until: Millis,
     ) -> Value {
-        Attestation {
-            server_name: self.name.clone(),
-            user_id: user.cloned(),
-            did: did.clone(),
-            head,
-            hosting,
-            issued_at,
-            valid_until,
-        }
-        .sign(&self.key)
-        .unwrap()
+        let signer = (&self.name, &self.key);
+        signed_attestation(signer, (user, did, head), hosting, (issued_at, valid_until))
     }
 
     /// A bundle as this server would serve it: the given ops and attestations plus the key

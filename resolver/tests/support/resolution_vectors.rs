@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use roam_identity_core::attestation::Attestation;
 use roam_identity_core::bundle::Bundle;
 use roam_identity_core::did::encode_multikey;
 use roam_identity_core::log::{self, AccountState, Action, DeviceKeys, SignedOp};
@@ -15,6 +14,8 @@ use roam_identity_core::{
     DeviceId, Did, KeyCommitment, KeyId, Millis, OpHash, ServerName, SigningKey, UserId,
 };
 use serde_json::{Value, json};
+
+use crate::attest::signed_attestation;
 
 /// Where the file lives, relative to the repository root.
 pub const PATH: &str = "spec/vectors/resolution.json";
@@ -63,17 +64,8 @@ impl Server {
         issued_at: Millis,
         valid_until: Millis,
     ) -> Value {
-        Attestation {
-            server_name: self.name.clone(),
-            user_id: user.cloned(),
-            did: did.clone(),
-            head,
-            hosting: true,
-            issued_at,
-            valid_until,
-        }
-        .sign(&self.key)
-        .unwrap()
+        let signer = (&self.name, &self.key);
+        signed_attestation(signer, (user, did, head), true, (issued_at, valid_until))
     }
 
     /// A bundle as this server serves it, with its own key document.
@@ -113,6 +105,19 @@ fn origin(server: &str, answer: Value) -> Value {
 
 fn account(server: &str, answer: Value) -> Value {
     json!({"server": server, "role": "account", "answer": answer})
+}
+
+/// The origin a.test is unreachable; the account's server b.test answers `answer`.
+fn a_down_then_b(answer: Value) -> Vec<Value> {
+    vec![
+        origin("a.test", json!("unreachable")),
+        account("b.test", answer),
+    ]
+}
+
+/// The notice that the origin a.test could not be reached.
+fn a_unreachable() -> Value {
+    notice("origin_unreachable", Some("a.test"), None, None, None)
 }
 
 fn served(bundle: Value) -> Value {
@@ -267,25 +272,33 @@ pub fn generate() -> Value {
     let b_serves =
         |ops: &[&SignedOp], head: OpHash| served(b.bundle(&did, ops, vec![att_b(head)], NOW));
     let alice_s = alice.as_str();
+    let alice_input = |cached: Value, sources: Vec<Value>| input(alice_s, NOW, cached, sources);
+    let alice_answer =
+        |status: &str, st: &AccountState, verified_at: Millis, source: &str, notices| {
+            answer(
+                status,
+                Some(alice_s),
+                st,
+                &[alice_s],
+                verified_at,
+                source,
+                notices,
+            )
+        };
     let mut vectors = Vec::new();
 
     vectors.push(vector(
         "verified_fresh",
         "Nothing cached; the origin (also the account's primary) serves a bundle whose attestation binds the user ID now: verified, from a.test, no notices.",
-        input(
-            alice_s,
-            NOW,
-            Value::Null,
+        alice_input(Value::Null,
             vec![origin("a.test", served(a.bundle(&did, &[&g, &d1, &d2], vec![att_a(h2)], NOW)))],
         ),
-        Ok(answer("verified", Some(alice_s), &s2, &[alice_s], NOW, "a.test", vec![])),
+        Ok(alice_answer("verified", &s2, NOW, "a.test", vec![])),
     ));
     vectors.push(vector(
         "cached_within_ttl",
         "Verified a minute ago, TTL ten minutes: the cached answer, nobody asked.",
-        input(
-            alice_s,
-            NOW,
+        alice_input(
             cached(
                 NOW - 60_000,
                 "a.test",
@@ -293,37 +306,18 @@ pub fn generate() -> Value {
             ),
             vec![],
         ),
-        Ok(answer(
-            "cached",
-            Some(alice_s),
-            &s1,
-            &[alice_s],
-            NOW - 60_000,
-            "a.test",
-            vec![],
-        )),
+        Ok(alice_answer("cached", &s1, NOW - 60_000, "a.test", vec![])),
     ));
     vectors.push(vector(
         "stale_nobody_reachable",
         "Verified an hour ago; the origin and the account's other server are both unreachable: the cached answer, stale, naming both.",
-        input(
-            alice_s,
-            NOW,
-            cached1.clone(),
-            vec![
-                origin("a.test", json!("unreachable")),
-                account("b.test", json!("unreachable")),
-            ],
+        alice_input(cached1.clone(),
+            a_down_then_b(json!("unreachable")),
         ),
-        Ok(answer(
-            "stale",
-            Some(alice_s),
-            &s1,
-            &[alice_s],
-            hour_ago,
+        Ok(alice_answer("stale", &s1, hour_ago,
             "a.test",
             vec![
-                notice("origin_unreachable", Some("a.test"), None, None, None),
+                a_unreachable(),
                 notice("server_unreachable", Some("b.test"), None, None, None),
             ],
         )),
@@ -331,24 +325,13 @@ pub fn generate() -> Value {
     vectors.push(vector(
         "failover_by_user_id",
         "The origin a.test is down; the cached log names b.test as backup, which serves a newer log. The binding rests on a.test's attestation verified an hour ago and valid for six more days: verified, source b.test, saying who confirmed the log, when, and until when the binding holds.",
-        input(
-            alice_s,
-            NOW,
-            cached1.clone(),
-            vec![
-                origin("a.test", json!("unreachable")),
-                account("b.test", b_serves(&[&g, &d1, &d2], h2)),
-            ],
+        alice_input(cached1.clone(),
+            a_down_then_b(b_serves(&[&g, &d1, &d2], h2)),
         ),
-        Ok(answer(
-            "verified",
-            Some(alice_s),
-            &s2,
-            &[alice_s],
-            NOW,
+        Ok(alice_answer("verified", &s2, NOW,
             "b.test",
             vec![
-                notice("origin_unreachable", Some("a.test"), None, None, None),
+                a_unreachable(),
                 notice("log_confirmed", Some("b.test"), Some(NOW), None, Some(&h2)),
                 notice("binding_from_attestation", Some("a.test"), Some(NOW - DAY), Some(NOW + 6 * DAY), None),
             ],
@@ -358,10 +341,7 @@ pub fn generate() -> Value {
     vectors.push(vector(
         "failover_binding_expired",
         "As failover_by_user_id, but a.test's attestation expired yesterday: b.test still confirms the newer log, yet the binding is not confirmed now — stale, as of the last online verification, with binding_expired.",
-        input(
-            alice_s,
-            NOW,
-            cached(
+        alice_input(cached(
                 old,
                 "a.test",
                 a.bundle(
@@ -371,20 +351,12 @@ pub fn generate() -> Value {
                     old,
                 ),
             ),
-            vec![
-                origin("a.test", json!("unreachable")),
-                account("b.test", b_serves(&[&g, &d1, &d2], h2)),
-            ],
+            a_down_then_b(b_serves(&[&g, &d1, &d2], h2)),
         ),
-        Ok(answer(
-            "stale",
-            Some(alice_s),
-            &s2,
-            &[alice_s],
-            old,
+        Ok(alice_answer("stale", &s2, old,
             "b.test",
             vec![
-                notice("origin_unreachable", Some("a.test"), None, None, None),
+                a_unreachable(),
                 notice("log_confirmed", Some("b.test"), Some(NOW), None, Some(&h2)),
                 notice("binding_expired", Some("a.test"), None, Some(NOW - DAY), None),
             ],
@@ -393,24 +365,13 @@ pub fn generate() -> Value {
     vectors.push(vector(
         "failover_backup_behind",
         "The origin is down and b.test serves an older log than the one cached: the cached head is kept (no downgrade), and since nobody confirmed it now the answer is stale.",
-        input(
-            alice_s,
-            NOW,
-            cached2.clone(),
-            vec![
-                origin("a.test", json!("unreachable")),
-                account("b.test", b_serves(&[&g, &d1], h1)),
-            ],
+        alice_input(cached2.clone(),
+            a_down_then_b(b_serves(&[&g, &d1], h1)),
         ),
-        Ok(answer(
-            "stale",
-            Some(alice_s),
-            &s2,
-            &[alice_s],
-            hour_ago,
+        Ok(alice_answer("stale", &s2, hour_ago,
             "b.test",
             vec![
-                notice("origin_unreachable", Some("a.test"), None, None, None),
+                a_unreachable(),
                 notice("downgrade_refused", Some("b.test"), None, None, Some(&h1)),
                 notice("binding_from_attestation", Some("a.test"), Some(NOW - DAY), Some(NOW + 6 * DAY), None),
             ],
@@ -419,18 +380,10 @@ pub fn generate() -> Value {
     vectors.push(vector(
         "no_downgrade",
         "The origin answers with an older head than the one cached: the cached answer is kept, stale, with downgrade_refused naming the head served.",
-        input(
-            alice_s,
-            NOW,
-            cached2.clone(),
+        alice_input(cached2.clone(),
             vec![origin("a.test", served(a.bundle(&did, &[&g, &d1], vec![att_a(h1)], NOW)))],
         ),
-        Ok(answer(
-            "stale",
-            Some(alice_s),
-            &s2,
-            &[alice_s],
-            hour_ago,
+        Ok(alice_answer("stale", &s2, hour_ago,
             "a.test",
             vec![notice("downgrade_refused", Some("a.test"), None, None, Some(&h1))],
         )),
@@ -438,21 +391,13 @@ pub fn generate() -> Value {
     vectors.push(vector(
         "recovery",
         "The cached head is on a branch a recovery rotate (signed by the committed key, forking from the genesis) superseded: the rotate's chain replaces it, verified, with recovered naming the old head.",
-        input(
-            alice_s,
-            NOW,
-            cached2.clone(),
+        alice_input(cached2.clone(),
             vec![origin(
                 "a.test",
                 served(a.bundle(&did, &[&g, &d1, &d2, &rot], vec![att_a(s_rot.head)], NOW)),
             )],
         ),
-        Ok(answer(
-            "verified",
-            Some(alice_s),
-            &s_rot,
-            &[alice_s],
-            NOW,
+        Ok(alice_answer("verified", &s_rot, NOW,
             "a.test",
             vec![notice("recovered", None, None, None, Some(&h2))],
         )),
@@ -460,10 +405,7 @@ pub fn generate() -> Value {
     vectors.push(vector(
         "equivocation_at_origin",
         "The origin serves two ops of one key epoch on the same prev: equivocation, both ops as evidence, no side picked.",
-        input(
-            alice_s,
-            NOW,
-            Value::Null,
+        alice_input(Value::Null,
             vec![origin("a.test", served(a.bundle(&did, &[&g, &d1, &d1x], vec![att_a(h1)], NOW)))],
         ),
         Err(json!({"class": "equivocation", "evidence": sorted_pair(&d1.hash, &d1x.hash)})),
@@ -471,28 +413,16 @@ pub fn generate() -> Value {
     vectors.push(vector(
         "equivocation_in_failover",
         "The origin is down; b.test serves a branch that conflicts with the cached log (a sibling of the cached head): the union is equivocation.",
-        input(
-            alice_s,
-            NOW,
-            cached1.clone(),
-            vec![
-                origin("a.test", json!("unreachable")),
-                account("b.test", b_serves(&[&g, &d1x], d1x.hash)),
-            ],
+        alice_input(cached1.clone(),
+            a_down_then_b(b_serves(&[&g, &d1x], d1x.hash)),
         ),
         Err(json!({"class": "equivocation", "evidence": sorted_pair(&d1.hash, &d1x.hash)})),
     ));
     vectors.push(vector(
         "failover_released",
         "The origin is down; b.test serves newer ops in which the owner released @alice:a.test: unbound (the log, signed by the owner, says so; no attestation can bind it).",
-        input(
-            alice_s,
-            NOW,
-            cached1.clone(),
-            vec![
-                origin("a.test", json!("unreachable")),
-                account("b.test", b_serves(&[&g, &d1, &claim_b, &release_a], release_a.hash)),
-            ],
+        alice_input(cached1.clone(),
+            a_down_then_b(b_serves(&[&g, &d1, &claim_b, &release_a], release_a.hash)),
         ),
         Err(json!({"class": "unbound"})),
     ));
@@ -510,10 +440,7 @@ pub fn generate() -> Value {
     vectors.push(vector(
         "unreachable_without_cache",
         "The origin is down and nothing is cached: no DID is known, so no account server can be asked — unreachable.",
-        input(
-            alice_s,
-            NOW,
-            Value::Null,
+        alice_input(Value::Null,
             vec![origin("a.test", json!("unreachable"))],
         ),
         Err(json!({"class": "unreachable"})),
@@ -596,7 +523,7 @@ pub fn generate() -> Value {
             NOW,
             "c.test",
             vec![
-                notice("origin_unreachable", Some("a.test"), None, None, None),
+                a_unreachable(),
                 notice("server_not_found", Some("b.test"), None, None, None),
                 notice("log_confirmed", Some("c.test"), Some(NOW), None, Some(&cs1.head)),
                 notice("binding_from_attestation", Some("a.test"), Some(NOW - DAY), Some(NOW + 6 * DAY), None),
