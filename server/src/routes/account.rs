@@ -265,6 +265,51 @@ async fn run_registration_uia(
     state.uia().finish(attempt, flows, outcome)
 }
 
+/// The registration gate of every other way a local account is created (a migration that
+/// creates one, spec/api.md): `closed` refuses, `token` needs a usable registration token,
+/// which is returned to be consumed with the account.
+pub(crate) async fn registration_gate(
+    state: &AppState,
+    token: Option<&str>,
+) -> Result<Option<String>, AppError> {
+    match state.config().registration {
+        RegistrationMode::Open => Ok(None),
+        RegistrationMode::Closed => {
+            Err(AppError::Forbidden("Registration has been disabled".into()))
+        }
+        RegistrationMode::Token => {
+            let Some(token) = token else {
+                return Err(AppError::Forbidden(
+                    "This server needs a registration token: send `registration_token`".into(),
+                ));
+            };
+            let lookup = token.to_owned();
+            let found = state.db(move |s| s.registration_token(&lookup)).await?;
+            match found.is_some_and(|t| t.is_usable(now_ms())) {
+                true => Ok(Some(token.to_owned())),
+                false => Err(AppError::Forbidden("Invalid registration token".into())),
+            }
+        }
+    }
+}
+
+/// Checks that a user ID a signed log claims could have been registered here: a localpart
+/// of the strict grammar (lower case) that is not all digits (reserved, as in `/register`).
+pub(crate) fn check_new_user_id(user_id: &UserId) -> Result<(), AppError> {
+    let local = user_id.localpart();
+    if local.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(AppError::InvalidUsername(
+            "Numeric user IDs are reserved for guest users.".into(),
+        ));
+    }
+    if !user_id.is_strict() {
+        return Err(AppError::InvalidUsername(
+            "User ID can only contain characters a-z, 0-9, or '=_-./+'".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Lower-cases and checks a requested localpart the way Synapse does, with its messages.
 fn user_id_for_registration(state: &AppState, name: &str) -> Result<UserId, AppError> {
     let name = name.to_lowercase();

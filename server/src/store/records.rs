@@ -73,6 +73,8 @@ pub struct TokenOwner {
 /// A registration token as managed by `roam admin token`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistrationToken {
+    /// When creating: the token. When read back: its ID (the first eight hex digits of its
+    /// sha256): the store keeps only the hash.
     pub token: String,
     /// `None` = unlimited.
     pub uses_allowed: Option<u32>,

@@ -8,6 +8,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTran
 use roam_identity_core::UserId;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
 
 use super::error::{StoreError, StoreResult};
 use super::records::{NewAccount, NewSession};
@@ -92,6 +93,7 @@ impl RedbStore {
                 }
             }
         }
+        hash_plain_registration_tokens(&txn)?;
         txn.commit()?;
         Ok(Self { db })
     }
@@ -115,6 +117,32 @@ impl RedbStore {
         txn.commit()?;
         Ok(out)
     }
+}
+
+/// The stored key of a registration token: hex sha256. The token itself is never stored,
+/// and a lookup compares hashes, not secret bytes.
+pub(super) fn token_key(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Re-keys registration tokens stored in the clear (by earlier versions) by their hash.
+fn hash_plain_registration_tokens(txn: &WriteTransaction) -> StoreResult<()> {
+    let mut table = txn.open_table(t::REGISTRATION_TOKENS)?;
+    let mut plain = Vec::new();
+    for entry in table.iter()? {
+        let (k, v) = entry?;
+        let key = k.value();
+        let hashed = key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hashed {
+            plain.push((key.to_owned(), v.value().to_owned()));
+        }
+    }
+    for (token, row) in plain {
+        table.remove(token.as_str())?;
+        let key = token_key(&token);
+        table.insert(key.as_str(), row.as_str())?;
+    }
+    Ok(())
 }
 
 pub(super) fn decode_u64(bytes: &[u8]) -> StoreResult<u64> {
@@ -156,7 +184,8 @@ pub(super) fn insert_account(txn: &WriteTransaction, new: NewAccount) -> StoreRe
     }
     if let Some(token) = registration_token.as_deref() {
         let mut tokens = txn.open_table(t::REGISTRATION_TOKENS)?;
-        let mut row: t::RegistrationTokenRow = match tokens.get(token)? {
+        let key = token_key(token);
+        let mut row: t::RegistrationTokenRow = match tokens.get(key.as_str())? {
             Some(v) => from_json(v.value())?,
             None => return Err(StoreError::TokenInvalid),
         };
@@ -166,7 +195,7 @@ pub(super) fn insert_account(txn: &WriteTransaction, new: NewAccount) -> StoreRe
             return Err(StoreError::TokenInvalid);
         }
         row.completed += 1;
-        tokens.insert(token, to_json(&row)?.as_str())?;
+        tokens.insert(key.as_str(), to_json(&row)?.as_str())?;
     }
     if let Some(session) = session {
         put_session(txn, &account.user_id, session)?;

@@ -17,7 +17,7 @@ use super::records::{
     OldServerKey, OneTimeKey, RegistrationToken, ServerKeyRecord, TokenOwner,
 };
 use super::redb_database::{
-    RedbStore, decode_u64, from_json, insert_account, put_session, to_json,
+    RedbStore, decode_u64, from_json, insert_account, put_session, to_json, token_key,
 };
 use super::tables::{self as t, PRINTABLE_END};
 
@@ -563,9 +563,10 @@ impl Store for RedbStore {
     }
 
     fn create_registration_token(&self, token: RegistrationToken) -> StoreResult<()> {
+        let key = token_key(&token.token);
         self.write(|txn| {
             let mut table = txn.open_table(t::REGISTRATION_TOKENS)?;
-            if table.get(token.token.as_str())?.is_some() {
+            if table.get(key.as_str())?.is_some() {
                 return Err(StoreError::TokenExists);
             }
             let row = t::RegistrationTokenRow {
@@ -574,7 +575,7 @@ impl Store for RedbStore {
                 expiry_time: token.expiry_time,
                 created_at: token.created_at,
             };
-            table.insert(token.token.as_str(), to_json(&row)?.as_str())?;
+            table.insert(key.as_str(), to_json(&row)?.as_str())?;
             Ok(())
         })
     }
@@ -585,32 +586,57 @@ impl Store for RedbStore {
             let mut out = Vec::new();
             for entry in table.iter()? {
                 let (k, v) = entry?;
-                out.push(token_from_row(k.value(), from_json(v.value())?));
+                out.push(token_from_row(token_id(k.value()), from_json(v.value())?));
             }
             Ok(out)
         })
     }
 
     fn registration_token(&self, token: &str) -> StoreResult<Option<RegistrationToken>> {
+        let key = token_key(token);
         self.read(|txn| {
             let table = txn.open_table(t::REGISTRATION_TOKENS)?;
             let row = table
-                .get(token)?
+                .get(key.as_str())?
                 .map(|v| from_json(v.value()))
                 .transpose()?;
-            Ok(row.map(|row| token_from_row(token, row)))
+            Ok(row.map(|row| token_from_row(token_id(&key), row)))
         })
     }
 
-    fn revoke_registration_token(&self, token: &str) -> StoreResult<()> {
+    fn revoke_registration_token(&self, token_or_id: &str) -> StoreResult<()> {
         self.write(|txn| {
             let mut table = txn.open_table(t::REGISTRATION_TOKENS)?;
-            match table.remove(token)? {
-                Some(_) => Ok(()),
-                None => Err(StoreError::NotFound("registration token")),
+            if table.remove(token_key(token_or_id).as_str())?.is_some() {
+                return Ok(());
+            }
+            // An ID from `registration_tokens` (a prefix of the hash) names one token.
+            let id = token_or_id.to_ascii_lowercase();
+            let is_id = id.len() >= 8 && id.bytes().all(|b| b.is_ascii_hexdigit());
+            let mut matches = Vec::new();
+            if is_id {
+                for entry in table.range(id.as_str()..)? {
+                    let (k, _) = entry?;
+                    if !k.value().starts_with(&id) {
+                        break;
+                    }
+                    matches.push(k.value().to_owned());
+                }
+            }
+            match matches.as_slice() {
+                [key] => {
+                    table.remove(key.as_str())?;
+                    Ok(())
+                }
+                _ => Err(StoreError::NotFound("registration token")),
             }
         })
     }
+}
+
+/// The ID a stored token is listed under: the first eight hex digits of its hash.
+fn token_id(key: &str) -> &str {
+    key.get(..8).unwrap_or(key)
 }
 
 fn token_from_row(token: &str, row: t::RegistrationTokenRow) -> RegistrationToken {

@@ -56,7 +56,8 @@ pub const KEY_SIGNATURES: TableDefinition<(&str, &str, &str, &str), &str> =
 /// `stream position → user_id` whose keys changed at that position.
 pub const KEY_CHANGES: TableDefinition<u64, &str> = TableDefinition::new("key_changes");
 
-/// `token → JSON RegistrationTokenRow`.
+/// `hex sha256(token) → JSON RegistrationTokenRow`: tokens are stored hashed; the first
+/// eight hex digits are the token's ID in listings.
 pub const REGISTRATION_TOKENS: TableDefinition<&str, &str> =
     TableDefinition::new("registration_tokens");
 
@@ -142,6 +143,10 @@ pub const MIGRATIONS: TableDefinition<&str, &str> = TableDefinition::new("migrat
 /// `did → migration id`: the latest migration of a DID to this server.
 pub const MIGRATION_BY_DID: TableDefinition<&str, &str> = TableDefinition::new("migration_by_did");
 
+/// `did → JSON array of u64`: arrival times of the DID's recent ops (the per-DID op
+/// limit's windows, kept across restarts).
+pub const OP_WINDOWS: TableDefinition<&str, &str> = TableDefinition::new("op_windows");
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct LogSummaryRow {
     pub head: String,
@@ -175,5 +180,6 @@ pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> 
     txn.open_table(FORK_EVIDENCE)?;
     txn.open_table(MIGRATIONS)?;
     txn.open_table(MIGRATION_BY_DID)?;
+    txn.open_table(OP_WINDOWS)?;
     Ok(())
 }
