@@ -309,3 +309,33 @@ async fn failed_migrations_leave_no_record() {
     let _ = C;
     server.stop().await;
 }
+
+/// Concurrent first uploads of cross-signing keys: one is the first upload, every other one
+/// replaces keys and so needs UIA — none replaces them without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_cross_signing_uploads_need_uia_to_replace() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), |_| {}).await;
+    let dana = server.client().register("dana", "pw-dana-1").await;
+    let me = user("dana");
+    let mut tasks = Vec::new();
+    for i in 0..8u8 {
+        let c = dana.clone();
+        let key = SigningKey::from_bytes(&[90 + i; 32]);
+        let body = json!({"master_key": common::cross_signing_key(&me, "master", &key)});
+        tasks.push(tokio::spawn(async move {
+            c.post(&format!("{C}/keys/device_signing/upload"), body)
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let (s, v) = t.await.unwrap();
+        match s {
+            200 => ok += 1,
+            _ => assert_eq!(s, 401, "{v}"),
+        }
+    }
+    assert_eq!(ok, 1, "only the first upload goes through without UIA");
+    server.stop().await;
+}

@@ -138,3 +138,15 @@ pub struct KeySignature {
     pub signer_key_id: String,
     pub signature: String,
 }
+
+/// What checking a signature upload reads, from one read transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SigningSnapshot {
+    /// The uploader's cross-signing keys.
+    pub mine: std::collections::BTreeMap<CrossSigningKind, Value>,
+    /// The uploader's device keys, by device ID.
+    pub my_devices: Vec<(DeviceId, Value)>,
+    /// Other users' cross-signing keys, by user ID.
+    pub others:
+        std::collections::BTreeMap<String, std::collections::BTreeMap<CrossSigningKind, Value>>,
+}

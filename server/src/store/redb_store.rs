@@ -14,7 +14,7 @@ use super::accounts::Store;
 use super::error::{StoreError, StoreResult};
 use super::records::{
     Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,
-    OldServerKey, OneTimeKey, RegistrationToken, ServerKeyRecord, TokenOwner,
+    OldServerKey, OneTimeKey, RegistrationToken, ServerKeyRecord, SigningSnapshot, TokenOwner,
 };
 use super::redb_database::{
     RedbStore, decode_u64, from_json, insert_account, put_session, to_json, token_key,
@@ -453,28 +453,24 @@ impl Store for RedbStore {
         &self,
         user_id: &UserId,
     ) -> StoreResult<BTreeMap<CrossSigningKind, Value>> {
-        self.read(|txn| {
-            let table = txn.open_table(t::CROSS_SIGNING_KEYS)?;
-            let mut out = BTreeMap::new();
-            for kind in CrossSigningKind::ALL {
-                if let Some(v) = table.get((user_id.as_str(), kind.as_str()))? {
-                    out.insert(kind, from_json(v.value())?);
-                }
-            }
-            Ok(out)
-        })
+        self.read(|txn| cross_signing_in(&txn.open_table(t::CROSS_SIGNING_KEYS)?, user_id))
     }
 
     fn put_cross_signing_keys(
         &self,
         user_id: &UserId,
         keys: Vec<(CrossSigningKind, Value)>,
+        expected: &BTreeMap<CrossSigningKind, Value>,
         _now: Millis,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         self.write(|txn| {
             let u = user_id.as_str();
             {
                 let mut table = txn.open_table(t::CROSS_SIGNING_KEYS)?;
+                if cross_signing_in(&table, user_id)? != *expected {
+                    // Changed since the caller checked (and maybe authorised) the upload.
+                    return Ok(false);
+                }
                 let replaces_master = keys.iter().any(|(k, _)| *k == CrossSigningKind::Master);
                 for (kind, key) in &keys {
                     table.insert((u, kind.as_str()), to_json(key)?.as_str())?;
@@ -487,33 +483,50 @@ impl Store for RedbStore {
                 }
             }
             bump_key_stream(txn, u)?;
-            Ok(())
+            Ok(true)
         })
     }
 
-    fn add_key_signatures(&self, signatures: Vec<KeySignature>, _now: Millis) -> StoreResult<()> {
-        self.write(|txn| {
-            let mut touched = std::collections::BTreeSet::new();
-            {
-                let mut table = txn.open_table(t::KEY_SIGNATURES)?;
-                for s in &signatures {
-                    table.insert(
-                        (
-                            s.target_user.as_str(),
-                            s.target_key.as_str(),
-                            s.signer_user.as_str(),
-                            s.signer_key_id.as_str(),
-                        ),
-                        s.signature.as_str(),
-                    )?;
-                    touched.insert(s.target_user.as_str().to_owned());
-                }
-            }
-            for user in touched {
-                bump_key_stream(txn, &user)?;
-            }
-            Ok(())
+    fn signing_snapshot(&self, me: &UserId, others: &[UserId]) -> StoreResult<SigningSnapshot> {
+        self.read(|txn| {
+            snapshot_in(
+                &txn.open_table(t::CROSS_SIGNING_KEYS)?,
+                &txn.open_table(t::DEVICE_KEYS)?,
+                &txn.open_table(t::DEVICES)?,
+                me,
+                others,
+            )
         })
+    }
+
+    fn add_key_signatures_if(
+        &self,
+        signatures: Vec<KeySignature>,
+        expected: &SigningSnapshot,
+        others: &[UserId],
+        _now: Millis,
+    ) -> StoreResult<bool> {
+        let Some(me) = signatures.first().map(|s| s.signer_user.clone()) else {
+            return Ok(true);
+        };
+        let txn = self.db.begin_write()?;
+        let current = snapshot_in(
+            &txn.open_table(t::CROSS_SIGNING_KEYS)?,
+            &txn.open_table(t::DEVICE_KEYS)?,
+            &txn.open_table(t::DEVICES)?,
+            &me,
+            others,
+        )?;
+        if current != *expected {
+            return Ok(false);
+        }
+        insert_signatures(&txn, &signatures)?;
+        txn.commit()?;
+        Ok(true)
+    }
+
+    fn add_key_signatures(&self, signatures: Vec<KeySignature>, _now: Millis) -> StoreResult<()> {
+        self.write(|txn| insert_signatures(txn, &signatures))
     }
 
     fn key_signatures(&self, target_user: &UserId) -> StoreResult<Vec<KeySignature>> {
@@ -637,6 +650,73 @@ impl Store for RedbStore {
 /// The ID a stored token is listed under: the first eight hex digits of its hash.
 fn token_id(key: &str) -> &str {
     key.get(..8).unwrap_or(key)
+}
+
+/// Stores signatures and marks the targets' key lists as changed, in the caller's
+/// transaction.
+fn insert_signatures(txn: &WriteTransaction, signatures: &[KeySignature]) -> StoreResult<()> {
+    let mut touched = std::collections::BTreeSet::new();
+    {
+        let mut table = txn.open_table(t::KEY_SIGNATURES)?;
+        for s in signatures {
+            table.insert(
+                (
+                    s.target_user.as_str(),
+                    s.target_key.as_str(),
+                    s.signer_user.as_str(),
+                    s.signer_key_id.as_str(),
+                ),
+                s.signature.as_str(),
+            )?;
+            touched.insert(s.target_user.as_str().to_owned());
+        }
+    }
+    for user in touched {
+        bump_key_stream(txn, &user)?;
+    }
+    Ok(())
+}
+
+/// What checking a signature upload reads, from the caller's transaction.
+fn snapshot_in(
+    cs: &impl ReadableTable<(&'static str, &'static str), &'static str>,
+    keys: &impl ReadableTable<(&'static str, &'static str), &'static str>,
+    devices: &impl ReadableTable<(&'static str, &'static str), &'static str>,
+    me: &UserId,
+    others: &[UserId],
+) -> StoreResult<SigningSnapshot> {
+    let u = me.as_str();
+    let mut my_devices = Vec::new();
+    for entry in keys.range((u, "")..(u, PRINTABLE_END))? {
+        let (k, v) = entry?;
+        let device = k.value().1;
+        if devices.get((u, device))?.is_some() {
+            my_devices.push((parse_device(device)?, from_json(v.value())?));
+        }
+    }
+    let mut theirs = BTreeMap::new();
+    for other in others {
+        theirs.insert(other.to_string(), cross_signing_in(cs, other)?);
+    }
+    Ok(SigningSnapshot {
+        mine: cross_signing_in(cs, me)?,
+        my_devices,
+        others: theirs,
+    })
+}
+
+/// One user's cross-signing keys, read from `table` (in the caller's transaction).
+fn cross_signing_in(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static str>,
+    user_id: &UserId,
+) -> StoreResult<BTreeMap<CrossSigningKind, Value>> {
+    let mut out = BTreeMap::new();
+    for kind in CrossSigningKind::ALL {
+        if let Some(v) = table.get((user_id.as_str(), kind.as_str()))? {
+            out.insert(kind, from_json(v.value())?);
+        }
+    }
+    Ok(out)
 }
 
 fn token_from_row(token: &str, row: t::RegistrationTokenRow) -> RegistrationToken {
