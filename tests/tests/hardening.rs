@@ -339,3 +339,50 @@ async fn concurrent_cross_signing_uploads_need_uia_to_replace() {
     assert_eq!(ok, 1, "only the first upload goes through without UIA");
     server.stop().await;
 }
+
+/// Access tokens expire when configured; refresh tokens are single use and rotated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_tokens_expire_and_refresh_tokens_rotate() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), |c| c.access_token_lifetime_ms = Some(1500)).await;
+    let client = server.client();
+    let register = format!("{C}/register");
+    let body = json!({"username": "ivy", "password": "pw-ivy-1", "refresh_token": true});
+    let (s, v) = client.post(&register, body.clone()).await;
+    assert_eq!(s, 401, "{v}");
+    let mut body = body;
+    body["auth"] = json!({"type": "m.login.dummy", "session": v["session"]});
+    let (s, v) = client.post(&register, body).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["expires_in_ms"], 1500, "{v}");
+    let access = v["access_token"].as_str().unwrap().to_owned();
+    let refresh = v["refresh_token"].as_str().unwrap().to_owned();
+    let whoami = format!("{C}/account/whoami");
+    assert_eq!(client.with_token(&access).get(&whoami).await.0, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    let (s, v) = client.with_token(&access).get(&whoami).await;
+    assert_err(&(s, v.clone()), 401, "M_UNKNOWN_TOKEN");
+    assert_eq!(v["soft_logout"], true, "{v}");
+    // The refresh token gives a new pair; it cannot be used twice.
+    let (s, v) = client
+        .post(&format!("{C}/refresh"), json!({"refresh_token": refresh}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let access2 = v["access_token"].as_str().unwrap().to_owned();
+    assert!(v["refresh_token"].is_string() && v["refresh_token"] != refresh.as_str());
+    assert_eq!(client.with_token(&access2).get(&whoami).await.0, 200);
+    let again = client
+        .post(&format!("{C}/refresh"), json!({"refresh_token": refresh}))
+        .await;
+    assert_err(&again, 401, "M_UNKNOWN_TOKEN");
+    // Login asks for one the same way.
+    let login = json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "ivy"}, "password": "pw-ivy-1", "refresh_token": true});
+    let (s, v) = client.post(&format!("{C}/login"), login).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["refresh_token"].is_string(), "{v}");
+    // Tokens are stored hashed: the database file holds neither.
+    server.stop().await;
+    let raw = std::fs::read(dir.path().join("roam.redb")).unwrap();
+    let tail = refresh.as_bytes();
+    assert!(!raw.windows(tail.len()).any(|w| w == tail));
+}

@@ -11,7 +11,8 @@ use super::error::StoreResult;
 use super::logs::LogStore;
 use super::records::{
     Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,
-    OldServerKey, OneTimeKey, RegistrationToken, ServerKeyRecord, SigningSnapshot, TokenOwner,
+    OldServerKey, OneTimeKey, RefreshedTokens, RegistrationToken, ServerKeyRecord, SigningSnapshot,
+    TokenOwner,
 };
 
 /// The durable state of one homeserver.
@@ -36,6 +37,14 @@ pub trait Store: LogStore + Send + Sync + std::fmt::Debug + 'static {
     /// Logs in: creates the device if needed, otherwise revokes its previous token.
     fn create_session(&self, user_id: &UserId, session: NewSession) -> StoreResult<()>;
     fn token_owner(&self, token_hash: &[u8; 32]) -> StoreResult<Option<TokenOwner>>;
+    /// Redeems a refresh token (single use): its session gets `new` access and refresh
+    /// tokens in place of the old ones, in one transaction. `None` for an unknown (or
+    /// already used) refresh token.
+    fn refresh_session(
+        &self,
+        refresh_hash: &[u8; 32],
+        new: RefreshedTokens,
+    ) -> StoreResult<Option<TokenOwner>>;
     /// Deletes devices with their tokens and end-to-end keys. Unknown IDs are ignored.
     fn delete_devices(&self, user_id: &UserId, devices: &[DeviceId]) -> StoreResult<()>;
     /// Deletes every device of the user (`/logout/all`).

@@ -59,6 +59,10 @@ pub struct NewSession {
     pub display_name: Option<String>,
     /// sha256 of the access token. The token itself is never stored.
     pub token_hash: [u8; 32],
+    /// When the access token stops working (`None`: never).
+    pub expires_at: Option<Millis>,
+    /// sha256 of the session's refresh token, when the client asked for one.
+    pub refresh_hash: Option<[u8; 32]>,
     pub ip: Option<String>,
     pub now: Millis,
 }
@@ -68,6 +72,8 @@ pub struct NewSession {
 pub struct TokenOwner {
     pub user_id: UserId,
     pub device_id: DeviceId,
+    /// When the access token stops working (`None`: never).
+    pub expires_at: Option<Millis>,
 }
 
 /// A registration token as managed by `roam admin token`.
@@ -149,4 +155,13 @@ pub struct SigningSnapshot {
     /// Other users' cross-signing keys, by user ID.
     pub others:
         std::collections::BTreeMap<String, std::collections::BTreeMap<CrossSigningKind, Value>>,
+}
+
+/// The tokens a refresh hands out in place of the old ones (hashes only).
+#[derive(Debug, Clone)]
+pub struct RefreshedTokens {
+    pub token_hash: [u8; 32],
+    pub expires_at: Option<Millis>,
+    pub refresh_hash: [u8; 32],
+    pub now: Millis,
 }

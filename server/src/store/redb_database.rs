@@ -211,6 +211,7 @@ pub(super) fn put_session(
 ) -> StoreResult<()> {
     let mut devices = txn.open_table(t::DEVICES)?;
     let mut tokens = txn.open_table(t::ACCESS_TOKENS)?;
+    let mut refresh = txn.open_table(t::REFRESH_TOKENS)?;
     let key = (user_id.as_str(), s.device_id.as_str());
     let existing: Option<t::DeviceRow> = devices
         .get(key)?
@@ -222,10 +223,15 @@ pub(super) fn put_session(
                 let old = hex::decode(&old).map_err(StoreError::corrupt("token hash"))?;
                 tokens.remove(old.as_slice())?;
             }
+            if let Some(old) = row.refresh_hash.take() {
+                let old = hex::decode(&old).map_err(StoreError::corrupt("token hash"))?;
+                refresh.remove(old.as_slice())?;
+            }
             if s.display_name.is_some() {
                 row.display_name = s.display_name;
             }
             row.token_hash = Some(hex::encode(s.token_hash));
+            row.refresh_hash = s.refresh_hash.map(hex::encode);
             row.last_seen_ip = s.ip;
             row.last_seen_ts = Some(s.now);
             row
@@ -234,15 +240,21 @@ pub(super) fn put_session(
             display_name: s.display_name,
             created_at: s.now,
             token_hash: Some(hex::encode(s.token_hash)),
+            refresh_hash: s.refresh_hash.map(hex::encode),
             last_seen_ip: s.ip,
             last_seen_ts: Some(s.now),
         },
     };
     devices.insert(key, to_json(&row)?.as_str())?;
-    let owner = t::TokenRow {
+    let mut owner = t::TokenRow {
         user_id: user_id.as_str().to_owned(),
         device_id: s.device_id.as_str().to_owned(),
+        expires_at: None,
     };
+    if let Some(hash) = s.refresh_hash {
+        refresh.insert(hash.as_slice(), to_json(&owner)?.as_str())?;
+    }
+    owner.expires_at = s.expires_at;
     tokens.insert(s.token_hash.as_slice(), to_json(&owner)?.as_str())?;
     Ok(())
 }

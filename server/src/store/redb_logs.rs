@@ -101,6 +101,7 @@ fn apply_commit(txn: &WriteTransaction, c: &LogCommit) -> StoreResult<()> {
                 display_name: None,
                 created_at: c.summary.updated_at,
                 token_hash: None,
+                refresh_hash: None,
                 last_seen_ip: None,
                 last_seen_ts: None,
             };

@@ -14,7 +14,8 @@ use super::accounts::Store;
 use super::error::{StoreError, StoreResult};
 use super::records::{
     Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,
-    OldServerKey, OneTimeKey, RegistrationToken, ServerKeyRecord, SigningSnapshot, TokenOwner,
+    OldServerKey, OneTimeKey, RefreshedTokens, RegistrationToken, ServerKeyRecord, SigningSnapshot,
+    TokenOwner,
 };
 use super::redb_database::{
     RedbStore, decode_u64, from_json, insert_account, put_session, to_json, token_key,
@@ -65,6 +66,10 @@ fn remove_device(txn: &WriteTransaction, user: &str, device: &str) -> StoreResul
     if let Some(hash) = row.token_hash {
         let hash = hex::decode(&hash).map_err(StoreError::corrupt("token hash"))?;
         txn.open_table(t::ACCESS_TOKENS)?.remove(hash.as_slice())?;
+    }
+    if let Some(hash) = row.refresh_hash {
+        let hash = hex::decode(&hash).map_err(StoreError::corrupt("token hash"))?;
+        txn.open_table(t::REFRESH_TOKENS)?.remove(hash.as_slice())?;
     }
     let had_keys = txn
         .open_table(t::DEVICE_KEYS)?
@@ -199,6 +204,43 @@ impl Store for RedbStore {
             Ok(Some(TokenOwner {
                 user_id: parse_user(&row.user_id)?,
                 device_id: parse_device(&row.device_id)?,
+                expires_at: row.expires_at,
+            }))
+        })
+    }
+
+    fn refresh_session(
+        &self,
+        refresh_hash: &[u8; 32],
+        new: RefreshedTokens,
+    ) -> StoreResult<Option<TokenOwner>> {
+        self.write(|txn| {
+            let Some(row) = txn
+                .open_table(t::REFRESH_TOKENS)?
+                .remove(refresh_hash.as_slice())?
+                .map(|v| from_json::<t::TokenRow>(v.value()))
+                .transpose()?
+            else {
+                return Ok(None);
+            };
+            let (user_id, device_id) = (parse_user(&row.user_id)?, parse_device(&row.device_id)?);
+            let session = NewSession {
+                device_id: device_id.clone(),
+                display_name: None,
+                token_hash: new.token_hash,
+                expires_at: new.expires_at,
+                refresh_hash: Some(new.refresh_hash),
+                ip: None,
+                now: new.now,
+            };
+            if !device_ids(txn, user_id.as_str())?.contains(&row.device_id) {
+                return Ok(None);
+            }
+            put_session(txn, &user_id, session)?;
+            Ok(Some(TokenOwner {
+                user_id,
+                device_id,
+                expires_at: new.expires_at,
             }))
         })
     }

@@ -33,6 +33,9 @@ pub const DEVICES: TableDefinition<(&str, &str), &str> = TableDefinition::new("d
 /// `sha256(access token) → JSON TokenRow`. The device row holds the reverse link.
 pub const ACCESS_TOKENS: TableDefinition<&[u8], &str> = TableDefinition::new("access_tokens");
 
+/// `sha256(refresh token) → JSON TokenRow`: single-use refresh tokens, rotated on use.
+pub const REFRESH_TOKENS: TableDefinition<&[u8], &str> = TableDefinition::new("refresh_tokens");
+
 /// `(user_id, device_id) → device keys JSON`.
 pub const DEVICE_KEYS: TableDefinition<(&str, &str), &str> = TableDefinition::new("device_keys");
 
@@ -91,6 +94,9 @@ pub struct DeviceRow {
     pub created_at: u64,
     /// Hex sha256 of the device's access token, so that deleting the device revokes it.
     pub token_hash: Option<String>,
+    /// Hex sha256 of the device's refresh token, likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_hash: Option<String>,
     pub last_seen_ip: Option<String>,
     pub last_seen_ts: Option<u64>,
 }
@@ -99,6 +105,9 @@ pub struct DeviceRow {
 pub struct TokenRow {
     pub user_id: String,
     pub device_id: String,
+    /// When an access token stops working (ms); absent: never (and for refresh tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -181,5 +190,6 @@ pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> 
     txn.open_table(MIGRATIONS)?;
     txn.open_table(MIGRATION_BY_DID)?;
     txn.open_table(OP_WINDOWS)?;
+    txn.open_table(REFRESH_TOKENS)?;
     Ok(())
 }
