@@ -151,6 +151,8 @@ pub struct ServerConfig {
     pub allow_private_fetch: bool,
     /// Per-DID limits on new account-log ops.
     pub op_limits: OpLimits,
+    /// How long access tokens live (ms); `None` (the default): until logout.
+    pub access_token_lifetime_ms: Option<u64>,
 }
 
 impl ServerConfig {
@@ -171,6 +173,7 @@ impl ServerConfig {
             federation_overrides: Default::default(),
             allow_private_fetch: false,
             op_limits: Default::default(),
+            access_token_lifetime_ms: None,
         }
     }
 }
@@ -233,6 +236,7 @@ pub struct FileConfig {
     pub federation_overrides: Option<std::collections::BTreeMap<String, String>>,
     pub allow_private_fetch: Option<bool>,
     pub op_limits: Option<OpLimits>,
+    pub access_token_lifetime_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -313,6 +317,9 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<ServerConfig, Config
     }
     if let Some(limits) = file.op_limits {
         config.op_limits = limits;
+    }
+    if let Some(ms) = file.access_token_lifetime_ms {
+        config.access_token_lifetime_ms = Some(ms);
     }
     let pairs = file
         .federation_overrides

@@ -49,6 +49,9 @@ pub enum AppError {
     MissingToken,
     #[error("Invalid access token passed.")]
     UnknownToken,
+    /// The access token expired: the client refreshes it (`soft_logout: true`).
+    #[error("Access token has expired")]
+    ExpiredToken,
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -116,7 +119,7 @@ impl AppError {
         let msg = self.to_string();
         match self {
             MissingToken => (StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN", msg),
-            UnknownToken => (StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN", msg),
+            UnknownToken | ExpiredToken => (StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN", msg),
             Forbidden(_) | GuestAccessForbidden => (StatusCode::FORBIDDEN, "M_FORBIDDEN", msg),
             Unauthorized(_) => (StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED", msg),
             UserInUse => (StatusCode::BAD_REQUEST, "M_USER_IN_USE", msg),
@@ -179,6 +182,9 @@ impl IntoResponse for AppError {
         let body = match &self {
             AppError::UnknownToken => {
                 json!({"errcode": errcode, "error": error, "soft_logout": false})
+            }
+            AppError::ExpiredToken => {
+                json!({"errcode": errcode, "error": error, "soft_logout": true})
             }
             AppError::LimitExceeded { retry_after_ms } => {
                 json!({"errcode": errcode, "error": error, "retry_after_ms": retry_after_ms})

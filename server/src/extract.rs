@@ -146,6 +146,12 @@ impl FromRequestParts<AppState> for Authenticated {
         let hash = secrets::token_hash(&token);
         let owner = state.db(move |s| s.token_owner(&hash)).await?;
         let owner = owner.ok_or(AppError::UnknownToken)?;
+        if owner
+            .expires_at
+            .is_some_and(|t| t <= crate::clock::now_ms())
+        {
+            return Err(AppError::ExpiredToken);
+        }
         Ok(Self {
             user_id: owner.user_id,
             device_id: owner.device_id,

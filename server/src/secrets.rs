@@ -45,7 +45,16 @@ pub fn new_access_token() -> (String, [u8; 32]) {
     (token, hash)
 }
 
-/// The stored form of an access token.
+/// A fresh refresh token and the hash to store (single use: rotated on every refresh).
+pub fn new_refresh_token() -> (String, [u8; 32]) {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    let token = format!("roamr_{}", hex::encode(bytes));
+    let hash = token_hash(&token);
+    (token, hash)
+}
+
+/// The stored form of an access or refresh token.
 pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }

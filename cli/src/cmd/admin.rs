@@ -35,7 +35,7 @@ struct DataDir {
 
 #[derive(Debug, Subcommand)]
 enum TokenCommand {
-    /// Create a token and print it.
+    /// Create a token and print it (once: only its hash is stored).
     Create {
         #[command(flatten)]
         dir: DataDir,
@@ -49,12 +49,12 @@ enum TokenCommand {
         #[arg(long)]
         token: Option<String>,
     },
-    /// List tokens with their use counts.
+    /// List tokens by ID (the start of the token's hash) with their use counts.
     List {
         #[command(flatten)]
         dir: DataDir,
     },
-    /// Delete a token.
+    /// Delete a token, named by the token itself or by its ID from `list`.
     Revoke {
         #[command(flatten)]
         dir: DataDir,
@@ -101,6 +101,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                 created_at: now,
             };
             open(&dir)?.create_registration_token(record)?;
+            // The only time the token is shown: the store keeps its sha256.
             println!("{token}");
         }
         TokenCommand::List { dir } => {
@@ -122,7 +123,7 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                     "used up or expired"
                 };
                 println!(
-                    "{}\tused {}/{uses}\texpires {expiry}\t{status}",
+                    "id {}\tused {}/{uses}\texpires {expiry}\t{status}",
                     t.token, t.completed
                 );
             }

@@ -15,8 +15,12 @@ use roam_identity_core::{Millis, ServerName, UserId, VerifyingKey, b64};
 pub const CHALLENGE_TTL_MS: Millis = 2 * 60 * 1000;
 /// Most outstanding challenges server-wide; beyond it new ones are refused.
 const MAX_OUTSTANDING: usize = 10_000;
-/// Most outstanding challenges of one user.
+/// Most outstanding challenges of one user requested from one client address; a new one
+/// retires that pair's oldest.
 pub const MAX_PER_USER: usize = 4;
+/// Most outstanding challenges requested from one client address, for all users; beyond
+/// it new ones are refused.
+pub const MAX_PER_CLIENT: usize = 32;
 
 /// Why a key login failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +40,8 @@ pub enum ChallengeError {
 #[derive(Debug)]
 struct Pending {
     user_id: UserId,
+    /// The client address that asked for it.
+    client: String,
     expires_at: Millis,
 }
 
@@ -46,15 +52,19 @@ pub struct Challenges {
 }
 
 impl Challenges {
-    /// Issues a challenge for `user_id`; `random` is 32 fresh random bytes from the caller.
+    /// Issues a challenge for `user_id` to the client at `client` (its address); `random`
+    /// is 32 fresh random bytes from the caller. The challenge is only ever returned to
+    /// that client.
     ///
-    /// A user has at most [`MAX_PER_USER`] outstanding challenges (a new one retires that
-    /// user's oldest), and when the server-wide cap is reached new challenges are refused
-    /// rather than evicting other users' — so a flood cannot lock anyone else out of key
-    /// login; the endpoint is also rate-limited per client address.
+    /// One (user, client) pair has at most [`MAX_PER_USER`] outstanding challenges (a new
+    /// one retires the pair's oldest), one client at most [`MAX_PER_CLIENT`], and when the
+    /// server-wide cap is reached new challenges are refused: nothing a client asks for
+    /// ever evicts a challenge another client holds, so a stranger asking for challenges
+    /// in someone's name cannot lock them out of key login.
     pub fn issue(
         &self,
         user_id: &UserId,
+        client: &str,
         random: [u8; 32],
         now: Millis,
     ) -> Result<(String, Millis), ChallengeError> {
@@ -62,21 +72,23 @@ impl Challenges {
         let expires_at = now + CHALLENGE_TTL_MS;
         let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, p| p.expires_at > now);
+        let from_client = map.values().filter(|p| p.client == client).count();
         let mut mine: Vec<(Millis, String)> = map
             .iter()
-            .filter(|(_, p)| &p.user_id == user_id)
+            .filter(|(_, p)| &p.user_id == user_id && p.client == client)
             .map(|(k, p)| (p.expires_at, k.clone()))
             .collect();
         if mine.len() >= MAX_PER_USER {
             mine.sort();
             map.remove(&mine[0].1);
-        } else if map.len() >= MAX_OUTSTANDING {
+        } else if from_client >= MAX_PER_CLIENT || map.len() >= MAX_OUTSTANDING {
             return Err(ChallengeError::Busy);
         }
         map.insert(
             challenge.clone(),
             Pending {
                 user_id: user_id.clone(),
+                client: client.to_owned(),
                 expires_at,
             },
         );
@@ -130,7 +142,7 @@ mod tests {
         let k = SigningKey::from_bytes(&[3; 32]);
         let u = UserId::parse("@alice:b.example").unwrap();
         let s = ServerName::parse("b.example").unwrap();
-        let (ch, _) = c.issue(&u, [1; 32], 1000).unwrap();
+        let (ch, _) = c.issue(&u, "10.0.0.1", [1; 32], 1000).unwrap();
         let sig = sign_login(&k, &ch, &s, &u);
         assert_eq!(
             c.redeem(&ch, &u, &s, &sig, &k.verifying_key(), 2000),
@@ -141,7 +153,7 @@ mod tests {
             Err(ChallengeError::Unknown)
         );
         // Signed for another server: refused.
-        let (ch, _) = c.issue(&u, [2; 32], 1000).unwrap();
+        let (ch, _) = c.issue(&u, "10.0.0.1", [2; 32], 1000).unwrap();
         let other = ServerName::parse("evil.example").unwrap();
         let sig = sign_login(&k, &ch, &other, &u);
         assert_eq!(
@@ -149,24 +161,25 @@ mod tests {
             Err(ChallengeError::BadSignature)
         );
         // Expired.
-        let (ch, exp) = c.issue(&u, [3; 32], 1000).unwrap();
+        let (ch, exp) = c.issue(&u, "10.0.0.1", [3; 32], 1000).unwrap();
         let sig = sign_login(&k, &ch, &s, &u);
         assert_eq!(
             c.redeem(&ch, &u, &s, &sig, &k.verifying_key(), exp),
             Err(ChallengeError::Unknown)
         );
         // Another user's challenge.
-        let (ch, _) = c.issue(&u, [4; 32], 1000).unwrap();
+        let (ch, _) = c.issue(&u, "10.0.0.1", [4; 32], 1000).unwrap();
         let bob = UserId::parse("@bob:b.example").unwrap();
         assert_eq!(
             c.redeem(&ch, &bob, &s, &sig, &k.verifying_key(), 2000),
             Err(ChallengeError::WrongUser)
         );
         // A user's fifth challenge retires the oldest; others' are untouched.
-        let (bobs, _) = c.issue(&bob, [9; 32], 1000).unwrap();
-        let first = c.issue(&u, [10; 32], 1000).unwrap().0;
+        let (bobs, _) = c.issue(&bob, "10.0.0.1", [9; 32], 1000).unwrap();
+        let first = c.issue(&u, "10.0.0.1", [10; 32], 1000).unwrap().0;
         for i in 0..MAX_PER_USER as u8 {
-            c.issue(&u, [11 + i; 32], 1001 + u64::from(i)).unwrap();
+            c.issue(&u, "10.0.0.1", [11 + i; 32], 1001 + u64::from(i))
+                .unwrap();
         }
         assert_eq!(
             c.redeem(&first, &u, &s, &sig, &k.verifying_key(), 2000),
@@ -175,6 +188,36 @@ mod tests {
         assert_ne!(
             c.redeem(&bobs, &bob, &s, &sig, &k.verifying_key(), 2000),
             Err(ChallengeError::Unknown)
+        );
+    }
+
+    #[test]
+    fn strangers_cannot_evict_or_exhaust_a_users_challenges() {
+        let c = Challenges::default();
+        let k = SigningKey::from_bytes(&[3; 32]);
+        let u = UserId::parse("@alice:b.example").unwrap();
+        let s = ServerName::parse("b.example").unwrap();
+        let (mine, _) = c.issue(&u, "203.0.113.1", [1; 32], 1000).unwrap();
+        // A stranger asks for many challenges in alice's name, then for many users.
+        for i in 0..20u8 {
+            c.issue(&u, "198.51.100.7", [100 + i; 32], 1001).unwrap();
+        }
+        let mut refused = 0;
+        for i in 0..60u8 {
+            let other = UserId::parse(&format!("@u{i}:b.example")).unwrap();
+            if c.issue(&other, "198.51.100.7", [i.wrapping_add(150); 32], 1002)
+                .is_err()
+            {
+                refused += 1;
+            }
+        }
+        assert!(refused > 0, "one address is capped");
+        // Alice's own challenge is intact and she can still get new ones.
+        assert!(c.issue(&u, "203.0.113.1", [2; 32], 1003).is_ok());
+        let sig = sign_login(&k, &mine, &s, &u);
+        assert_eq!(
+            c.redeem(&mine, &u, &s, &sig, &k.verifying_key(), 2000),
+            Ok(())
         );
     }
 }

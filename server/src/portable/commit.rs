@@ -18,7 +18,13 @@ use super::service::{Portable, summary_of};
 use crate::clock::now_ms;
 use crate::error::AppError;
 use crate::metrics::Metrics;
-use crate::store::{Account, LogCommit, LogSummary, NewAccount};
+use crate::store::{Account, EvidenceCap, LogCommit, LogSummary, NewAccount};
+
+/// The most fork evidence kept per DID.
+pub const EVIDENCE_CAP: EvidenceCap = EvidenceCap {
+    ops: 64,
+    bytes: 256 * 1024,
+};
 
 /// The outcome of applying ops.
 #[derive(Debug, Clone)]
@@ -67,6 +73,8 @@ enum Intent<'a> {
     Bind {
         user_id: Option<&'a UserId>,
         mode: AccountMode,
+        /// The registration token a new account consumes (registration policy `token`).
+        token: Option<&'a str>,
     },
 }
 
@@ -110,15 +118,21 @@ impl Portable {
 
     /// Verifies `incoming` with the held log of `did`, then stores the log, binds `user_id`
     /// (when given) and re-issues attestations for every user ID bound here, in one
-    /// transaction. The log must name this server, be active, and claim `user_id`.
+    /// transaction. The log must name this server, be active, and claim `user_id`. A new
+    /// account consumes `token` (checked by the caller) in the same transaction.
     pub async fn bind_account(
         &self,
         did: &Did,
         incoming: &[Value],
         user_id: Option<&UserId>,
         mode: AccountMode,
+        token: Option<&str>,
     ) -> Result<VerifiedLog, AppError> {
-        let intent = Intent::Bind { user_id, mode };
+        let intent = Intent::Bind {
+            user_id,
+            mode,
+            token,
+        };
         Ok(self.read_verify_commit(did, incoming, intent).await?.log)
     }
 
@@ -150,9 +164,7 @@ impl Portable {
                 attestations: stored.clone(),
             });
         }
-        self.op_limits
-            .admit_ops(did.as_str(), &merged.accepted, now)
-            .map_err(|retry_after_ms| AppError::LimitExceeded { retry_after_ms })?;
+        self.admit(did, &held, &merged, intent, now).await?;
         let (commit, attestations) = self
             .decide(did, &held, &merged, intent, stored, now)
             .await?;
@@ -169,6 +181,26 @@ impl Portable {
             log: merged.log,
             attestations,
         })
+    }
+
+    /// The per-DID op limit, by arrival: signed ops from anyone count once the DID is
+    /// held (the first import of a DID is bounded per client address by the handler, and
+    /// a binding by the registration gate or the account's own login).
+    async fn admit(
+        &self,
+        did: &Did,
+        held: &Held,
+        merged: &MergeOutcome,
+        intent: Intent<'_>,
+        now: Millis,
+    ) -> Result<(), AppError> {
+        if !matches!(intent, Intent::Ops) || held.summary.is_none() {
+            return Ok(());
+        }
+        self.op_limits
+            .admit(&self.db, did, merged.accepted.len(), now)
+            .await?
+            .map_err(|retry_after_ms| AppError::LimitExceeded { retry_after_ms })
     }
 
     async fn read_held(&self, did: &Did) -> Result<Held, AppError> {
@@ -200,18 +232,21 @@ impl Portable {
             Err(e) => e,
         };
         if let Intent::Ops = intent {
-            self.record_refusal(did, incoming, &refusal).await?;
+            self.record_refusal(did, held, incoming, &refusal).await?;
         }
         Err(op_error(refusal))
     }
 
+    /// Counts a refusal; a fork of a log held here is kept as evidence, within
+    /// [`EVIDENCE_CAP`] per DID (forks of logs not held here are only counted).
     async fn record_refusal(
         &self,
         did: &Did,
+        held: &Held,
         incoming: &[Value],
         refusal: &PortableError,
     ) -> Result<(), AppError> {
-        if !matches!(refusal, PortableError::Fork { .. }) {
+        if !matches!(refusal, PortableError::Fork { .. }) || held.summary.is_none() {
             Metrics::add(&self.metrics.ops_refused, 1);
             return Ok(());
         }
@@ -221,7 +256,9 @@ impl Portable {
             .map(|o| (o.hash, o.value))
             .collect();
         let d = did.clone();
-        self.db.run(move |s| s.record_fork(&d, &evidence)).await?;
+        self.db
+            .run(move |s| s.record_fork(&d, &evidence, EVIDENCE_CAP))
+            .await?;
         tracing::warn!(%did, "refused ops that fork the log");
         Metrics::add(&self.metrics.forks_refused, 1);
         Ok(())
@@ -327,6 +364,7 @@ impl Portable {
         let Intent::Bind {
             user_id: Some(user_id),
             mode: AccountMode::CreateIfMissing,
+            token,
         } = intent
         else {
             return Ok(self.db.run(move |s| s.commit_log(commit)).await?);
@@ -349,7 +387,7 @@ impl Portable {
                         created_at: now,
                     },
                     session: None,
-                    registration_token: None,
+                    registration_token: token.map(str::to_owned),
                 };
                 self.db
                     .run(move |s| s.create_account_with_log(new, commit))

@@ -28,6 +28,10 @@ pub struct MigrateRequest {
     pub from: Option<String>,
     #[serde(default)]
     pub localpart: Option<String>,
+    /// A registration token, when the server's registration policy is `token` and the
+    /// migration creates a local account (spec/api.md).
+    #[serde(default)]
+    pub registration_token: Option<String>,
 }
 
 /// One step's outcome.
@@ -137,11 +141,16 @@ impl Portable {
     }
 
     /// Runs (or resumes) a migration: find the record, get the log, verify and bind it
-    /// (steps 1–5, one transaction), then forward it (step 6).
-    pub async fn migrate(&self, req: MigrateRequest) -> Result<Migration, AppError> {
+    /// (steps 1–5, one transaction), then forward it (step 6). A new local account consumes
+    /// `token` (the registration gate, checked by the caller) in the same transaction.
+    pub async fn migrate(
+        &self,
+        req: MigrateRequest,
+        token: Option<String>,
+    ) -> Result<Migration, AppError> {
         let target = Target::parse(&req, &self.server)?;
         let mut m = self.load_or_start(&target).await?;
-        let incoming = self.incoming_log(req.log, &target, &mut m).await?;
+        let incoming = self.incoming_log(req.log, &target).await?;
         // Verify the union with what is held, then account, log, attestations and
         // activation (binding) in one transaction. A repeat with a longer log adds the new ops.
         let log = self
@@ -150,6 +159,7 @@ impl Portable {
                 &incoming,
                 target.user_id.as_ref(),
                 AccountMode::CreateIfMissing,
+                token.as_deref(),
             )
             .await?;
         let st = &log.state;
@@ -187,13 +197,13 @@ impl Portable {
         }
     }
 
-    /// Step 1: the log — given, or fetched from the old server. A failed fetch is recorded
-    /// on the migration before the request fails.
+    /// Step 1: the log — given, or fetched from the old server. A failed fetch leaves no
+    /// record: only migrations that completed are stored, so strangers cannot fill the
+    /// store with failed ones.
     async fn incoming_log(
         &self,
         given: Option<Vec<Value>>,
         target: &Target,
-        m: &mut Migration,
     ) -> Result<Vec<Value>, AppError> {
         let given = given.unwrap_or_default();
         if !given.is_empty() {
@@ -206,17 +216,9 @@ impl Portable {
         };
         match self.federation.fetch_log(from, &target.did).await {
             Ok(ops) => Ok(ops),
-            Err(e) => {
-                m.step(
-                    "verify",
-                    "failed",
-                    Some(format!("could not fetch the log from {from}: {e}")),
-                );
-                self.save_migration(&target.did, m).await?;
-                Err(AppError::RoamUnreachable(format!(
-                    "Could not fetch the account log from {from}; send it in `log` instead"
-                )))
-            }
+            Err(e) => Err(AppError::RoamUnreachable(format!(
+                "Could not fetch the account log from {from} ({e}); send it in `log` instead"
+            ))),
         }
     }
 

@@ -14,7 +14,7 @@ use crate::error::{AppError, StageError};
 use crate::extract::{Authenticated, ClientIp, MatrixJson, QueryParams};
 use crate::secrets::{self, MAX_PASSWORD_BYTES};
 use crate::state::AppState;
-use crate::store::{Account, NewAccount, NewSession};
+use crate::store::{Account, NewAccount, NewSession, RefreshedTokens};
 use crate::uia::{self, Purpose};
 
 /// Longest device display name accepted (Synapse's limit).
@@ -27,6 +27,8 @@ pub struct RegisterBody {
     device_id: Option<Value>,
     initial_device_display_name: Option<Value>,
     inhibit_login: Option<Value>,
+    /// Matrix refresh tokens: `true` asks for one.
+    refresh_token: Option<Value>,
     auth: Option<Value>,
     /// A genesis op: the account is created with this portable identity (spec/api.md).
     #[serde(rename = "org.roam.genesis")]
@@ -76,9 +78,9 @@ pub async fn register(
     let (session, mut reply) = match fields.inhibit_login {
         true => (None, json!({"user_id": user_id})),
         false => {
-            let (token, session) = new_session(fields.device_id, fields.display_name, &ip, now);
-            let reply =
-                json!({"user_id": user_id, "access_token": token, "device_id": session.device_id});
+            let device = (fields.device_id, fields.display_name);
+            let (mut reply, session) = new_session(&state, device, fields.refresh, &ip, now);
+            reply["user_id"] = json!(user_id);
             (Some(session), reply)
         }
     };
@@ -118,6 +120,7 @@ fn check_registration_kind(query: &QueryParams) -> Result<(), AppError> {
 struct RegisterFields {
     password: Option<String>,
     inhibit_login: bool,
+    refresh: bool,
     device_id: Option<DeviceId>,
     display_name: Option<String>,
 }
@@ -143,6 +146,7 @@ impl RegisterFields {
         Ok(Self {
             password,
             inhibit_login,
+            refresh: bool_field(body.refresh_token.as_ref(), "refresh_token")?,
             device_id: opt_device_id(&body.device_id)?,
             display_name: opt_display_name(&body.initial_device_display_name)?,
         })
@@ -159,22 +163,85 @@ async fn available_user_id(state: &AppState, name: &str) -> Result<UserId, AppEr
     Ok(user_id)
 }
 
-/// A new session: the device (given or generated) and a fresh access token.
+/// An optional boolean field (absent or null: false).
+fn bool_field(v: Option<&Value>, name: &str) -> Result<bool, AppError> {
+    match v {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(AppError::BadJson(format!("{name} must be a boolean"))),
+    }
+}
+
+/// A new session: the device (given or generated), a fresh access token (expiring after
+/// `access_token_lifetime_ms` when configured) and, when asked for, a refresh token. Returns
+/// the answer's token fields and what to store (hashes only).
 fn new_session(
-    device_id: Option<DeviceId>,
-    display_name: Option<String>,
+    state: &AppState,
+    (device_id, display_name): (Option<DeviceId>, Option<String>),
+    refresh: bool,
     ip: &ClientIp,
     now: u64,
-) -> (String, NewSession) {
+) -> (Value, NewSession) {
     let (token, token_hash) = secrets::new_access_token();
+    let lifetime = state.config().access_token_lifetime_ms;
     let session = NewSession {
         device_id: device_id.unwrap_or_else(new_device_id),
         display_name,
         token_hash,
+        expires_at: lifetime.map(|l| now.saturating_add(l)),
+        refresh_hash: None,
         ip: ip.0.clone(),
         now,
     };
-    (token, session)
+    let mut reply = json!({"access_token": token, "device_id": session.device_id});
+    let mut session = session;
+    if refresh {
+        let (refresh_token, hash) = secrets::new_refresh_token();
+        reply["refresh_token"] = json!(refresh_token);
+        session.refresh_hash = Some(hash);
+    }
+    if let Some(l) = lifetime {
+        reply["expires_in_ms"] = json!(l);
+    }
+    (reply, session)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RefreshBody {
+    refresh_token: Option<Value>,
+}
+
+/// `POST /refresh`: a refresh token (single use) for a new access token and a new refresh
+/// token; the old ones stop working. Unknown or used: `401 M_UNKNOWN_TOKEN`.
+pub async fn refresh(
+    State(state): State<AppState>,
+    MatrixJson(body): MatrixJson<RefreshBody>,
+) -> Result<Json<Value>, AppError> {
+    let old = match opt_string(&body.refresh_token, "refresh_token")? {
+        Some(t) => secrets::token_hash(&t),
+        None => {
+            return Err(AppError::MissingParam(
+                "Missing param: refresh_token".into(),
+            ));
+        }
+    };
+    let (token, token_hash) = secrets::new_access_token();
+    let (refresh_token, refresh_hash) = secrets::new_refresh_token();
+    let now = now_ms();
+    let lifetime = state.config().access_token_lifetime_ms;
+    let new = RefreshedTokens {
+        token_hash,
+        expires_at: lifetime.map(|l| now.saturating_add(l)),
+        refresh_hash,
+        now,
+    };
+    let owner = state.db(move |s| s.refresh_session(&old, new)).await?;
+    owner.ok_or(AppError::UnknownToken)?;
+    let mut reply = json!({"access_token": token, "refresh_token": refresh_token});
+    if let Some(l) = lifetime {
+        reply["expires_in_ms"] = json!(l);
+    }
+    Ok(Json(reply))
 }
 
 /// Verifies a registration's genesis op: it must name the requested user ID (when one was
@@ -263,6 +330,51 @@ async fn run_registration_uia(
         other => Err(StageError::UnrecognizedType(other.to_owned())),
     };
     state.uia().finish(attempt, flows, outcome)
+}
+
+/// The registration gate of every other way a local account is created (a migration that
+/// creates one, spec/api.md): `closed` refuses, `token` needs a usable registration token,
+/// which is returned to be consumed with the account.
+pub(crate) async fn registration_gate(
+    state: &AppState,
+    token: Option<&str>,
+) -> Result<Option<String>, AppError> {
+    match state.config().registration {
+        RegistrationMode::Open => Ok(None),
+        RegistrationMode::Closed => {
+            Err(AppError::Forbidden("Registration has been disabled".into()))
+        }
+        RegistrationMode::Token => {
+            let Some(token) = token else {
+                return Err(AppError::Forbidden(
+                    "This server needs a registration token: send `registration_token`".into(),
+                ));
+            };
+            let lookup = token.to_owned();
+            let found = state.db(move |s| s.registration_token(&lookup)).await?;
+            match found.is_some_and(|t| t.is_usable(now_ms())) {
+                true => Ok(Some(token.to_owned())),
+                false => Err(AppError::Forbidden("Invalid registration token".into())),
+            }
+        }
+    }
+}
+
+/// Checks that a user ID a signed log claims could have been registered here: a localpart
+/// of the strict grammar (lower case) that is not all digits (reserved, as in `/register`).
+pub(crate) fn check_new_user_id(user_id: &UserId) -> Result<(), AppError> {
+    let local = user_id.localpart();
+    if local.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(AppError::InvalidUsername(
+            "Numeric user IDs are reserved for guest users.".into(),
+        ));
+    }
+    if !user_id.is_strict() {
+        return Err(AppError::InvalidUsername(
+            "User ID can only contain characters a-z, 0-9, or '=_-./+'".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Lower-cases and checks a requested localpart the way Synapse does, with its messages.
@@ -365,6 +477,7 @@ pub async fn login(
         .login_per_ip
         .check(ip.key())
         .map_err(|retry_after_ms| AppError::LimitExceeded { retry_after_ms })?;
+    let refresh = bool_field(body.rest.get("refresh_token"), "refresh_token")?;
     let rest = Value::Object(body.rest);
     let (user, password) = if key_login {
         (uia::login_user(&rest)?, None)
@@ -394,17 +507,15 @@ pub async fn login(
         None => state.portable().check_key_proof(&user_id, &rest).await?,
     }
 
-    let (token, session) = new_session(device_id, display_name, &ip, now_ms());
-    let device_id = session.device_id.clone();
+    let device = (device_id, display_name);
+    let (mut reply, session) = new_session(&state, device, refresh, &ip, now_ms());
     let who = user_id.clone();
     state.db(move |s| s.create_session(&who, session)).await?;
-    Ok(Json(json!({
-        "user_id": user_id,
-        "access_token": token,
-        "device_id": device_id,
-        "home_server": state.config().server_name,
-        "well_known": {"m.homeserver": {"base_url": format!("{}/", state.config().public_base_url)}},
-    })))
+    reply["user_id"] = json!(user_id);
+    reply["home_server"] = json!(state.config().server_name);
+    reply["well_known"] =
+        json!({"m.homeserver": {"base_url": format!("{}/", state.config().public_base_url)}});
+    Ok(Json(reply))
 }
 
 /// The local user a login names, from `@alice:server` or `alice`. Anything that cannot be

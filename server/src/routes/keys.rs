@@ -21,7 +21,9 @@ use crate::clock::now_ms;
 use crate::error::AppError;
 use crate::extract::{Authenticated, MatrixJson, QueryParams};
 use crate::state::AppState;
-use crate::store::{CrossSigningKind, KeySignature, KeysUpload, OneTimeKey, Store, StoreResult};
+use crate::store::{
+    CrossSigningKind, KeySignature, KeysUpload, OneTimeKey, SigningSnapshot, Store, StoreResult,
+};
 use crate::uia::Purpose;
 
 /// Most one-time keys accepted in one upload (clients send ~50).
@@ -524,28 +526,59 @@ pub struct DeviceSigningBody {
 }
 
 /// `POST /keys/device_signing/upload`. The first upload needs no UIA; replacing existing keys
-/// needs the password, and re-uploading identical keys is a no-op (as in Synapse).
+/// needs the password, and re-uploading identical keys is a no-op (as in Synapse). The store
+/// writes only if the keys are still those checked here, so two uploads racing cannot
+/// replace keys without UIA: the loser checks again against what the winner stored.
 pub async fn device_signing_upload(
     State(state): State<AppState>,
     auth: Authenticated,
     MatrixJson(body): MatrixJson<DeviceSigningBody>,
 ) -> Result<Json<Value>, AppError> {
-    let user = auth.user_id.clone();
-    let u = user.clone();
-    let existing = state.db(move |s| s.cross_signing_keys(&u)).await?;
+    let mut authorised = false;
+    for _ in 0..4 {
+        let u = auth.user_id.clone();
+        let existing = state.db(move |s| s.cross_signing_keys(&u)).await?;
+        let Some(uploads) = checked_uploads(&body, &auth.user_id, &existing)? else {
+            return Ok(Json(json!({})));
+        };
+        if !existing.is_empty() && !authorised {
+            let purpose = Purpose::CrossSigning(auth.user_id.clone());
+            require_password_uia_for(&state, &auth, body.auth.as_ref(), purpose).await?;
+            authorised = true;
+        }
+        let user = auth.user_id.clone();
+        let stored = state
+            .db(move |s| s.put_cross_signing_keys(&user, uploads, &existing, now_ms()))
+            .await?;
+        if stored {
+            return Ok(Json(json!({})));
+        }
+    }
+    Err(AppError::LimitExceeded {
+        retry_after_ms: 1000,
+    })
+}
+
+/// The keys of an upload, checked against the stored ones: `None` when there is nothing to
+/// do (no keys, or the same keys again).
+fn checked_uploads(
+    body: &DeviceSigningBody,
+    user: &UserId,
+    existing: &BTreeMap<CrossSigningKind, Value>,
+) -> Result<Option<Vec<(CrossSigningKind, Value)>>, AppError> {
     let mut uploads: Vec<(CrossSigningKind, Value)> = Vec::new();
     for (kind, key) in [
-        (CrossSigningKind::Master, body.master_key),
-        (CrossSigningKind::SelfSigning, body.self_signing_key),
-        (CrossSigningKind::UserSigning, body.user_signing_key),
+        (CrossSigningKind::Master, &body.master_key),
+        (CrossSigningKind::SelfSigning, &body.self_signing_key),
+        (CrossSigningKind::UserSigning, &body.user_signing_key),
     ] {
-        if let Some(key) = key.filter(|k| !k.is_null()) {
-            check_cross_signing_key(&key, kind, &user)?;
-            uploads.push((kind, key));
+        if let Some(key) = key.as_ref().filter(|k| !k.is_null()) {
+            check_cross_signing_key(key, kind, user)?;
+            uploads.push((kind, key.clone()));
         }
     }
     if uploads.is_empty() {
-        return Ok(Json(json!({})));
+        return Ok(None);
     }
     let master = uploads
         .iter()
@@ -561,7 +594,7 @@ pub async fn device_signing_upload(
     let master_key_id = KeyId::ed25519(&master_public).map_err(|e| invalid(e.to_string()))?;
     for (kind, key) in &uploads {
         if *kind != CrossSigningKind::Master {
-            verify_signature(key, &user, &master_key_id, &master_key).map_err(|e| {
+            verify_signature(key, user, &master_key_id, &master_key).map_err(|e| {
                 AppError::InvalidSignature(format!(
                     "{}_key must be signed by the master key: {e}",
                     kind.as_str()
@@ -572,22 +605,7 @@ pub async fn device_signing_upload(
     let unchanged = uploads
         .iter()
         .all(|(kind, key)| existing.get(kind) == Some(key));
-    if unchanged {
-        return Ok(Json(json!({})));
-    }
-    if !existing.is_empty() {
-        require_password_uia_for(
-            &state,
-            &auth,
-            body.auth.as_ref(),
-            Purpose::CrossSigning(user.clone()),
-        )
-        .await?;
-    }
-    state
-        .db(move |s| s.put_cross_signing_keys(&user, uploads, now_ms()))
-        .await?;
-    Ok(Json(json!({})))
+    Ok((!unchanged).then_some(uploads))
 }
 
 /// `POST /keys/signatures/upload`. Each signature is checked on its own; the ones that fail
@@ -601,69 +619,108 @@ pub async fn signatures_upload(
     let own_server = state.config().server_name.clone();
     let result = state
         .db(move |s| {
-            let signer = Signer::load(s, me, own_server)?;
-            let mut accepted = Vec::new();
-            let mut failures: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
-            for (user, keys) in &body {
-                let Some(keys) = keys.as_object() else {
-                    let e = AppError::BadJson("Expected an object of keys".into());
+            // Checked against one snapshot and stored only if it still holds; a key that
+            // changed meanwhile means checking again.
+            for _ in 0..4 {
+                if let Some(answer) = sign_once(s, &body, &me, &own_server)? {
+                    return Ok(Some(answer));
+                }
+            }
+            Ok(None)
+        })
+        .await?;
+    result.map(Json).ok_or(AppError::LimitExceeded {
+        retry_after_ms: 1000,
+    })
+}
+
+/// One attempt at a signature upload: `None` when the keys changed between the check and
+/// the write.
+fn sign_once(
+    s: &dyn Store,
+    body: &Map<String, Value>,
+    me: &UserId,
+    own_server: &ServerName,
+) -> StoreResult<Option<Value>> {
+    let others: Vec<UserId> = body
+        .keys()
+        .filter_map(|u| UserId::parse(u).ok())
+        .filter(|u| u != me && u.server_name() == *own_server)
+        .collect();
+    let signer = Signer::load(s, me.clone(), own_server.clone(), &others)?;
+    let mut accepted = Vec::new();
+    let mut failures: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    for (user, keys) in body {
+        let Some(keys) = keys.as_object() else {
+            let e = AppError::BadJson("Expected an object of keys".into());
+            failures
+                .entry(user.clone())
+                .or_default()
+                .insert("*".into(), e.failure_entry());
+            continue;
+        };
+        for (target_key, signed_obj) in keys {
+            match signer.check(user, target_key, signed_obj) {
+                Ok(sigs) => accepted.extend(sigs),
+                Err(e) => {
                     failures
                         .entry(user.clone())
                         .or_default()
-                        .insert("*".into(), e.failure_entry());
-                    continue;
-                };
-                for (target_key, signed_obj) in keys {
-                    match signer.check(user, target_key, signed_obj) {
-                        Ok(sigs) => accepted.extend(sigs),
-                        Err(e) => {
-                            failures
-                                .entry(user.clone())
-                                .or_default()
-                                .insert(target_key.clone(), e.failure_entry());
-                        }
-                    }
+                        .insert(target_key.clone(), e.failure_entry());
                 }
             }
-            if !accepted.is_empty() {
-                s.add_key_signatures(accepted, now_ms())?;
-            }
-            Ok(json!({"failures": failures}))
-        })
-        .await?;
-    Ok(Json(result))
+        }
+    }
+    if !accepted.is_empty()
+        && !s.add_key_signatures_if(accepted, &signer.snapshot, &others, now_ms())?
+    {
+        return Ok(None);
+    }
+    Ok(Some(json!({"failures": failures})))
 }
 
-/// The uploader's side of a signature upload: who signs, and the keys that may sign what.
-struct Signer<'s> {
-    store: &'s dyn Store,
+/// The uploader's side of a signature upload: who signs, and the keys that may sign what,
+/// from one read transaction (so the checks see one consistent state of the keys).
+struct Signer {
     me: UserId,
     own_server: ServerName,
     my_devices: HashMap<String, Value>,
     mine: BTreeMap<CrossSigningKind, Value>,
     self_signing: Option<(KeyId, VerifyingKey)>,
     user_signing: Option<(KeyId, VerifyingKey)>,
+    /// Other local users' cross-signing keys, by user ID.
+    others: BTreeMap<String, BTreeMap<CrossSigningKind, Value>>,
+    /// What was read, to store the signatures only if it still holds.
+    snapshot: SigningSnapshot,
 }
 
 /// The stored object a signature is made on, and the keys allowed to make it.
 type Target = (Value, Vec<(KeyId, VerifyingKey)>);
 
-impl<'s> Signer<'s> {
-    fn load(store: &'s dyn Store, me: UserId, own_server: ServerName) -> StoreResult<Self> {
-        let mine = store.cross_signing_keys(&me)?;
+impl Signer {
+    fn load(
+        store: &dyn Store,
+        me: UserId,
+        own_server: ServerName,
+        others: &[UserId],
+    ) -> StoreResult<Self> {
+        let snapshot = store.signing_snapshot(&me, others)?;
+        let kept = snapshot.clone();
+        let mine = snapshot.mine;
         let my_key = |kind| -> Option<(KeyId, VerifyingKey)> {
             let public = cross_signing_public(mine.get(&kind)?)?;
             Some((KeyId::ed25519(public).ok()?, ed25519_key(public)?))
         };
         let self_signing = my_key(CrossSigningKind::SelfSigning);
         let user_signing = my_key(CrossSigningKind::UserSigning);
-        let my_devices = store
-            .device_keys(&me, &[])?
+        let my_devices = snapshot
+            .my_devices
             .into_iter()
-            .map(|(d, k)| (d.device_id.to_string(), k))
+            .map(|(d, k)| (d.to_string(), k))
             .collect();
         Ok(Self {
-            store,
+            snapshot: kept,
+            others: snapshot.others,
             me,
             own_server,
             my_devices,
@@ -759,9 +816,10 @@ impl<'s> Signer<'s> {
             .user_signing
             .clone()
             .ok_or_else(|| AppError::InvalidSignature("No user-signing key uploaded".into()))?;
-        let theirs = self.store.cross_signing_keys(target_user)?;
-        let master = theirs
-            .get(&CrossSigningKind::Master)
+        let master = self
+            .others
+            .get(target_user.as_str())
+            .and_then(|theirs| theirs.get(&CrossSigningKind::Master))
             .filter(|m| cross_signing_public(m) == Some(target_key))
             .cloned()
             .ok_or_else(|| AppError::NotFound("Unknown key".into()))?;

@@ -22,6 +22,7 @@ fn client_routes() -> Router<AppState> {
         .route("/register", post(account::register))
         .route("/register/available", get(account::register_available))
         .route("/login", get(account::login_flows).post(account::login))
+        .route("/refresh", post(account::refresh))
         .route("/account/whoami", get(account::whoami))
         .route("/logout", post(account::logout))
         .route("/logout/all", post(account::logout_all))

@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use rand_core::{OsRng, RngCore};
 use roam_identity_core::log::SignedOp;
-use roam_identity_core::{Did, UserId, canonical};
+use roam_identity_core::{Did, Localpart, UserId, canonical};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -18,7 +18,17 @@ use crate::extract::{
 };
 use crate::portable::commit::AccountMode;
 use crate::portable::migrate::MigrateRequest;
+use crate::routes::account;
 use crate::state::AppState;
+
+/// The per-IP registration limit, shared by every way an account or a DID arrives.
+fn register_limit(state: &AppState, ip: &ClientIp) -> Result<(), AppError> {
+    state
+        .limiters()
+        .register_per_ip
+        .check(ip.key())
+        .map_err(|retry_after_ms| AppError::LimitExceeded { retry_after_ms })
+}
 
 fn parse_did(s: &str) -> Result<Did, AppError> {
     Did::parse(s).map_err(|e| AppError::InvalidParam(format!("Invalid DID: {e}")))
@@ -101,9 +111,12 @@ pub async fn account_log(
     ))
 }
 
-/// `POST /_roam/v1/accounts/{did}/ops`.
+/// `POST /_roam/v1/accounts/{did}/ops`. A DID this server does not hold yet costs the
+/// client address a registration (the per-IP registration limit): new DIDs are free to
+/// make, so they are what a flood would be made of.
 pub async fn post_ops(
     State(state): State<AppState>,
+    ip: ClientIp,
     PathParam(did): PathParam,
     RawBody(body): RawBody,
 ) -> Result<Json<Value>, AppError> {
@@ -111,6 +124,10 @@ pub async fn post_ops(
     let ops = ops_body(&body)?;
     if ops.is_empty() {
         return Err(AppError::BadJson("`ops` is empty".into()));
+    }
+    let d = did.clone();
+    if state.db(move |s| s.log_summary(&d)).await?.is_none() {
+        register_limit(&state, &ip)?;
     }
     state
         .portable()
@@ -189,7 +206,7 @@ pub async fn login_challenge(
     let (challenge, expires_at) = state
         .portable()
         .challenges
-        .issue(&user, random, now_ms())
+        .issue(&user, ip.key(), random, now_ms())
         .map_err(|_| AppError::LimitExceeded {
             retry_after_ms: 1000,
         })?;
@@ -199,11 +216,17 @@ pub async fn login_challenge(
 }
 
 /// `POST /_roam/v1/account/did`: an existing account adopts a DID with a log that claims it.
+///
+/// The account already passed the registration gate when it was created, so the policy is
+/// not asked again; the per-IP registration limit applies, and the store refuses (inside
+/// the write transaction) a user ID bound to another DID meanwhile.
 pub async fn adopt_did(
     State(state): State<AppState>,
+    ip: ClientIp,
     auth: Authenticated,
     RawBody(body): RawBody,
 ) -> Result<Json<Value>, AppError> {
+    register_limit(&state, &ip)?;
     let ops = ops_body(&body)?;
     let first = ops
         .first()
@@ -219,7 +242,7 @@ pub async fn adopt_did(
     }
     let log = state
         .portable()
-        .bind_account(&did, &ops, Some(&auth.user_id), AccountMode::Existing)
+        .bind_account(&did, &ops, Some(&auth.user_id), AccountMode::Existing, None)
         .await?;
     let st = &log.state;
     let d = did.clone();
@@ -229,17 +252,43 @@ pub async fn adopt_did(
     ))
 }
 
-/// `POST /_roam/v1/migrate`.
+/// `POST /_roam/v1/migrate`: rate-limited per client address like `/register`; a
+/// migration that creates a local account passes the registration gate first.
 pub async fn start_migration(
     State(state): State<AppState>,
+    ip: ClientIp,
     RawBody(body): RawBody,
 ) -> Result<Json<Value>, AppError> {
+    register_limit(&state, &ip)?;
     let value = strict_json(&body)?;
     let req: MigrateRequest = from_body_value(value)?;
-    let m = state.portable().migrate(req).await?;
+    let token = migration_gate(&state, &req).await?;
+    let m = state.portable().migrate(req, token).await?;
     Ok(Json(
         serde_json::to_value(m).map_err(|e| AppError::Internal(e.to_string()))?,
     ))
+}
+
+/// The registration gate of a migration that would create a local account (spec/api.md):
+/// the user ID must be one `/register` could have made, and the policy must allow it.
+/// Returns the registration token to consume with the account.
+async fn migration_gate(
+    state: &AppState,
+    req: &MigrateRequest,
+) -> Result<Option<String>, AppError> {
+    let Some(localpart) = req.localpart.as_deref() else {
+        return Ok(None);
+    };
+    let user_id = Localpart::parse(localpart)
+        .and_then(|l| UserId::new(&l, &state.config().server_name))
+        .map_err(|e| AppError::InvalidUsername(e.to_string()))?;
+    let u = user_id.clone();
+    if state.db(move |s| s.account(&u)).await?.is_some() {
+        // Resuming (the store checks the account is bound to this DID), not creating.
+        return Ok(None);
+    }
+    account::check_new_user_id(&user_id)?;
+    account::registration_gate(state, req.registration_token.as_deref()).await
 }
 
 /// `GET /_roam/v1/migrate/{id}`.

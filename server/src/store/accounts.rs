@@ -11,7 +11,8 @@ use super::error::StoreResult;
 use super::logs::LogStore;
 use super::records::{
     Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,
-    OldServerKey, OneTimeKey, RegistrationToken, ServerKeyRecord, TokenOwner,
+    OldServerKey, OneTimeKey, RefreshedTokens, RegistrationToken, ServerKeyRecord, SigningSnapshot,
+    TokenOwner,
 };
 
 /// The durable state of one homeserver.
@@ -36,6 +37,14 @@ pub trait Store: LogStore + Send + Sync + std::fmt::Debug + 'static {
     /// Logs in: creates the device if needed, otherwise revokes its previous token.
     fn create_session(&self, user_id: &UserId, session: NewSession) -> StoreResult<()>;
     fn token_owner(&self, token_hash: &[u8; 32]) -> StoreResult<Option<TokenOwner>>;
+    /// Redeems a refresh token (single use): its session gets `new` access and refresh
+    /// tokens in place of the old ones, in one transaction. `None` for an unknown (or
+    /// already used) refresh token.
+    fn refresh_session(
+        &self,
+        refresh_hash: &[u8; 32],
+        new: RefreshedTokens,
+    ) -> StoreResult<Option<TokenOwner>>;
     /// Deletes devices with their tokens and end-to-end keys. Unknown IDs are ignored.
     fn delete_devices(&self, user_id: &UserId, devices: &[DeviceId]) -> StoreResult<()>;
     /// Deletes every device of the user (`/logout/all`).
@@ -85,12 +94,29 @@ pub trait Store: LogStore + Send + Sync + std::fmt::Debug + 'static {
         &self,
         user_id: &UserId,
     ) -> StoreResult<BTreeMap<CrossSigningKind, Value>>;
+    /// Stores cross-signing keys if the user's stored keys are still `expected` (what the
+    /// caller checked, and authorised with UIA when it replaces keys); returns false and
+    /// writes nothing when they changed meanwhile.
     fn put_cross_signing_keys(
         &self,
         user_id: &UserId,
         keys: Vec<(CrossSigningKind, Value)>,
+        expected: &BTreeMap<CrossSigningKind, Value>,
         now: Millis,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
+    /// One user's cross-signing keys and device keys, plus other users' cross-signing keys,
+    /// read in one transaction (a consistent snapshot for checking signature uploads).
+    fn signing_snapshot(&self, me: &UserId, others: &[UserId]) -> StoreResult<SigningSnapshot>;
+    /// Stores signatures (all by one uploader) if the uploader's snapshot (with `others`)
+    /// is still `expected`, the state they were checked against; returns false and writes
+    /// nothing when a key changed meanwhile.
+    fn add_key_signatures_if(
+        &self,
+        signatures: Vec<KeySignature>,
+        expected: &SigningSnapshot,
+        others: &[UserId],
+        now: Millis,
+    ) -> StoreResult<bool>;
     /// Stores signatures on keys and marks the targets' key lists as changed.
     fn add_key_signatures(&self, signatures: Vec<KeySignature>, now: Millis) -> StoreResult<()>;
     /// Signatures stored for `target_user`'s keys.

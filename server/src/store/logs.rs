@@ -34,7 +34,8 @@ pub struct LogCommit {
     pub summary: LogSummary,
     /// Replaces the issued attestations when `Some`.
     pub attestations: Option<Vec<Value>>,
-    /// Local user IDs to bind to the DID.
+    /// Local user IDs to bind to the DID. A user ID bound to another DID is refused
+    /// ([`super::error::StoreError::UserInUse`]), checked inside the write transaction.
     pub bind: Vec<UserId>,
     /// Local user IDs to unbind (released).
     pub unbind: Vec<UserId>,
@@ -69,8 +70,14 @@ pub trait LogStore {
     /// Creates an account (and session, consuming a registration token) together with its
     /// log, binding and attestations, in one transaction.
     fn create_account_with_log(&self, new: NewAccount, commit: LogCommit) -> StoreResult<()>;
-    /// Keeps ops refused as equivocation, as evidence.
-    fn record_fork(&self, did: &Did, ops: &[(OpHash, Value)]) -> StoreResult<()>;
+    /// Keeps ops refused as equivocation, as evidence, while the DID's evidence stays
+    /// within `cap` (ops and bytes); ops beyond it are dropped. Returns how many were kept.
+    fn record_fork(
+        &self,
+        did: &Did,
+        ops: &[(OpHash, Value)],
+        cap: EvidenceCap,
+    ) -> StoreResult<usize>;
     /// Fork evidence held for `did`.
     fn fork_evidence(&self, did: &Did) -> StoreResult<Vec<Value>>;
     /// Ops stored after `after`, at most `limit`, in storage order.
@@ -81,4 +88,17 @@ pub trait LogStore {
     fn migration_of(&self, did: &Did) -> StoreResult<Option<Value>>;
     /// Stores a migration record (and makes it the DID's latest).
     fn put_migration(&self, id: &str, did: &Did, record: &Value) -> StoreResult<()>;
+    /// Reads the arrival times of `did`'s recent ops, lets `update` change them, and
+    /// stores the result when `update` returns true: the per-DID op windows, durable.
+    fn update_op_window(&self, did: &Did, update: &mut OpWindowUpdate<'_>) -> StoreResult<()>;
+}
+
+/// A change to one DID's op window: its arrival times (ms), oldest first.
+pub type OpWindowUpdate<'a> = dyn FnMut(&mut Vec<Millis>) -> bool + Send + 'a;
+
+/// The most fork evidence kept per DID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvidenceCap {
+    pub ops: usize,
+    pub bytes: usize,
 }

@@ -28,9 +28,10 @@ pub mod tables;
 pub use accounts::Store;
 pub use db::Db;
 pub use error::{BoxError, StoreError, StoreResult};
-pub use logs::{ExportedOp, LogCommit, LogStore, LogSummary};
+pub use logs::{EvidenceCap, ExportedOp, LogCommit, LogStore, LogSummary, OpWindowUpdate};
 pub use records::{
     Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,
-    OldServerKey, OneTimeKey, RegistrationToken, ServerKeyRecord, TokenOwner,
+    OldServerKey, OneTimeKey, RefreshedTokens, RegistrationToken, ServerKeyRecord, SigningSnapshot,
+    TokenOwner,
 };
 pub use redb_database::RedbStore;

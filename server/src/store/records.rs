@@ -59,6 +59,10 @@ pub struct NewSession {
     pub display_name: Option<String>,
     /// sha256 of the access token. The token itself is never stored.
     pub token_hash: [u8; 32],
+    /// When the access token stops working (`None`: never).
+    pub expires_at: Option<Millis>,
+    /// sha256 of the session's refresh token, when the client asked for one.
+    pub refresh_hash: Option<[u8; 32]>,
     pub ip: Option<String>,
     pub now: Millis,
 }
@@ -68,11 +72,15 @@ pub struct NewSession {
 pub struct TokenOwner {
     pub user_id: UserId,
     pub device_id: DeviceId,
+    /// When the access token stops working (`None`: never).
+    pub expires_at: Option<Millis>,
 }
 
 /// A registration token as managed by `roam admin token`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistrationToken {
+    /// When creating: the token. When read back: its ID (the first eight hex digits of its
+    /// sha256): the store keeps only the hash.
     pub token: String,
     /// `None` = unlimited.
     pub uses_allowed: Option<u32>,
@@ -135,4 +143,25 @@ pub struct KeySignature {
     pub signer_user: UserId,
     pub signer_key_id: String,
     pub signature: String,
+}
+
+/// What checking a signature upload reads, from one read transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SigningSnapshot {
+    /// The uploader's cross-signing keys.
+    pub mine: std::collections::BTreeMap<CrossSigningKind, Value>,
+    /// The uploader's device keys, by device ID.
+    pub my_devices: Vec<(DeviceId, Value)>,
+    /// Other users' cross-signing keys, by user ID.
+    pub others:
+        std::collections::BTreeMap<String, std::collections::BTreeMap<CrossSigningKind, Value>>,
+}
+
+/// The tokens a refresh hands out in place of the old ones (hashes only).
+#[derive(Debug, Clone)]
+pub struct RefreshedTokens {
+    pub token_hash: [u8; 32],
+    pub expires_at: Option<Millis>,
+    pub refresh_hash: [u8; 32],
+    pub now: Millis,
 }

@@ -8,6 +8,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, WriteTran
 use roam_identity_core::UserId;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
 
 use super::error::{StoreError, StoreResult};
 use super::records::{NewAccount, NewSession};
@@ -92,6 +93,7 @@ impl RedbStore {
                 }
             }
         }
+        hash_plain_registration_tokens(&txn)?;
         txn.commit()?;
         Ok(Self { db })
     }
@@ -115,6 +117,32 @@ impl RedbStore {
         txn.commit()?;
         Ok(out)
     }
+}
+
+/// The stored key of a registration token: hex sha256. The token itself is never stored,
+/// and a lookup compares hashes, not secret bytes.
+pub(super) fn token_key(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Re-keys registration tokens stored in the clear (by earlier versions) by their hash.
+fn hash_plain_registration_tokens(txn: &WriteTransaction) -> StoreResult<()> {
+    let mut table = txn.open_table(t::REGISTRATION_TOKENS)?;
+    let mut plain = Vec::new();
+    for entry in table.iter()? {
+        let (k, v) = entry?;
+        let key = k.value();
+        let hashed = key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hashed {
+            plain.push((key.to_owned(), v.value().to_owned()));
+        }
+    }
+    for (token, row) in plain {
+        table.remove(token.as_str())?;
+        let key = token_key(&token);
+        table.insert(key.as_str(), row.as_str())?;
+    }
+    Ok(())
 }
 
 pub(super) fn decode_u64(bytes: &[u8]) -> StoreResult<u64> {
@@ -156,7 +184,8 @@ pub(super) fn insert_account(txn: &WriteTransaction, new: NewAccount) -> StoreRe
     }
     if let Some(token) = registration_token.as_deref() {
         let mut tokens = txn.open_table(t::REGISTRATION_TOKENS)?;
-        let mut row: t::RegistrationTokenRow = match tokens.get(token)? {
+        let key = token_key(token);
+        let mut row: t::RegistrationTokenRow = match tokens.get(key.as_str())? {
             Some(v) => from_json(v.value())?,
             None => return Err(StoreError::TokenInvalid),
         };
@@ -166,7 +195,7 @@ pub(super) fn insert_account(txn: &WriteTransaction, new: NewAccount) -> StoreRe
             return Err(StoreError::TokenInvalid);
         }
         row.completed += 1;
-        tokens.insert(token, to_json(&row)?.as_str())?;
+        tokens.insert(key.as_str(), to_json(&row)?.as_str())?;
     }
     if let Some(session) = session {
         put_session(txn, &account.user_id, session)?;
@@ -182,6 +211,7 @@ pub(super) fn put_session(
 ) -> StoreResult<()> {
     let mut devices = txn.open_table(t::DEVICES)?;
     let mut tokens = txn.open_table(t::ACCESS_TOKENS)?;
+    let mut refresh = txn.open_table(t::REFRESH_TOKENS)?;
     let key = (user_id.as_str(), s.device_id.as_str());
     let existing: Option<t::DeviceRow> = devices
         .get(key)?
@@ -193,10 +223,15 @@ pub(super) fn put_session(
                 let old = hex::decode(&old).map_err(StoreError::corrupt("token hash"))?;
                 tokens.remove(old.as_slice())?;
             }
+            if let Some(old) = row.refresh_hash.take() {
+                let old = hex::decode(&old).map_err(StoreError::corrupt("token hash"))?;
+                refresh.remove(old.as_slice())?;
+            }
             if s.display_name.is_some() {
                 row.display_name = s.display_name;
             }
             row.token_hash = Some(hex::encode(s.token_hash));
+            row.refresh_hash = s.refresh_hash.map(hex::encode);
             row.last_seen_ip = s.ip;
             row.last_seen_ts = Some(s.now);
             row
@@ -205,15 +240,21 @@ pub(super) fn put_session(
             display_name: s.display_name,
             created_at: s.now,
             token_hash: Some(hex::encode(s.token_hash)),
+            refresh_hash: s.refresh_hash.map(hex::encode),
             last_seen_ip: s.ip,
             last_seen_ts: Some(s.now),
         },
     };
     devices.insert(key, to_json(&row)?.as_str())?;
-    let owner = t::TokenRow {
+    let mut owner = t::TokenRow {
         user_id: user_id.as_str().to_owned(),
         device_id: s.device_id.as_str().to_owned(),
+        expires_at: None,
     };
+    if let Some(hash) = s.refresh_hash {
+        refresh.insert(hash.as_slice(), to_json(&owner)?.as_str())?;
+    }
+    owner.expires_at = s.expires_at;
     tokens.insert(s.token_hash.as_slice(), to_json(&owner)?.as_str())?;
     Ok(())
 }

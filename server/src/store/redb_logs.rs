@@ -5,7 +5,7 @@ use roam_identity_core::{Did, OpHash, ServerName, UserId};
 use serde_json::Value;
 
 use super::error::{StoreError, StoreResult};
-use super::logs::{ExportedOp, LogCommit, LogStore, LogSummary};
+use super::logs::{EvidenceCap, ExportedOp, LogCommit, LogStore, LogSummary, OpWindowUpdate};
 use super::records::NewAccount;
 use super::redb_database::{RedbStore, from_json, insert_account, to_json};
 use super::tables as t;
@@ -79,6 +79,12 @@ fn apply_commit(txn: &WriteTransaction, c: &LogCommit) -> StoreResult<()> {
     }
     let mut users = txn.open_table(t::USER_DIDS)?;
     for u in &c.bind {
+        let taken = users
+            .get(u.as_str())?
+            .is_some_and(|bound| bound.value() != did);
+        if taken {
+            return Err(StoreError::UserInUse(u.clone()));
+        }
         users.insert(u.as_str(), did)?;
     }
     for u in &c.unbind {
@@ -95,6 +101,7 @@ fn apply_commit(txn: &WriteTransaction, c: &LogCommit) -> StoreResult<()> {
                 display_name: None,
                 created_at: c.summary.updated_at,
                 token_hash: None,
+                refresh_hash: None,
                 last_seen_ip: None,
                 last_seen_ts: None,
             };
@@ -172,18 +179,39 @@ impl LogStore for RedbStore {
         Ok(())
     }
 
-    fn record_fork(&self, did: &Did, ops: &[(OpHash, Value)]) -> StoreResult<()> {
+    fn record_fork(
+        &self,
+        did: &Did,
+        ops: &[(OpHash, Value)],
+        cap: EvidenceCap,
+    ) -> StoreResult<usize> {
         let txn = self.db.begin_write()?;
+        let mut kept = 0;
         {
             let mut table = txn.open_table(t::FORK_EVIDENCE)?;
+            let d = did.as_str();
+            let (mut count, mut bytes) = (0usize, 0usize);
+            for row in table.range((d, "")..=(d, t::PRINTABLE_END))? {
+                let (_, v) = row?;
+                count += 1;
+                bytes += v.value().len();
+            }
             for (h, op) in ops {
                 let text = roam_identity_core::canonical::to_canonical_string(op)
                     .map_err(StoreError::corrupt("op"))?;
-                table.insert((did.as_str(), h.to_multibase().as_str()), text.as_str())?;
+                let key = h.to_multibase();
+                if table.get((d, key.as_str()))?.is_some() {
+                    continue;
+                }
+                if count + 1 > cap.ops || bytes + text.len() > cap.bytes {
+                    break;
+                }
+                table.insert((d, key.as_str()), text.as_str())?;
+                (count, bytes, kept) = (count + 1, bytes + text.len(), kept + 1);
             }
         }
         txn.commit()?;
-        Ok(())
+        Ok(kept)
     }
 
     fn fork_evidence(&self, did: &Did) -> StoreResult<Vec<Value>> {
@@ -241,6 +269,27 @@ impl LogStore for RedbStore {
             Some(v) => Ok(Some(from_json(v.value())?)),
             None => Ok(None),
         }
+    }
+
+    fn update_op_window(&self, did: &Did, update: &mut OpWindowUpdate<'_>) -> StoreResult<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(t::OP_WINDOWS)?;
+            let mut times: Vec<u64> = match table.get(did.as_str())? {
+                Some(v) => from_json(v.value())?,
+                None => Vec::new(),
+            };
+            if !update(&mut times) {
+                return Ok(());
+            }
+            if times.is_empty() {
+                table.remove(did.as_str())?;
+            } else {
+                table.insert(did.as_str(), to_json(&times)?.as_str())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     fn put_migration(&self, id: &str, did: &Did, record: &Value) -> StoreResult<()> {

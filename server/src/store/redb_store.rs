@@ -14,10 +14,11 @@ use super::accounts::Store;
 use super::error::{StoreError, StoreResult};
 use super::records::{
     Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,
-    OldServerKey, OneTimeKey, RegistrationToken, ServerKeyRecord, TokenOwner,
+    OldServerKey, OneTimeKey, RefreshedTokens, RegistrationToken, ServerKeyRecord, SigningSnapshot,
+    TokenOwner,
 };
 use super::redb_database::{
-    RedbStore, decode_u64, from_json, insert_account, put_session, to_json,
+    RedbStore, decode_u64, from_json, insert_account, put_session, to_json, token_key,
 };
 use super::tables::{self as t, PRINTABLE_END};
 
@@ -65,6 +66,10 @@ fn remove_device(txn: &WriteTransaction, user: &str, device: &str) -> StoreResul
     if let Some(hash) = row.token_hash {
         let hash = hex::decode(&hash).map_err(StoreError::corrupt("token hash"))?;
         txn.open_table(t::ACCESS_TOKENS)?.remove(hash.as_slice())?;
+    }
+    if let Some(hash) = row.refresh_hash {
+        let hash = hex::decode(&hash).map_err(StoreError::corrupt("token hash"))?;
+        txn.open_table(t::REFRESH_TOKENS)?.remove(hash.as_slice())?;
     }
     let had_keys = txn
         .open_table(t::DEVICE_KEYS)?
@@ -199,6 +204,43 @@ impl Store for RedbStore {
             Ok(Some(TokenOwner {
                 user_id: parse_user(&row.user_id)?,
                 device_id: parse_device(&row.device_id)?,
+                expires_at: row.expires_at,
+            }))
+        })
+    }
+
+    fn refresh_session(
+        &self,
+        refresh_hash: &[u8; 32],
+        new: RefreshedTokens,
+    ) -> StoreResult<Option<TokenOwner>> {
+        self.write(|txn| {
+            let Some(row) = txn
+                .open_table(t::REFRESH_TOKENS)?
+                .remove(refresh_hash.as_slice())?
+                .map(|v| from_json::<t::TokenRow>(v.value()))
+                .transpose()?
+            else {
+                return Ok(None);
+            };
+            let (user_id, device_id) = (parse_user(&row.user_id)?, parse_device(&row.device_id)?);
+            let session = NewSession {
+                device_id: device_id.clone(),
+                display_name: None,
+                token_hash: new.token_hash,
+                expires_at: new.expires_at,
+                refresh_hash: Some(new.refresh_hash),
+                ip: None,
+                now: new.now,
+            };
+            if !device_ids(txn, user_id.as_str())?.contains(&row.device_id) {
+                return Ok(None);
+            }
+            put_session(txn, &user_id, session)?;
+            Ok(Some(TokenOwner {
+                user_id,
+                device_id,
+                expires_at: new.expires_at,
             }))
         })
     }
@@ -453,28 +495,24 @@ impl Store for RedbStore {
         &self,
         user_id: &UserId,
     ) -> StoreResult<BTreeMap<CrossSigningKind, Value>> {
-        self.read(|txn| {
-            let table = txn.open_table(t::CROSS_SIGNING_KEYS)?;
-            let mut out = BTreeMap::new();
-            for kind in CrossSigningKind::ALL {
-                if let Some(v) = table.get((user_id.as_str(), kind.as_str()))? {
-                    out.insert(kind, from_json(v.value())?);
-                }
-            }
-            Ok(out)
-        })
+        self.read(|txn| cross_signing_in(&txn.open_table(t::CROSS_SIGNING_KEYS)?, user_id))
     }
 
     fn put_cross_signing_keys(
         &self,
         user_id: &UserId,
         keys: Vec<(CrossSigningKind, Value)>,
+        expected: &BTreeMap<CrossSigningKind, Value>,
         _now: Millis,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         self.write(|txn| {
             let u = user_id.as_str();
             {
                 let mut table = txn.open_table(t::CROSS_SIGNING_KEYS)?;
+                if cross_signing_in(&table, user_id)? != *expected {
+                    // Changed since the caller checked (and maybe authorised) the upload.
+                    return Ok(false);
+                }
                 let replaces_master = keys.iter().any(|(k, _)| *k == CrossSigningKind::Master);
                 for (kind, key) in &keys {
                     table.insert((u, kind.as_str()), to_json(key)?.as_str())?;
@@ -487,33 +525,50 @@ impl Store for RedbStore {
                 }
             }
             bump_key_stream(txn, u)?;
-            Ok(())
+            Ok(true)
         })
     }
 
-    fn add_key_signatures(&self, signatures: Vec<KeySignature>, _now: Millis) -> StoreResult<()> {
-        self.write(|txn| {
-            let mut touched = std::collections::BTreeSet::new();
-            {
-                let mut table = txn.open_table(t::KEY_SIGNATURES)?;
-                for s in &signatures {
-                    table.insert(
-                        (
-                            s.target_user.as_str(),
-                            s.target_key.as_str(),
-                            s.signer_user.as_str(),
-                            s.signer_key_id.as_str(),
-                        ),
-                        s.signature.as_str(),
-                    )?;
-                    touched.insert(s.target_user.as_str().to_owned());
-                }
-            }
-            for user in touched {
-                bump_key_stream(txn, &user)?;
-            }
-            Ok(())
+    fn signing_snapshot(&self, me: &UserId, others: &[UserId]) -> StoreResult<SigningSnapshot> {
+        self.read(|txn| {
+            snapshot_in(
+                &txn.open_table(t::CROSS_SIGNING_KEYS)?,
+                &txn.open_table(t::DEVICE_KEYS)?,
+                &txn.open_table(t::DEVICES)?,
+                me,
+                others,
+            )
         })
+    }
+
+    fn add_key_signatures_if(
+        &self,
+        signatures: Vec<KeySignature>,
+        expected: &SigningSnapshot,
+        others: &[UserId],
+        _now: Millis,
+    ) -> StoreResult<bool> {
+        let Some(me) = signatures.first().map(|s| s.signer_user.clone()) else {
+            return Ok(true);
+        };
+        let txn = self.db.begin_write()?;
+        let current = snapshot_in(
+            &txn.open_table(t::CROSS_SIGNING_KEYS)?,
+            &txn.open_table(t::DEVICE_KEYS)?,
+            &txn.open_table(t::DEVICES)?,
+            &me,
+            others,
+        )?;
+        if current != *expected {
+            return Ok(false);
+        }
+        insert_signatures(&txn, &signatures)?;
+        txn.commit()?;
+        Ok(true)
+    }
+
+    fn add_key_signatures(&self, signatures: Vec<KeySignature>, _now: Millis) -> StoreResult<()> {
+        self.write(|txn| insert_signatures(txn, &signatures))
     }
 
     fn key_signatures(&self, target_user: &UserId) -> StoreResult<Vec<KeySignature>> {
@@ -563,9 +618,10 @@ impl Store for RedbStore {
     }
 
     fn create_registration_token(&self, token: RegistrationToken) -> StoreResult<()> {
+        let key = token_key(&token.token);
         self.write(|txn| {
             let mut table = txn.open_table(t::REGISTRATION_TOKENS)?;
-            if table.get(token.token.as_str())?.is_some() {
+            if table.get(key.as_str())?.is_some() {
                 return Err(StoreError::TokenExists);
             }
             let row = t::RegistrationTokenRow {
@@ -574,7 +630,7 @@ impl Store for RedbStore {
                 expiry_time: token.expiry_time,
                 created_at: token.created_at,
             };
-            table.insert(token.token.as_str(), to_json(&row)?.as_str())?;
+            table.insert(key.as_str(), to_json(&row)?.as_str())?;
             Ok(())
         })
     }
@@ -585,32 +641,124 @@ impl Store for RedbStore {
             let mut out = Vec::new();
             for entry in table.iter()? {
                 let (k, v) = entry?;
-                out.push(token_from_row(k.value(), from_json(v.value())?));
+                out.push(token_from_row(token_id(k.value()), from_json(v.value())?));
             }
             Ok(out)
         })
     }
 
     fn registration_token(&self, token: &str) -> StoreResult<Option<RegistrationToken>> {
+        let key = token_key(token);
         self.read(|txn| {
             let table = txn.open_table(t::REGISTRATION_TOKENS)?;
             let row = table
-                .get(token)?
+                .get(key.as_str())?
                 .map(|v| from_json(v.value()))
                 .transpose()?;
-            Ok(row.map(|row| token_from_row(token, row)))
+            Ok(row.map(|row| token_from_row(token_id(&key), row)))
         })
     }
 
-    fn revoke_registration_token(&self, token: &str) -> StoreResult<()> {
+    fn revoke_registration_token(&self, token_or_id: &str) -> StoreResult<()> {
         self.write(|txn| {
             let mut table = txn.open_table(t::REGISTRATION_TOKENS)?;
-            match table.remove(token)? {
-                Some(_) => Ok(()),
-                None => Err(StoreError::NotFound("registration token")),
+            if table.remove(token_key(token_or_id).as_str())?.is_some() {
+                return Ok(());
+            }
+            // An ID from `registration_tokens` (a prefix of the hash) names one token.
+            let id = token_or_id.to_ascii_lowercase();
+            let is_id = id.len() >= 8 && id.bytes().all(|b| b.is_ascii_hexdigit());
+            let mut matches = Vec::new();
+            if is_id {
+                for entry in table.range(id.as_str()..)? {
+                    let (k, _) = entry?;
+                    if !k.value().starts_with(&id) {
+                        break;
+                    }
+                    matches.push(k.value().to_owned());
+                }
+            }
+            match matches.as_slice() {
+                [key] => {
+                    table.remove(key.as_str())?;
+                    Ok(())
+                }
+                _ => Err(StoreError::NotFound("registration token")),
             }
         })
     }
+}
+
+/// The ID a stored token is listed under: the first eight hex digits of its hash.
+fn token_id(key: &str) -> &str {
+    key.get(..8).unwrap_or(key)
+}
+
+/// Stores signatures and marks the targets' key lists as changed, in the caller's
+/// transaction.
+fn insert_signatures(txn: &WriteTransaction, signatures: &[KeySignature]) -> StoreResult<()> {
+    let mut touched = std::collections::BTreeSet::new();
+    {
+        let mut table = txn.open_table(t::KEY_SIGNATURES)?;
+        for s in signatures {
+            table.insert(
+                (
+                    s.target_user.as_str(),
+                    s.target_key.as_str(),
+                    s.signer_user.as_str(),
+                    s.signer_key_id.as_str(),
+                ),
+                s.signature.as_str(),
+            )?;
+            touched.insert(s.target_user.as_str().to_owned());
+        }
+    }
+    for user in touched {
+        bump_key_stream(txn, &user)?;
+    }
+    Ok(())
+}
+
+/// What checking a signature upload reads, from the caller's transaction.
+fn snapshot_in(
+    cs: &impl ReadableTable<(&'static str, &'static str), &'static str>,
+    keys: &impl ReadableTable<(&'static str, &'static str), &'static str>,
+    devices: &impl ReadableTable<(&'static str, &'static str), &'static str>,
+    me: &UserId,
+    others: &[UserId],
+) -> StoreResult<SigningSnapshot> {
+    let u = me.as_str();
+    let mut my_devices = Vec::new();
+    for entry in keys.range((u, "")..(u, PRINTABLE_END))? {
+        let (k, v) = entry?;
+        let device = k.value().1;
+        if devices.get((u, device))?.is_some() {
+            my_devices.push((parse_device(device)?, from_json(v.value())?));
+        }
+    }
+    let mut theirs = BTreeMap::new();
+    for other in others {
+        theirs.insert(other.to_string(), cross_signing_in(cs, other)?);
+    }
+    Ok(SigningSnapshot {
+        mine: cross_signing_in(cs, me)?,
+        my_devices,
+        others: theirs,
+    })
+}
+
+/// One user's cross-signing keys, read from `table` (in the caller's transaction).
+fn cross_signing_in(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static str>,
+    user_id: &UserId,
+) -> StoreResult<BTreeMap<CrossSigningKind, Value>> {
+    let mut out = BTreeMap::new();
+    for kind in CrossSigningKind::ALL {
+        if let Some(v) = table.get((user_id.as_str(), kind.as_str()))? {
+            out.insert(kind, from_json(v.value())?);
+        }
+    }
+    Ok(out)
 }
 
 fn token_from_row(token: &str, row: t::RegistrationTokenRow) -> RegistrationToken {

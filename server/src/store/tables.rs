@@ -33,6 +33,9 @@ pub const DEVICES: TableDefinition<(&str, &str), &str> = TableDefinition::new("d
 /// `sha256(access token) → JSON TokenRow`. The device row holds the reverse link.
 pub const ACCESS_TOKENS: TableDefinition<&[u8], &str> = TableDefinition::new("access_tokens");
 
+/// `sha256(refresh token) → JSON TokenRow`: single-use refresh tokens, rotated on use.
+pub const REFRESH_TOKENS: TableDefinition<&[u8], &str> = TableDefinition::new("refresh_tokens");
+
 /// `(user_id, device_id) → device keys JSON`.
 pub const DEVICE_KEYS: TableDefinition<(&str, &str), &str> = TableDefinition::new("device_keys");
 
@@ -56,7 +59,8 @@ pub const KEY_SIGNATURES: TableDefinition<(&str, &str, &str, &str), &str> =
 /// `stream position → user_id` whose keys changed at that position.
 pub const KEY_CHANGES: TableDefinition<u64, &str> = TableDefinition::new("key_changes");
 
-/// `token → JSON RegistrationTokenRow`.
+/// `hex sha256(token) → JSON RegistrationTokenRow`: tokens are stored hashed; the first
+/// eight hex digits are the token's ID in listings.
 pub const REGISTRATION_TOKENS: TableDefinition<&str, &str> =
     TableDefinition::new("registration_tokens");
 
@@ -90,6 +94,9 @@ pub struct DeviceRow {
     pub created_at: u64,
     /// Hex sha256 of the device's access token, so that deleting the device revokes it.
     pub token_hash: Option<String>,
+    /// Hex sha256 of the device's refresh token, likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_hash: Option<String>,
     pub last_seen_ip: Option<String>,
     pub last_seen_ts: Option<u64>,
 }
@@ -98,6 +105,9 @@ pub struct DeviceRow {
 pub struct TokenRow {
     pub user_id: String,
     pub device_id: String,
+    /// When an access token stops working (ms); absent: never (and for refresh tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -142,6 +152,10 @@ pub const MIGRATIONS: TableDefinition<&str, &str> = TableDefinition::new("migrat
 /// `did → migration id`: the latest migration of a DID to this server.
 pub const MIGRATION_BY_DID: TableDefinition<&str, &str> = TableDefinition::new("migration_by_did");
 
+/// `did → JSON array of u64`: arrival times of the DID's recent ops (the per-DID op
+/// limit's windows, kept across restarts).
+pub const OP_WINDOWS: TableDefinition<&str, &str> = TableDefinition::new("op_windows");
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct LogSummaryRow {
     pub head: String,
@@ -175,5 +189,7 @@ pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> 
     txn.open_table(FORK_EVIDENCE)?;
     txn.open_table(MIGRATIONS)?;
     txn.open_table(MIGRATION_BY_DID)?;
+    txn.open_table(OP_WINDOWS)?;
+    txn.open_table(REFRESH_TOKENS)?;
     Ok(())
 }
