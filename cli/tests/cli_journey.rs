@@ -701,3 +701,48 @@ fn own_changes_show_at_once_and_the_phrase_recovers() {
     let r = mine(me);
     assert_eq!(r["update_key"], show["update_key"], "{r}");
 }
+
+#[test]
+fn migration_to_a_token_server_needs_its_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let a = Server::start(root, "a.test");
+    let mut b = Server::start_with(root, "b.test", "registration = \"token\"\n");
+    // Tokens are made with the server stopped (one process per redb file).
+    b.stop();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roam"))
+        .args(["admin", "token", "create", "--uses", "1", "--data-dir"])
+        .arg(b.data_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    b.restart();
+    let gina = User::new(root, "gina", &[a.override_arg(), b.override_arg()]);
+    let ks = gina.path("gina.json");
+    let ks = ks.to_str().unwrap();
+    gina.new_account(ks, &a.url(), "gina");
+    // Without the token the new server creates no account: the migration stops, resumable.
+    let out = gina.run(&["migrate", "--keystore", ks, "--to", &b.url()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("token"), "{stderr}");
+    // With it, the same command finishes the move.
+    let args = [
+        "migrate",
+        "--keystore",
+        ks,
+        "--to",
+        &b.url(),
+        "--registration-token",
+        &token,
+    ];
+    let out = gina.ok(&args);
+    assert!(out.contains("[done]"), "{out}");
+    let shown = gina.json(&["account", "show", "--keystore", ks, "--json"]);
+    assert_eq!(shown["servers"][0], "b.test", "{shown}");
+}

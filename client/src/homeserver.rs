@@ -160,6 +160,8 @@ pub struct MigrateRequest<'a> {
     pub log: &'a [Value],
     pub from: Option<&'a ServerName>,
     pub localpart: Option<&'a str>,
+    /// Needed when the server's registration mode is `token`.
+    pub registration_token: Option<&'a str>,
 }
 
 /// How to answer a user-interactive authentication challenge.
@@ -537,6 +539,9 @@ impl Homeserver {
         }
         if let Some(l) = req.localpart {
             body["localpart"] = json!(l);
+        }
+        if let Some(t) = req.registration_token {
+            body["registration_token"] = json!(t);
         }
         let v = self.post(PATH, &body).await?;
         self.parse(PATH, v)

@@ -114,6 +114,9 @@ pub struct MigrateOptions {
     pub to: Url,
     pub localpart: Option<String>,
     pub keep_old_as_backup: bool,
+    /// For a new server whose registration needs a token: migration creates an account there
+    /// under the same policy as `/register`. Never saved in the keystore.
+    pub registration_token: Option<String>,
 }
 
 /// How one step ended.
@@ -221,6 +224,7 @@ pub async fn run(
         ks,
         dir,
         plan,
+        registration_token: opts.registration_token.as_deref(),
         save,
         report,
     };
@@ -263,6 +267,7 @@ struct Driver<'a, S, R> {
     ks: &'a mut Keystore,
     dir: &'a mut ServerDirectory,
     plan: PendingMigration,
+    registration_token: Option<&'a str>,
     save: S,
     report: R,
 }
@@ -367,6 +372,7 @@ where
             log: &self.ks.public.ops,
             from: old_primary.as_ref(),
             localpart: Some(&self.plan.localpart),
+            registration_token: self.registration_token,
         };
         Ok(t.hs.migrate(&req).await?)
     }

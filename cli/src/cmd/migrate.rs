@@ -22,6 +22,14 @@ pub struct MigrateArgs {
     /// Keep the old server(s) in the list as backups.
     #[arg(long)]
     keep_old_as_backup: bool,
+    /// Registration token of the new server, when it registers accounts by token only.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "ROAM_REGISTRATION_TOKEN",
+        hide_env_values = true
+    )]
+    registration_token: Option<String>,
     /// Forget an unfinished migration (ops already signed stay in the log).
     #[arg(long, conflicts_with_all = ["to", "user", "keep_old_as_backup"])]
     abandon: bool,
@@ -49,6 +57,7 @@ pub fn run(args: MigrateArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         to,
         localpart: args.user.clone(),
         keep_old_as_backup: args.keep_old_as_backup,
+        registration_token: args.registration_token.clone(),
     };
     let rt = runtime()?;
     let progress = Progress::bar(migration::STEPS.len() as u64, "migrating");

@@ -40,9 +40,14 @@ pub struct Server {
 
 impl Server {
     pub fn start(root: &Path, name: &str) -> Self {
+        Self::start_with(root, name, "")
+    }
+
+    /// A server whose TOML config has `extra` lines before the rate limits.
+    pub fn start_with(root: &Path, name: &str, extra: &str) -> Self {
         let data = root.join(format!("data-{name}"));
         let config = root.join(format!("{name}.toml"));
-        std::fs::write(&config, RATE_LIMITS).unwrap();
+        std::fs::write(&config, format!("{extra}{RATE_LIMITS}")).unwrap();
         let mut s = Self {
             name: name.to_owned(),
             port: free_port(),
@@ -52,6 +57,10 @@ impl Server {
         };
         s.restart();
         s
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data
     }
 
     pub fn url(&self) -> String {
