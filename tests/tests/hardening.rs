@@ -5,7 +5,7 @@ use ed25519_dalek::SigningKey;
 use roam_identity_core::log::{SignedOp, genesis_op, next_op, verify_log};
 use roam_identity_core::{KeyCommitment, ServerName, UserId};
 use roam_server::config::{OpLimits, RateLimit, RegistrationMode};
-use roam_server::store::{LogStore, RegistrationToken, Store};
+use roam_server::store::RegistrationToken;
 use serde_json::{Value, json};
 
 mod common;
