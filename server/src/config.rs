@@ -225,9 +225,12 @@ impl IpCidr {
     /// Whether `ip` is inside the range (IPv4-mapped IPv6 addresses count as IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                prefix_eq(u128::from(net.to_bits()), u128::from(ip.to_bits()), 32, self.prefix)
-            }
+            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(
+                u128::from(net.to_bits()),
+                u128::from(ip.to_bits()),
+                32,
+                self.prefix,
+            ),
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
                 prefix_eq(net.to_bits(), ip.to_bits(), 128, self.prefix)
             }

@@ -45,7 +45,11 @@ struct Bucket {
 impl Shard {
     /// The bucket of `key` in the current generation, moved or created there; returns the
     /// generation to drop (after the lock is released) if this insert filled the current one.
-    fn bucket(&mut self, key: &str, fresh: Bucket) -> (&mut Bucket, Option<HashMap<String, Bucket>>) {
+    fn bucket(
+        &mut self,
+        key: &str,
+        fresh: Bucket,
+    ) -> (&mut Bucket, Option<HashMap<String, Bucket>>) {
         let mut retired = None;
         if !self.current.contains_key(key) {
             let bucket = self.previous.remove(key).unwrap_or(fresh);

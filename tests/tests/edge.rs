@@ -51,7 +51,8 @@ async fn a_slowloris_head_is_cut_off() {
     // One byte of a never-ending header every 100 ms, until the server hangs up.
     let writer = tokio::spawn(async move {
         let head = b"GET /health HTTP/1.1\r\nHost: x\r\n";
-        let filler = b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let filler =
+            b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
         for b in head.iter().chain(filler.iter().cycle()) {
             if wr.write_all(&[*b]).await.is_err() {
                 return;
@@ -205,7 +206,9 @@ async fn password_uia_routes_have_their_own_limit() {
     let alice = server.client().register("alice", "pw-alice-1").await;
     let body = json!({"devices": ["NOPE"], "auth": {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "guess"}});
     for _ in 0..2 {
-        let (s, v) = alice.post(&format!("{C}/delete_devices"), body.clone()).await;
+        let (s, v) = alice
+            .post(&format!("{C}/delete_devices"), body.clone())
+            .await;
         assert_ne!(s, 429, "{v}");
     }
     let (s, v) = alice.post(&format!("{C}/delete_devices"), body).await;
