@@ -222,6 +222,11 @@ pub struct IpCidr {
 }
 
 impl IpCidr {
+    /// The prefix length: 0 matches every address of the family.
+    pub fn prefix_len(&self) -> u8 {
+        self.prefix
+    }
+
     /// Whether `ip` is inside the range (IPv4-mapped IPv6 addresses count as IPv4).
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip.to_canonical()) {

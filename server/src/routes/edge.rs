@@ -43,8 +43,9 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     }
 }
 
-/// Route middleware: every write under `/_matrix/client` and `/_roam/v1` takes a token of
-/// the client address's write bucket; the routes that check a password through UIA also
+/// Route middleware: every write under `/_matrix/client` and `/_roam/v1` (any method but
+/// GET, HEAD and OPTIONS; `POST /keys/query` is a read) takes a token of the client
+/// address's write bucket; the routes that check a password through UIA also
 /// take one of its UIA bucket.
 pub async fn limit_writes(
     State(state): State<AppState>,
@@ -63,7 +64,12 @@ pub async fn limit_writes(
     let client = route
         .strip_prefix("/_matrix/client/v3")
         .or_else(|| route.strip_prefix("/_matrix/client/r0"));
-    if client.is_none() && !route.starts_with("/_roam/v1/") {
+    let is_write = match client {
+        // A query by POST reads; it is not a write to limit.
+        Some(rest) => rest != "/keys/query",
+        None => route.starts_with("/_roam/v1/"),
+    };
+    if !is_write {
         return Ok(next.run(req).await);
     }
     let key = req
