@@ -9,6 +9,7 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
 
 use crate::error::AppError;
 use crate::extract::{ClientAddr, bucket_key, client_addr};
@@ -24,20 +25,25 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(a)| a.ip());
-    if let Some(peer) = peer {
+    let addr = peer.map(|peer| {
         let edge = &state.config().edge;
-        let addr = client_addr(peer, req.headers(), &edge.trusted_proxies);
+        client_addr(peer, req.headers(), &edge.trusted_proxies)
+    });
+    if let Some(addr) = addr {
         req.extensions_mut().insert(ClientAddr(addr));
     }
+    // Everything logged while handling the request names the client.
+    let client = addr.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    let span = tracing::info_span!("request", %client);
     let Ok(_permit) = state.request_permits().clone().try_acquire_owned() else {
-        tracing::warn!("request shed: at max_concurrent_requests");
+        tracing::warn!(%client, "request shed: at max_concurrent_requests");
         return AppError::Overloaded {
             retry_after_ms: SHED_RETRY_MS,
         }
         .into_response();
     };
     let timeout = state.config().edge.request_timeout;
-    match tokio::time::timeout(timeout, next.run(req)).await {
+    match tokio::time::timeout(timeout, next.run(req).instrument(span)).await {
         Ok(resp) => resp,
         Err(_) => AppError::TimedOut.into_response(),
     }
