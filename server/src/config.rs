@@ -4,8 +4,9 @@
 //! The defaults run a private server on a laptop: `localhost:8008` on loopback, open
 //! registration (safe only because nothing else can reach loopback), data in `./.roam-data`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use roam_identity_core::ServerName;
 use serde::Deserialize;
@@ -80,6 +81,31 @@ pub struct RateLimits {
     /// Key-login challenges (`POST /_roam/v1/login/challenge`), per client address.
     #[serde(default = "default_challenge_per_ip")]
     pub challenge_per_ip: RateLimit,
+    /// Every request that is not a GET, HEAD or OPTIONS under `/_matrix/client` and
+    /// `/_roam/v1`, per client address.
+    #[serde(default = "default_write_per_ip")]
+    pub write_per_ip: RateLimit,
+    /// The routes that check a password through user-interactive authentication (device
+    /// deletion, cross-signing upload), per client address.
+    #[serde(default = "default_uia_per_ip")]
+    pub uia_per_ip: RateLimit,
+}
+
+fn default_write_per_ip() -> RateLimit {
+    // Ten writes a second sustained, bursts of 100: a busy client syncing keys is never
+    // slowed, a script hammering the API from one address is.
+    RateLimit {
+        per_second: 10.0,
+        burst: 100,
+    }
+}
+
+fn default_uia_per_ip() -> RateLimit {
+    // Like the login limit: a password guess every few seconds at most.
+    RateLimit {
+        per_second: 0.17,
+        burst: 10,
+    }
 }
 
 fn default_challenge_per_ip() -> RateLimit {
@@ -108,6 +134,8 @@ impl Default for RateLimits {
                 burst: 5,
             },
             challenge_per_ip: default_challenge_per_ip(),
+            write_per_ip: default_write_per_ip(),
+            uia_per_ip: default_uia_per_ip(),
         }
     }
 }
@@ -124,6 +152,8 @@ impl RateLimits {
             login_per_ip: none,
             login_per_account: none,
             challenge_per_ip: none,
+            write_per_ip: none,
+            uia_per_ip: none,
         }
     }
 }
@@ -153,6 +183,111 @@ pub struct ServerConfig {
     pub op_limits: OpLimits,
     /// How long access tokens live (ms); `None` (the default): until logout.
     pub access_token_lifetime_ms: Option<u64>,
+    /// The HTTP edge: timeouts, load shedding, which peers may name the client address.
+    pub edge: EdgeConfig,
+}
+
+/// Bounds on what one request or connection may cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeConfig {
+    /// A request not answered within this gets `503 M_LIMIT_EXCEEDED` (the handler is
+    /// dropped; a store write already handed to the blocking pool still completes or not,
+    /// atomically).
+    pub request_timeout: Duration,
+    /// A connection that has not sent a complete request head within this is closed
+    /// (slowloris); also how long an idle keep-alive connection stays open.
+    pub header_read_timeout: Duration,
+    /// Requests handled at once; more are shed with `503 M_LIMIT_EXCEEDED` and `Retry-After`.
+    pub max_concurrent_requests: usize,
+    /// Peers (reverse proxies) whose `X-Forwarded-For` / `Forwarded` headers name the client
+    /// address; from anyone else the socket address counts.
+    pub trusted_proxies: Vec<IpCidr>,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_concurrent_requests: 512,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// An address range in CIDR notation (`10.0.0.0/8`, `fd00::/8`); a bare address is a /32
+/// or /128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpCidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpCidr {
+    /// The prefix length: 0 matches every address of the family.
+    pub fn prefix_len(&self) -> u8 {
+        self.prefix
+    }
+
+    /// Whether `ip` is inside the range (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(
+                u128::from(net.to_bits()),
+                u128::from(ip.to_bits()),
+                32,
+                self.prefix,
+            ),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_eq(net.to_bits(), ip.to_bits(), 128, self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn prefix_eq(a: u128, b: u128, bits: u8, prefix: u8) -> bool {
+    let shift = u32::from(bits - prefix.min(bits));
+    a.checked_shr(shift).unwrap_or(0) == b.checked_shr(shift).unwrap_or(0)
+}
+
+impl std::str::FromStr for IpCidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|e| format!("{s:?} is not an address or CIDR range: {e}"))?;
+        let addr = addr.to_canonical();
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: prefix length must be 0..={max}"))?,
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl std::fmt::Display for IpCidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl<'de> Deserialize<'de> for IpCidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl ServerConfig {
@@ -174,6 +309,7 @@ impl ServerConfig {
             allow_private_fetch: false,
             op_limits: Default::default(),
             access_token_lifetime_ms: None,
+            edge: EdgeConfig::default(),
         }
     }
 }
@@ -237,6 +373,14 @@ pub struct FileConfig {
     pub allow_private_fetch: Option<bool>,
     pub op_limits: Option<OpLimits>,
     pub access_token_lifetime_ms: Option<u64>,
+    /// Seconds a request may take before it is answered `503` (default 30).
+    pub request_timeout_secs: Option<u64>,
+    /// Seconds a connection may take to send a request head (default 10).
+    pub header_read_timeout_secs: Option<u64>,
+    /// Requests handled at once before new ones are shed (default 512).
+    pub max_concurrent_requests: Option<usize>,
+    /// CIDR ranges of reverse proxies whose forwarding headers are believed.
+    pub trusted_proxies: Option<Vec<IpCidr>>,
 }
 
 impl FileConfig {
@@ -271,6 +415,8 @@ pub const DEFAULT_DATA_DIR: &str = ".roam-data";
 
 /// Merges defaults, the file and the overrides into the effective configuration.
 pub fn resolve(file: FileConfig, over: Overrides) -> Result<ServerConfig, ConfigError> {
+    let mut edge = EdgeConfig::default();
+    apply_edge(&mut edge, &file);
     let name = over
         .server_name
         .or(file.server_name)
@@ -295,6 +441,7 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<ServerConfig, Config
         .or(file.data_dir)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     let mut config = ServerConfig::for_server_name(server_name, listen, data_dir);
+    config.edge = edge;
     if let Some(url) = over.public_base_url.or(file.public_base_url) {
         config.public_base_url = url.trim_end_matches('/').to_owned();
     }
@@ -336,6 +483,21 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<ServerConfig, Config
     Ok(config)
 }
 
+fn apply_edge(edge: &mut EdgeConfig, file: &FileConfig) {
+    if let Some(s) = file.request_timeout_secs {
+        edge.request_timeout = Duration::from_secs(s.max(1));
+    }
+    if let Some(s) = file.header_read_timeout_secs {
+        edge.header_read_timeout = Duration::from_secs(s.max(1));
+    }
+    if let Some(n) = file.max_concurrent_requests {
+        edge.max_concurrent_requests = n.max(1);
+    }
+    if let Some(list) = &file.trusted_proxies {
+        edge.trusted_proxies = list.clone();
+    }
+}
+
 /// Parses `NAME=URL` (`b.test=http://127.0.0.1:8009`) with the resolver's one parser.
 pub fn parse_override(pair: &str) -> Result<(ServerName, url::Url), ConfigError> {
     roam_resolver::discovery::parse_override(pair)
@@ -373,6 +535,33 @@ mod tests {
             c.rate_limits.register_per_ip,
             RateLimits::default().register_per_ip
         );
+    }
+
+    #[test]
+    fn edge_settings_and_cidrs() {
+        let file: FileConfig = toml::from_str(
+            "request_timeout_secs = 5\nheader_read_timeout_secs = 2\nmax_concurrent_requests = 7\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n[rate_limits]\nwrite_per_ip = { per_second = 1.0, burst = 3 }\n",
+        )
+        .unwrap();
+        let c = resolve(file, Overrides::default()).unwrap();
+        assert_eq!(c.edge.request_timeout, Duration::from_secs(5));
+        assert_eq!(c.edge.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.edge.max_concurrent_requests, 7);
+        assert_eq!(c.rate_limits.write_per_ip.burst, 3);
+        assert_eq!(c.rate_limits.uia_per_ip, RateLimits::default().uia_per_ip);
+        let [net, lo] = c.edge.trusted_proxies[..] else {
+            panic!("two ranges")
+        };
+        assert!(net.contains("10.1.2.3".parse().unwrap()));
+        assert!(net.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        assert!(lo.contains("::1".parse().unwrap()));
+        assert!(!lo.contains("::2".parse().unwrap()));
+        let all: IpCidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("203.0.113.9".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<IpCidr>().is_err());
+        assert!("nonsense".parse::<IpCidr>().is_err());
+        assert!(toml::from_str::<FileConfig>("trusted_proxies = [\"1.2.3.4/99\"]").is_err());
     }
 
     #[test]

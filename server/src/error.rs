@@ -76,6 +76,12 @@ pub enum AppError {
     TooLarge(String),
     #[error("Too Many Requests")]
     LimitExceeded { retry_after_ms: u64 },
+    /// Load shed: the server is handling as many requests as it allows.
+    #[error("The server is busy; try again shortly")]
+    Overloaded { retry_after_ms: u64 },
+    /// The request was not answered within the request timeout.
+    #[error("The request took too long")]
+    TimedOut,
     #[error("Unrecognized request")]
     Unrecognized { status: StatusCode },
     /// A request this server understands but does not support (`M_UNRECOGNIZED`, 400).
@@ -132,6 +138,9 @@ impl AppError {
             NotFound(_) => (StatusCode::NOT_FOUND, "M_NOT_FOUND", msg),
             TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", msg),
             LimitExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED", msg),
+            Overloaded { .. } | TimedOut => {
+                (StatusCode::SERVICE_UNAVAILABLE, "M_LIMIT_EXCEEDED", msg)
+            }
             Unrecognized { status } => (*status, "M_UNRECOGNIZED", msg),
             Unsupported(_) => (StatusCode::BAD_REQUEST, "M_UNRECOGNIZED", msg),
             BadRequest(_) => (StatusCode::BAD_REQUEST, "M_UNKNOWN", msg),
@@ -146,6 +155,16 @@ impl AppError {
                 "M_UNKNOWN",
                 "Internal server error".to_owned(),
             ),
+        }
+    }
+
+    /// When the client may try again, for the answers that say so.
+    fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            AppError::LimitExceeded { retry_after_ms }
+            | AppError::Overloaded { retry_after_ms } => Some(*retry_after_ms),
+            AppError::TimedOut => Some(1000),
+            _ => None,
         }
     }
 
@@ -186,8 +205,8 @@ impl IntoResponse for AppError {
             AppError::ExpiredToken => {
                 json!({"errcode": errcode, "error": error, "soft_logout": true})
             }
-            AppError::LimitExceeded { retry_after_ms } => {
-                json!({"errcode": errcode, "error": error, "retry_after_ms": retry_after_ms})
+            AppError::LimitExceeded { .. } | AppError::Overloaded { .. } | AppError::TimedOut => {
+                json!({"errcode": errcode, "error": error, "retry_after_ms": self.retry_after_ms()})
             }
             AppError::Uia(c) => {
                 let flows: Vec<Value> = c
@@ -223,7 +242,7 @@ impl IntoResponse for AppError {
             _ => json!({"errcode": errcode, "error": error}),
         };
         let mut response = (status, Json(body)).into_response();
-        if let AppError::LimitExceeded { retry_after_ms } = self {
+        if let Some(retry_after_ms) = self.retry_after_ms() {
             // Seconds, rounded up, for clients and proxies that read the standard header.
             let secs = retry_after_ms.div_ceil(1000).max(1);
             if let Ok(v) = secs.to_string().parse() {

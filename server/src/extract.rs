@@ -2,17 +2,18 @@
 //! one function ([`body_rejection`]) maps a body that could not be read to its error.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use roam_identity_core::{DeviceId, UserId};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::config::IpCidr;
 use crate::error::AppError;
 use crate::secrets;
 use crate::state::AppState;
@@ -106,14 +107,111 @@ fn query_map(parts: &Parts) -> HashMap<String, String> {
         .unwrap_or_default()
 }
 
-/// The client's address as seen on the socket; `None` under `oneshot` tests.
+/// The client's address as the edge decided it ([`client_addr`]), put in the request's
+/// extensions by the router's outermost middleware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+/// The client's address: the socket peer, or, when the peer is one of the `trusted`
+/// proxies, the address the proxies name. `X-Forwarded-For` (or, without it, `Forwarded`)
+/// is read from the right, skipping trusted hops: the first address a trusted proxy saw
+/// that is not itself a trusted proxy is the client. Entries a client prepended are never
+/// reached; an unreadable entry stops the walk at the last trusted hop.
+pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpCidr]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    let mut addr = peer.to_canonical();
+    if !is_trusted(addr) {
+        return addr;
+    }
+    for hop in forwarded_chain(headers).iter().rev() {
+        match hop {
+            Some(ip) => {
+                addr = ip.to_canonical();
+                if !is_trusted(addr) {
+                    break;
+                }
+            }
+            None => break,
+        }
+    }
+    addr
+}
+
+/// The forwarding chain, leftmost (farthest) first; `None` for an entry that is not an
+/// address (`unknown`, an obfuscated name, garbage).
+fn forwarded_chain(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    let xff: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if !xff.is_empty() {
+        return xff
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(parse_hop)
+            .collect();
+    }
+    headers
+        .get_all(axum::http::header::FORWARDED)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|element| {
+            element
+                .split(';')
+                .find_map(|pair| {
+                    let (k, v) = pair.split_once('=')?;
+                    k.trim().eq_ignore_ascii_case("for").then_some(v)
+                })
+                .and_then(parse_hop)
+        })
+        .collect()
+}
+
+/// `192.0.2.1`, `192.0.2.1:4711`, `2001:db8::1`, `"[2001:db8::1]:4711"`.
+fn parse_hop(text: &str) -> Option<IpAddr> {
+    let t = text.trim().trim_matches('"');
+    if let Ok(ip) = t.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(sa) = t.parse::<SocketAddr>() {
+        return Some(sa.ip());
+    }
+    t.strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|r| r.parse().ok())
+}
+
+/// The rate-limit bucket of an address: IPv4 addresses on their own, IPv6 addresses by
+/// their /64 (one customer's allocation; anything finer is free to an attacker).
+pub fn bucket_key(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let net = Ipv6Addr::from_bits(v6.to_bits() & !((1u128 << 64) - 1));
+            format!("{net}/64")
+        }
+    }
+}
+
+/// The client's address (see [`ClientAddr`]; the socket peer when the edge middleware did
+/// not run), with its rate-limit bucket; `None` under `oneshot` tests.
 #[derive(Debug, Clone)]
-pub struct ClientIp(pub Option<String>);
+pub struct ClientIp(pub Option<String>, String);
 
 impl ClientIp {
-    /// The rate-limit key: unknown addresses share one bucket.
+    fn new(addr: Option<IpAddr>) -> Self {
+        Self(
+            addr.map(|a| a.to_string()),
+            // Unknown addresses share one bucket.
+            addr.map_or_else(|| "unknown".to_owned(), bucket_key),
+        )
+    }
+
+    /// The rate-limit key: the address, or its /64 for IPv6.
     pub fn key(&self) -> &str {
-        self.0.as_deref().unwrap_or("unknown")
+        &self.1
     }
 }
 
@@ -121,13 +219,21 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
+        Ok(Self::new(client_addr_of(parts)))
+    }
+}
+
+fn client_addr_of(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ClientAddr>()
+        .map(|ClientAddr(a)| *a)
+        .or_else(|| {
             parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| addr.ip().to_string()),
-        ))
-    }
+                .map(|ConnectInfo(addr)| addr.ip().to_canonical())
+        })
 }
 
 /// A request made with a valid access token. Handlers that need a user take this; there is
@@ -190,5 +296,41 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
             .map_err(|e| {
                 AppError::InvalidParam(format!("Invalid path parameter: {}", e.body_text()))
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_addresses_only_from_trusted_peers() {
+        let trusted: Vec<IpCidr> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let h = headers(&[("x-forwarded-for", "198.51.100.1, 192.0.2.7")]);
+        assert_eq!(
+            client_addr(ip("203.0.113.5"), &h, &trusted),
+            ip("203.0.113.5")
+        );
+        assert_eq!(client_addr(ip("10.1.1.1"), &h, &trusted), ip("192.0.2.7"));
+        let h = headers(&[("x-forwarded-for", "192.0.2.7, 10.2.2.2")]);
+        assert_eq!(client_addr(ip("10.1.1.1"), &h, &trusted), ip("192.0.2.7"));
+        let h = headers(&[("x-forwarded-for", "junk")]);
+        assert_eq!(client_addr(ip("10.1.1.1"), &h, &trusted), ip("10.1.1.1"));
+        let h = headers(&[(
+            "forwarded",
+            "for=192.0.2.60;proto=http, for=\"[2001:db8::1]:4711\"",
+        )]);
+        assert_eq!(client_addr(ip("10.1.1.1"), &h, &trusted), ip("2001:db8::1"));
+        assert_eq!(bucket_key(ip("2001:db8:1:2:3:4:5:6")), "2001:db8:1:2::/64");
+        assert_eq!(bucket_key(ip("::ffff:192.0.2.1")), "192.0.2.1");
     }
 }

@@ -39,6 +39,7 @@ pub mod uia;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 pub use config::{RateLimits, RegistrationMode, ServerConfig};
 pub use error::AppError;
@@ -46,7 +47,12 @@ pub use routes::router;
 pub use state::AppState;
 pub use store::{RedbStore, Store, StoreError};
 
-/// Serves the app on `listener` until `shutdown` resolves, then finishes in-flight requests.
+/// Serves the app on `listener` until `shutdown` resolves, then finishes in-flight requests
+/// (for at most the request timeout plus the header read timeout).
+///
+/// Each connection is HTTP/1.1 with hyper's header read timeout
+/// (`edge.header_read_timeout`): a client that does not finish a request head in time — a
+/// slowloris client dribbling bytes, or an idle keep-alive connection — is disconnected.
 pub async fn run<F>(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -55,11 +61,65 @@ pub async fn run<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    let edge = state.config().edge.clone();
     let app = router(state).layer(tower_http::trace::TraceLayer::new_for_http());
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(edge.header_read_timeout)
+        .keep_alive(true);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        serve_connection(&http, &graceful, &app, stream, peer);
+    }
+    drop(listener);
+    let grace = edge.request_timeout + edge.header_read_timeout;
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the shutdown grace period; closing");
+    }
+    Ok(())
+}
+
+/// Serves one accepted connection on its own task, telling the app the peer's address.
+fn serve_connection(
+    http: &hyper::server::conn::http1::Builder,
+    graceful: &hyper_util::server::graceful::GracefulShutdown,
+    app: &axum::Router,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    use tower::ServiceExt;
+    let _ = stream.set_nodelay(true);
+    let svc =
+        app.clone()
+            .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req
+            });
+    let conn = http.serve_connection(
+        hyper_util::rt::TokioIo::new(stream),
+        hyper_util::service::TowerToHyperService::new(svc),
+    );
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, %peer, "connection ended with an error");
+        }
+    });
 }

@@ -1,22 +1,39 @@
-//! Token-bucket rate limiting keyed by a string (an IP address or a user ID).
+//! Token-bucket rate limiting keyed by a string (a client-address bucket or a user ID).
 //!
-//! Small and in-process on purpose: the limits protect the argon2 endpoints of one server.
-//! A deployment with several replicas would need a shared limiter; this one would then still
-//! cap each replica.
+//! Small and in-process on purpose: the limits protect one server. A deployment with several
+//! replicas would need a shared limiter; this one would then still cap each replica.
+//!
+//! Bounded without scans: the keys are spread over [`SHARDS`] mutexes, and each shard keeps
+//! two generations of buckets. New and recently used keys live in the current generation;
+//! when it is full it becomes the previous one and the old previous generation is dropped
+//! (outside the lock). A key used again is moved back into the current generation, so a
+//! client in steady use keeps its bucket however many other keys pass through, and the whole
+//! limiter never holds more than [`CAPACITY`] buckets. Every call is O(1) amortized.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::config::RateLimit;
 
-/// Buckets above this count get pruned of full (idle) buckets.
-const PRUNE_AT: usize = 10_000;
+/// Shards, so that unrelated clients rarely wait on the same lock.
+const SHARDS: usize = 16;
+/// Most buckets held at once, over all shards and both generations.
+pub const CAPACITY: usize = 16_384;
+const GENERATION: usize = CAPACITY / SHARDS / 2;
 
 #[derive(Debug)]
 pub struct RateLimiter {
     limit: RateLimit,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    hasher: RandomState,
+    shards: Vec<Mutex<Shard>>,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    current: HashMap<String, Bucket>,
+    previous: HashMap<String, Bucket>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -25,11 +42,34 @@ struct Bucket {
     updated: Instant,
 }
 
+impl Shard {
+    /// The bucket of `key` in the current generation, moved or created there; returns the
+    /// generation to drop (after the lock is released) if this insert filled the current one.
+    fn bucket(
+        &mut self,
+        key: &str,
+        fresh: Bucket,
+    ) -> (&mut Bucket, Option<HashMap<String, Bucket>>) {
+        let mut retired = None;
+        if !self.current.contains_key(key) {
+            let bucket = self.previous.remove(key).unwrap_or(fresh);
+            if self.current.len() >= GENERATION {
+                let full = std::mem::take(&mut self.current);
+                retired = Some(std::mem::replace(&mut self.previous, full));
+            }
+            self.current.insert(key.to_owned(), bucket);
+        }
+        let bucket = self.current.get_mut(key).expect("inserted above");
+        (bucket, retired)
+    }
+}
+
 impl RateLimiter {
     pub fn new(limit: RateLimit) -> Self {
         Self {
             limit,
-            buckets: Mutex::new(HashMap::new()),
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
     }
 
@@ -38,36 +78,52 @@ impl RateLimiter {
         self.check_at(key, Instant::now())
     }
 
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let s = s.lock().unwrap();
+                s.current.len() + s.previous.len()
+            })
+            .sum()
+    }
+
     fn check_at(&self, key: &str, now: Instant) -> Result<(), u64> {
         let burst = f64::from(self.limit.burst);
         let rate = self.limit.per_second.max(f64::MIN_POSITIVE);
-        // A poisoned lock only means another request panicked mid-update; the map is still
-        // a valid map of buckets.
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= PRUNE_AT {
-            buckets.retain(|_, b| {
-                b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst
-            });
-        }
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+        let shard = &self.shards[(self.hasher.hash_one(key) % SHARDS as u64) as usize];
+        // A poisoned lock only means another request panicked mid-update; the maps are still
+        // valid maps of buckets.
+        let mut guard = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = Bucket {
             tokens: burst,
             updated: now,
-        });
-        let refilled =
-            (bucket.tokens + now.duration_since(bucket.updated).as_secs_f64() * rate).min(burst);
-        bucket.updated = now;
-        if refilled >= 1.0 {
-            bucket.tokens = refilled - 1.0;
-            Ok(())
+        };
+        let (bucket, retired) = guard.bucket(key, fresh);
+        let result = take_token(bucket, now, rate, burst);
+        drop(guard);
+        drop(retired);
+        result
+    }
+}
+
+fn take_token(bucket: &mut Bucket, now: Instant, rate: f64, burst: f64) -> Result<(), u64> {
+    let refilled = (bucket.tokens
+        + now.saturating_duration_since(bucket.updated).as_secs_f64() * rate)
+        .min(burst);
+    bucket.updated = now;
+    if refilled >= 1.0 {
+        bucket.tokens = refilled - 1.0;
+        Ok(())
+    } else {
+        bucket.tokens = refilled;
+        let wait = ((1.0 - refilled) / rate * 1000.0).ceil();
+        Err(if wait.is_finite() {
+            wait.clamp(1.0, 86_400_000.0) as u64
         } else {
-            bucket.tokens = refilled;
-            let wait = ((1.0 - refilled) / rate * 1000.0).ceil();
-            Err(if wait.is_finite() {
-                wait.clamp(1.0, 86_400_000.0) as u64
-            } else {
-                86_400_000
-            })
-        }
+            86_400_000
+        })
     }
 }
 
@@ -91,5 +147,32 @@ mod tests {
         assert!(rl.check_at("b", t0).is_ok());
         assert!(rl.check_at("a", t0 + Duration::from_millis(500)).is_ok());
         assert!(rl.check_at("a", t0 + Duration::from_millis(500)).is_err());
+    }
+
+    #[test]
+    fn the_map_stays_bounded_when_every_bucket_is_in_use() {
+        // Many addresses, each with a bucket that is not full (so none is "idle"): the map
+        // must still not grow past its capacity.
+        let rl = RateLimiter::new(RateLimit {
+            per_second: 0.001,
+            burst: 5,
+        });
+        let t0 = Instant::now();
+        for i in 0..60_000u32 {
+            let _ = rl.check_at(&format!("k{i}"), t0);
+        }
+        assert!(rl.len() <= CAPACITY, "{} buckets", rl.len());
+        // A key in steady use survives the churn and keeps its (empty) bucket.
+        let rl = RateLimiter::new(RateLimit {
+            per_second: 0.001,
+            burst: 1,
+        });
+        assert!(rl.check_at("victim", t0).is_ok());
+        for i in 0..60_000u32 {
+            let _ = rl.check_at(&format!("k{i}"), t0);
+            if i % 1000 == 0 {
+                assert!(rl.check_at("victim", t0).is_err(), "bucket reset at {i}");
+            }
+        }
     }
 }

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use crate::config::ServerConfig;
 use crate::error::AppError;
 use crate::metrics::Metrics;
@@ -24,6 +26,12 @@ pub struct Limiters {
     pub login_per_ip: RateLimiter,
     pub login_per_account: RateLimiter,
     pub challenge_per_ip: RateLimiter,
+    /// Every write (not GET, HEAD or OPTIONS) under `/_matrix/client` and `/_roam/v1`, per
+    /// client address; applied by the router to all of them.
+    pub write_per_ip: RateLimiter,
+    /// Password checks through user-interactive authentication, per client address; the
+    /// router applies it to the routes that run them, and a UIA stage may call it too.
+    pub uia_per_ip: RateLimiter,
 }
 
 #[derive(Debug)]
@@ -35,6 +43,7 @@ struct Inner {
     limiters: Limiters,
     portable: Portable,
     metrics: Arc<Metrics>,
+    request_permits: Arc<Semaphore>,
 }
 
 /// Cheap to clone: everything lives behind one `Arc`.
@@ -71,7 +80,15 @@ impl AppState {
                 login_per_ip: RateLimiter::new(limits.login_per_ip),
                 login_per_account: RateLimiter::new(limits.login_per_account),
                 challenge_per_ip: RateLimiter::new(limits.challenge_per_ip),
+                write_per_ip: RateLimiter::new(limits.write_per_ip),
+                uia_per_ip: RateLimiter::new(limits.uia_per_ip),
             },
+            request_permits: Arc::new(Semaphore::new(
+                config
+                    .edge
+                    .max_concurrent_requests
+                    .clamp(1, Semaphore::MAX_PERMITS),
+            )),
             config,
             db,
             signer,
@@ -110,6 +127,11 @@ impl AppState {
 
     pub fn limiters(&self) -> &Limiters {
         &self.0.limiters
+    }
+
+    /// One permit per request being handled (`edge.max_concurrent_requests` in all).
+    pub fn request_permits(&self) -> &Arc<Semaphore> {
+        &self.0.request_permits
     }
 
     /// The store, for synchronous callers (the admin CLI, tests).

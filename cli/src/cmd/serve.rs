@@ -83,24 +83,51 @@ pub fn run(args: ServeArgs, global: &super::GlobalArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
-        let key_id = state.server_key().key_id.clone();
-        println!(
-            "roam: homeserver {} listening on http://{addr}",
-            config.server_name
-        );
-        println!(
-            "      data in {}, server key {key_id}, registration {}",
-            config.data_dir.display(),
-            config.registration
-        );
-        println!("      try: curl http://{addr}/_matrix/client/versions");
-        if config.registration == RegistrationMode::Open && !addr.ip().is_loopback() {
-            tracing::warn!(
-                "registration is open on a non-loopback address: anyone who reaches it can sign up"
-            );
-        }
+        banner(&config, addr, &state.server_key().key_id.to_string());
         roam_server::run(listener, state, shutdown_signal()).await?;
         println!("roam: stopped");
         Ok(())
     })
+}
+
+fn trusted_list(list: &[config::IpCidr]) -> String {
+    if list.is_empty() {
+        return "none (the socket address is the client)".into();
+    }
+    list.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What the server prints when it is up, and the warnings about risky settings.
+fn banner(config: &roam_server::ServerConfig, addr: std::net::SocketAddr, key_id: &str) {
+    println!(
+        "roam: homeserver {} listening on http://{addr}",
+        config.server_name
+    );
+    println!(
+        "      data in {}, server key {key_id}, registration {}",
+        config.data_dir.display(),
+        config.registration
+    );
+    let edge = &config.edge;
+    println!(
+        "      edge: request timeout {:?}, header timeout {:?}, at most {} requests at once, trusted proxies: {}",
+        edge.request_timeout,
+        edge.header_read_timeout,
+        edge.max_concurrent_requests,
+        trusted_list(&edge.trusted_proxies)
+    );
+    println!("      try: curl http://{addr}/_matrix/client/versions");
+    if config.registration == RegistrationMode::Open && !addr.ip().is_loopback() {
+        tracing::warn!(
+            "registration is open on a non-loopback address: anyone who reaches it can sign up"
+        );
+    }
+    if edge.trusted_proxies.iter().any(|c| c.prefix_len() == 0) {
+        tracing::warn!(
+            "trusted_proxies contains a /0 range: any client can name its own address and escape per-address limits"
+        );
+    }
 }

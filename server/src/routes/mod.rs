@@ -1,8 +1,10 @@
 //! The HTTP surface: which path goes to which handler, plus the fallbacks that turn unknown
-//! paths and methods into Matrix `M_UNRECOGNIZED` errors.
+//! paths and methods into Matrix `M_UNRECOGNIZED` errors, and the edge middleware
+//! (`edge`: client address, load shedding, request timeout, per-address write limits).
 
 mod account;
 mod devices;
+mod edge;
 mod keys;
 mod metrics;
 mod roam;
@@ -96,11 +98,19 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::endpoint))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            edge::limit_writes,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             metrics::track,
         ))
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            edge::guard,
+        ))
         .with_state(state)
 }
 
