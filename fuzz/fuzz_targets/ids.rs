@@ -44,7 +44,10 @@ fn server_name(s: &str) {
 fn user_id(s: &str) {
     let strict = UserId::parse_strict(s);
     let Ok(u) = UserId::parse(s) else {
-        assert!(strict.is_err(), "strict accepts what lenient refuses: {s:?}");
+        assert!(
+            strict.is_err(),
+            "strict accepts what lenient refuses: {s:?}"
+        );
         return;
     };
     assert_eq!(strict.is_ok(), u.is_strict(), "is_strict disagrees: {s:?}");

@@ -102,20 +102,38 @@ fn harness() -> &'static Harness {
             post("/_roam/v1/migrate", None, m.to_string().into()),
         );
         assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
-        let unknown = genesis(&Keys::new(3), "@carol:elsewhere.test", &["elsewhere.test"], GENESIS_AT);
+        let unknown = genesis(
+            &Keys::new(3),
+            "@carol:elsewhere.test",
+            &["elsewhere.test"],
+            GENESIS_AT,
+        );
 
         if let Ok(dir) = std::env::var("ROAM_FUZZ_SEEDS") {
             let state = verify_log(std::slice::from_ref(&g), None, roam_fuzz::NOW)
                 .unwrap()
                 .state;
             let op = next_op(&state, GENESIS_AT + 1000, add_device("FUZZ", 9)).sign(&alice.update);
-            let pw_genesis = genesis(&Keys::new(2), &format!("@pw:{SERVER}"), &[SERVER], GENESIS_AT);
-            let bob = genesis(&Keys::new(4), &format!("@bob:{SERVER}"), &[SERVER], GENESIS_AT);
+            let pw_genesis = genesis(
+                &Keys::new(2),
+                &format!("@pw:{SERVER}"),
+                &[SERVER],
+                GENESIS_AT,
+            );
+            let bob = genesis(
+                &Keys::new(4),
+                &format!("@bob:{SERVER}"),
+                &[SERVER],
+                GENESIS_AT,
+            );
             let seeds: [(u8, Value); 6] = [
                 (0, json!({"ops": [op.value]})),
                 (1, json!({"user_id": format!("@alice:{SERVER}")})),
                 (2, json!({"ops": [pw_genesis.value]})),
-                (3, json!({"did": bob.op.did.as_str(), "log": [bob.value], "localpart": "bob"})),
+                (
+                    3,
+                    json!({"did": bob.op.did.as_str(), "log": [bob.value], "localpart": "bob"}),
+                ),
                 (4, json!({"ops": [unknown.value]})),
                 (5, json!({"ops": []})),
             ];
@@ -153,9 +171,8 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(&answer);
     let json: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
     if status >= 500 {
-        let unreachable = path.ends_with("/migrate")
-            && status == 502
-            && json["errcode"] == "ROAM_UNREACHABLE";
+        let unreachable =
+            path.ends_with("/migrate") && status == 502 && json["errcode"] == "ROAM_UNREACHABLE";
         assert!(unreachable, "POST {path} → {status}: {text}");
     }
     if status >= 300 {

@@ -177,7 +177,10 @@ pub fn check_log(values: &[Value]) {
     };
     let chain = verify_values(&verified.chain_values(), Some(&verified.state.did), NOW)
         .expect("the chosen chain of an accepted log verifies");
-    assert_eq!(chain.state, verified.state, "the chain alone gives another state");
+    assert_eq!(
+        chain.state, verified.state,
+        "the chain alone gives another state"
+    );
     let mut reversed = values.to_vec();
     reversed.reverse();
     let again = verify_values(&reversed, None, NOW).expect("an accepted log, reversed, verifies");
