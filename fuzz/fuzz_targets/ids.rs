@@ -52,7 +52,9 @@ fn user_id(s: &str) {
     };
     assert_eq!(strict.is_ok(), u.is_strict(), "is_strict disagrees: {s:?}");
     assert_eq!(u.as_str(), s);
-    assert_eq!(UserId::parse(&u.to_string()).unwrap(), u);
+    let text = u.to_string();
+    assert_eq!(text, s);
+    assert_eq!(UserId::parse(&text).unwrap(), u);
     let server = u.server_name();
     assert_eq!(ServerName::parse(server.as_str()).unwrap(), server);
     assert_eq!(format!("@{}:{}", u.localpart(), server), s);
@@ -65,7 +67,9 @@ fn device_id(s: &str) {
         return;
     };
     assert_eq!(d.as_str(), s);
-    assert_eq!(DeviceId::parse(&d.to_string()).unwrap(), d);
+    let text = d.to_string();
+    assert_eq!(text, s);
+    assert_eq!(DeviceId::parse(&text).unwrap(), d);
     // A device ID is a valid key ID version, within the key ID's 255-byte cap. Found by
     // this target: device IDs of 248 to 255 bytes parse, but `ed25519:<device ID>` does not,
     // so such a device can never upload Matrix device keys (reported, not changed here).
@@ -81,7 +85,9 @@ fn key_id(s: &str) {
     };
     assert_eq!(k.as_str(), s);
     assert_eq!(format!("{}:{}", k.algorithm(), k.version()), s);
-    assert_eq!(KeyId::parse(&k.to_string()).unwrap(), k);
+    let text = k.to_string();
+    assert_eq!(text, s);
+    assert_eq!(KeyId::parse(&text).unwrap(), k);
     assert!(!k.algorithm().contains(':'));
 }
 
