@@ -2,7 +2,8 @@
 # Property-based API testing of a live `roam serve` against spec/openapi.json with
 # Schemathesis: installs it into .venv, builds `roam`, serves on a temporary directory and a
 # free port, registers a user for the bearer token, runs Schemathesis (bounded examples per
-# operation; the logout operations last, with their own token), stops the server, and exits
+# operation; the logout operations last, with their own token; `{did}` and `{user_id}` name
+# an account created with `roam key new` + `roam account create`), stops the server, and exits
 # non-zero on any failure.
 #
 # Checks: not_a_server_error (no 5xx; on POST /_roam/v1/migrate the hook check
@@ -89,6 +90,14 @@ body["auth"] = {"type": "m.login.dummy", "session": session}
 print(post(body)["access_token"])
 PY
 }
+
+# An account with a DID (genesis signed by `roam`), so that the `{did}` and `{user_id}` paths
+# reach real data instead of 404 (scripts/schemathesis.toml reads these two variables).
+export ROAM_PASSPHRASE=st-passphrase ROAM_CACHE="$tmp/cache" ROAM_KEYSTORE="$tmp/keystore.json"
+ROAM_ST_DID=$("$roam" key new --no-phrase --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["did"])')
+"$roam" account create --homeserver "$base" --user stdid --federation-override "st.test=$base" \
+  --allow-private-fetch >/dev/null
+export ROAM_ST_DID ROAM_ST_USER_ID="@stdid:st.test"
 
 run_st() {
   local tok=$1
