@@ -64,12 +64,16 @@ per_day = 100000
 TOML
 "$roam" serve --config "$tmp/roam.toml" >"$tmp/server.log" 2>&1 &
 pid=$!
+healthy() {
+  python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+    "$base/health" 2>/dev/null
+}
 for _ in $(seq 100); do
-  curl -fsS "$base/health" >/dev/null 2>&1 && break
+  healthy && break
   kill -0 "$pid" 2>/dev/null || { cat "$tmp/server.log"; exit 1; }
   sleep 0.1
 done
-curl -fsS "$base/health" >/dev/null
+healthy || { echo "== schemathesis: the server did not start"; cat "$tmp/server.log"; exit 1; }
 
 # A registered user's access token (both UIA round trips).
 token() {
