@@ -30,6 +30,8 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
 fi
 
 export CARGO_TARGET_DIR="$PWD/fuzz/target"
+# The main workspace's versions, plus what only the fuzz workspace needs (libfuzzer-sys).
+[ -e fuzz/Cargo.lock ] || cp Cargo.lock fuzz/Cargo.lock
 unset RUSTFLAGS
 echo "== fuzz: building ${#targets[@]} targets (sanitizer $sanitizer, debug assertions on)"
 (cd fuzz && cargo +nightly fuzz build -s "$sanitizer" -a)
