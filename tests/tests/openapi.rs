@@ -4,9 +4,10 @@
 //!   documented statuses and errcodes (`x-errcodes`);
 //! - the main success path of every `/_roam/v1` operation (register with a genesis → bundle →
 //!   log → ops → export → challenge → key login → migrate/status → forks → identifiers, plus
-//!   adopting a DID) answers JSON that validates against the documented schema;
-//! - every `/_roam/v1` and `/1.0` route of `server/src/routes/mod.rs` is documented, and
-//!   every documented one is routed.
+//!   adopting a DID), and of every Matrix client-server, key, discovery, health and metrics
+//!   endpoint, answers a body that validates against the documented schema;
+//! - every route of `server/src/routes/mod.rs` is documented, and every documented one is
+//!   routed (`/_matrix/client/r0` serves the v3 routes and is documented once, as v3).
 //!
 //! The validator covers the JSON Schema subset the spec is restricted to (`type`,
 //! `required`, `properties`, `additionalProperties`, `items`, `enum`, `oneOf`, `$ref`,
@@ -22,6 +23,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use roam_identity_core::log::{Action, next_op};
 use roam_identity_core::login::login_message;
 use roam_identity_core::{ServerName, UserId, b64};
+use roam_server::RegistrationMode;
 use roam_server::portable::oprate::OpLimits;
 use serde_json::{Value, json};
 
@@ -378,8 +380,13 @@ impl Conformance {
                 }
             }
         } else {
-            let v: Value = serde_json::from_str(&a.text)
-                .unwrap_or_else(|e| panic!("body is not JSON ({e}): {what}"));
+            // A text body (`/health`, `/metrics`) is checked as a JSON string.
+            let v: Value = if a.content_type.starts_with("text/") {
+                Value::String(a.text.clone())
+            } else {
+                serde_json::from_str(&a.text)
+                    .unwrap_or_else(|e| panic!("body is not JSON ({e}): {what}"))
+            };
             if let Err(e) = validate(&self.spec, &media["schema"], &v, "$") {
                 panic!("schema mismatch: {e}\n{what}");
             }
@@ -441,6 +448,48 @@ impl Conformance {
         .await
     }
 
+    /// A Matrix call with an access token at the template's own path, which must succeed.
+    async fn matrix(
+        &self,
+        token: &str,
+        method: &str,
+        template: &str,
+        body: Option<Value>,
+    ) -> Value {
+        self.matrix_at(token, method, template, template, body)
+            .await
+    }
+
+    /// A Matrix call with an access token, which must succeed.
+    async fn matrix_at(
+        &self,
+        token: &str,
+        method: &str,
+        template: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let body = body.or_else(|| (method != "get").then(|| json!({})));
+        let a = self
+            .call(
+                method,
+                template,
+                path,
+                body.map(|b| b.to_string()),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(
+            a.status,
+            200,
+            "{} {path}: {}",
+            method.to_uppercase(),
+            a.text
+        );
+        a.json()
+    }
+
     async fn push(&self, did: &str, ops: Vec<Value>) -> (u16, Value) {
         self.post(
             OPS,
@@ -454,8 +503,9 @@ impl Conformance {
 // ---------------------------------------------------------------------------------------
 // (c) The router source.
 
-/// The `(METHOD, path)` pairs that `server/src/routes/mod.rs` routes under `/_roam/v1` and
-/// `/1.0`, read from its `.route("…", …)` calls (nested routers resolved by function name).
+/// The `(METHOD, path)` pairs that `server/src/routes/mod.rs` routes, read from its
+/// `.route("…", …)` calls (nested routers resolved by function name; the legacy r0 prefix
+/// folded into v3).
 fn router_routes() -> BTreeSet<(String, String)> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../server/src/routes/mod.rs");
     let src = std::fs::read_to_string(path).expect("server/src/routes/mod.rs");
@@ -493,18 +543,24 @@ fn router_routes() -> BTreeSet<(String, String)> {
         let prefix = &quoted[..quoted.find('"').unwrap()];
         let after = quoted[prefix.len() + 1..].trim_start_matches([',', ' ', '\n']);
         let func = &after[..after.find('(').unwrap()];
-        if prefix.starts_with("/_roam/") || prefix.starts_with("/1.0") {
-            collect_routes(&fn_body(func), prefix, &mut out);
-            nested += 1;
+        if prefix == LEGACY_PREFIX {
+            // The r0 prefix serves the v3 handlers (documented once, under v3).
+            assert_eq!(
+                func, "client_routes",
+                "{LEGACY_PREFIX} must serve the v3 routes"
+            );
+            continue;
         }
+        collect_routes(&fn_body(func), prefix, &mut out);
+        nested += 1;
     }
-    assert!(
-        nested >= 1,
-        "no nested /_roam router found in routes/mod.rs"
-    );
-    out.retain(|(_, p)| p.starts_with("/_roam/v1/") || p.starts_with("/1.0/"));
+    assert!(nested >= 2, "no nested routers found in routes/mod.rs");
     out
 }
+
+/// `/_matrix/client/r0` serves exactly the `/_matrix/client/v3` routes; the spec documents
+/// them once, under v3 (see the spec's `info.description`).
+const LEGACY_PREFIX: &str = "/_matrix/client/r0";
 
 fn collect_routes(body: &str, prefix: &str, out: &mut BTreeSet<(String, String)>) {
     let mut rest = body;
@@ -550,18 +606,21 @@ fn collect_routes(body: &str, prefix: &str, out: &mut BTreeSet<(String, String)>
 }
 
 #[test]
-fn every_roam_route_of_the_router_is_documented() {
+fn every_route_of_the_router_is_documented() {
     let spec = load_spec();
     let routed = router_routes();
-    assert!(
-        routed.contains(&("post".into(), "/_roam/v1/accounts/{did}/ops".into())),
-        "the router parser found {routed:?}"
-    );
+    for probe in [
+        ("post", "/_roam/v1/accounts/{did}/ops"),
+        ("get", "/_matrix/client/v3/devices/{device_id}"),
+        ("get", "/metrics"),
+    ] {
+        assert!(
+            routed.contains(&(probe.0.into(), probe.1.into())),
+            "the router parser found {routed:?}"
+        );
+    }
     let mut documented = BTreeSet::new();
     for (template, item) in spec["paths"].as_object().unwrap() {
-        if !(template.starts_with("/_roam/v1/") || template.starts_with("/1.0/")) {
-            continue;
-        }
         for m in METHODS {
             if item.get(*m).is_some() {
                 documented.insert((m.to_string(), template.clone()));
@@ -870,6 +929,147 @@ async fn server_conforms_to_the_spec() {
         "{e}"
     );
 
+    // --- The Matrix client-server endpoints, with dave's password account.
+    let dave_device = t
+        .matrix(
+            &dave_token,
+            "get",
+            "/_matrix/client/v3/account/whoami",
+            None,
+        )
+        .await["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    t.matrix(&dave_token, "get", "/_matrix/client/v3/devices", None)
+        .await;
+    let one = "/_matrix/client/v3/devices/{device_id}";
+    let one_path = format!("/_matrix/client/v3/devices/{dave_device}");
+    t.matrix_at(&dave_token, "get", one, &one_path, None).await;
+    t.matrix_at(
+        &dave_token,
+        "put",
+        one,
+        &one_path,
+        Some(json!({"display_name": "laptop"})),
+    )
+    .await;
+    let keys = [
+        ("/_matrix/client/v3/keys/upload", json!({})),
+        (
+            "/_matrix/client/v3/keys/query",
+            json!({"device_keys": {uid("dave"): []}}),
+        ),
+        (
+            "/_matrix/client/v3/keys/claim",
+            json!({"one_time_keys": {}}),
+        ),
+        ("/_matrix/client/v3/keys/device_signing/upload", json!({})),
+        ("/_matrix/client/v3/keys/signatures/upload", json!({})),
+    ];
+    for (path, body) in keys {
+        t.matrix(&dave_token, "post", path, Some(body)).await;
+    }
+    let changes = "/_matrix/client/v3/keys/changes";
+    t.matrix_at(
+        &dave_token,
+        "get",
+        changes,
+        &format!("{changes}?from=0"),
+        None,
+    )
+    .await;
+    let available = "/_matrix/client/v3/register/available";
+    let a = t
+        .call(
+            "get",
+            available,
+            &format!("{available}?username=free"),
+            None,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    // UIA: deleting devices needs the password. A second and a third device, by login.
+    let login_device = |device: &'static str| {
+        let t = &t;
+        async move {
+            let (s, r) = t
+                .post(
+                    LOGIN,
+                    LOGIN,
+                    json!({"type": "m.login.password", "password": "pw-dave-123",
+                           "identifier": {"type": "m.id.user", "user": "dave"},
+                           "device_id": device}),
+                )
+                .await;
+            assert_eq!(s, 200, "{r}");
+            r["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let password_auth = |session: &Value| {
+        json!({"type": "m.login.password", "password": "pw-dave-123", "session": session,
+               "identifier": {"type": "m.id.user", "user": "dave"}})
+    };
+    login_device("SECOND").await;
+    let second = "/_matrix/client/v3/devices/SECOND";
+    let a = t
+        .call(
+            "delete",
+            one,
+            second,
+            Some("{}".into()),
+            Some(&dave_token),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 401, "{}", a.text);
+    let body = json!({"auth": password_auth(&a.json()["session"])});
+    t.matrix_at(&dave_token, "delete", one, second, Some(body))
+        .await;
+    login_device("THIRD").await;
+    let many = "/_matrix/client/v3/delete_devices";
+    let a = t
+        .call(
+            "post",
+            many,
+            many,
+            Some(json!({"devices": ["THIRD"]}).to_string()),
+            Some(&dave_token),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 401, "{}", a.text);
+    let body = json!({"devices": ["THIRD"], "auth": password_auth(&a.json()["session"])});
+    t.matrix(&dave_token, "post", many, Some(body)).await;
+    let fourth = login_device("FOURTH").await;
+    t.matrix(&fourth, "post", "/_matrix/client/v3/logout", None)
+        .await;
+    // Server-level documents.
+    for path in [
+        "/_matrix/client/versions",
+        "/.well-known/matrix/server",
+        "/.well-known/matrix/client",
+        "/health",
+        "/metrics",
+    ] {
+        let a = t.call("get", path, path, None, None, None).await;
+        assert_eq!(a.status, 200, "{path}: {}", a.text);
+    }
+    let by_id = "/_matrix/key/v2/server/{key_id}";
+    let a = t
+        .call(
+            "get",
+            by_id,
+            "/_matrix/key/v2/server/ed25519:x",
+            None,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+
     // --- DID resolution, both representations, and its errors.
     let ident = |d: &str| format!("/1.0/identifiers/{d}");
     let a = t.call("get", IDENT, &ident(&did), None, None, None).await;
@@ -923,6 +1123,8 @@ async fn server_conforms_to_the_spec() {
     sample.insert("{did}", did.clone());
     sample.insert("{user_id}", enc(&uid("alice")));
     sample.insert("{id}", id.to_owned());
+    sample.insert("{device_id}", dave_device.clone());
+    sample.insert("{key_id}", "ed25519:a_1".to_owned());
     let stranger = Owner::new(88, &uid("stranger"), &[SERVER_NAME]).did();
     for (method, template) in t.operations() {
         let mut path = template.clone();
@@ -940,7 +1142,9 @@ async fn server_conforms_to_the_spec() {
         let unknown = template
             .replace("{did}", &stranger)
             .replace("{user_id}", &enc(&uid("nobody")))
-            .replace("{id}", "000000000000000000000000");
+            .replace("{id}", "000000000000000000000000")
+            .replace("{device_id}", "NODEVICE")
+            .replace("{key_id}", "ed25519:none");
         t.call(&method, &template, &unknown, body, None, None).await;
         // Not JSON, where a body is read.
         if method == "post" {
@@ -979,6 +1183,41 @@ async fn server_conforms_to_the_spec() {
         .await;
     assert_eq!(a.status, 410, "{}", a.text);
     assert_eq!(a.json()["didDocumentMetadata"]["deactivated"], true);
+
+    // --- Registration tokens, on a server that uses them.
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_server = start(token_dir.path(), |c| {
+        c.registration = RegistrationMode::Token;
+    })
+    .await;
+    let validity = "/_matrix/client/v1/register/m.login.registration_token/validity";
+    let t2 = Conformance {
+        spec: load_spec(),
+        base: token_server.base.clone(),
+        http: reqwest::Client::new(),
+        seen: Mutex::default(),
+    };
+    let a = t2
+        .call(
+            "get",
+            validity,
+            &format!("{validity}?token=nope"),
+            None,
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (a.status, &a.json()["valid"]),
+        (200, &json!(false)),
+        "{}",
+        a.text
+    );
+    t.seen.lock().unwrap().extend(t2.seen.into_inner().unwrap());
+    token_server.stop().await;
+    // Last for dave: every session ends.
+    t.matrix(&dave_token, "post", "/_matrix/client/v3/logout/all", None)
+        .await;
 
     // --- Coverage: every operation answered, and succeeded at least once.
     let seen = t.seen.lock().unwrap().clone();
