@@ -55,7 +55,8 @@ impl IdError {
 
 /// The longest user ID Matrix allows, in bytes, sigil included.
 pub const MAX_USER_ID_BYTES: usize = 255;
-const MAX_DEVICE_ID_BYTES: usize = 255;
+/// So that `curve25519:DEVICE` (the longest key ID a device has) fits a key ID's 255 bytes.
+const MAX_DEVICE_ID_BYTES: usize = 244;
 const MAX_SERVER_NAME_BYTES: usize = 255;
 
 macro_rules! string_newtype {
@@ -357,7 +358,8 @@ impl AsRef<str> for UserId {
     }
 }
 
-/// A Matrix device ID: 1 to 255 bytes of printable ASCII, no whitespace.
+/// A Matrix device ID: 1 to 244 bytes of printable ASCII, no whitespace (so that its key IDs,
+/// `ed25519:DEVICE` and `curve25519:DEVICE`, are valid key IDs).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DeviceId(String);
 string_newtype!(DeviceId, "device ID");
@@ -447,6 +449,16 @@ text_form!(KeyId, IdError, as_str);
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn every_device_id_is_a_key_id_version() {
+        let longest = "D".repeat(244);
+        assert!(DeviceId::parse(&longest).is_ok());
+        assert!(KeyId::parse(&format!("curve25519:{longest}")).is_ok());
+        assert!(KeyId::ed25519(&longest).is_ok());
+        assert!(DeviceId::parse(&"D".repeat(245)).is_err());
+    }
+
     use super::*;
 
     #[test]
