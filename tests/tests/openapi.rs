@@ -1013,6 +1013,27 @@ async fn server_conforms_to_the_spec() {
                "identifier": {"type": "m.id.user", "user": "dave"}})
     };
     login_device("SECOND").await;
+    // A login that asks for a refresh token, and the exchange (the old one is used up).
+    let (s, r) = t
+        .post(
+            LOGIN,
+            LOGIN,
+            json!({"type": "m.login.password", "password": "pw-dave-123",
+                   "identifier": {"type": "m.id.user", "user": "dave"},
+                   "device_id": "REFRESHED", "refresh_token": true}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    const REFRESH: &str = "/_matrix/client/v3/refresh";
+    let body = json!({"refresh_token": r["refresh_token"]});
+    let (s, fresh) = t.post(REFRESH, REFRESH, body.clone()).await;
+    assert_eq!(s, 200, "{fresh}");
+    let (s, again) = t.post(REFRESH, REFRESH, body).await;
+    assert_eq!(
+        (s, &again["errcode"]),
+        (401, &json!("M_UNKNOWN_TOKEN")),
+        "{again}"
+    );
     let second = "/_matrix/client/v3/devices/SECOND";
     let a = t
         .call(
