@@ -123,3 +123,16 @@ fn usage_errors_exit_2_and_bad_overrides_are_explained() {
         assert_eq!(out.status.code(), Some(2), "{cmd}");
     }
 }
+
+#[test]
+fn server_names_the_url_layer_cannot_reach_are_usage_errors() {
+    for subject in ["@a:x.1", "@a:x.0x10", "@a:A.example", "@a:a.example."] {
+        let out = roam(&["resolve", subject, "--offline"]);
+        assert_eq!(out.status.code(), Some(2), "{subject}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("is neither a user ID nor a DID"),
+            "{subject}: {err}"
+        );
+    }
+}

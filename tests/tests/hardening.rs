@@ -386,3 +386,26 @@ async fn access_tokens_expire_and_refresh_tokens_rotate() {
     let tail = refresh.as_bytes();
     assert!(!raw.windows(tail.len()).any(|w| w == tail));
 }
+
+/// Server names the URL layer cannot reach are refused where they enter: a migration `from`
+/// such a name, and a log that lists one, get clear 400s, never a panic or a 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_server_names_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), |_| {}).await;
+    let client = server.client();
+    let ghost = Owner::new(81, &user("ghost"), &[SERVER_NAME]);
+    for from in ["x.1", "x.0x10", "A.example", "a.example."] {
+        let body = json!({"did": ghost.did(), "from": from, "localpart": "ghost"});
+        let answer = client.post(MIGRATE, body).await;
+        assert_eq!(answer.0, 400, "from {from:?}: {}", answer.1);
+        assert!(answer.1["errcode"].is_string(), "{}", answer.1);
+    }
+    // A genesis listing `x.1` as a server is not a valid op: refused as such.
+    let mut genesis = ghost.values()[0].clone();
+    genesis["servers"] = json!([SERVER_NAME, "x.1"]);
+    let body = json!({"did": ghost.did(), "log": [genesis], "localpart": "ghost"});
+    let (s, v) = client.post(MIGRATE, body).await;
+    assert_eq!(s, 400, "{v}");
+    server.stop().await;
+}
