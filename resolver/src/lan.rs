@@ -310,14 +310,16 @@ impl MdnsBrowser {
                         // A re-announcement replaces the addresses it had.
                         let old = by_name.insert(svc.get_fullname().to_owned(), urls.clone());
                         for u in old.unwrap_or_default() {
-                            if !urls.contains(&u) {
+                            if !still_announced(&by_name, &u) {
                                 peers.remove_discovered(&u);
                             }
                         }
                     }
                     ServiceEvent::ServiceRemoved(_, fullname) => {
                         for u in by_name.remove(&fullname).unwrap_or_default() {
-                            peers.remove_discovered(&u);
+                            if !still_announced(&by_name, &u) {
+                                peers.remove_discovered(&u);
+                            }
                         }
                     }
                     _ => {}
@@ -334,6 +336,11 @@ impl Drop for MdnsBrowser {
         let _ = self.daemon.shutdown();
         self.task.abort();
     }
+}
+
+/// True when some service still announces `url` (two names may share an address).
+fn still_announced(by_name: &HashMap<String, Vec<Url>>, url: &Url) -> bool {
+    by_name.values().any(|urls| urls.contains(url))
 }
 
 fn peer_url(ip: IpAddr, port: u16) -> Option<Url> {
