@@ -32,8 +32,16 @@ pub enum HomeserverError {
     },
     /// The server answered, but not in the shape the API promises.
     #[error("{url} answered something unexpected: {reason}")]
+    /// (Also a body over [`MAX_RESPONSE_BYTES`]: see [`HomeserverError::is_too_large`].)
     BadResponse { url: String, reason: String },
 }
+
+/// The start of [`HomeserverError::BadResponse`]'s reason for a body over the cap.
+pub const RESPONSE_TOO_LARGE: &str = "response too large";
+
+/// The largest response body the client reads (4 MiB); a larger one is refused while
+/// streaming, so a hostile or broken server cannot make the client buffer without bound.
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
 impl HomeserverError {
     /// The Matrix errcode, when the server refused.
@@ -60,6 +68,12 @@ impl HomeserverError {
     /// True when the server could not be reached at all.
     pub fn is_unreachable(&self) -> bool {
         matches!(self, HomeserverError::Unreachable { .. })
+    }
+
+    /// True when the server's answer was refused for being over [`MAX_RESPONSE_BYTES`].
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, HomeserverError::BadResponse { reason, .. }
+            if reason.starts_with(RESPONSE_TOO_LARGE))
     }
 
     /// The error body, when the server refused.
@@ -240,13 +254,7 @@ impl Homeserver {
             reason: describe_reqwest(&e),
         })?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| HomeserverError::Unreachable {
-                url: url.clone(),
-                reason: describe_reqwest(&e),
-            })?;
+        let bytes = read_capped(resp, &url, MAX_RESPONSE_BYTES).await?;
         let value: Option<Value> = serde_json::from_slice(&bytes).ok();
         if status.is_success() {
             return value.ok_or_else(|| HomeserverError::BadResponse {
@@ -562,6 +570,40 @@ impl Homeserver {
     }
 }
 
+/// Reads a response body chunk by chunk, refusing it as soon as it passes `limit` bytes (a
+/// declared Content-Length over the limit is refused before reading anything).
+async fn read_capped(
+    mut resp: reqwest::Response,
+    url: &str,
+    limit: usize,
+) -> Result<Vec<u8>, HomeserverError> {
+    let too_large = || HomeserverError::BadResponse {
+        url: url.to_owned(),
+        reason: format!("{RESPONSE_TOO_LARGE}: over {limit} bytes"),
+    };
+    if resp
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX))
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| HomeserverError::Unreachable {
+            url: url.to_owned(),
+            reason: describe_reqwest(&e),
+        })?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 fn describe_reqwest(e: &reqwest::Error) -> String {
     let mut s = if e.is_timeout() {
         "timed out".to_owned()
@@ -605,5 +647,70 @@ mod tests {
         let err = hs.server_name().await.unwrap_err();
         assert!(err.is_unreachable(), "{err}");
         assert!(err.to_string().contains(&format!("cannot reach {base}")));
+    }
+
+    /// A one-shot HTTP server on 127.0.0.1 answering `200` with a JSON body of `len` bytes,
+    /// with or without a Content-Length header (without: the body ends with the connection).
+    async fn oversized_server(len: usize, content_length: bool) -> Url {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            let head = if content_length {
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n"
+                )
+            } else {
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n"
+                    .to_owned()
+            };
+            if sock.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            // `"aaaa…"`: valid JSON if it were ever read whole.
+            let mut body = vec![b'a'; len];
+            body[0] = b'"';
+            body[len - 1] = b'"';
+            for chunk in body.chunks(64 * 1024) {
+                if sock.write_all(chunk).await.is_err() {
+                    return; // the client hung up: what the cap should make it do
+                }
+            }
+            let _ = sock.shutdown().await;
+        });
+        Url::parse(&format!("http://{addr}")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn oversized_response_is_refused_while_streaming() {
+        let base = oversized_server(MAX_RESPONSE_BYTES + 1024, false).await;
+        let err = Homeserver::new(base)
+            .unwrap()
+            .server_name()
+            .await
+            .unwrap_err();
+        assert!(err.is_too_large(), "{err:?}");
+        assert!(err.to_string().contains("response too large"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn oversized_content_length_is_refused() {
+        let base = oversized_server(MAX_RESPONSE_BYTES + 1, true).await;
+        let err = Homeserver::new(base)
+            .unwrap()
+            .server_name()
+            .await
+            .unwrap_err();
+        assert!(err.is_too_large(), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_body_within_the_cap_is_read() {
+        let base = oversized_server(1000, false).await;
+        let v = Homeserver::new(base).unwrap().get("/").await.unwrap();
+        assert_eq!(v.as_str().map(str::len), Some(998));
     }
 }

@@ -142,7 +142,10 @@ fn open(
         })
 }
 
-/// Writes a file readable by its owner only, atomically (temp file + rename), and syncs it.
+/// Writes a file readable by its owner only, atomically: into a new temp file beside it
+/// (created with `create_new` under a random name, so an existing file is never truncated or
+/// followed), synced, renamed over `path`, and then the directory synced so the rename itself
+/// survives a crash.
 pub fn write_private(path: &Path, text: &str) -> Result<(), KeystoreError> {
     use std::io::Write;
     let io = |source| KeystoreError::Io {
@@ -154,24 +157,49 @@ pub fn write_private(path: &Path, text: &str) -> Result<(), KeystoreError> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("roam"),
-        std::process::id()
-    ));
-    {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("roam");
+    let (tmp, mut f) = {
+        let mut attempt = 0;
+        loop {
+            let tmp = dir.join(format!(".{name}.tmp{:016x}", OsRng.next_u64()));
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            match opts.open(&tmp) {
+                Ok(f) => break (tmp, f),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 16 => {
+                    attempt += 1;
+                }
+                Err(e) => return Err(io(e)),
+            }
         }
-        let mut f = opts.open(&tmp).map_err(io)?;
-        f.write_all(text.as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
+    };
+    let written = f
+        .write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .and_then(|()| {
+            drop(f);
+            std::fs::rename(&tmp, path)
+        });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
     }
-    std::fs::rename(&tmp, path).map_err(io)?;
+    sync_dir(dir).map_err(io)
+}
+
+/// Makes a rename in `dir` durable (unix: fsync the directory; elsewhere nothing to do).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
     Ok(())
 }
 
@@ -541,5 +569,54 @@ mod tests {
         let back = RecoveryFile::load(&path, "pw").unwrap();
         assert_eq!(back.next_key, r.next_key);
         assert!(RecoveryFile::load(&path, "nope").is_err());
+    }
+
+    fn dir_names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn write_private_replaces_and_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        write_private(&path, "first").unwrap();
+        write_private(&path, "second").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "second");
+        assert_eq!(dir_names(dir.path()), vec!["keys.json".to_owned()]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn write_private_does_not_clobber_a_temp_looking_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        // What the old fixed name would have been, and a random-looking one.
+        let old_style = dir
+            .path()
+            .join(format!(".keys.json.tmp{}", std::process::id()));
+        let random_style = dir.path().join(".keys.json.tmp0123456789abcdef");
+        std::fs::write(&old_style, "someone else's").unwrap();
+        std::fs::write(&random_style, "someone else's too").unwrap();
+        write_private(&path, "mine").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "mine");
+        assert_eq!(
+            std::fs::read_to_string(&old_style).unwrap(),
+            "someone else's"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&random_style).unwrap(),
+            "someone else's too"
+        );
+        assert_eq!(dir_names(dir.path()).len(), 3);
     }
 }

@@ -111,6 +111,8 @@ pub struct AddressPolicy {
     trusted_hosts: RwLock<HashSet<String>>,
     trusted_origins: RwLock<HashSet<(String, u16)>>,
     lan_origins: RwLock<HashSet<(String, u16)>>,
+    /// Origins of peers learned by mDNS: trusted (and LAN peers) only while announced.
+    discovered_origins: RwLock<HashSet<(String, u16)>>,
 }
 
 /// Why [`AddressPolicy::check_url`] refused a URL.
@@ -156,6 +158,30 @@ impl AddressPolicy {
         self.lan_only
     }
 
+    /// True when the guard is off (`allow_private`).
+    pub fn allows_private(&self) -> bool {
+        self.allow_private
+    }
+
+    /// Trusts a peer learned by mDNS (already checked by the caller) until
+    /// [`Self::withdraw_discovered_peer`]; explicit trust is kept apart and never withdrawn.
+    pub(crate) fn trust_discovered_peer(&self, url: &Url) {
+        if let Some(origin) = origin_key(url) {
+            write_lock(&self.discovered_origins).insert(origin);
+        }
+    }
+
+    /// Withdraws the trust given by [`Self::trust_discovered_peer`].
+    pub(crate) fn withdraw_discovered_peer(&self, url: &Url) {
+        if let Some(origin) = origin_key(url) {
+            write_lock(&self.discovered_origins).remove(&origin);
+        }
+    }
+
+    fn discovered(&self, url: &Url) -> bool {
+        origin_key(url).is_some_and(|o| read_lock(&self.discovered_origins).contains(&o))
+    }
+
     /// Trusts a LAN peer's origin like [`Self::trust`], and lets it through in offline mode.
     pub fn trust_lan_peer(&self, url: &Url) {
         self.trust(url);
@@ -197,6 +223,7 @@ impl AddressPolicy {
         }
         if self.lan_only
             && !origin_key(url).is_some_and(|o| read_lock(&self.lan_origins).contains(&o))
+            && !self.discovered(url)
         {
             return Err(Refused::NotALanPeer(url.origin().ascii_serialization()));
         }
@@ -206,7 +233,11 @@ impl AddressPolicy {
             Some(Host::Domain(_)) => return Ok(()),
             None => return Err(Refused::NoHost),
         };
-        if self.allow_private || !is_forbidden(ip) || self.origin_trusted(url) {
+        if self.allow_private
+            || !is_forbidden(ip)
+            || self.origin_trusted(url)
+            || self.discovered(url)
+        {
             Ok(())
         } else {
             Err(Refused::Forbidden(ip))
