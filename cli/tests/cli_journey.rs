@@ -589,7 +589,16 @@ fn lan_serve_is_found_by_lan_peers() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let peers = grace.json(&["lan", "peers", "--wait", "5", "--json"]);
+    // The node announces a loopback address: mDNS peers are trusted only on a local
+    // interface's subnet, never loopback, unless private fetches are allowed.
+    let peers = grace.json(&[
+        "lan",
+        "peers",
+        "--wait",
+        "5",
+        "--json",
+        "--allow-private-fetch",
+    ]);
     let _ = node.kill();
     let _ = node.wait();
     let wanted = format!("http://127.0.0.1:{port}/");

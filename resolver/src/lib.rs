@@ -75,7 +75,10 @@
 //! - The cache never replaces a head with one whose log does not contain it (unless a valid
 //!   recovery rotate superseded it).
 //! - No fetch reaches a non-public address unless `allow_private` is set or the target was
-//!   trusted explicitly (an override target or a LAN peer).
+//!   trusted explicitly (an override target or a LAN peer the user named). A peer learned by
+//!   mDNS is trusted only if `lan::acceptable_peer` accepts its address (on a subnet of this
+//!   host's interfaces; never loopback, link-local, multicast or unspecified unless
+//!   `allow_private`), and only while it is announced.
 //! - Offline, no fetch reaches anything but a LAN peer (listed in the configuration or added
 //!   to [`NetworkResolver::lan_peers`], e.g. by mDNS) — not an override target, not a server
 //!   the log or an attestation names, not a redirect target. The entry points never take the
