@@ -6,31 +6,18 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{C, Owner, add_device, device_keys, now};
+use common::{C, Owner, add_device, device_keys, roam_bin};
 use ed25519_dalek::SigningKey;
-use roam_identity_core::{KeyCommitment, ServerName, UserId};
 use serde_json::{Value, json};
 
 const NAME: &str = "crash.test";
 const WORKERS: usize = 4;
 const CYCLES: usize = 3;
-
-/// Builds (if needed) and locates the `roam` binary next to this test's target directory.
-fn roam_bin() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "roam-cli", "--bin", "roam"])
-        .status()
-        .expect("running cargo build");
-    assert!(status.success(), "building roam failed");
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("roam")
-}
 
 /// Starts `roam serve` on `data` and returns the child and its base URL from the banner.
 fn serve(bin: &Path, config: &Path) -> (Child, String) {
@@ -79,21 +66,7 @@ fn owner(n: u32, user: &str) -> Owner {
         s[..4].copy_from_slice(&n.to_be_bytes());
         SigningKey::from_bytes(&s)
     };
-    let (update, next) = (seed(1), seed(2));
-    let g = roam_identity_core::log::genesis_op(
-        &update.verifying_key(),
-        KeyCommitment::to_key(&next.verifying_key()),
-        UserId::parse(user).unwrap(),
-        vec![ServerName::parse(NAME).unwrap()],
-        now() - 60_000,
-    )
-    .unwrap()
-    .sign(&update);
-    Owner {
-        update,
-        next,
-        ops: vec![g],
-    }
+    Owner::from_keys(seed(1), seed(2), user, &[NAME])
 }
 
 /// One request; `None` when the connection failed (the server died mid-request).

@@ -1,24 +1,14 @@
 //! The `roam` binary itself: `roam serve` with flags, environment and a config file, SIGTERM
 //! shutdown, and `roam admin token` on the data directory (refused while the server runs).
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use common::roam_bin;
 use serde_json::{Value, json};
-
-/// Builds (if needed) and locates the `roam` binary next to this test's target directory.
-fn roam_bin() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "roam-cli", "--bin", "roam"])
-        .status()
-        .expect("running cargo build");
-    assert!(status.success(), "building roam failed");
-    // target/debug/deps/roam_cli-HASH → target/debug/roam
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("roam")
-}
 
 fn roam(bin: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(bin)

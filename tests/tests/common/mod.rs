@@ -246,6 +246,11 @@ impl Owner {
     pub fn new(seed: u8, user: &str, servers: &[&str]) -> Self {
         let update = SigningKey::from_bytes(&[seed; 32]);
         let next = SigningKey::from_bytes(&[seed.wrapping_add(100); 32]);
+        Self::from_keys(update, next, user, servers)
+    }
+
+    /// A genesis for `user` on `servers` signed by `update`, committing to `next`.
+    pub fn from_keys(update: SigningKey, next: SigningKey, user: &str, servers: &[&str]) -> Self {
         let g = roam_identity_core::log::genesis_op(
             &update.verifying_key(),
             roam_identity_core::KeyCommitment::to_key(&next.verifying_key()),
@@ -323,4 +328,17 @@ pub fn move_to(names: &[&str]) -> roam_identity_core::log::Action {
             .map(|s| ServerName::parse(s).unwrap())
             .collect(),
     }
+}
+
+/// Builds (if needed) and locates the `roam` binary next to this test's target directory
+/// (`target/debug/deps/TEST-HASH` → `target/debug/roam`).
+pub fn roam_bin() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "-p", "roam-cli", "--bin", "roam"])
+        .status()
+        .expect("running cargo build");
+    assert!(status.success(), "building roam failed");
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("roam")
 }
