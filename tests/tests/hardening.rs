@@ -409,3 +409,60 @@ async fn unreachable_server_names_are_clear_errors() {
     assert_eq!(s, 400, "{v}");
     server.stop().await;
 }
+
+/// A client whose every request says, through a trusted proxy, that it comes from `ip`.
+fn client_at(server: &common::TestServer, ip: &str) -> common::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-forwarded-for", ip.parse().unwrap());
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    common::Client {
+        http,
+        base: server.client().base,
+        token: None,
+    }
+}
+
+/// A stranger asking for many key-login challenges for Alice's user ID (from another
+/// address) neither evicts nor exhausts the challenge Alice is about to answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_cannot_jam_a_users_key_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), |c| {
+        c.edge.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    let alice_user = user("alice");
+    let alice = Owner::new(90, &alice_user, &[SERVER_NAME]);
+    let at_home = client_at(&server, "10.0.0.1");
+    let stranger = client_at(&server, "10.9.9.9");
+    let body = json!({"username": "alice", "auth": {"type": "m.login.dummy"},
+                      "org.roam.genesis": alice.ops[0].value, "inhibit_login": true});
+    let (s, v) = at_home.post(&format!("{C}/register"), body).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, c) = at_home
+        .post("/_roam/v1/login/challenge", json!({"user_id": alice_user}))
+        .await;
+    assert_eq!(s, 200, "{c}");
+    // More than the old per-user cap of 4, which evicted the user's oldest challenge.
+    let mut issued = 0;
+    for _ in 0..40 {
+        let (s, _) = stranger
+            .post("/_roam/v1/login/challenge", json!({"user_id": alice_user}))
+            .await;
+        issued += usize::from(s == 200);
+    }
+    assert!(issued >= 5, "the stranger got only {issued} challenges");
+    let challenge = c["challenge"].as_str().unwrap();
+    let server_name = ServerName::parse(SERVER_NAME).unwrap();
+    let uid = UserId::parse(&alice_user).unwrap();
+    let signature =
+        roam_identity_core::login::sign_login(&alice.update, challenge, &server_name, &uid);
+    let login = json!({"type": "m.login.roam.key", "challenge": challenge, "signature": signature,
+                       "identifier": {"type": "m.id.user", "user": alice_user}});
+    let (s, v) = at_home.post(&format!("{C}/login"), login).await;
+    assert_eq!(s, 200, "Alice's own challenge was jammed: {v}");
+    server.stop().await;
+}
