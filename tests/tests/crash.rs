@@ -5,13 +5,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{C, Owner, add_device, device_keys, roam_bin};
+use common::{C, Owner, add_device, device_keys, roam_bin, spawn_serve};
 use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
 
@@ -19,29 +18,13 @@ const NAME: &str = "crash.test";
 const WORKERS: usize = 4;
 const CYCLES: usize = 3;
 
-/// Starts `roam serve` on `data` and returns the child and its base URL from the banner.
+/// Starts `roam serve` with `config` and returns the child and its base URL from the banner.
 fn serve(bin: &Path, config: &Path) -> (Child, String) {
-    let mut child = Command::new(bin)
-        .args(["serve", "--config"])
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--config"])
         .arg(config)
-        .env("ROAM_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines
-        .next()
-        .expect("roam serve printed its banner")
-        .unwrap();
-    let base = first
-        .split("listening on ")
-        .nth(1)
-        .expect("banner names the address")
-        .trim()
-        .to_owned();
-    std::thread::spawn(move || for _ in lines {});
-    (child, base)
+        .env("ROAM_LOG", "error");
+    spawn_serve(cmd)
 }
 
 /// What the server acknowledged, to look for after the crash.

@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
-use common::roam_bin;
+use common::{roam_bin, spawn_serve};
 use serde_json::{Value, json};
 
 fn roam(bin: &Path, args: &[&str]) -> (bool, String, String) {
@@ -26,25 +25,8 @@ fn roam(bin: &Path, args: &[&str]) -> (bool, String, String) {
 /// Starts `roam serve` and returns the child and its base URL, read from the banner.
 fn serve(bin: &Path, args: &[&str], envs: &[(&str, &str)]) -> (Child, String) {
     let mut cmd = Command::new(bin);
-    cmd.arg("serve")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let base = first
-        .split("listening on ")
-        .nth(1)
-        .expect("banner names the address")
-        .trim()
-        .to_owned();
-    // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, base)
+    cmd.arg("serve").args(args).envs(envs.iter().copied());
+    spawn_serve(cmd)
 }
 
 fn terminate(child: &mut Child) {

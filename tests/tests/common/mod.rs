@@ -342,3 +342,27 @@ pub fn roam_bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     exe.parent().unwrap().parent().unwrap().join("roam")
 }
+
+/// Spawns a prepared `roam serve` command and returns the child and its base URL, read from
+/// the banner. Stdout keeps being drained so the server never blocks on a full pipe.
+pub fn spawn_serve(mut cmd: std::process::Command) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines
+        .next()
+        .expect("roam serve printed its banner")
+        .unwrap();
+    let base = first
+        .split("listening on ")
+        .nth(1)
+        .expect("banner names the address")
+        .trim()
+        .to_owned();
+    std::thread::spawn(move || for _ in lines {});
+    (child, base)
+}
