@@ -992,7 +992,8 @@ async fn server_conforms_to_the_spec() {
         .await;
     assert_eq!(a.status, 200, "{}", a.text);
     // UIA: deleting devices needs the password. A second and a third device, by login.
-    let login_device = |device: &'static str| {
+    // Logs Dave in on `device` (asking for a refresh token if `refresh`); the answer.
+    let login = |device: &'static str, refresh: bool| {
         let t = &t;
         async move {
             let (s, r) = t
@@ -1001,11 +1002,20 @@ async fn server_conforms_to_the_spec() {
                     LOGIN,
                     json!({"type": "m.login.password", "password": "pw-dave-123",
                            "identifier": {"type": "m.id.user", "user": "dave"},
-                           "device_id": device}),
+                           "device_id": device, "refresh_token": refresh}),
                 )
                 .await;
             assert_eq!(s, 200, "{r}");
-            r["access_token"].as_str().unwrap().to_owned()
+            r
+        }
+    };
+    let login_device = |device: &'static str| {
+        let login = &login;
+        async move {
+            login(device, false).await["access_token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
         }
     };
     let password_auth = |session: &Value| {
@@ -1014,16 +1024,7 @@ async fn server_conforms_to_the_spec() {
     };
     login_device("SECOND").await;
     // A login that asks for a refresh token, and the exchange (the old one is used up).
-    let (s, r) = t
-        .post(
-            LOGIN,
-            LOGIN,
-            json!({"type": "m.login.password", "password": "pw-dave-123",
-                   "identifier": {"type": "m.id.user", "user": "dave"},
-                   "device_id": "REFRESHED", "refresh_token": true}),
-        )
-        .await;
-    assert_eq!(s, 200, "{r}");
+    let r = login("REFRESHED", true).await;
     const REFRESH: &str = "/_matrix/client/v3/refresh";
     let body = json!({"refresh_token": r["refresh_token"]});
     let (s, fresh) = t.post(REFRESH, REFRESH, body.clone()).await;
