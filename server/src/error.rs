@@ -107,6 +107,9 @@ pub enum AppError {
     /// The account moved to other servers.
     #[error("This account has moved; log in at its current homeserver.")]
     RoamMoved { servers: Vec<String> },
+    /// The Matrix account was deactivated (`/account/deactivate`).
+    #[error("This account has been deactivated")]
+    UserDeactivated,
     /// The account's log is deactivated.
     #[error("This account is deactivated.")]
     RoamDeactivated,
@@ -149,6 +152,7 @@ impl AppError {
             RoamFork { .. } => (StatusCode::CONFLICT, "ROAM_FORK", msg),
             RoamMoved { .. } => (StatusCode::FORBIDDEN, "ROAM_MOVED", msg),
             RoamDeactivated => (StatusCode::FORBIDDEN, "ROAM_DEACTIVATED", msg),
+            UserDeactivated => (StatusCode::FORBIDDEN, "M_USER_DEACTIVATED", msg),
             RoamUnreachable(_) => (StatusCode::BAD_GATEWAY, "ROAM_UNREACHABLE", msg),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -267,6 +271,11 @@ impl From<StoreError> for AppError {
             )),
             StoreError::TokenInvalid => AppError::Unauthorized("Invalid registration token".into()),
             StoreError::TokenExists => AppError::InvalidParam("Token already exists".into()),
+            StoreError::Deactivated => AppError::UserDeactivated,
+            // A full inbox empties when its device syncs; the caller may retry later.
+            StoreError::CapReached(_) => AppError::LimitExceeded {
+                retry_after_ms: 60_000,
+            },
             e @ (StoreError::HeadMoved { .. }
             | StoreError::Locked
             | StoreError::SchemaVersion { .. }

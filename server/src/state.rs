@@ -44,6 +44,8 @@ struct Inner {
     portable: Portable,
     metrics: Arc<Metrics>,
     request_permits: Arc<Semaphore>,
+    /// Bumped after every write, so `/sync` long-polls look again.
+    sync_wake: tokio::sync::watch::Sender<u64>,
 }
 
 /// Cheap to clone: everything lives behind one `Arc`.
@@ -95,6 +97,7 @@ impl AppState {
             uia: UiaSessions::default(),
             portable,
             metrics,
+            sync_wake: tokio::sync::watch::Sender::new(0),
         })))
     }
 
@@ -130,6 +133,16 @@ impl AppState {
     }
 
     /// One permit per request being handled (`edge.max_concurrent_requests` in all).
+    /// Wakes `/sync` long-polls of this process: something was written.
+    pub fn wake_sync(&self) {
+        self.0.sync_wake.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// What a `/sync` long-poll waits on (see [`AppState::wake_sync`]).
+    pub fn sync_wakes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.sync_wake.subscribe()
+    }
+
     pub fn request_permits(&self) -> &Arc<Semaphore> {
         &self.0.request_permits
     }

@@ -96,7 +96,13 @@ pub async fn limit_writes(
     if client.is_some_and(|rest| checks_password(&method, rest)) {
         limiters.uia_per_ip.check(&key).map_err(over)?;
     }
-    Ok(next.run(req).await)
+    let resp = next.run(req).await;
+    // A write may be news for a waiting `/sync` (a to-device message, new keys, account
+    // data, a device signed into the log).
+    if resp.status().is_success() {
+        state.wake_sync();
+    }
+    Ok(resp)
 }
 
 /// The client-API routes (after `/_matrix/client/v3`) whose UIA asks for the password.

@@ -22,6 +22,7 @@ use crate::error::AppError;
 use crate::extract::{Authenticated, MatrixJson, QueryParams};
 use crate::state::AppState;
 use crate::store::{
+    StoreError,
     CrossSigningKind, KeySignature, KeysUpload, OneTimeKey, SigningSnapshot, Store, StoreResult,
 };
 use crate::uia::Purpose;
@@ -329,8 +330,16 @@ pub async fn query(
     let result = state
         .db(move |s| {
             let mut answer = QueryAnswer::default();
+            let queried: Vec<UserId> = wanted.iter().map(|(u, _)| u.clone()).collect();
             for (user, devices) in local_users(wanted, &own_server, &mut answer.failures) {
                 answer.add_user(s, &user, &devices, &requester)?;
+            }
+            // The requester now follows these users' device lists (`/sync`).
+            match s.track_users(&requester, &queried) {
+                Err(StoreError::CapReached(_)) => {
+                    tracing::debug!(%requester, "tracked users at their cap");
+                }
+                other => other?,
             }
             Ok(answer.into_json())
         })
@@ -460,9 +469,7 @@ pub async fn changes(
     query: QueryParams,
 ) -> Result<Json<Value>, AppError> {
     let parse = |name: &str| -> Result<u64, AppError> {
-        query
-            .require(name)?
-            .parse::<u64>()
+        super::sync::SyncToken::key_position(query.require(name)?)
             .map_err(|_| invalid(format!("Invalid stream token {name:?}")))
     };
     let from = parse("from")?;

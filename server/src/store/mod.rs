@@ -10,23 +10,26 @@
 //! own methods to the traits; they must not change the layouts of the existing tables.
 //!
 //! Files: `accounts.rs` (the `Store` trait), [`logs`] (the `LogStore` trait and its
-//! records), `records.rs`, `error.rs`, `db.rs` (the async handle), [`tables`]; the redb
-//! implementation in
-//! `redb_database.rs` (the database, transactions, row encoding), `redb_store.rs` and
-//! `redb_logs.rs`. This file only names them.
+//! records), [`device_plane`] (the `DevicePlaneStore` trait: to-device messages, account
+//! data, filters, profiles, sync positions), `records.rs`, `error.rs`, `db.rs` (the async
+//! handle), [`tables`]; the redb implementation in `redb_database.rs` (the database,
+//! transactions, row encoding), `redb_store.rs`, `redb_logs.rs` and `redb_device_plane.rs`. This file only names them.
 
 mod accounts;
 mod db;
+pub mod device_plane;
 mod error;
 pub mod logs;
 mod records;
 mod redb_database;
+mod redb_device_plane;
 mod redb_logs;
 mod redb_store;
 pub mod tables;
 
 pub use accounts::Store;
 pub use db::Db;
+pub use device_plane::DevicePlaneStore;
 pub use error::{BoxError, StoreError, StoreResult};
 pub use logs::{EvidenceCap, ExportedOp, LogCommit, LogStore, LogSummary, OpWindowUpdate};
 pub use records::{

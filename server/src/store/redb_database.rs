@@ -179,6 +179,7 @@ pub(super) fn insert_account(txn: &WriteTransaction, new: NewAccount) -> StoreRe
         let row = t::AccountRow {
             password_hash: account.password_hash.clone(),
             created_at: account.created_at,
+            deactivated: false,
         };
         accounts.insert(user, to_json(&row)?.as_str())?;
     }
