@@ -63,7 +63,10 @@ async fn to_device_messages_arrive_once_through_sync() {
     // The same transaction again: not delivered twice.
     assert_eq!(alice.put(&path, body).await.0, 200);
     let (woken, waited) = waiting.await.unwrap();
-    assert!(waited < Duration::from_secs(15), "the long-poll was not woken");
+    assert!(
+        waited < Duration::from_secs(15),
+        "the long-poll was not woken"
+    );
     let events = to_device(&woken);
     assert_eq!(events.len(), 1, "{woken}");
     assert_eq!(events[0]["sender"], uid("alice"));
@@ -136,7 +139,10 @@ async fn device_list_changes_reach_those_who_track_the_user() {
     let dave_since = next(&sync(&dave, None, 0).await);
     let keys = device_keys(&uid("dave"), "DDEV", &SigningKey::from_bytes(&[5; 32]));
     let (s, v) = dave
-        .post(&format!("{C}/keys/upload"), json!({"device_keys": keys, "one_time_keys": {"signed_curve25519:AAAA": {"key": "x"}}}))
+        .post(
+            &format!("{C}/keys/upload"),
+            json!({"device_keys": keys, "one_time_keys": {"signed_curve25519:AAAA": {"key": "x"}}}),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     let v = sync(&erin, Some(&erin_since), 5_000).await;
@@ -145,7 +151,10 @@ async fn device_list_changes_reach_those_who_track_the_user() {
     assert_eq!(v["device_lists"]["changed"], json!([]), "{v}");
     let v = sync(&dave, Some(&dave_since), 0).await;
     assert_eq!(v["device_lists"]["changed"], json!([uid("dave")]), "{v}");
-    assert_eq!(v["device_one_time_keys_count"]["signed_curve25519"], 1, "{v}");
+    assert_eq!(
+        v["device_one_time_keys_count"]["signed_curve25519"], 1,
+        "{v}"
+    );
     // `/keys/changes` takes sync tokens.
     let (s, v) = erin
         .get(&format!(
@@ -165,7 +174,10 @@ async fn account_data_and_filters() {
     let anon = server.client();
     let gina = anon.register("gina", "pw-gina-1").await;
     let hank = anon.register("hank", "pw-hank-1").await;
-    let path = format!("{C}/user/{}/account_data/m.secret_storage.default_key", uid("gina"));
+    let path = format!(
+        "{C}/user/{}/account_data/m.secret_storage.default_key",
+        uid("gina")
+    );
     assert_err(&gina.get(&path).await, 404, "M_NOT_FOUND");
     let content = json!({"key": "abc"});
     assert_eq!(gina.put(&path, content.clone()).await.0, 200);
@@ -181,7 +193,10 @@ async fn account_data_and_filters() {
     assert_eq!(events.len(), 1, "{first}");
     assert_eq!(events[0]["type"], "m.secret_storage.default_key");
     assert_eq!(events[0]["content"], content);
-    let other = format!("{C}/user/{}/account_data/m.cross_signing.master", uid("gina"));
+    let other = format!(
+        "{C}/user/{}/account_data/m.cross_signing.master",
+        uid("gina")
+    );
     assert_eq!(gina.put(&other, json!({"encrypted": {}})).await.0, 200);
     let v = sync(&gina, Some(&next(&first)), 0).await;
     let events = v["account_data"]["events"].as_array().unwrap();
@@ -233,38 +248,60 @@ async fn start_up_endpoints_and_profiles() {
     assert_eq!(s, 200);
     let overrides = v["global"]["override"].as_array().unwrap();
     assert!(overrides.iter().any(|r| r["rule_id"] == ".m.rule.master"));
-    assert_eq!(ivan.get(&format!("{C}/voip/turnServer")).await, (200, json!({})));
+    assert_eq!(
+        ivan.get(&format!("{C}/voip/turnServer")).await,
+        (200, json!({}))
+    );
     assert_eq!(
         ivan.get(&format!("{C}/thirdparty/protocols")).await,
         (200, json!({}))
     );
-    assert_err(&anon.get(&format!("{C}/capabilities")).await, 401, "M_MISSING_TOKEN");
+    assert_err(
+        &anon.get(&format!("{C}/capabilities")).await,
+        401,
+        "M_MISSING_TOKEN",
+    );
 
     let profile = format!("{C}/profile/{}", uid("ivan"));
     assert_eq!(ivan.get(&profile).await, (200, json!({})));
     let (s, _) = ivan
-        .put(&format!("{profile}/displayname"), json!({"displayname": "Ivan"}))
+        .put(
+            &format!("{profile}/displayname"),
+            json!({"displayname": "Ivan"}),
+        )
         .await;
     assert_eq!(s, 200);
     let (s, _) = ivan
-        .put(&format!("{profile}/avatar_url"), json!({"avatar_url": "mxc://x/y"}))
+        .put(
+            &format!("{profile}/avatar_url"),
+            json!({"avatar_url": "mxc://x/y"}),
+        )
         .await;
     assert_eq!(s, 200);
     assert_eq!(
         anon.get(&profile).await,
-        (200, json!({"displayname": "Ivan", "avatar_url": "mxc://x/y"}))
+        (
+            200,
+            json!({"displayname": "Ivan", "avatar_url": "mxc://x/y"})
+        )
     );
     assert_eq!(
         anon.get(&format!("{profile}/displayname")).await,
         (200, json!({"displayname": "Ivan"}))
     );
     let bad = ivan
-        .put(&format!("{profile}/avatar_url"), json!({"avatar_url": "http://x"}))
+        .put(
+            &format!("{profile}/avatar_url"),
+            json!({"avatar_url": "http://x"}),
+        )
         .await;
     assert_err(&bad, 400, "M_BAD_JSON");
     let judy = anon.register("judy", "pw-judy-1").await;
     let theft = judy
-        .put(&format!("{profile}/displayname"), json!({"displayname": "Not Ivan"}))
+        .put(
+            &format!("{profile}/displayname"),
+            json!({"displayname": "Not Ivan"}),
+        )
         .await;
     assert_err(&theft, 403, "M_FORBIDDEN");
     let nobody = format!("{C}/profile/{}", uid("nobody"));
@@ -286,9 +323,12 @@ async fn password_change_and_deactivation() {
     let (kate, _) = anon.login("kate", "pw-kate-1", Some("KMAIN")).await;
     let (other, _) = anon.login("kate", "pw-kate-1", Some("KOTHER")).await;
     let change = format!("{C}/account/password");
-    let (s, v) = kate.post(&change, json!({"new_password": "pw-kate-2"})).await;
+    let (s, v) = kate
+        .post(&change, json!({"new_password": "pw-kate-2"}))
+        .await;
     assert_eq!(s, 401, "{v}");
-    let wrong = json!({"new_password": "pw-kate-2", "auth": password_auth("kate", "nope", &v["session"])});
+    let wrong =
+        json!({"new_password": "pw-kate-2", "auth": password_auth("kate", "nope", &v["session"])});
     assert_eq!(kate.post(&change, wrong).await.0, 401);
     let right = json!({"new_password": "pw-kate-2", "auth": password_auth("kate", "pw-kate-1", &v["session"])});
     let (s, v) = kate.post(&change, right).await;
@@ -297,15 +337,16 @@ async fn password_change_and_deactivation() {
     let whoami = format!("{C}/account/whoami");
     assert_err(&other.get(&whoami).await, 401, "M_UNKNOWN_TOKEN");
     assert_eq!(kate.get(&whoami).await.0, 200);
-    let login = |pw: &str| {
-        json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "kate"}, "password": pw})
-    };
+    let login = |pw: &str| json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "kate"}, "password": pw});
     assert_err(
         &anon.post(&format!("{C}/login"), login("pw-kate-1")).await,
         403,
         "M_FORBIDDEN",
     );
-    assert_eq!(anon.post(&format!("{C}/login"), login("pw-kate-2")).await.0, 200);
+    assert_eq!(
+        anon.post(&format!("{C}/login"), login("pw-kate-2")).await.0,
+        200
+    );
 
     let deactivate = format!("{C}/account/deactivate");
     let (s, v) = kate.post(&deactivate, json!({})).await;
@@ -326,7 +367,14 @@ async fn password_change_and_deactivation() {
     assert_err(&(s, v), 400, "M_USER_IN_USE");
     let state = server.state.clone();
     let kate_id = roam_identity_core::UserId::parse(&uid("kate")).unwrap();
-    assert!(state.store().account(&kate_id).unwrap().unwrap().deactivated);
+    assert!(
+        state
+            .store()
+            .account(&kate_id)
+            .unwrap()
+            .unwrap()
+            .deactivated
+    );
     server.stop().await;
 }
 
@@ -336,7 +384,11 @@ async fn to_device_bad_input_is_refused_with_errcodes() {
     let server = start(dir.path(), |_| {}).await;
     let lena = server.client().register("lena", "pw-lena-1").await;
     let send = |txn: &str| format!("{C}/sendToDevice/m.x/{txn}");
-    assert_err(&lena.put(&send("a"), json!({})).await, 400, "M_MISSING_PARAM");
+    assert_err(
+        &lena.put(&send("a"), json!({})).await,
+        400,
+        "M_MISSING_PARAM",
+    );
     assert_err(
         &lena.put(&send("b"), json!({"messages": []})).await,
         400,
@@ -363,7 +415,10 @@ async fn to_device_bad_input_is_refused_with_errcodes() {
         "M_INVALID_PARAM",
     );
     assert_err(
-        &server.client().put(&send("e"), json!({"messages": {}})).await,
+        &server
+            .client()
+            .put(&send("e"), json!({"messages": {}}))
+            .await,
         401,
         "M_MISSING_TOKEN",
     );

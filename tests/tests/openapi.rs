@@ -413,6 +413,89 @@ impl Conformance {
     }
 }
 
+/// The device plane's endpoints (`/sync`, to-device, account data, filters, start-up
+/// endpoints, profiles), each succeeding once with dave's token.
+async fn device_plane_calls(t: &Conformance, token: &str, device: &str) {
+    const V3: &str = "/_matrix/client/v3";
+    let me = enc(&uid("dave"));
+    let sync = format!("{V3}/sync");
+    let first = t.matrix_at(token, "get", &sync, &sync, None).await;
+    let since = first["next_batch"].as_str().unwrap().to_owned();
+    let send = format!("{V3}/sendToDevice/{{event_type}}/{{txn_id}}");
+    let body = json!({"messages": {uid("dave"): {device: {"hello": 1}}}});
+    t.matrix_at(
+        token,
+        "put",
+        &send,
+        &format!("{V3}/sendToDevice/m.roam.test/t1"),
+        Some(body),
+    )
+    .await;
+    let got = t
+        .matrix_at(
+            token,
+            "get",
+            &sync,
+            &format!("{sync}?since={since}&timeout=5000"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        got["to_device"]["events"][0]["content"]["hello"], 1,
+        "{got}"
+    );
+    let data = format!("{V3}/user/{{user_id}}/account_data/{{type}}");
+    let data_path = format!("{V3}/user/{me}/account_data/m.secret_storage.default_key");
+    t.matrix_at(token, "put", &data, &data_path, Some(json!({"key": "k1"})))
+        .await;
+    t.matrix_at(token, "get", &data, &data_path, None).await;
+    let filter = format!("{V3}/user/{{user_id}}/filter");
+    let body = json!({"account_data": {"types": ["m.secret_storage.*"]}});
+    let id = t
+        .matrix_at(
+            token,
+            "post",
+            &filter,
+            &format!("{V3}/user/{me}/filter"),
+            Some(body),
+        )
+        .await["filter_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let one = format!("{V3}/user/{{user_id}}/filter/{{filter_id}}");
+    t.matrix_at(
+        token,
+        "get",
+        &one,
+        &format!("{V3}/user/{me}/filter/{id}"),
+        None,
+    )
+    .await;
+    for path in [
+        "capabilities",
+        "pushrules/",
+        "voip/turnServer",
+        "thirdparty/protocols",
+    ] {
+        let p = format!("{V3}/{path}");
+        t.matrix_at(token, "get", &p, &p, None).await;
+    }
+    for (field, value) in [
+        ("displayname", "Dave"),
+        ("avatar_url", "mxc://roam.test/dave"),
+    ] {
+        let template = format!("{V3}/profile/{{user_id}}/{field}");
+        let path = format!("{V3}/profile/{me}/{field}");
+        t.matrix_at(token, "put", &template, &path, Some(json!({field: value})))
+            .await;
+        t.matrix_at(token, "get", &template, &path, None).await;
+    }
+    let profile = format!("{V3}/profile/{{user_id}}");
+    t.matrix_at(token, "get", &profile, &format!("{V3}/profile/{me}"), None)
+        .await;
+}
+
 // ---------------------------------------------------------------------------------------
 // The user's side.
 
@@ -979,6 +1062,7 @@ async fn server_conforms_to_the_spec() {
         None,
     )
     .await;
+    device_plane_calls(&t, &dave_token, &dave_device).await;
     let available = "/_matrix/client/v3/register/available";
     let a = t
         .call(
@@ -1147,6 +1231,10 @@ async fn server_conforms_to_the_spec() {
     sample.insert("{id}", id.to_owned());
     sample.insert("{device_id}", dave_device.clone());
     sample.insert("{key_id}", "ed25519:a_1".to_owned());
+    sample.insert("{event_type}", "m.roam.test".to_owned());
+    sample.insert("{txn_id}", "probe".to_owned());
+    sample.insert("{type}", "m.secret_storage.default_key".to_owned());
+    sample.insert("{filter_id}", "0000".to_owned());
     let stranger = Owner::new(88, &uid("stranger"), &[SERVER_NAME]).did();
     for (method, template) in t.operations() {
         let mut path = template.clone();
@@ -1237,8 +1325,51 @@ async fn server_conforms_to_the_spec() {
     );
     t.seen.lock().unwrap().extend(t2.seen.into_inner().unwrap());
     token_server.stop().await;
-    // Last for dave: every session ends.
+    // Dave's password changes (his other sessions stay: `logout_devices` false).
+    let password = "/_matrix/client/v3/account/password";
+    let change = json!({"new_password": "pw-dave-456", "logout_devices": false});
+    let a = t
+        .call(
+            "post",
+            password,
+            password,
+            Some(change.to_string()),
+            Some(&dave_token),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 401, "{}", a.text);
+    let mut change = change;
+    change["auth"] = password_auth(&a.json()["session"]);
+    t.matrix(&dave_token, "post", password, Some(change)).await;
+    // Last for dave: every session ends, then the account.
     t.matrix(&dave_token, "post", "/_matrix/client/v3/logout/all", None)
+        .await;
+    let (s, r) = t
+        .post(
+            LOGIN,
+            LOGIN,
+            json!({"type": "m.login.password", "password": "pw-dave-456",
+                   "identifier": {"type": "m.id.user", "user": "dave"}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let last = r["access_token"].as_str().unwrap().to_owned();
+    let deactivate = "/_matrix/client/v3/account/deactivate";
+    let a = t
+        .call(
+            "post",
+            deactivate,
+            deactivate,
+            Some("{}".into()),
+            Some(&last),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 401, "{}", a.text);
+    let auth = json!({"type": "m.login.password", "password": "pw-dave-456", "session": a.json()["session"],
+                      "identifier": {"type": "m.id.user", "user": "dave"}});
+    t.matrix(&last, "post", deactivate, Some(json!({"auth": auth})))
         .await;
 
     // --- Coverage: every operation answered, and succeeded at least once.

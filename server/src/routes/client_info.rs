@@ -39,7 +39,8 @@ fn event_match(key: &str, pattern: &str) -> Value {
 /// The server-default override rules of the Matrix specification, for `user`.
 fn override_rules(user: &UserId) -> Vec<Value> {
     let notify_sound = json!(["notify", {"set_tweak": "sound", "value": "default"}]);
-    let highlight = json!(["notify", {"set_tweak": "sound", "value": "default"}, {"set_tweak": "highlight"}]);
+    let highlight =
+        json!(["notify", {"set_tweak": "sound", "value": "default"}, {"set_tweak": "highlight"}]);
     vec![
         rule(".m.rule.master", false, json!([]), json!([])),
         rule(
@@ -51,7 +52,11 @@ fn override_rules(user: &UserId) -> Vec<Value> {
         rule(
             ".m.rule.invite_for_me",
             true,
-            json!([event_match("type", "m.room.member"), event_match("content.membership", "invite"), event_match("state_key", user.as_str())]),
+            json!([
+                event_match("type", "m.room.member"),
+                event_match("content.membership", "invite"),
+                event_match("state_key", user.as_str())
+            ]),
             notify_sound,
         ),
         rule(
@@ -75,7 +80,10 @@ fn override_rules(user: &UserId) -> Vec<Value> {
         rule(
             ".m.rule.tombstone",
             true,
-            json!([event_match("type", "m.room.tombstone"), event_match("state_key", "")]),
+            json!([
+                event_match("type", "m.room.tombstone"),
+                event_match("state_key", "")
+            ]),
             json!(["notify", {"set_tweak": "highlight"}]),
         ),
         rule(
@@ -87,7 +95,10 @@ fn override_rules(user: &UserId) -> Vec<Value> {
         rule(
             ".m.rule.server_acl",
             true,
-            json!([event_match("type", "m.room.server_acl"), event_match("state_key", "")]),
+            json!([
+                event_match("type", "m.room.server_acl"),
+                event_match("state_key", "")
+            ]),
             json!([]),
         ),
         rule(
@@ -252,7 +263,10 @@ pub async fn put_field(
             return Err(AppError::BadJson(format!("{} is too long", field.name())));
         }
         Some(_) => {
-            return Err(AppError::BadJson(format!("{} must be a string", field.name())));
+            return Err(AppError::BadJson(format!(
+                "{} must be a string",
+                field.name()
+            )));
         }
     };
     if matches!(field, Field::AvatarUrl) && value.as_ref().is_some_and(|v| !v.starts_with("mxc://"))

@@ -22,8 +22,8 @@ use crate::error::AppError;
 use crate::extract::{Authenticated, MatrixJson, QueryParams};
 use crate::state::AppState;
 use crate::store::{
-    StoreError,
-    CrossSigningKind, KeySignature, KeysUpload, OneTimeKey, SigningSnapshot, Store, StoreResult,
+    CrossSigningKind, KeySignature, KeysUpload, OneTimeKey, SigningSnapshot, Store, StoreError,
+    StoreResult,
 };
 use crate::uia::Purpose;
 

@@ -73,7 +73,10 @@ fn client_routes() -> Router<AppState> {
             get(client_info::get_avatar_url).put(client_info::put_avatar_url),
         )
         .route("/voip/turnServer", get(client_info::turn_server))
-        .route("/thirdparty/protocols", get(client_info::thirdparty_protocols))
+        .route(
+            "/thirdparty/protocols",
+            get(client_info::thirdparty_protocols),
+        )
 }
 
 /// Body cap of the routes that carry whole account logs (up to 1000 ops of up to 4 KiB).

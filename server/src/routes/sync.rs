@@ -243,12 +243,15 @@ fn own_user(path_user: &str, auth: &Authenticated, what: &str) -> Result<(), App
     }
 }
 
+/// One local user and, per device ID (or `*`), a message content.
+type Recipient = (UserId, Vec<(String, Value)>);
+
 /// The recipients of a `/sendToDevice` body: local users with, per user, device IDs (or
 /// `*`) and contents. Messages for remote users are not delivered (no federation yet).
 fn recipients(
     messages: &Map<String, Value>,
     own_server: &roam_identity_core::ServerName,
-) -> Result<Vec<(UserId, Vec<(String, Value)>)>, AppError> {
+) -> Result<Vec<Recipient>, AppError> {
     let mut out = Vec::new();
     for (user, devices) in messages {
         let user = UserId::parse(user)
@@ -257,7 +260,9 @@ fn recipients(
             .as_object()
             .ok_or_else(|| AppError::BadJson("Each user's messages must be an object".into()))?;
         if devices.values().any(|c| !c.is_object()) {
-            return Err(AppError::BadJson("Message content must be an object".into()));
+            return Err(AppError::BadJson(
+                "Message content must be an object".into(),
+            ));
         }
         if user.server_name() != *own_server {
             tracing::warn!(%user, "to-device message for a remote user not delivered");
@@ -301,7 +306,8 @@ pub async fn send_to_device(
             for (user, devices) in messages {
                 let known = s.devices(&user)?;
                 for (device, content) in devices {
-                    let event = json!({"sender": sender.as_str(), "type": event_type, "content": content});
+                    let event =
+                        json!({"sender": sender.as_str(), "type": event_type, "content": content});
                     let targets = known
                         .iter()
                         .filter(|d| device == "*" || d.device_id.as_str() == device);

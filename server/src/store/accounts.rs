@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use roam_identity_core::{DeviceId, Millis, UserId};
 use serde_json::Value;
 
-use super::error::StoreResult;
 use super::device_plane::DevicePlaneStore;
+use super::error::StoreResult;
 use super::logs::LogStore;
 use super::records::{
     Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,

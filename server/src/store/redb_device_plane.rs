@@ -125,7 +125,11 @@ impl DevicePlaneStore for RedbStore {
             let u = user_id.as_str();
             let mut table = txn.open_table(t::ACCOUNT_DATA)?;
             let known = table.get((u, kind))?.is_some();
-            if !known && !fits(table.range((u, "")..(u, PRINTABLE_END))?, MAX_ACCOUNT_DATA_TYPES)
+            if !known
+                && !fits(
+                    table.range((u, "")..(u, PRINTABLE_END))?,
+                    MAX_ACCOUNT_DATA_TYPES,
+                )
             {
                 return Err(StoreError::CapReached("account data types"));
             }
