@@ -424,3 +424,116 @@ async fn to_device_bad_input_is_refused_with_errcodes() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_backup_versions_and_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), |_| {}).await;
+    let anon = server.client();
+    let mia = anon.register("mia", "pw-mia-1").await;
+    let other = anon.register("ned", "pw-ned-1").await;
+    let version = format!("{C}/room_keys/version");
+    assert_err(&mia.get(&version).await, 404, "M_NOT_FOUND");
+    let algorithm = "m.megolm_backup.v1.curve25519-aes-sha2";
+    let (s, v) = mia
+        .post(
+            &version,
+            json!({"algorithm": algorithm, "auth_data": {"public_key": "abc"}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let v1 = v["version"].as_str().unwrap().to_owned();
+    let (s, v) = mia.get(&version).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["version"].as_str(), v["count"].as_u64()),
+        (Some(v1.as_str()), Some(0))
+    );
+    assert_err(&other.get(&version).await, 404, "M_NOT_FOUND");
+
+    let key = |index: u64| json!({"first_message_index": index, "forwarded_count": 0, "is_verified": false, "session_data": {"ciphertext": format!("c{index}")}});
+    let keys = format!("{C}/room_keys/keys?version={v1}");
+    let body = json!({"rooms": {"!room:x": {"sessions": {"s1": key(3), "s2": key(0)}}}});
+    let (s, v) = mia.put(&keys, body).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["count"], 2);
+    let etag = v["etag"].clone();
+    // A worse copy of s1 changes nothing; a better one replaces it.
+    let one = format!("{C}/room_keys/keys/!room:x/s1?version={v1}");
+    let (s, v) = mia.put(&one, key(9)).await;
+    assert_eq!((s, &v["etag"]), (200, &etag), "{v}");
+    let (s, v) = mia.put(&one, key(1)).await;
+    assert_eq!(s, 200);
+    assert_ne!(v["etag"], etag);
+    assert_eq!(mia.get(&one).await, (200, key(1)));
+    let (s, v) = mia.get(&keys).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["rooms"]["!room:x"]["sessions"]["s2"], key(0), "{v}");
+    let room = format!("{C}/room_keys/keys/!room:x?version={v1}");
+    assert_eq!(
+        mia.get(&room).await.1["sessions"]
+            .as_object()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // A new version becomes current: uploads to the old one are refused.
+    let (_, v) = mia
+        .post(
+            &version,
+            json!({"algorithm": algorithm, "auth_data": {"public_key": "def"}}),
+        )
+        .await;
+    let v2 = v["version"].as_str().unwrap().to_owned();
+    let (s, v) = mia.put(&one, key(0)).await;
+    assert_err(&(s, v.clone()), 403, "M_WRONG_ROOM_KEYS_VERSION");
+    assert_eq!(v["current_version"], v2.as_str());
+    // The old version's keys stay readable until it is deleted.
+    assert_eq!(mia.get(&one).await.0, 200);
+    let old = format!("{C}/room_keys/version/{v1}");
+    let change = json!({"algorithm": "other", "auth_data": {}});
+    assert_err(&mia.put(&old, change).await, 400, "M_INVALID_PARAM");
+    let change =
+        json!({"algorithm": algorithm, "auth_data": {"public_key": "abc", "signatures": {}}});
+    assert_eq!(mia.put(&old, change).await.0, 200);
+    let (s, _) = mia.send(reqwest::Method::DELETE, &old, None).await;
+    assert_eq!(s, 200);
+    assert_err(&mia.get(&old).await, 404, "M_NOT_FOUND");
+    assert_err(&mia.get(&one).await, 404, "M_NOT_FOUND");
+    let (s, v) = mia.get(&version).await;
+    assert_eq!((s, v["version"].as_str()), (200, Some(v2.as_str())));
+
+    // Bad input.
+    let v2keys = format!("{C}/room_keys/keys?version={v2}");
+    let bad = json!({"rooms": {"!r:x": {"sessions": {"s": {"first_message_index": -1}}}}});
+    assert_err(&mia.put(&v2keys, bad).await, 400, "M_BAD_JSON");
+    assert_err(
+        &mia.put(&format!("{C}/room_keys/keys"), json!({"rooms": {}}))
+            .await,
+        400,
+        "M_MISSING_PARAM",
+    );
+    assert_err(
+        &mia.post(&version, json!({"algorithm": algorithm})).await,
+        400,
+        "M_MISSING_PARAM",
+    );
+    // Deleting a room's keys.
+    let (s, _) = mia
+        .put(
+            &v2keys,
+            json!({"rooms": {"!r:x": {"sessions": {"a": key(0), "b": key(0)}}}}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, v) = mia
+        .send(
+            reqwest::Method::DELETE,
+            &format!("{C}/room_keys/keys/!r:x?version={v2}"),
+            None,
+        )
+        .await;
+    assert_eq!((s, v["count"].as_u64()), (200, Some(0)), "{v}");
+    server.stop().await;
+}

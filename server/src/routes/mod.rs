@@ -7,6 +7,7 @@ mod account_settings;
 mod client_info;
 mod devices;
 mod edge;
+mod key_backup;
 mod keys;
 mod metrics;
 mod roam;
@@ -76,6 +77,34 @@ fn client_routes() -> Router<AppState> {
         .route(
             "/thirdparty/protocols",
             get(client_info::thirdparty_protocols),
+        )
+        .route(
+            "/room_keys/version",
+            get(key_backup::current_version).post(key_backup::create_version),
+        )
+        .route(
+            "/room_keys/version/{version}",
+            get(key_backup::get_version)
+                .put(key_backup::update_version)
+                .delete(key_backup::delete_version),
+        )
+        .route(
+            "/room_keys/keys",
+            get(key_backup::get_all)
+                .put(key_backup::put_all)
+                .delete(key_backup::delete_all),
+        )
+        .route(
+            "/room_keys/keys/{room_id}",
+            get(key_backup::get_room)
+                .put(key_backup::put_room)
+                .delete(key_backup::delete_room),
+        )
+        .route(
+            "/room_keys/keys/{room_id}/{session_id}",
+            get(key_backup::get_session)
+                .put(key_backup::put_session)
+                .delete(key_backup::delete_session),
         )
 }
 

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::device_plane::DevicePlaneStore;
 use super::error::StoreResult;
+use super::key_backup::KeyBackupStore;
 use super::logs::LogStore;
 use super::records::{
     Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,
@@ -20,7 +21,9 @@ use super::records::{
 ///
 /// Implementations must make each method atomic: either all of its changes are committed
 /// before it returns `Ok`, or none are.
-pub trait Store: LogStore + DevicePlaneStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store:
+    LogStore + DevicePlaneStore + KeyBackupStore + Send + Sync + std::fmt::Debug + 'static
+{
     // --- server keys ---
 
     /// The current server signing key, creating it from `candidate` on first start.

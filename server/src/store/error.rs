@@ -24,6 +24,9 @@ pub enum StoreError {
     /// A registration token does not exist, is used up or expired.
     #[error("registration token is not valid")]
     TokenInvalid,
+    /// A key backup upload names a version that is not the current one.
+    #[error("backup version is not the current one")]
+    WrongBackupVersion { current: Option<u64> },
     /// The account was deactivated.
     #[error("account is deactivated")]
     Deactivated,

@@ -11,18 +11,20 @@
 //!
 //! Files: `accounts.rs` (the `Store` trait), [`logs`] (the `LogStore` trait and its
 //! records), [`device_plane`] (the `DevicePlaneStore` trait: to-device messages, account
-//! data, filters, profiles, sync positions), `records.rs`, `error.rs`, `db.rs` (the async
+//! data, filters, profiles, sync positions), [`key_backup`] (the `KeyBackupStore` trait), `records.rs`, `error.rs`, `db.rs` (the async
 //! handle), [`tables`]; the redb implementation in `redb_database.rs` (the database,
-//! transactions, row encoding), `redb_store.rs`, `redb_logs.rs` and `redb_device_plane.rs`. This file only names them.
+//! transactions, row encoding), `redb_store.rs`, `redb_logs.rs`, `redb_device_plane.rs` and `redb_key_backup.rs`. This file only names them.
 
 mod accounts;
 mod db;
 pub mod device_plane;
 mod error;
+pub mod key_backup;
 pub mod logs;
 mod records;
 mod redb_database;
 mod redb_device_plane;
+mod redb_key_backup;
 mod redb_logs;
 mod redb_store;
 pub mod tables;
@@ -31,6 +33,7 @@ pub use accounts::Store;
 pub use db::Db;
 pub use device_plane::DevicePlaneStore;
 pub use error::{BoxError, StoreError, StoreResult};
+pub use key_backup::KeyBackupStore;
 pub use logs::{EvidenceCap, ExportedOp, LogCommit, LogStore, LogSummary, OpWindowUpdate};
 pub use records::{
     Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,

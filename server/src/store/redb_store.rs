@@ -244,6 +244,15 @@ impl Store for RedbStore {
                 remove_device(txn, u, &d)?;
             }
             txn.open_table(t::PROFILES)?.remove(u)?;
+            // What the user stored for their devices goes with them.
+            txn.open_table(t::ACCOUNT_DATA)?
+                .retain_in((u, "")..(u, PRINTABLE_END), |_, _| false)?;
+            txn.open_table(t::BACKUP_KEYS)?
+                .retain_in((u, 0, "", "")..=(u, u64::MAX, PRINTABLE_END, ""), |_, _| {
+                    false
+                })?;
+            txn.open_table(t::BACKUP_VERSIONS)?
+                .retain_in((u, 0)..=(u, u64::MAX), |_, _| false)?;
             Ok(())
         })
     }

@@ -193,6 +193,24 @@ pub const PROFILES: TableDefinition<&str, &str> = TableDefinition::new("profiles
 /// `(user_id, tracked user_id) → ()`: whose device lists a user follows.
 pub const TRACKED_USERS: TableDefinition<(&str, &str), ()> = TableDefinition::new("tracked_users");
 
+/// `(user_id, version) → JSON BackupVersionRow`: key backup versions, deleted ones too (a
+/// version number is never reused).
+pub const BACKUP_VERSIONS: TableDefinition<(&str, u64), &str> =
+    TableDefinition::new("backup_versions");
+
+/// `(user_id, version, room_id, session_id) → KeyBackupData JSON`.
+pub const BACKUP_KEYS: TableDefinition<(&str, u64, &str, &str), &str> =
+    TableDefinition::new("backup_keys");
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BackupVersionRow {
+    pub algorithm: String,
+    pub auth_data: serde_json::Value,
+    pub etag: u64,
+    pub count: u64,
+    pub deleted: bool,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AccountDataRow {
     /// The message stream position of the last change.
@@ -239,5 +257,7 @@ pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> 
     txn.open_table(FILTERS)?;
     txn.open_table(PROFILES)?;
     txn.open_table(TRACKED_USERS)?;
+    txn.open_table(BACKUP_VERSIONS)?;
+    txn.open_table(BACKUP_KEYS)?;
     Ok(())
 }
