@@ -496,6 +496,50 @@ async fn device_plane_calls(t: &Conformance, token: &str, device: &str) {
         .await;
 }
 
+/// Every `/room_keys` operation succeeding once with dave's token.
+async fn key_backup_calls(t: &Conformance, token: &str) {
+    const V: &str = "/_matrix/client/v3/room_keys/version";
+    const K: &str = "/_matrix/client/v3/room_keys/keys";
+    let body = json!({"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": {"public_key": "pk"}});
+    let created = t.matrix(token, "post", V, Some(body.clone())).await;
+    let v = created["version"].as_str().unwrap().to_owned();
+    t.matrix(token, "get", V, None).await;
+    let one = format!("{V}/{{version}}");
+    let at = format!("{V}/{v}");
+    t.matrix_at(token, "get", &one, &at, None).await;
+    t.matrix_at(token, "put", &one, &at, Some(body)).await;
+    let data = json!({"first_message_index": 0, "forwarded_count": 0, "is_verified": true, "session_data": {"ciphertext": "c"}});
+    let room = "!room:roam.test";
+    let scopes = [
+        (
+            K.to_owned(),
+            K.to_owned(),
+            json!({"rooms": {room: {"sessions": {"s1": data.clone()}}}}),
+        ),
+        (
+            format!("{K}/{{room_id}}"),
+            format!("{K}/{room}"),
+            json!({"sessions": {"s2": data.clone()}}),
+        ),
+        (
+            format!("{K}/{{room_id}}/{{session_id}}"),
+            format!("{K}/{room}/s3"),
+            data,
+        ),
+    ];
+    for (template, path, body) in &scopes {
+        let path = format!("{path}?version={v}");
+        t.matrix_at(token, "put", template, &path, Some(body.clone()))
+            .await;
+        t.matrix_at(token, "get", template, &path, None).await;
+    }
+    for (template, path, _) in scopes.iter().rev() {
+        let path = format!("{path}?version={v}");
+        t.matrix_at(token, "delete", template, &path, None).await;
+    }
+    t.matrix_at(token, "delete", &one, &at, None).await;
+}
+
 // ---------------------------------------------------------------------------------------
 // The user's side.
 
@@ -1063,6 +1107,7 @@ async fn server_conforms_to_the_spec() {
     )
     .await;
     device_plane_calls(&t, &dave_token, &dave_device).await;
+    key_backup_calls(&t, &dave_token).await;
     let available = "/_matrix/client/v3/register/available";
     let a = t
         .call(
@@ -1235,6 +1280,9 @@ async fn server_conforms_to_the_spec() {
     sample.insert("{txn_id}", "probe".to_owned());
     sample.insert("{type}", "m.secret_storage.default_key".to_owned());
     sample.insert("{filter_id}", "0000".to_owned());
+    sample.insert("{version}", "1".to_owned());
+    sample.insert("{room_id}", "!room:roam.test".to_owned());
+    sample.insert("{session_id}", "session1".to_owned());
     let stranger = Owner::new(88, &uid("stranger"), &[SERVER_NAME]).did();
     for (method, template) in t.operations() {
         let mut path = template.clone();
