@@ -537,3 +537,41 @@ async fn key_backup_versions_and_keys() {
     assert_eq!((s, v["count"].as_u64()), (200, Some(0)), "{v}");
     server.stop().await;
 }
+
+/// A device signed into a portable account's log (an `add_device` op, no Matrix key upload)
+/// is a device-list change for the users who follow that account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_log_device_ops_are_device_list_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), |_| {}).await;
+    let anon = server.client();
+    let mut owner = common::Owner::new(41, &uid("olga"), &[common::SERVER_NAME]);
+    let (s, v) = anon
+        .post(
+            &format!("{C}/register"),
+            json!({"username": "olga", "auth": {"type": "m.login.dummy"},
+                   "org.roam.genesis": owner.ops[0].value, "inhibit_login": true}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let pete = anon.register("pete", "pw-pete-1").await;
+    let (s, _) = pete
+        .post(
+            &format!("{C}/keys/query"),
+            json!({"device_keys": {uid("olga"): []}}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let since = next(&sync(&pete, None, 0).await);
+    let op = owner.sign(common::add_device("OLGAPHONE", 42));
+    let (s, v) = anon
+        .post(
+            &format!("/_roam/v1/accounts/{}/ops", owner.did()),
+            json!({"ops": [op]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let v = sync(&pete, Some(&since), 5_000).await;
+    assert_eq!(v["device_lists"]["changed"], json!([uid("olga")]), "{v}");
+    server.stop().await;
+}
