@@ -18,7 +18,10 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
-use common::{Owner, SERVER_NAME, add_device, assert_err, enc, move_to, now, start};
+use common::{
+    Owner, SERVER_NAME, TestServer, add_device, assert_err, enc, move_to, now, start,
+    start_federated,
+};
 use ed25519_dalek::{Signer, SigningKey};
 use roam_identity_core::log::{Action, next_op};
 use roam_identity_core::login::login_message;
@@ -252,8 +255,11 @@ impl Conformance {
     ) -> Answer {
         let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let mut req = self.http.request(m, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
+        match token {
+            // A server-server request carries its X-Matrix signature instead.
+            Some(t) if t.starts_with("X-Matrix ") => req = req.header("authorization", t),
+            Some(t) => req = req.bearer_auth(t),
+            None => {}
         }
         if let Some(a) = accept {
             req = req.header("accept", a);
@@ -494,6 +500,76 @@ async fn device_plane_calls(t: &Conformance, token: &str, device: &str) {
     let profile = format!("{V3}/profile/{{user_id}}");
     t.matrix_at(token, "get", &profile, &format!("{V3}/profile/{me}"), None)
         .await;
+}
+
+/// The server name of the second homeserver in the conformance test.
+const ORIGIN: &str = "origin.test";
+
+/// Every server-server operation succeeding once, signed by the `origin` server's key.
+async fn federation_calls(t: &Conformance, origin: &TestServer, device: &str) {
+    let key = origin.state.signer().key().clone();
+    let (from, to) = (
+        ServerName::parse(ORIGIN).unwrap(),
+        ServerName::parse(SERVER_NAME).unwrap(),
+    );
+    let signed = |method: &str, path: &str, body: Option<&Value>| {
+        let obj = roam_identity_core::xmatrix::request_object(method, path, &from, &to, body);
+        roam_identity_core::xmatrix::sign_request(&obj, &from, &to, &key.key_id, &key.signing_key)
+            .unwrap()
+    };
+    const F: &str = "/_matrix/federation/v1";
+    let dave = uid("dave");
+    let devices = format!("{F}/user/devices/{}", enc(&dave));
+    let auth = signed("GET", &devices, None);
+    let a = t
+        .call(
+            "get",
+            &format!("{F}/user/devices/{{user_id}}"),
+            &devices,
+            None,
+            Some(&auth),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let calls = [
+        (
+            "POST",
+            format!("{F}/user/keys/query"),
+            format!("{F}/user/keys/query"),
+            json!({"device_keys": {dave.clone(): []}}),
+        ),
+        (
+            "POST",
+            format!("{F}/user/keys/claim"),
+            format!("{F}/user/keys/claim"),
+            json!({"one_time_keys": {dave.clone(): {device: "signed_curve25519"}}}),
+        ),
+        (
+            "PUT",
+            format!("{F}/send/{{txn_id}}"),
+            format!("{F}/send/t1"),
+            json!({"origin": ORIGIN, "origin_server_ts": now(), "pdus": [], "edus": [
+                {"edu_type": "m.direct_to_device", "content": {"sender": format!("@eve:{ORIGIN}"), "type": "m.roam.test", "message_id": "m1",
+                    "messages": {dave.clone(): {device: {"hello": "from origin"}}}}},
+                {"edu_type": "m.device_list_update", "content": {"user_id": format!("@eve:{ORIGIN}"), "device_id": "EVE", "stream_id": 1, "prev_id": [], "deleted": false}},
+            ]}),
+        ),
+    ];
+    for (method, template, path, body) in calls {
+        let auth = signed(method, &path, Some(&body));
+        let a = t
+            .call(
+                &method.to_lowercase(),
+                &template,
+                &path,
+                Some(body.to_string()),
+                Some(&auth),
+                None,
+            )
+            .await;
+        assert_eq!(a.status, 200, "{method} {path}: {}", a.text);
+    }
 }
 
 /// Every `/room_keys` operation succeeding once with dave's token.
@@ -822,11 +898,20 @@ fn spec_stays_within_the_schema_subset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_conforms_to_the_spec() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), |c| {
+    // Another homeserver whose signed server-server requests the tested one checks.
+    let origin_dir = tempfile::tempdir().unwrap();
+    let origin = start(origin_dir.path(), |c| {
+        c.server_name = ServerName::parse(ORIGIN).unwrap();
+    })
+    .await;
+    let origin_url = url::Url::parse(&origin.base).unwrap();
+    let server = start_federated(dir.path(), |c| {
         c.op_limits = OpLimits {
             per_hour: 1000,
             per_day: 1000,
         };
+        c.federation_overrides
+            .insert(ServerName::parse(ORIGIN).unwrap(), origin_url);
     })
     .await;
     let t = Conformance {
@@ -1108,6 +1193,7 @@ async fn server_conforms_to_the_spec() {
     .await;
     device_plane_calls(&t, &dave_token, &dave_device).await;
     key_backup_calls(&t, &dave_token).await;
+    federation_calls(&t, &origin, &dave_device).await;
     let available = "/_matrix/client/v3/register/available";
     let a = t
         .call(

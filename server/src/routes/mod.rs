@@ -7,6 +7,7 @@ mod account_settings;
 mod client_info;
 mod devices;
 mod edge;
+mod federation;
 mod key_backup;
 mod keys;
 mod metrics;
@@ -153,6 +154,24 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/.well-known/matrix/server", get(server::well_known_server))
         .route("/.well-known/matrix/client", get(server::well_known_client))
+        // The server-server endpoints of the device plane (`X-Matrix`-signed). Not nested:
+        // the signature covers the full request URI, which the handlers read.
+        .route(
+            "/_matrix/federation/v1/user/devices/{user_id}",
+            get(federation::user_devices),
+        )
+        .route(
+            "/_matrix/federation/v1/user/keys/query",
+            post(federation::keys_query),
+        )
+        .route(
+            "/_matrix/federation/v1/user/keys/claim",
+            post(federation::keys_claim),
+        )
+        .route(
+            "/_matrix/federation/v1/send/{txn_id}",
+            put(federation::send_transaction),
+        )
         .nest("/_roam/v1", roam_routes())
         .route("/1.0/identifiers/{did}", get(roam::identifiers))
         .route("/health", get(server::health))

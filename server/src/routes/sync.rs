@@ -246,13 +246,13 @@ fn own_user(path_user: &str, auth: &Authenticated, what: &str) -> Result<(), App
 /// One local user and, per device ID (or `*`), a message content.
 type Recipient = (UserId, Vec<(String, Value)>);
 
-/// The recipients of a `/sendToDevice` body: local users with, per user, device IDs (or
-/// `*`) and contents. Messages for remote users are not delivered (no federation yet).
+/// The recipients of a `/sendToDevice` body with, per user, device IDs (or `*`) and
+/// contents: local users first, then users of other servers.
 fn recipients(
     messages: &Map<String, Value>,
     own_server: &roam_identity_core::ServerName,
-) -> Result<Vec<Recipient>, AppError> {
-    let mut out = Vec::new();
+) -> Result<(Vec<Recipient>, Vec<Recipient>), AppError> {
+    let (mut out, mut remote) = (Vec::new(), Vec::new());
     for (user, devices) in messages {
         let user = UserId::parse(user)
             .map_err(|e| AppError::InvalidParam(format!("Invalid user ID: {e}")))?;
@@ -264,14 +264,14 @@ fn recipients(
                 "Message content must be an object".into(),
             ));
         }
-        if user.server_name() != *own_server {
-            tracing::warn!(%user, "to-device message for a remote user not delivered");
-            continue;
-        }
         let devices = devices.iter().map(|(d, c)| (d.clone(), c.clone()));
-        out.push((user, devices.collect()));
+        if user.server_name() == *own_server {
+            out.push((user, devices.collect()));
+        } else {
+            remote.push((user, devices.collect()));
+        }
     }
-    Ok(out)
+    Ok((out, remote))
 }
 
 /// `PUT /sendToDevice/{eventType}/{txnId}`: stored for each recipient device (`*`: every
@@ -289,7 +289,7 @@ pub async fn send_to_device(
             "Event type and transaction ID must be 1 to 255 characters".into(),
         ));
     }
-    let messages = match body.get("messages") {
+    let (messages, remote) = match body.get("messages") {
         Some(Value::Object(m)) => recipients(m, &state.config().server_name)?,
         Some(_) => return Err(AppError::BadJson("messages must be an object".into())),
         None => return Err(AppError::MissingParam("Missing param: messages".into())),
@@ -298,9 +298,10 @@ pub async fn send_to_device(
     let txn = TxnKey {
         sender: sender.clone(),
         device_id: auth.device_id.clone(),
-        txn_id,
+        txn_id: txn_id.clone(),
     };
-    state
+    let kind = event_type.clone();
+    let fresh = state
         .db(move |s| {
             let mut out = Vec::new();
             for (user, devices) in messages {
@@ -321,6 +322,14 @@ pub async fn send_to_device(
             s.send_to_device(&txn, out)
         })
         .await?;
+    // A retried transaction was delivered the first time, remote copies too.
+    if fresh && !remote.is_empty() {
+        let message_id = format!("{}:{txn_id}", auth.device_id);
+        state
+            .remote_keys()
+            .send_to_device(&auth.user_id, &kind, &message_id, remote)
+            .await;
+    }
     Ok(Json(json!({})))
 }
 

@@ -86,6 +86,8 @@ pub trait DevicePlaneStore {
     fn profile(&self, user_id: &UserId) -> StoreResult<Profile>;
     fn set_profile(&self, user_id: &UserId, profile: Profile) -> StoreResult<()>;
 
+    /// Records that `user_id`'s keys changed (a device-list update from its server).
+    fn mark_keys_changed(&self, user_id: &UserId) -> StoreResult<u64>;
     /// Remembers that `user_id` follows the device lists of `users` (from `/keys/query`).
     fn track_users(&self, user_id: &UserId, users: &[UserId]) -> StoreResult<()>;
     /// Users whose keys changed in `(from, to]` that concern `user_id`: the user itself

@@ -259,3 +259,17 @@ pub(super) fn put_session(
     tokens.insert(s.token_hash.as_slice(), to_json(&owner)?.as_str())?;
     Ok(())
 }
+
+/// Appends `user` to the key-change stream and returns the new position.
+pub(super) fn bump_key_stream(txn: &WriteTransaction, user: &str) -> StoreResult<u64> {
+    let mut meta = txn.open_table(t::META)?;
+    let current = meta
+        .get(t::META_KEY_STREAM)?
+        .map(|v| decode_u64(v.value()))
+        .transpose()?
+        .unwrap_or(0);
+    let next = current + 1;
+    meta.insert(t::META_KEY_STREAM, next.to_be_bytes().as_slice())?;
+    txn.open_table(t::KEY_CHANGES)?.insert(next, user)?;
+    Ok(next)
+}

@@ -217,6 +217,10 @@ impl DevicePlaneStore for RedbStore {
         })
     }
 
+    fn mark_keys_changed(&self, user_id: &UserId) -> StoreResult<u64> {
+        self.write(|txn| super::redb_database::bump_key_stream(txn, user_id.as_str()))
+    }
+
     fn track_users(&self, user_id: &UserId, users: &[UserId]) -> StoreResult<()> {
         let me = user_id.as_str();
         let new: Vec<&UserId> = self.read(|txn| {

@@ -76,7 +76,7 @@ fn apply_commit(txn: &WriteTransaction, c: &LogCommit) -> StoreResult<()> {
     if !c.new_ops.is_empty() {
         // Devices added or revoked through the log change the bound users' device lists.
         for u in &c.summary.user_ids {
-            super::redb_store::bump_key_stream(txn, u.as_str())?;
+            super::redb_database::bump_key_stream(txn, u.as_str())?;
         }
     }
     if let Some(atts) = &c.attestations {

@@ -18,7 +18,8 @@ use super::records::{
     TokenOwner,
 };
 use super::redb_database::{
-    RedbStore, decode_u64, from_json, insert_account, put_session, to_json, token_key,
+    RedbStore, bump_key_stream, decode_u64, from_json, insert_account, put_session, to_json,
+    token_key,
 };
 use super::tables::{self as t, PRINTABLE_END};
 
@@ -39,20 +40,6 @@ fn device_from_row(user_id: &UserId, device_id: &str, row: t::DeviceRow) -> Stor
         last_seen_ip: row.last_seen_ip,
         last_seen_ts: row.last_seen_ts,
     })
-}
-
-/// Appends `user` to the key-change stream and returns the new position.
-pub(super) fn bump_key_stream(txn: &WriteTransaction, user: &str) -> StoreResult<u64> {
-    let mut meta = txn.open_table(t::META)?;
-    let current = meta
-        .get(t::META_KEY_STREAM)?
-        .map(|v| decode_u64(v.value()))
-        .transpose()?
-        .unwrap_or(0);
-    let next = current + 1;
-    meta.insert(t::META_KEY_STREAM, next.to_be_bytes().as_slice())?;
-    txn.open_table(t::KEY_CHANGES)?.insert(next, user)?;
-    Ok(next)
 }
 
 /// Changes one stored account row; `NotFound` when there is none.
