@@ -9,9 +9,9 @@
 //!
 //! The key design choice: everything here is built from identity-core's canonical JSON (which
 //! is RFC 8785 for the objects this crate signs, see [`jcs`]), ed25519-dalek and sha2, so the
-//! server and the client link no W3C stack. The `ssi` crate, the reference implementation, is
-//! used only to cross-verify (feature `ssi`), because it changes how serde_json parses numbers
-//! for every crate built with it. Pure like identity-core: no I/O, time is passed in.
+//! server and the client link no W3C stack, and nothing here turns on serde_json's
+//! `arbitrary_precision` (as `ssi` would for every crate built with it). Pure like
+//! identity-core: no I/O, time is passed in.
 
 pub mod credential;
 pub mod did_web;

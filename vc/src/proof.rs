@@ -3,6 +3,8 @@
 //! What is signed: SHA-256 of the JCS bytes of the proof options (the proof without
 //! `proofValue`, carrying the document's `@context`) followed by SHA-256 of the JCS bytes of
 //! the document without `proof`; the Ed25519 signature is written as base58btc multibase.
+//! Proofs written here carry no `@context` (see [`sign`]); one that does must repeat the
+//! document's exactly.
 //! Verification takes the key from a caller-supplied lookup, so where keys come from (a did:web
 //! document, a did:key) is decided by the credential rules, not here.
 
@@ -45,9 +47,9 @@ pub fn sign(
         "verificationMethod": verification_method,
         "proofPurpose": ASSERTION_METHOD,
     });
-    if let Some(ctx) = document.get("@context") {
-        options["@context"] = ctx.clone();
-    }
+    // No `@context` in the proof: the document's own `@context`, inline terms included, is
+    // covered by the document hash. (A proof `@context` holding the inline object is refused by
+    // verifiers that compare context entries by identity, such as Digital Bazaar's.)
     let data = hash_data(&options, document)?;
     let signature = key.sign(&data);
     options["proofValue"] = json!(format!(
