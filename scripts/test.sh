@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 if [ -f .ci/setup-python.sh ]; then
   bash .ci/setup-python.sh
 fi
+# The credential test checks Roam's credentials with an independent Data Integrity verifier.
+bash .ci/setup-node.sh
 
 cargo test --workspace --locked "$@"
 

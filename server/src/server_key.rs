@@ -111,4 +111,13 @@ impl ServerSigner {
     pub fn key_document(&self, now: Millis) -> Result<Value, AppError> {
         self.key.document(&self.server, now + self.key_validity_ms)
     }
+
+    /// The server's `did:web` document (`/.well-known/did.json`), made from the same key
+    /// document `/_matrix/key/v2/server` serves, so the two always list the same current keys.
+    pub fn did_document(&self, now: Millis) -> Result<Value, AppError> {
+        let doc = self.key_document(now)?;
+        let keys = server_keys::verify(&doc, &self.server)
+            .map_err(|e| AppError::Internal(format!("own key document: {e}")))?;
+        roam_vc::did_web::document(&keys).map_err(|e| AppError::NotFound(e.to_string()))
+    }
 }

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use roam_identity_core::log::{AccountState, VerifiedLog};
-use roam_identity_core::{Did, Millis, ServerName, UserId};
+use roam_identity_core::{Did, Millis, ServerName, UserId, attestation};
+use roam_vc::BindingCredential;
 use serde_json::Value;
 
 use super::challenge::Challenges;
@@ -150,11 +151,7 @@ impl Portable {
             return Err(AppError::NotFound(format!("No account log for {did}")));
         };
         let now = now_ms();
-        let d = did.clone();
-        let mut atts = self.db.run(move |s| s.issued_attestations(&d)).await?;
-        if attestations_stale(&atts, &log.state, now) {
-            atts = self.refresh_attestations(&log, now).await?;
-        }
+        let atts = self.current_attestations(&log, now).await?;
         let keys = self.signer.key_document(now)?;
         Ok(rules::bundle(
             &log.state,
@@ -164,6 +161,43 @@ impl Portable {
             &self.server,
             now,
         ))
+    }
+
+    /// The current attestations of a held log, re-issued first if they are stale.
+    async fn current_attestations(
+        &self,
+        log: &VerifiedLog,
+        now: Millis,
+    ) -> Result<Vec<Value>, AppError> {
+        let d = log.state.did.clone();
+        let atts = self.db.run(move |s| s.issued_attestations(&d)).await?;
+        if attestations_stale(&atts, &log.state, now) {
+            return self.refresh_attestations(log, now).await;
+        }
+        Ok(atts)
+    }
+
+    /// The binding of a local user ID as a W3C credential: the current attestation that binds
+    /// it, restated and signed with the server key (roam-vc).
+    pub async fn credential_for(&self, user: &UserId) -> Result<Value, AppError> {
+        let not_bound =
+            || AppError::NotFound(format!("{user} has no portable identity on this server"));
+        let u = user.clone();
+        let did = self
+            .db
+            .run(move |s| s.did_of_user(&u))
+            .await?
+            .ok_or_else(not_bound)?;
+        let (_, log) = self.held_log(&did).await?.ok_or_else(not_bound)?;
+        let atts = self.current_attestations(&log, now_ms()).await?;
+        let credential = atts
+            .iter()
+            .filter_map(|a| attestation::parse(a).ok())
+            .find_map(|a| BindingCredential::from_attestation(&a).filter(|c| &c.user_id == user))
+            .ok_or_else(not_bound)?;
+        credential
+            .issue(&self.signer.key().key_id, &self.signer.key().signing_key)
+            .map_err(|e| AppError::NotFound(format!("no credential: {e}")))
     }
 
     /// Re-signs the attestations of a held log and stores them.

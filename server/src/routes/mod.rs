@@ -116,6 +116,7 @@ const LOG_BODY_LIMIT: usize = 4 * 1024 * 1024;
 fn roam_routes() -> Router<AppState> {
     Router::new()
         .route("/users/{user_id}", get(roam::user_bundle))
+        .route("/users/{user_id}/credential", get(roam::user_credential))
         .route("/accounts/{did}", get(roam::account_bundle))
         .route("/accounts/{did}/log", get(roam::account_log))
         .route(
@@ -172,6 +173,7 @@ pub fn router(state: AppState) -> Router {
             "/_matrix/federation/v1/send/{txn_id}",
             put(federation::send_transaction),
         )
+        .route("/.well-known/did.json", get(server::did_web_document))
         .nest("/_roam/v1", roam_routes())
         .route("/1.0/identifiers/{did}", get(roam::identifiers))
         .route("/health", get(server::health))

@@ -73,6 +73,16 @@ pub async fn user_bundle(
     state.portable().bundle_for(&did).await.map(Json)
 }
 
+/// `GET /_roam/v1/users/{user_id}/credential`: the binding as a W3C credential (spec §14.2).
+pub async fn user_credential(
+    State(state): State<AppState>,
+    PathParam(user_id): PathParam,
+) -> Result<Json<Value>, AppError> {
+    let user = UserId::parse(&user_id)
+        .map_err(|e| AppError::InvalidParam(format!("Invalid user ID: {e}")))?;
+    state.portable().credential_for(&user).await.map(Json)
+}
+
 /// `GET /_roam/v1/accounts/{did}`.
 pub async fn account_bundle(
     State(state): State<AppState>,

@@ -39,6 +39,11 @@ pub async fn server_keys(State(state): State<AppState>) -> Result<Json<Value>, A
     state.signer().key_document(now_ms()).map(Json)
 }
 
+/// `GET /.well-known/did.json`: the server's did:web document (spec §14.1).
+pub async fn did_web_document(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+    state.signer().did_document(now_ms()).map(Json)
+}
+
 /// `GET /_matrix/key/v2/server/{keyId}`: deprecated; like Synapse, the key ID is ignored and
 /// the whole document returned.
 pub async fn server_keys_by_id(
