@@ -35,6 +35,9 @@ pub struct Metrics {
     pub migrations_completed: AtomicU64,
     /// Successful `m.login.roam.key` logins.
     pub key_logins: AtomicU64,
+    /// Account logs this server verified (writes, and re-making stored answers; never a
+    /// read).
+    pub log_verifications: AtomicU64,
 }
 
 impl Metrics {
@@ -132,6 +135,11 @@ impl Metrics {
                 "roam_key_proofs_total",
                 "Accepted m.login.roam.key proofs (logins and UIA).",
                 &self.key_logins,
+            ),
+            (
+                "roam_account_log_verifications_total",
+                "Account logs verified (on writes and when re-making stored answers).",
+                &self.log_verifications,
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");

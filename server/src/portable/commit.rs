@@ -227,6 +227,7 @@ impl Portable {
         intent: Intent<'_>,
         now: Millis,
     ) -> Result<MergeOutcome, AppError> {
+        Metrics::add(&self.metrics.log_verifications, 1);
         let refusal = match merge_ops(&held.ops, incoming, did, now) {
             Ok(merged) => return Ok(merged),
             Err(e) => e,
@@ -337,6 +338,7 @@ impl Portable {
                 .into_iter()
                 .flat_map(|u| st.devices.keys().map(move |d| (u.clone(), d.clone())))
                 .collect(),
+            served: Some(self.views(&merged.log, attestations.clone(), now)?),
         };
         Ok((commit, attestations))
     }

@@ -3,6 +3,7 @@
 //! (`edge`: client address, load shedding, request timeout, per-address write limits).
 
 mod account;
+mod conditional;
 mod devices;
 mod edge;
 mod keys;

@@ -28,7 +28,10 @@ pub mod tables;
 pub use accounts::Store;
 pub use db::Db;
 pub use error::{BoxError, StoreError, StoreResult};
-pub use logs::{EvidenceCap, ExportedOp, LogCommit, LogStore, LogSummary, OpWindowUpdate};
+pub use logs::{
+    AccountRef, EvidenceCap, ExportedOp, LogCommit, LogStore, LogSummary, OpWindowUpdate, Served,
+    ServedKind, ServedViews,
+};
 pub use records::{
     Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,
     OldServerKey, OneTimeKey, RefreshedTokens, RegistrationToken, ServerKeyRecord, SigningSnapshot,

@@ -1,0 +1,290 @@
+//! Identities at wire speed, over real HTTP: reads serve the answers stored when the log
+//! changed (they never verify a signature: counted), answers carry strong ETags and
+//! `Cache-Control`, `If-None-Match` gets a `304`, and the background task re-issues
+//! attestations before they expire.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use common::{Owner, SERVER_NAME, TestServer, add_device, enc, start, verify_bundle};
+use reqwest::StatusCode;
+use roam_server::store::{LogCommit, LogStore};
+use serde_json::{Value, json};
+
+fn verifications(s: &TestServer) -> u64 {
+    s.state.metrics().log_verifications.load(Ordering::Relaxed)
+}
+
+async fn register(s: &TestServer, owner: &Owner, localpart: &str) {
+    let (st, v) = s
+        .client()
+        .post(
+            "/_matrix/client/v3/register",
+            json!({
+                "username": localpart,
+                "auth": {"type": "m.login.dummy"},
+                "org.roam.genesis": owner.ops[0].value,
+                "inhibit_login": true,
+            }),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+}
+
+/// Every identity read of one account: bundle by user ID and DID, log, DID resolution in
+/// both representations.
+fn read_paths(user: &str, did: &str) -> Vec<(String, Option<&'static str>)> {
+    vec![
+        (format!("/_roam/v1/users/{}", enc(user)), None),
+        (format!("/_roam/v1/accounts/{did}"), None),
+        (format!("/_roam/v1/accounts/{did}/log"), None),
+        (format!("/1.0/identifiers/{did}"), None),
+        (
+            format!("/1.0/identifiers/{did}"),
+            Some("application/did+ld+json"),
+        ),
+    ]
+}
+
+async fn get(
+    s: &TestServer,
+    path: &str,
+    accept: Option<&str>,
+    etag: Option<&str>,
+) -> reqwest::Response {
+    let mut req = reqwest::Client::new().get(format!("{}{path}", s.base));
+    if let Some(a) = accept {
+        req = req.header("accept", a);
+    }
+    if let Some(t) = etag {
+        req = req.header("if-none-match", t);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_serve_stored_answers_without_verifying() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), |_| {}).await;
+    let user = format!("@alice:{SERVER_NAME}");
+    let mut alice = Owner::new(11, &user, &[SERVER_NAME]);
+    let did = alice.did();
+    register(&s, &alice, "alice").await;
+
+    let before = verifications(&s);
+    for _ in 0..3 {
+        for (path, accept) in read_paths(&user, &did) {
+            let resp = get(&s, &path, accept, None).await;
+            assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        }
+    }
+    assert_eq!(verifications(&s), before, "a read verified a log");
+
+    // The stored bundle is a complete, verifiable bundle of the current head.
+    let (st, bundle) = s.client().get(&format!("/_roam/v1/accounts/{did}")).await;
+    assert_eq!(st, 200);
+    let vb = verify_bundle(&bundle);
+    assert_eq!(vb.log.state.head, alice.ops[0].hash);
+    assert_eq!(
+        vb.bound_user_ids(common::now()),
+        vec![alice.state().user_ids[0].clone()]
+    );
+
+    // A write verifies, and the next reads serve the new head.
+    let op = alice.sign(add_device("PHONE", 3));
+    let (st, v) = s
+        .client()
+        .post(
+            &format!("/_roam/v1/accounts/{did}/ops"),
+            json!({"ops": [op]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert!(verifications(&s) > before);
+    let after_write = verifications(&s);
+    let (_, bundle) = s
+        .client()
+        .get(&format!("/_roam/v1/users/{}", enc(&user)))
+        .await;
+    assert_eq!(verify_bundle(&bundle).log.state.head, alice.ops[1].hash);
+    let (_, log) = s
+        .client()
+        .get(&format!("/_roam/v1/accounts/{did}/log"))
+        .await;
+    assert_eq!(log["ops"].as_array().unwrap().len(), 2);
+    assert_eq!(log["ops"][1], alice.ops[1].value);
+    let (_, res) = s.client().get(&format!("/1.0/identifiers/{did}")).await;
+    assert_eq!(
+        res["didDocumentMetadata"]["versionId"],
+        alice.ops[1].hash.to_multibase()
+    );
+    assert_eq!(
+        res["didDocument"]["alsoKnownAs"],
+        json!([format!("matrix:u/alice:{SERVER_NAME}")])
+    );
+    assert_eq!(verifications(&s), after_write, "a read verified a log");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etags_answer_304_until_the_log_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), |_| {}).await;
+    let user = format!("@bob:{SERVER_NAME}");
+    let mut bob = Owner::new(12, &user, &[SERVER_NAME]);
+    let did = bob.did();
+    register(&s, &bob, "bob").await;
+
+    let mut tags = Vec::new();
+    for (path, accept) in read_paths(&user, &did) {
+        let resp = get(&s, &path, accept, None).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let h = resp.headers();
+        let tag = h["etag"].to_str().unwrap().to_owned();
+        assert!(
+            tag.starts_with('"') && tag.contains(&bob.ops[0].hash.to_multibase()),
+            "{tag}"
+        );
+        let cc = h["cache-control"].to_str().unwrap();
+        let age: u64 = cc
+            .strip_prefix("public, max-age=")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&age), "{cc}");
+        let again = get(&s, &path, accept, Some(&tag)).await;
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{path}");
+        assert_eq!(again.headers()["etag"], tag.as_str());
+        assert!(again.bytes().await.unwrap().is_empty());
+        // Another tag (or a weak form of this one) is compared as RFC 9110 says.
+        let weak = format!("W/{tag}");
+        assert_eq!(get(&s, &path, accept, Some(&weak)).await.status(), 304);
+        let other = get(&s, &path, accept, Some("\"other\"")).await;
+        assert_eq!(other.status(), StatusCode::OK);
+        tags.push(tag);
+    }
+    // Two representations of one URL never share a tag.
+    assert_ne!(tags[3], tags[4]);
+
+    let op = bob.sign(add_device("LAPTOP", 4));
+    let (st, v) = s
+        .client()
+        .post(
+            &format!("/_roam/v1/accounts/{did}/ops"),
+            json!({"ops": [op]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    for ((path, accept), old) in read_paths(&user, &did).into_iter().zip(&tags) {
+        let resp = get(&s, &path, accept, Some(old)).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "{path} still 304 after a new op"
+        );
+        assert_ne!(resp.headers()["etag"].to_str().unwrap(), old.as_str());
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attestations_are_reissued_in_the_background_not_on_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), |_| {}).await;
+    let user = format!("@carol:{SERVER_NAME}");
+    let carol = Owner::new(13, &user, &[SERVER_NAME]);
+    let did = carol.did();
+    register(&s, &carol, "carol").await;
+    let (_, first) = s.client().get(&format!("/_roam/v1/accounts/{did}")).await;
+    let issued = first["attestations"][0]["issued_at"].as_u64().unwrap();
+    let until = first["attestations"][0]["valid_until"].as_u64().unwrap();
+
+    // Nothing is due now; six days and a bit later, the answers are.
+    let portable = s.state.portable();
+    assert_eq!(portable.refresh_due(common::now(), 64).await.unwrap(), 0);
+    let later = until - 12 * 3600 * 1000;
+    assert_eq!(portable.refresh_due(later, 64).await.unwrap(), 1);
+    let before = verifications(&s);
+    let (_, second) = s.client().get(&format!("/_roam/v1/accounts/{did}")).await;
+    assert_eq!(verifications(&s), before, "a read verified a log");
+    let reissued = second["attestations"][0]["issued_at"].as_u64().unwrap();
+    assert!(reissued > issued, "{issued} → {reissued}");
+    assert_eq!(second["fetched_at"].as_u64().unwrap(), later);
+    let b = roam_identity_core::bundle::Bundle::from_value(&second).unwrap();
+    roam_identity_core::bundle::verify(&b, None, later).unwrap();
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_missing_from_an_older_store_are_made_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), |_| {}).await;
+    let user = format!("@dan:{SERVER_NAME}");
+    let dan = Owner::new(14, &user, &[SERVER_NAME]);
+    let did = dan.did();
+    register(&s, &dan, "dan").await;
+    s.stop().await;
+    {
+        // What an older version stored: the log, no answers.
+        let store = roam_server::RedbStore::open_dir(dir.path()).unwrap();
+        let d = roam_identity_core::Did::parse(&did).unwrap();
+        let summary = store.log_summary(&d).unwrap().unwrap();
+        store
+            .commit_log(LogCommit {
+                did: d,
+                expected_head: Some(summary.head),
+                new_ops: Vec::new(),
+                summary,
+                attestations: None,
+                bind: Vec::new(),
+                unbind: Vec::new(),
+                devices: Vec::new(),
+                served: None,
+            })
+            .unwrap();
+    }
+    let s = start(dir.path(), |_| {}).await;
+    let before = verifications(&s);
+    let mut bodies: Vec<Value> = Vec::new();
+    for _ in 0..3 {
+        let (st, b) = s
+            .client()
+            .get(&format!("/_roam/v1/users/{}", enc(&user)))
+            .await;
+        assert_eq!(st, 200, "{b}");
+        bodies.push(b);
+    }
+    assert!(verifications(&s) - before <= 1, "made more than once");
+    verify_bundle(&bodies[2]);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_document_is_signed_once_and_revalidated() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), |_| {}).await;
+    let first = get(&s, "/_matrix/key/v2/server", None, None).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let tag = first.headers()["etag"].to_str().unwrap().to_owned();
+    assert!(
+        first.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .starts_with("public, max-age=")
+    );
+    let doc: Value = first.json().await.unwrap();
+    assert!(
+        tag.contains(&doc["valid_until_ts"].to_string()),
+        "{tag} {doc}"
+    );
+    let second: Value = get(&s, "/_matrix/key/v2/server", None, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc, second, "signed again within the hour");
+    let again = get(&s, "/_matrix/key/v2/server", None, Some(&tag)).await;
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    s.stop().await;
+}
