@@ -315,16 +315,20 @@ impl NetworkResolver {
         domain: &ServerName,
         url: &Url,
     ) -> Result<Value, OnlineFailure> {
-        self.inner.client.get_json(url).await.map_err(|e| match e {
-            e if e.is_not_found() => OnlineFailure::Resolve(ResolveError::NotFound {
-                subject: user.to_string(),
-                detail: format!("{domain} has no such user"),
-            }),
-            FetchError::Json { url, reason } => {
-                invalid(format!("{url} answered with invalid JSON: {reason}"))
-            }
-            e => OnlineFailure::Unreachable(e.to_string()),
-        })
+        self.inner
+            .client
+            .get_json_revalidated(url)
+            .await
+            .map_err(|e| match e {
+                e if e.is_not_found() => OnlineFailure::Resolve(ResolveError::NotFound {
+                    subject: user.to_string(),
+                    detail: format!("{domain} has no such user"),
+                }),
+                FetchError::Json { url, reason } => {
+                    invalid(format!("{url} answered with invalid JSON: {reason}"))
+                }
+                e => OnlineFailure::Unreachable(e.to_string()),
+            })
     }
 
     /// A DID, from the first candidate server that serves a bundle for it; when none can be
@@ -341,7 +345,7 @@ impl NetworkResolver {
         for server in &self.did_candidates(did, hints) {
             let base = self.discover(server, now).await;
             let url = endpoint(&base, &subject.path());
-            let value = match self.inner.client.get_json(&url).await {
+            let value = match self.inner.client.get_json_revalidated(&url).await {
                 Ok(v) => v,
                 Err(e) if e.is_not_found() => {
                     not_found.push(server.to_string());

@@ -288,3 +288,88 @@ async fn the_key_document_is_signed_once_and_revalidated() {
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resolver_revalidates_with_if_none_match() {
+    use roam_resolver::{NetworkResolver, Resolver, ResolverConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), |_| {}).await;
+    let user = format!("@erin:{SERVER_NAME}");
+    let erin = Owner::new(15, &user, &[SERVER_NAME]);
+    register(&s, &erin, "erin").await;
+    let mut config = ResolverConfig::default();
+    config.overrides.insert(
+        roam_identity_core::ServerName::parse(SERVER_NAME).unwrap(),
+        url::Url::parse(&s.base).unwrap(),
+    );
+    let resolver =
+        NetworkResolver::new(config, std::sync::Arc::new(roam_resolver::SystemClock)).unwrap();
+    let uid = roam_identity_core::UserId::parse(&user).unwrap();
+    let first = resolver.resolve_user(&uid).await.unwrap();
+    let second = resolver.resolve_user(&uid).await.unwrap();
+    assert_eq!(first.head, second.head);
+    assert_eq!(second.did.to_string(), erin.did());
+    let (_, metrics) = s.client().get("/metrics").await;
+    let metrics = metrics.as_str().unwrap().to_owned();
+    let line = "roam_http_requests_total{method=\"GET\",route=\"/_roam/v1/users/{user_id}\",status=\"304\"} 1";
+    assert!(metrics.contains(line), "{metrics}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_query_answers_many_accounts_from_stored_bundles() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), |_| {}).await;
+    let (a, b) = (format!("@fay:{SERVER_NAME}"), format!("@gil:{SERVER_NAME}"));
+    let fay = Owner::new(16, &a, &[SERVER_NAME]);
+    let gil = Owner::new(17, &b, &[SERVER_NAME]);
+    register(&s, &fay, "fay").await;
+    register(&s, &gil, "gil").await;
+    let stranger = Owner::new(18, &format!("@hal:{SERVER_NAME}"), &[SERVER_NAME]).did();
+    let nobody = format!("@nobody:{SERVER_NAME}");
+    let before = verifications(&s);
+    let c = s.client();
+    let (st, v) = c
+        .post(
+            "/_roam/v1/query",
+            json!({"user_ids": [a, b, nobody, a], "dids": [fay.did(), stranger]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(verifications(&s), before, "a query verified a log");
+    assert_eq!(
+        verify_bundle(&v["users"][&a]).log.state.did.to_string(),
+        fay.did()
+    );
+    assert_eq!(
+        verify_bundle(&v["users"][&b]).log.state.did.to_string(),
+        gil.did()
+    );
+    assert_eq!(
+        verify_bundle(&v["accounts"][fay.did()]).log.state.head,
+        fay.ops[0].hash
+    );
+    assert_eq!(v["users"].as_object().unwrap().len(), 2);
+    assert_eq!(v["not_found"], json!([nobody, stranger]));
+
+    // Bounded: names, body, and each name is checked.
+    let many: Vec<String> = (0..101).map(|i| format!("@u{i}:{SERVER_NAME}")).collect();
+    let r = c.post("/_roam/v1/query", json!({"user_ids": many})).await;
+    common::assert_err(&r, 413, "M_TOO_LARGE");
+    let r = c
+        .post("/_roam/v1/query", json!({"user_ids": [], "dids": []}))
+        .await;
+    common::assert_err(&r, 400, "M_BAD_JSON");
+    let r = c
+        .post("/_roam/v1/query", json!({"dids": ["did:key:z"]}))
+        .await;
+    common::assert_err(&r, 400, "M_INVALID_PARAM");
+    let r = c
+        .post("/_roam/v1/query", json!({"user_ids": ["alice"]}))
+        .await;
+    common::assert_err(&r, 400, "M_INVALID_PARAM");
+    let huge = "x".repeat(70 * 1024);
+    let r = c.post("/_roam/v1/query", json!({"user_ids": [huge]})).await;
+    common::assert_err(&r, 413, "M_TOO_LARGE");
+    s.stop().await;
+}

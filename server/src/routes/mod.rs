@@ -8,6 +8,7 @@ mod devices;
 mod edge;
 mod keys;
 mod metrics;
+mod query;
 mod roam;
 mod server;
 
@@ -63,6 +64,10 @@ fn roam_routes() -> Router<AppState> {
         )
         .route("/accounts/{did}/forks", get(roam::account_forks))
         .route("/export", get(roam::export))
+        .route(
+            "/query",
+            post(query::query).layer(DefaultBodyLimit::max(query::QUERY_BODY_LIMIT)),
+        )
         .route("/login/challenge", post(roam::login_challenge))
         .route(
             "/account/did",
