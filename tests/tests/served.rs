@@ -373,3 +373,49 @@ async fn bulk_query_answers_many_accounts_from_stored_bundles() {
     common::assert_err(&r, 413, "M_TOO_LARGE");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resolver_asks_several_names_of_one_server_in_one_query() {
+    use roam_resolver::{NetworkResolver, ResolverConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), |_| {}).await;
+    let mut names = Vec::new();
+    let mut dids = Vec::new();
+    for (i, local) in ["ivy", "jon", "kim"].iter().enumerate() {
+        let user = format!("@{local}:{SERVER_NAME}");
+        let owner = Owner::new(20 + i as u8, &user, &[SERVER_NAME]);
+        register(&s, &owner, local).await;
+        dids.push(owner.did());
+        names.push(roam_identity_core::UserId::parse(&user).unwrap());
+    }
+    names.insert(
+        1,
+        roam_identity_core::UserId::parse(&format!("@nobody:{SERVER_NAME}")).unwrap(),
+    );
+    let mut config = ResolverConfig::default();
+    config.overrides.insert(
+        roam_identity_core::ServerName::parse(SERVER_NAME).unwrap(),
+        url::Url::parse(&s.base).unwrap(),
+    );
+    let resolver =
+        NetworkResolver::new(config, std::sync::Arc::new(roam_resolver::SystemClock)).unwrap();
+    let answers = resolver.resolve_users(&names).await;
+    assert_eq!(answers.len(), 4);
+    assert_eq!(answers[0].as_ref().unwrap().did.to_string(), dids[0]);
+    assert_eq!(answers[1].as_ref().unwrap_err().class(), "not_found");
+    assert_eq!(answers[2].as_ref().unwrap().did.to_string(), dids[1]);
+    assert_eq!(answers[3].as_ref().unwrap().did.to_string(), dids[2]);
+    assert_eq!(
+        answers[3].as_ref().unwrap().user_id.as_ref(),
+        Some(&names[3])
+    );
+    let (_, metrics) = s.client().get("/metrics").await;
+    let metrics = metrics.as_str().unwrap().to_owned();
+    let q = "roam_http_requests_total{method=\"POST\",route=\"/_roam/v1/query\",status=\"200\"} 1";
+    assert!(metrics.contains(q), "{metrics}");
+    assert!(
+        !metrics.contains("route=\"/_roam/v1/users/{user_id}\""),
+        "{metrics}"
+    );
+    s.stop().await;
+}
