@@ -419,3 +419,114 @@ async fn the_resolver_asks_several_names_of_one_server_in_one_query() {
     );
     s.stop().await;
 }
+
+/// A commit of `owner`'s genesis, as the server would store it (no answers).
+fn genesis_commit(owner: &Owner, bind: Option<&str>) -> LogCommit {
+    let st = owner.state();
+    LogCommit {
+        did: st.did.clone(),
+        expected_head: None,
+        new_ops: vec![(owner.ops[0].hash, owner.ops[0].value.clone())],
+        summary: roam_server::portable::service::summary_of(&st),
+        attestations: Some(Vec::new()),
+        bind: bind
+            .map(|u| roam_identity_core::UserId::parse(u).unwrap())
+            .into_iter()
+            .collect(),
+        unbind: Vec::new(),
+        devices: Vec::new(),
+        served: None,
+    }
+}
+
+#[test]
+fn a_group_commit_applies_each_change_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = roam_server::RedbStore::open_dir(dir.path()).unwrap();
+    let user = format!("@lea:{SERVER_NAME}");
+    let a = Owner::new(30, &user, &[SERVER_NAME]);
+    let b = Owner::new(31, &user, &[SERVER_NAME]);
+    let c = Owner::new(32, &format!("@max:{SERVER_NAME}"), &[SERVER_NAME]);
+    let mut moved = genesis_commit(&c, None);
+    moved.expected_head = Some(a.ops[0].hash);
+    let results = store
+        .commit_logs(vec![
+            genesis_commit(&a, Some(&user)),
+            // The same user ID for another DID, in the same transaction: refused.
+            genesis_commit(&b, Some(&user)),
+            moved,
+            genesis_commit(&c, None),
+        ])
+        .unwrap();
+    assert!(results[0].is_ok());
+    assert!(matches!(
+        results[1],
+        Err(roam_server::StoreError::UserInUse(_))
+    ));
+    assert!(matches!(
+        results[2],
+        Err(roam_server::StoreError::HeadMoved { .. })
+    ));
+    assert!(results[3].is_ok());
+    drop(store);
+    let store = roam_server::RedbStore::open_dir(dir.path()).unwrap();
+    let did = |o: &Owner| roam_identity_core::Did::parse(&o.did()).unwrap();
+    assert!(store.log_summary(&did(&a)).unwrap().is_some());
+    assert!(
+        store.log_summary(&did(&b)).unwrap().is_none(),
+        "a refused change left a trace"
+    );
+    assert!(store.log_ops(&did(&b)).unwrap().is_empty());
+    assert!(store.log_summary(&did(&c)).unwrap().is_some());
+    let uid = roam_identity_core::UserId::parse(&user).unwrap();
+    assert_eq!(store.did_of_user(&uid).unwrap(), Some(did(&a)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_are_all_acknowledged_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), |_| {}).await;
+    let owners: Vec<Owner> = (0..48)
+        .map(|i| {
+            Owner::new(
+                100 + i as u8,
+                &format!("@w{i}:{SERVER_NAME}"),
+                &[SERVER_NAME],
+            )
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for o in &owners {
+        let (c, did, op) = (s.client(), o.did(), o.ops[0].value.clone());
+        tasks.push(tokio::spawn(async move {
+            c.post(
+                &format!("/_roam/v1/accounts/{did}/ops"),
+                json!({"ops": [op]}),
+            )
+            .await
+        }));
+    }
+    for t in tasks {
+        let (st, v) = t.await.unwrap();
+        assert_eq!(st, 200, "{v}");
+    }
+    s.stop().await;
+    let store = roam_server::RedbStore::open_dir(dir.path()).unwrap();
+    for o in &owners {
+        let did = roam_identity_core::Did::parse(&o.did()).unwrap();
+        assert_eq!(
+            store.log_summary(&did).unwrap().unwrap().head,
+            o.ops[0].hash
+        );
+        let served = store
+            .served(
+                &[roam_server::store::AccountRef::Did(did)],
+                roam_server::store::ServedKind::Bundle,
+            )
+            .unwrap();
+        assert!(
+            served[0].is_some(),
+            "acknowledged without its stored answers"
+        );
+    }
+}

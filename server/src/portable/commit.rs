@@ -369,7 +369,7 @@ impl Portable {
             token,
         } = intent
         else {
-            return Ok(self.db.run(move |s| s.commit_log(commit)).await?);
+            return Ok(self.group.commit(&self.db, commit).await?);
         };
         let u = user_id.clone();
         let existing = self
@@ -377,9 +377,7 @@ impl Portable {
             .run(move |s| Ok((s.account(&u)?.is_some(), s.did_of_user(&u)?)))
             .await?;
         match existing {
-            (true, Some(d)) if d == commit.did => {
-                self.db.run(move |s| s.commit_log(commit)).await?
-            }
+            (true, Some(d)) if d == commit.did => self.group.commit(&self.db, commit).await?,
             (true, _) => return Err(AppError::UserInUse),
             (false, _) => {
                 let new = NewAccount {

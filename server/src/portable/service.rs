@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::challenge::Challenges;
 use super::federation::Federation;
+use super::group::GroupCommit;
 use super::oprate::OpRateLimiter;
 use super::rules::{self, attestations_for, attestations_stale};
 use crate::clock::now_ms;
@@ -60,6 +61,8 @@ pub struct Portable {
     pub challenges: Challenges,
     pub(super) op_limits: OpRateLimiter,
     pub(super) locks: DidLocks,
+    /// Log changes from concurrent writers, committed together.
+    pub(super) group: GroupCommit,
 }
 
 /// Why a key login or key UIA stage failed, in words for the client.
@@ -112,6 +115,7 @@ impl Portable {
             challenges: Challenges::default(),
             op_limits: OpRateLimiter::new(config.op_limits),
             locks: DidLocks::default(),
+            group: GroupCommit::default(),
         }
     }
 
@@ -233,13 +237,11 @@ impl Portable {
             devices: Vec::new(),
             served: Some(self.views(&log, atts, now)?),
         };
-        self.db
-            .run(move |s| match s.commit_log(commit) {
-                // The log moved on meanwhile; that commit stored its own answers.
-                Err(StoreError::HeadMoved { .. }) => Ok(()),
-                other => other,
-            })
-            .await?;
+        match self.group.commit(&self.db, commit).await {
+            // The log moved on meanwhile; that commit stored its own answers.
+            Err(StoreError::HeadMoved { .. }) => {}
+            other => other?,
+        }
         Ok(true)
     }
 

@@ -136,6 +136,10 @@ pub trait LogStore {
     fn issued_attestations(&self, did: &Did) -> StoreResult<Vec<Value>>;
     /// Applies a change to a held log (or starts holding one).
     fn commit_log(&self, commit: LogCommit) -> StoreResult<()>;
+    /// Applies several changes in one durable transaction (group commit): each applies
+    /// whole or not at all and has its own result (`HeadMoved`, `UserInUse`); `Err` means
+    /// none was committed.
+    fn commit_logs(&self, commits: Vec<LogCommit>) -> StoreResult<Vec<StoreResult<()>>>;
     /// The stored answers of kind `kind` for each account, in order (`None`: no DID bound,
     /// or no answers stored for it), read in one transaction.
     fn served(&self, accounts: &[AccountRef], kind: ServedKind)

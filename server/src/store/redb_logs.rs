@@ -43,10 +43,12 @@ fn row_from_summary(s: &LogSummary) -> t::LogSummaryRow {
     }
 }
 
-/// The body of a log commit, inside a caller's transaction.
-fn apply_commit(txn: &WriteTransaction, c: &LogCommit) -> StoreResult<()> {
+/// What must hold for a commit to apply (the head it was verified against, user IDs free
+/// to bind), checked before it writes anything, so a refused commit leaves no trace in a
+/// transaction shared with others.
+fn check_commit(txn: &WriteTransaction, c: &LogCommit) -> StoreResult<()> {
     let did = c.did.as_str();
-    let mut heads = txn.open_table(t::LOG_HEADS)?;
+    let heads = txn.open_table(t::LOG_HEADS)?;
     let current: Option<OpHash> = match heads.get(did)? {
         Some(v) => Some(
             OpHash::parse(&from_json::<t::LogSummaryRow>(v.value())?.head)
@@ -59,6 +61,28 @@ fn apply_commit(txn: &WriteTransaction, c: &LogCommit) -> StoreResult<()> {
             did: Box::new(c.did.clone()),
         });
     }
+    let users = txn.open_table(t::USER_DIDS)?;
+    for u in &c.bind {
+        if users
+            .get(u.as_str())?
+            .is_some_and(|bound| bound.value() != did)
+        {
+            return Err(StoreError::UserInUse(u.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// The body of a log commit, inside a caller's transaction.
+fn apply_commit(txn: &WriteTransaction, c: &LogCommit) -> StoreResult<()> {
+    check_commit(txn, c)?;
+    write_commit(txn, c)
+}
+
+/// The writes of a checked commit.
+fn write_commit(txn: &WriteTransaction, c: &LogCommit) -> StoreResult<()> {
+    let did = c.did.as_str();
+    let mut heads = txn.open_table(t::LOG_HEADS)?;
     {
         let mut ops = txn.open_table(t::LOG_OPS)?;
         let mut export = txn.open_table(t::OP_EXPORT)?;
@@ -83,12 +107,6 @@ fn apply_commit(txn: &WriteTransaction, c: &LogCommit) -> StoreResult<()> {
     }
     let mut users = txn.open_table(t::USER_DIDS)?;
     for u in &c.bind {
-        let taken = users
-            .get(u.as_str())?
-            .is_some_and(|bound| bound.value() != did);
-        if taken {
-            return Err(StoreError::UserInUse(u.clone()));
-        }
         users.insert(u.as_str(), did)?;
     }
     for u in &c.unbind {
@@ -243,6 +261,25 @@ impl LogStore for RedbStore {
         apply_commit(&txn, &commit)?;
         txn.commit()?;
         Ok(())
+    }
+
+    fn commit_logs(&self, commits: Vec<LogCommit>) -> StoreResult<Vec<StoreResult<()>>> {
+        let txn = self.db.begin_write()?;
+        let mut out = Vec::with_capacity(commits.len());
+        for c in &commits {
+            match check_commit(&txn, c) {
+                Ok(()) => {
+                    write_commit(&txn, c)?;
+                    out.push(Ok(()));
+                }
+                Err(e @ (StoreError::HeadMoved { .. } | StoreError::UserInUse(_))) => {
+                    out.push(Err(e))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        txn.commit()?;
+        Ok(out)
     }
 
     fn served(
