@@ -530,3 +530,69 @@ async fn concurrent_appends_are_all_acknowledged_durably() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_streams_every_op_after_a_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // More ops than one page of the stream (1000).
+        let store = roam_server::RedbStore::open_dir(dir.path()).unwrap();
+        let commits = (0..1100u32)
+            .map(|i| {
+                let mut seed = [7u8; 32];
+                seed[..4].copy_from_slice(&i.to_le_bytes());
+                let update = ed25519_dalek::SigningKey::from_bytes(&seed);
+                seed[31] = 8;
+                let next = ed25519_dalek::SigningKey::from_bytes(&seed);
+                let o = Owner::from_keys(
+                    update,
+                    next,
+                    &format!("@x{i}:{SERVER_NAME}"),
+                    &[SERVER_NAME],
+                );
+                genesis_commit(&o, None)
+            })
+            .collect();
+        assert!(
+            store
+                .commit_logs(commits)
+                .unwrap()
+                .iter()
+                .all(Result::is_ok)
+        );
+    }
+    let s = start(dir.path(), |_| {}).await;
+    let lines = |text: &str| -> Vec<Value> {
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let all = get(&s, "/_roam/v1/export", None, None).await;
+    assert_eq!(all.status(), StatusCode::OK);
+    assert_eq!(all.headers()["content-type"], "application/x-ndjson");
+    let all = lines(&all.text().await.unwrap());
+    assert_eq!(all.len(), 1100);
+    let cursors: Vec<u64> = all
+        .iter()
+        .map(|l| l["cursor"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(cursors.windows(2).all(|w| w[0] < w[1]));
+    let since = cursors[499];
+    let rest = get(&s, &format!("/_roam/v1/export?since={since}"), None, None).await;
+    let rest = lines(&rest.text().await.unwrap());
+    assert_eq!(rest.len(), 600);
+    assert_eq!(rest[0], all[500]);
+    // A page with `limit` still says where to resume.
+    let page = get(
+        &s,
+        &format!("/_roam/v1/export?since={since}&limit=10"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        page.headers()["x-roam-next-cursor"],
+        cursors[509].to_string().as_str()
+    );
+    s.stop().await;
+}

@@ -205,24 +205,11 @@ pub async fn account_forks(
     Ok(Json(json!({"did": did.as_str(), "evidence": evidence})))
 }
 
-/// `GET /_roam/v1/export?after=CURSOR&limit=N`: JSON lines of every op held.
-pub async fn export(State(state): State<AppState>, q: QueryParams) -> Result<Response, AppError> {
-    let after: u64 = match q.get("after") {
-        Some(s) => s.parse().map_err(|_| {
-            AppError::InvalidParam("`after` must be a cursor returned earlier".into())
-        })?,
-        None => 0,
-    };
-    let limit: usize = match q.get("limit") {
-        Some(s) => s
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=10_000).contains(n))
-            .ok_or_else(|| AppError::InvalidParam("`limit` must be from 1 to 10000".into()))?,
-        None => 1000,
-    };
-    let rows = state.db(move |s| s.export_ops(after, limit)).await?;
-    let next = rows.last().map_or(after, |r| r.cursor);
+/// Rows read per store call while streaming an export.
+const EXPORT_PAGE: usize = 1000;
+
+/// One export line per row.
+fn export_lines(rows: Vec<crate::store::ExportedOp>) -> String {
     let mut body = String::new();
     for r in rows {
         body.push_str(
@@ -230,15 +217,66 @@ pub async fn export(State(state): State<AppState>, q: QueryParams) -> Result<Res
         );
         body.push('\n');
     }
-    let mut resp = body.into_response();
+    body
+}
+
+/// `GET /_roam/v1/export?after=CURSOR&limit=N` (`since` is `after`): JSON lines of every op
+/// held. With `limit`, one page and `X-Roam-Next-Cursor`; without, a stream of every op after
+/// the cursor to the end, read a page at a time (memory bounded whatever the size).
+pub async fn export(State(state): State<AppState>, q: QueryParams) -> Result<Response, AppError> {
+    let after: u64 = match q.get("after").or_else(|| q.get("since")) {
+        Some(s) => s.parse().map_err(|_| {
+            AppError::InvalidParam("`after` must be a cursor returned earlier".into())
+        })?,
+        None => 0,
+    };
+    let limit: Option<usize> = match q.get("limit") {
+        Some(s) => Some(
+            s.parse::<usize>()
+                .ok()
+                .filter(|n| (1..=10_000).contains(n))
+                .ok_or_else(|| AppError::InvalidParam("`limit` must be from 1 to 10000".into()))?,
+        ),
+        None => None,
+    };
+    let mut resp = match limit {
+        Some(limit) => {
+            let rows = state.db(move |s| s.export_ops(after, limit)).await?;
+            let next = rows.last().map_or(after, |r| r.cursor);
+            let mut resp = export_lines(rows).into_response();
+            if let Ok(v) = HeaderValue::from_str(&next.to_string()) {
+                resp.headers_mut().insert("x-roam-next-cursor", v);
+            }
+            resp
+        }
+        None => Response::new(axum::body::Body::from_stream(export_stream(state, after))),
+    };
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),
     );
-    if let Ok(v) = HeaderValue::from_str(&next.to_string()) {
-        resp.headers_mut().insert("x-roam-next-cursor", v);
-    }
     Ok(resp)
+}
+
+/// Every op after `after`, a page per store call, until a page comes back short.
+fn export_stream(
+    state: AppState,
+    after: u64,
+) -> impl futures::Stream<Item = Result<String, AppError>> + Send {
+    futures::stream::try_unfold(Some(after), move |cursor| {
+        let state = state.clone();
+        async move {
+            let Some(after) = cursor else {
+                return Ok(None);
+            };
+            let rows = state.db(move |s| s.export_ops(after, EXPORT_PAGE)).await?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let next = (rows.len() == EXPORT_PAGE).then(|| rows.last().map_or(after, |r| r.cursor));
+            Ok(Some((export_lines(rows), next)))
+        }
+    })
 }
 
 #[derive(Debug, Deserialize)]
