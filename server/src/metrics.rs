@@ -62,6 +62,42 @@ impl Metrics {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// The event counters: name, help text, value.
+    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 6] {
+        [
+            (
+                "roam_account_ops_accepted_total",
+                "Account-log ops stored.",
+                &self.ops_accepted,
+            ),
+            (
+                "roam_account_ops_refused_total",
+                "Account-log ops refused as invalid.",
+                &self.ops_refused,
+            ),
+            (
+                "roam_account_forks_refused_total",
+                "Op submissions refused as equivocation.",
+                &self.forks_refused,
+            ),
+            (
+                "roam_migrations_completed_total",
+                "Migrations completed on this server.",
+                &self.migrations_completed,
+            ),
+            (
+                "roam_key_proofs_total",
+                "Accepted m.login.roam.key proofs (logins and UIA).",
+                &self.key_logins,
+            ),
+            (
+                "roam_account_log_verifications_total",
+                "Account logs verified (on writes and when re-making stored answers).",
+                &self.log_verifications,
+            ),
+        ]
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -110,38 +146,7 @@ impl Metrics {
             );
         }
         drop(map);
-        for (name, help, c) in [
-            (
-                "roam_account_ops_accepted_total",
-                "Account-log ops stored.",
-                &self.ops_accepted,
-            ),
-            (
-                "roam_account_ops_refused_total",
-                "Account-log ops refused as invalid.",
-                &self.ops_refused,
-            ),
-            (
-                "roam_account_forks_refused_total",
-                "Op submissions refused as equivocation.",
-                &self.forks_refused,
-            ),
-            (
-                "roam_migrations_completed_total",
-                "Migrations completed on this server.",
-                &self.migrations_completed,
-            ),
-            (
-                "roam_key_proofs_total",
-                "Accepted m.login.roam.key proofs (logins and UIA).",
-                &self.key_logins,
-            ),
-            (
-                "roam_account_log_verifications_total",
-                "Account logs verified (on writes and when re-making stored answers).",
-                &self.log_verifications,
-            ),
-        ] {
+        for (name, help, c) in self.counters() {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", c.load(Ordering::Relaxed));
