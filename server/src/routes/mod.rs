@@ -5,12 +5,14 @@
 mod account;
 mod account_settings;
 mod client_info;
+mod conditional;
 mod devices;
 mod edge;
 mod federation;
 mod key_backup;
 mod keys;
 mod metrics;
+mod query;
 mod roam;
 mod server;
 mod sync;
@@ -125,6 +127,10 @@ fn roam_routes() -> Router<AppState> {
         )
         .route("/accounts/{did}/forks", get(roam::account_forks))
         .route("/export", get(roam::export))
+        .route(
+            "/query",
+            post(query::query).layer(DefaultBodyLimit::max(query::QUERY_BODY_LIMIT)),
+        )
         .route("/login/challenge", post(roam::login_challenge))
         .route(
             "/account/did",

@@ -34,7 +34,10 @@ pub use db::Db;
 pub use device_plane::DevicePlaneStore;
 pub use error::{BoxError, StoreError, StoreResult};
 pub use key_backup::KeyBackupStore;
-pub use logs::{EvidenceCap, ExportedOp, LogCommit, LogStore, LogSummary, OpWindowUpdate};
+pub use logs::{
+    AccountRef, EvidenceCap, ExportedOp, LogCommit, LogStore, LogSummary, OpWindowUpdate, Served,
+    ServedKind, ServedViews,
+};
 pub use records::{
     Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,
     OldServerKey, OneTimeKey, RefreshedTokens, RegistrationToken, ServerKeyRecord, SigningSnapshot,
