@@ -33,7 +33,8 @@ echo "idle, $N accounts:            $(rss $SERVER)"
 curl -sf "http://127.0.0.1:$PORT/_roam/v1/export?limit=2000" | python3 -c '
 import json, sys
 for line in sys.stdin:
-    print(f"url = \"http://127.0.0.1:'"$PORT"'/_roam/v1/accounts/{json.loads(line)["did"]}\"\noutput = \"/dev/null\"")
+    did = json.loads(line)["did"]
+    print(f"url = \"http://127.0.0.1:'"$PORT"'/_roam/v1/accounts/{did}\"\noutput = \"/dev/null\"")
 ' > "$DATA/urls"
 curl -sf --parallel --parallel-max 16 -K "$DATA/urls" || { echo "reading bundles failed" >&2; exit 1; }
 echo "after reading 2000 bundles:        $(rss $SERVER)"
