@@ -11,7 +11,8 @@ Device A (mautrix's OlmMachine, a fresh in-memory crypto store):
   (`m.megolm_backup.v1.curve25519-aes-sha2`, auth_data signed by the device and the master
   key) -> store the backup's private key in secret storage (`m.megolm_backup.v1`) -> create
   three megolm sessions in two (room-less) room IDs and encrypt a message with each ->
-  upload their keys to the backup at all three scopes (all, room, session).
+  upload their keys to the backup at all three scopes (all, room, session); a worse copy of a
+  key (ratcheted past its first message) does not replace the better one.
 Device B (a second login, a fresh crypto store):
   open secret storage with the passphrase (and check the recovery key opens the same key) ->
   `verify_with_recovery_key` (imports the cross-signing keys from secret storage and signs
@@ -191,6 +192,15 @@ async def bootstrap_secret_storage(a, passphrase):
 
 async def create_backup(a, ssss_key):
     """Device A: a backup version whose private key goes into secret storage."""
+    try:
+        await a.room_keys(Method.GET, ["version"])
+        check(False, "A: no backup version yet")
+    except MatrixRequestError as e:
+        check(
+            e.http_status == 404 and e.errcode == "M_NOT_FOUND",
+            "A: no backup version yet is M_NOT_FOUND",
+            (e.http_status, e.errcode),
+        )
     private_key = secrets.token_bytes(32)
     pk = backup_key(private_key)
     auth_data = {"public_key": pk.public_key}
@@ -250,6 +260,12 @@ async def upload_backup(a, version, public_key, sessions):
     check(r.get("count") == 2, "A: upload at the room scope", r)
     r = await a.room_keys(Method.PUT, ["keys", ROOM_2, s2.id], entry(s2), version)
     check(r.get("count") == 3, "A: upload at the session scope", r)
+    # A worse copy of session 2 (ratcheted past message 0) does not replace the better one:
+    # B can only read message 0 if the server kept the key from index 0.
+    worse = s2.ratchet_to(1)
+    check(worse.first_known_index == 1, "A: session 2 ratcheted to index 1")
+    r = await a.room_keys(Method.PUT, ["keys", ROOM_2, s2.id], entry(worse), version)
+    check(r.get("count") == 3, "A: a worse key for a backed-up session adds nothing", r)
     try:
         await a.room_keys(Method.PUT, ["keys", ROOM_2, s2.id], entry(s2), str(int(version) + 7))
         check(False, "A: upload to a version that is not current is refused")
