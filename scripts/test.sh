@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The real-client test drives the server with matrix-nio from a project venv.
+# The real-client tests drive the server with matrix-nio and mautrix-python from a project venv.
 if [ -f .ci/setup-python.sh ]; then
   bash .ci/setup-python.sh
 fi
