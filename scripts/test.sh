@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 if [ -f .ci/setup-python.sh ]; then
   bash .ci/setup-python.sh
 fi
+# The matrix-js-sdk test drives it with Node.js from tests/js-sdk/node_modules (npm ci).
+bash .ci/setup-node.sh
 
 cargo test --workspace --locked "$@"
 
