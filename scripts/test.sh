@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 if [ -f .ci/setup-python.sh ]; then
   bash .ci/setup-python.sh
 fi
-# The credential test checks Roam's credentials with an independent Data Integrity verifier.
+# The credential test checks Roam's credentials with an independent Data Integrity verifier,
+# and the matrix-js-sdk test drives the server with Node.js (tests/js-sdk, npm ci).
 bash .ci/setup-node.sh
 
 cargo test --workspace --locked "$@"
