@@ -16,7 +16,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matrix_js_sdk_cross_signing_secret_storage_and_key_backup() {
@@ -30,26 +29,12 @@ async fn matrix_js_sdk_cross_signing_secret_storage_and_key_backup() {
             sdk.display()
         );
     }
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(dir.path(), |_| {}).await;
-    let base = server.base.clone();
-    let flow = project.join("flow.mjs");
-    let output =
-        tokio::task::spawn_blocking(move || Command::new("node").arg(flow).arg(base).output())
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| {
-                panic!("running `node` (is Node.js installed? `.ci/setup-node.sh` needs it): {e}")
-            });
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    assert!(
-        output.status.success(),
-        "matrix-js-sdk flow failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
-    assert!(stdout.contains("matrix-js-sdk flow passed"));
-    server.stop().await;
+    common::run_client(
+        PathBuf::from("node"),
+        project.join("flow.mjs"),
+        "matrix-js-sdk",
+        "matrix-js-sdk flow passed",
+        ".ci/setup-node.sh",
+    )
+    .await;
 }

@@ -38,24 +38,13 @@ async fn mautrix_secret_storage_and_key_backup_restore_on_a_second_device() {
             python.display()
         ),
     }
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(dir.path(), |_| {}).await;
     let script = root.join("tests/mautrix/test_secrets_backup.py");
-    let base = server.base.clone();
-    let output =
-        tokio::task::spawn_blocking(move || Command::new(python).arg(script).arg(base).output())
-            .await
-            .unwrap()
-            .expect("running python");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    assert!(
-        output.status.success(),
-        "mautrix script failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
-    assert!(stdout.contains("mautrix secret storage and key backup passed"));
-    server.stop().await;
+    common::run_client(
+        python,
+        script,
+        "mautrix",
+        "mautrix secret storage and key backup passed",
+        ".ci/setup-python.sh",
+    )
+    .await;
 }
