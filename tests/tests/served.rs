@@ -649,3 +649,58 @@ async fn export_streams_every_op_after_a_cursor() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_live_follow_waits_for_the_next_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), |_| {}).await;
+    let user = format!("@uma:{SERVER_NAME}");
+    register(&s, &Owner::new(50, &user, &[SERVER_NAME]), "uma").await;
+    let first = get(&s, "/_roam/v1/export?limit=100", None, None).await;
+    let cursor = first.headers()["x-roam-next-cursor"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(!first.text().await.unwrap().is_empty());
+    // Nothing after the cursor and no timeout: an empty page at once.
+    let empty = get(
+        &s,
+        &format!("/_roam/v1/export?after={cursor}&limit=100"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(empty.status(), StatusCode::OK);
+    assert_eq!(empty.text().await.unwrap(), "");
+    // A follower waits; the next account's genesis wakes it with exactly that op.
+    let url = format!("/_roam/v1/export?after={cursor}&limit=100&timeout=20000");
+    let follower = {
+        let base = s.base.clone();
+        tokio::spawn(async move {
+            reqwest::get(format!("{base}{url}"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !follower.is_finished(),
+        "the follower answered before any op"
+    );
+    let vic = Owner::new(51, &format!("@vic:{SERVER_NAME}"), &[SERVER_NAME]);
+    register(&s, &vic, "vic").await;
+    let got = follower.await.unwrap();
+    let lines: Vec<Value> = got
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{got}");
+    assert_eq!(lines[0]["did"], vic.did());
+    // A timeout that is not a number is refused.
+    let bad = get(&s, "/_roam/v1/export?timeout=soon", None, None).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    s.stop().await;
+}
