@@ -189,6 +189,17 @@ impl CacheStore {
         Ok(self.record_for_did(did).await?.map(|r| r.bundle))
     }
 
+    /// The decoded answer held in memory for the account `user` was bound to, if any: no
+    /// I/O. A positive answer held here means no negative one is stored for `user` (storing
+    /// a negative answer drops the user's mapping; storing a positive one clears negatives).
+    fn memo_for_user(&self, user: &UserId) -> Option<Resolution> {
+        let memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+        memo.users
+            .get(user.as_str())
+            .and_then(|d| memo.accounts.get(d))
+            .cloned()
+    }
+
     /// The stored resolution of the account `user` was bound to.
     pub async fn resolution_for_user(
         &self,
@@ -460,6 +471,21 @@ impl<R: Resolver> Cached<R> {
     /// What the cache says of `user` at `now`: a fresh answer (positive or negative), or the
     /// record to weigh a new answer against.
     async fn lookup_user(&self, user: &UserId, now: Millis) -> Lookup {
+        // The hot path: a fresh answer decoded in memory needs no negative lookup (see
+        // `CacheStore::memo_for_user`) and no blocking-pool hop.
+        if let Some(c) = self.store.memo_for_user(user)
+            && c.user_ids.contains(user)
+            && c.fresh_until(self.policy.positive_ttl_ms) > now
+        {
+            let notices = c.notices.clone();
+            return Lookup::Answered(Ok(relabel(
+                c,
+                Some(user.clone()),
+                ResolveStatus::Cached,
+                Vec::new(),
+                notices,
+            )));
+        }
         if let Some(e) = self.fresh_negative(format!("user:{user}"), now).await {
             return Lookup::Answered(Err(e));
         }
