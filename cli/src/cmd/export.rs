@@ -5,15 +5,19 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use roam_client::account::{self, now_ms};
+use roam_client::device_plane;
 use roam_client::export;
 use roam_client::homeserver::Homeserver;
-use roam_client::keystore::{KeystoreError, write_private};
+use roam_client::keystore::{Keystore, KeystoreError, write_private};
 use roam_client::sync;
 use roam_identity_core::UserId;
 use roam_identity_core::bundle;
 use url::Url;
 
-use super::common::{GlobalArgs, KeystoreArg, Progress, Session, parse_url, print_json, runtime};
+use super::common::{
+    GlobalArgs, KeystoreArg, Progress, Session, default_keystore, parse_url, passphrase,
+    print_json, runtime,
+};
 use super::exit::CliError;
 
 #[derive(Debug, Args)]
@@ -43,6 +47,19 @@ pub struct ImportArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// The account's keystore, to sign the device plane over to the homeserver when
+    /// --keystore does not restore one (it is read, not changed).
+    #[command(flatten)]
+    signer: SignerArg,
+}
+
+/// `--sign-with FILE` (env `ROAM_KEYSTORE`, else the default keystore).
+#[derive(Debug, Args)]
+pub struct SignerArg {
+    /// The keystore that signs the device plane over [default: ROAM_KEYSTORE or the default
+    /// keystore].
+    #[arg(long = "sign-with", value_name = "FILE", env = "ROAM_KEYSTORE", default_value_os_t = default_keystore())]
+    keystore: PathBuf,
 }
 
 pub fn export(args: ExportArgs, global: &GlobalArgs) -> anyhow::Result<()> {
@@ -78,6 +95,7 @@ pub fn export(args: ExportArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         }
         out
     });
+    let device_plane = rt.block_on(fetch_device_plane(&s.ks));
     let now = now_ms();
     let (b, warnings) = export::assemble(&did, &s.ks.public.ops, &fetched, now);
     for w in warnings {
@@ -92,11 +110,15 @@ pub fn export(args: ExportArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let file = export::to_file(&b, &verified, keystore, now);
+    let plane_words = device_plane
+        .as_ref()
+        .map(|p| format!(", the device plane ({})", device_plane::describe(p)))
+        .unwrap_or_default();
+    let file = export::to_file(&b, &verified, keystore, device_plane, now);
     write_private(&args.out, &(serde_json::to_string_pretty(&file)? + "\n"))?;
     println!("{}", args.out.display());
     eprintln!(
-        "exported {} op(s), {} attestation(s), {} device(s){}",
+        "exported {} op(s), {} attestation(s), {} device(s){plane_words}{}",
         b.log.len(),
         b.attestations.len(),
         verified.log.state.devices.len(),
@@ -107,6 +129,58 @@ pub fn export(args: ExportArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         }
     );
     Ok(())
+}
+
+/// The device plane from the keystore's homeserver, with the session the keystore holds
+/// there; `None` (with a warning) when there is none or the server cannot be reached.
+async fn fetch_device_plane(ks: &Keystore) -> Option<serde_json::Value> {
+    let (Some(url), Some(token)) = (
+        ks.public.homeserver.as_deref(),
+        ks.secrets.access_token.as_deref(),
+    ) else {
+        eprintln!("warning: no session in the keystore (roam login): the device plane is left out");
+        return None;
+    };
+    let hs = Url::parse(url)
+        .ok()
+        .and_then(|u| Homeserver::new(u).ok())?
+        .with_token(token);
+    match device_plane::fetch(&hs).await {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("warning: the device plane is left out: {e}");
+            None
+        }
+    }
+}
+
+/// Restores the file's device plane on `hs`, signed with the keystore at `path` (the one
+/// just restored, else the user's own) when it is this account's.
+async fn restore_device_plane(
+    hs: &Homeserver,
+    server: &roam_identity_core::ServerName,
+    plane: &serde_json::Value,
+    did: &roam_identity_core::Did,
+    path: &std::path::Path,
+) -> anyhow::Result<serde_json::Value> {
+    if !path.exists() {
+        return Err(CliError::usage(format!(
+            "the file carries the device plane, and restoring it needs the account's keystore to sign it: pass --keystore FILE (with an export made with --include-secrets) or set ROAM_KEYSTORE ({} does not exist)",
+            path.display()
+        ))
+        .into());
+    }
+    let pass = passphrase(false, &path.display().to_string())?;
+    let ks = Keystore::load(path, &pass)?;
+    if ks.did()? != *did {
+        return Err(CliError::usage(format!(
+            "{} belongs to another account ({}), not {did}",
+            path.display(),
+            ks.public.did
+        ))
+        .into());
+    }
+    Ok(device_plane::import(hs, &ks, server, plane).await?)
 }
 
 pub fn import(args: ImportArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
@@ -134,7 +208,7 @@ pub fn import(args: ImportArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
         write_private(path, &(serde_json::to_string_pretty(ks)? + "\n"))?;
     }
     let rt = runtime()?;
-    let (server, accepted) = rt.block_on(async {
+    let (server, accepted, plane) = rt.block_on(async {
         let progress = Progress::spinner("handing the log to the homeserver");
         let hs = Homeserver::new(args.homeserver.clone())?;
         let server = hs.server_name().await?;
@@ -149,7 +223,14 @@ pub fn import(args: ImportArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
         }
         let n = sync::push_ops(&hs, &state.did, &imported.bundle.log).await?;
         progress.finish();
-        anyhow::Ok((server, n))
+        let plane = match &imported.device_plane {
+            Some(p) => {
+                let path = args.keystore.clone().unwrap_or_else(|| args.signer.keystore.clone());
+                Some(restore_device_plane(&hs, &server, p, &state.did, &path).await?)
+            }
+            None => None,
+        };
+        anyhow::Ok((server, n, plane))
     })?;
     let summary = serde_json::json!({
         "did": state.did.as_str(),
@@ -160,6 +241,7 @@ pub fn import(args: ImportArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
         "homeserver": server.as_str(),
         "new_ops": accepted,
         "keystore_restored": args.keystore.as_ref().map(|p| p.display().to_string()),
+        "device_plane": plane,
     });
     if args.json {
         print_json(&summary);
@@ -173,6 +255,13 @@ pub fn import(args: ImportArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
                 "keystore restored to {} (same passphrase as when exported)",
                 p.display()
             );
+        }
+        match &plane {
+            Some(out) => println!(
+                "device plane restored: {}",
+                device_plane::describe_outcome(out)
+            ),
+            None => println!("the file carries no device plane"),
         }
     }
     Ok(())
