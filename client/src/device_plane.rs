@@ -43,13 +43,15 @@ pub async fn fetch(hs: &Homeserver) -> Result<Value, DevicePlaneError> {
     Ok(v)
 }
 
-/// Hands `plane` to `hs` (named `server`), signed with the keystore's update key. The
-/// server's answer says what it stored.
+/// Hands `plane` to `hs` (named `server`), signed with the keystore's update key. `bundle`
+/// (an export file's) lets the server bind old user IDs whose server is gone. The server's
+/// answer says what it stored.
 pub async fn import(
     hs: &Homeserver,
     ks: &Keystore,
     server: &ServerName,
     plane: &Value,
+    bundle: Option<Value>,
 ) -> Result<Value, DevicePlaneError> {
     let did = ks.did()?;
     let req = sign_import(
@@ -58,6 +60,7 @@ pub async fn import(
         server,
         account::now_ms(),
         plane.clone(),
+        bundle,
     )?;
     Ok(hs.import_device_plane(&req).await?)
 }

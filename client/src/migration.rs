@@ -419,7 +419,7 @@ where
                 return self.finish(Step::DevicePlane, StepState::Skipped, detail);
             }
         };
-        let out = crate::device_plane::import(&t.hs, self.ks, &t.server, &plane)
+        let out = crate::device_plane::import(&t.hs, self.ks, &t.server, &plane, None)
             .await
             .map_err(|e| stopped(Step::DevicePlane)(StepError::DevicePlane(e)))?;
         let detail = crate::device_plane::describe_outcome(&out);

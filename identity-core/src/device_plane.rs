@@ -38,12 +38,15 @@ pub enum ImportRequestError {
 
 /// The signed request carrying `device_plane` (the object `GET /_roam/v1/device-plane`
 /// answers) for `did` to `server`.
+/// `bundle` (optional) is the account's bundle as an export file carries it: its
+/// attestations let the server bind old user IDs whose server is gone.
 pub fn sign_import(
     key: &SigningKey,
     did: &Did,
     server: &ServerName,
     created_at: Millis,
     device_plane: Value,
+    bundle: Option<Value>,
 ) -> Result<Value, SignError> {
     let mut req = json!({
         "type": IMPORT_TYPE,
@@ -52,6 +55,9 @@ pub fn sign_import(
         "created_at": created_at,
         "device_plane": device_plane,
     });
+    if let Some(b) = bundle {
+        req["bundle"] = b;
+    }
     let key_id = key_id_for(&key.verifying_key());
     signed::sign_matrix(&mut req, did.as_str(), &key_id, key)?;
     Ok(req)
@@ -110,7 +116,7 @@ mod tests {
         let b = ServerName::parse("b.test").unwrap();
         let c = ServerName::parse("c.test").unwrap();
         let plane = json!({"account_data": {"m.x": {"n": 1}}});
-        let req = sign_import(&k, &did, &b, 1_000_000, plane.clone()).unwrap();
+        let req = sign_import(&k, &did, &b, 1_000_000, plane.clone(), None).unwrap();
         let vk = k.verifying_key();
         assert_eq!(
             verify_import(&req, &did, &vk, &b, 1_000_000).unwrap(),

@@ -59,7 +59,7 @@ pub struct SignerArg {
     /// The keystore that signs the device plane over [default: ROAM_KEYSTORE or the default
     /// keystore].
     #[arg(long = "sign-with", value_name = "FILE", env = "ROAM_KEYSTORE", default_value_os_t = default_keystore())]
-    keystore: PathBuf,
+    sign_with: PathBuf,
 }
 
 pub fn export(args: ExportArgs, global: &GlobalArgs) -> anyhow::Result<()> {
@@ -154,18 +154,15 @@ async fn fetch_device_plane(ks: &Keystore) -> Option<serde_json::Value> {
     }
 }
 
-/// Restores the file's device plane on `hs`, signed with the keystore at `path` (the one
-/// just restored, else the user's own) when it is this account's.
-async fn restore_device_plane(
-    hs: &Homeserver,
-    server: &roam_identity_core::ServerName,
-    plane: &serde_json::Value,
-    did: &roam_identity_core::Did,
+/// The keystore that signs the device plane over: the one at `path` (just restored, or the
+/// user's own), which must be this account's.
+fn signer_keystore(
     path: &std::path::Path,
-) -> anyhow::Result<serde_json::Value> {
+    did: &roam_identity_core::Did,
+) -> anyhow::Result<Keystore> {
     if !path.exists() {
         return Err(CliError::usage(format!(
-            "the file carries the device plane, and restoring it needs the account's keystore to sign it: pass --keystore FILE (with an export made with --include-secrets) or set ROAM_KEYSTORE ({} does not exist)",
+            "the file carries the device plane, and restoring it needs the account's keystore to sign it: pass --sign-with FILE, or --keystore FILE with an export made with --include-secrets ({} does not exist)",
             path.display()
         ))
         .into());
@@ -180,10 +177,11 @@ async fn restore_device_plane(
         ))
         .into());
     }
-    Ok(device_plane::import(hs, &ks, server, plane).await?)
+    Ok(ks)
 }
 
-pub fn import(args: ImportArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
+/// Reads and verifies the export file; restores the keystore it carries to `--keystore`.
+fn read_export(args: &ImportArgs) -> anyhow::Result<export::Imported> {
     let text = std::fs::read_to_string(&args.input).map_err(|source| KeystoreError::Io {
         path: args.input.display().to_string(),
         source,
@@ -191,7 +189,6 @@ pub fn import(args: ImportArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| export::ExportError::Format(format!("{}: {e}", args.input.display())))?;
     let imported = export::from_file(&value, now_ms())?;
-    let state = &imported.verified.log.state;
     if let Some(path) = &args.keystore {
         let Some(ks) = &imported.keystore else {
             return Err(CliError::usage(
@@ -207,31 +204,66 @@ pub fn import(args: ImportArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
         }
         write_private(path, &(serde_json::to_string_pretty(ks)? + "\n"))?;
     }
-    let rt = runtime()?;
-    let (server, accepted, plane) = rt.block_on(async {
-        let progress = Progress::spinner("handing the log to the homeserver");
-        let hs = Homeserver::new(args.homeserver.clone())?;
-        let server = hs.server_name().await?;
-        if !state.servers.contains(&server) {
-            return Err(CliError::not_allowed(format!(
-                    "the account's log does not name {server} (it names {}); sign a move first with `roam servers set` or `roam migrate --to {}`",
-                    state.servers.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
-                    args.homeserver
-                ),
-            )
-            .into());
+    Ok(imported)
+}
+
+/// Hands the log (the file's, and the signing keystore's, which may be newer: a move signed
+/// after the export) to the homeserver, then the device plane.
+async fn hand_over(
+    args: &ImportArgs,
+    imported: &export::Imported,
+    signer: Option<&Keystore>,
+) -> anyhow::Result<(
+    roam_identity_core::ServerName,
+    usize,
+    Option<serde_json::Value>,
+)> {
+    let state = &imported.verified.log.state;
+    let progress = Progress::spinner("handing the log to the homeserver");
+    let hs = Homeserver::new(args.homeserver.clone())?;
+    let server = hs.server_name().await?;
+    let servers = match signer {
+        Some(ks) => account::local_log(ks, now_ms())?.state.servers,
+        None => state.servers.clone(),
+    };
+    if !servers.contains(&server) {
+        return Err(CliError::not_allowed(format!(
+            "the account's log does not name {server} (it names {}); sign a move first with `roam servers set` or `roam migrate --to {}`",
+            servers.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+            args.homeserver
+        ))
+        .into());
+    }
+    let mut n = sync::push_ops(&hs, &state.did, &imported.bundle.log).await?;
+    if let Some(ks) = signer {
+        n += sync::push_ops(&hs, &state.did, &ks.public.ops).await?;
+    }
+    progress.finish();
+    let plane = match (&imported.device_plane, signer) {
+        (Some(p), Some(ks)) => {
+            let bundle = Some(imported.bundle.to_value());
+            Some(device_plane::import(&hs, ks, &server, p, bundle).await?)
         }
-        let n = sync::push_ops(&hs, &state.did, &imported.bundle.log).await?;
-        progress.finish();
-        let plane = match &imported.device_plane {
-            Some(p) => {
-                let path = args.keystore.clone().unwrap_or_else(|| args.signer.keystore.clone());
-                Some(restore_device_plane(&hs, &server, p, &state.did, &path).await?)
-            }
-            None => None,
-        };
-        anyhow::Ok((server, n, plane))
-    })?;
+        _ => None,
+    };
+    Ok((server, n, plane))
+}
+
+pub fn import(args: ImportArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
+    let imported = read_export(&args)?;
+    let state = &imported.verified.log.state;
+    let signer = match &imported.device_plane {
+        Some(_) => {
+            let path = args
+                .keystore
+                .clone()
+                .unwrap_or_else(|| args.signer.sign_with.clone());
+            Some(signer_keystore(&path, &state.did)?)
+        }
+        None => None,
+    };
+    let rt = runtime()?;
+    let (server, accepted, plane) = rt.block_on(hand_over(&args, &imported, signer.as_ref()))?;
     let summary = serde_json::json!({
         "did": state.did.as_str(),
         "user_ids": state.user_ids.iter().map(UserId::as_str).collect::<Vec<_>>(),
@@ -245,24 +277,24 @@ pub fn import(args: ImportArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
     });
     if args.json {
         print_json(&summary);
-    } else {
+        return Ok(());
+    }
+    println!(
+        "imported {} into {server}: {accepted} new op(s), head {}",
+        state.did, state.head
+    );
+    if let Some(p) = &args.keystore {
         println!(
-            "imported {} into {server}: {accepted} new op(s), head {}",
-            state.did, state.head
+            "keystore restored to {} (same passphrase as when exported)",
+            p.display()
         );
-        if let Some(p) = &args.keystore {
-            println!(
-                "keystore restored to {} (same passphrase as when exported)",
-                p.display()
-            );
-        }
-        match &plane {
-            Some(out) => println!(
-                "device plane restored: {}",
-                device_plane::describe_outcome(out)
-            ),
-            None => println!("the file carries no device plane"),
-        }
+    }
+    match &plane {
+        Some(out) => println!(
+            "device plane restored: {}",
+            device_plane::describe_outcome(out)
+        ),
+        None => println!("the file carries no device plane"),
     }
     Ok(())
 }

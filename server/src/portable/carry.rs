@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 
 use roam_identity_core::canonical::NumberPolicy;
 use roam_identity_core::device_plane::{ImportRequestError, verify_import};
-use roam_identity_core::signed;
 use roam_identity_core::{DeviceId, Did, KeyId, ServerName, UserId, VerifyingKey, b64};
+use roam_identity_core::{bundle, signed};
 use serde_json::{Map, Value, json};
 
 use super::service::Portable;
@@ -382,6 +382,19 @@ pub fn plane_from_wire(v: &Value) -> Result<DevicePlane, AppError> {
     })
 }
 
+/// The request's optional `bundle` (the account's, as an export file carries it), verified:
+/// its attestations bind old user IDs when their server is gone and cannot be asked.
+fn carried_bundle(req: &Value, did: &Did) -> Result<Option<bundle::VerifiedBundle>, AppError> {
+    let Some(raw) = req.get("bundle").filter(|b| !b.is_null()) else {
+        return Ok(None);
+    };
+    let b = bundle::Bundle::from_value(raw)
+        .map_err(|e| AppError::InvalidParam(format!("bundle: {e}")))?;
+    bundle::verify(&b, Some(did), now_ms())
+        .map(Some)
+        .map_err(|e| AppError::InvalidParam(format!("bundle does not verify: {e}")))
+}
+
 /// Why a carried user ID was left out of an import.
 fn refused_user(user: &UserId, why: String) -> Value {
     json!({"user_id": user.as_str(), "reason": why})
@@ -436,10 +449,25 @@ impl Portable {
             },
         )?;
         let mut plane = plane_from_wire(wire)?;
+        let bundle = carried_bundle(&req, &did)?;
         let mut refused = Vec::new();
         let mut kept = Vec::new();
         for u in std::mem::take(&mut plane.users) {
-            match self.belongs(&u.user_id, &account, &did, &st.user_ids).await {
+            let from_bundle = bundle.as_ref().is_some_and(|b| {
+                !matches!(b.binding(&u.user_id, now_ms()), bundle::Attested::Missing)
+            });
+            let belongs = if from_bundle {
+                Ok(())
+            } else {
+                self.belongs(&u.user_id, &account, &did, &st.user_ids).await
+            };
+            match belongs.and_then(|()| {
+                if st.user_ids.contains(&u.user_id) || u.user_id == account {
+                    Ok(())
+                } else {
+                    Err("the account log does not claim it".into())
+                }
+            }) {
                 Ok(()) => kept.push(u),
                 Err(why) => refused.push(refused_user(&u.user_id, why)),
             }
