@@ -429,8 +429,6 @@ async fn a_forged_or_replayed_import_is_refused() {
     let nodes = federation(&["b.test"]).await;
     let b = &nodes[0];
     let cli = Cli::new(&nodes);
-    let ks_path = cli.keystore();
-    let ks = ks_path.to_str().unwrap();
     cli.create_account(&b.base).await;
     let k = cli.load();
     let did = k.did().unwrap();
