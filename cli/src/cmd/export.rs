@@ -16,7 +16,7 @@ use url::Url;
 
 use super::common::{
     GlobalArgs, KeystoreArg, Progress, Session, default_keystore, parse_url, passphrase,
-    print_json, runtime,
+    print_json, read_recovery_key, runtime,
 };
 use super::exit::CliError;
 
@@ -47,6 +47,11 @@ pub struct ImportArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Then re-sign the cross-signing keys for the account's user ID on the homeserver with
+    /// the same master key: reads the Matrix secret-storage recovery key at a hidden prompt
+    /// (or from standard input) and opens secret storage on this machine only.
+    #[arg(long)]
+    recovery_key: bool,
     /// The account's keystore, to sign the device plane over to the homeserver when
     /// --keystore does not restore one (it is read, not changed).
     #[command(flatten)]
@@ -207,12 +212,33 @@ fn read_export(args: &ImportArgs) -> anyhow::Result<export::Imported> {
     Ok(imported)
 }
 
+/// Re-signs the cross-signing keys for the account's user on `hs` (`out`: the import's
+/// answer), in a session of its own (key login, a new device, logged out after).
+async fn cross_sign(
+    hs: &Homeserver,
+    ks: &Keystore,
+    server: &roam_identity_core::ServerName,
+    out: &serde_json::Value,
+    recovery_key: &[u8; 32],
+) -> anyhow::Result<String> {
+    let user = UserId::parse(out["user_id"].as_str().unwrap_or_default())?;
+    let login = roam_client::session::key_login(hs, ks, server, &user, None).await?;
+    let session = hs.clone().with_token(login.access_token);
+    let done = device_plane::cross_sign(&session, &user, recovery_key).await;
+    if let Err(e) = session.logout().await {
+        eprintln!("warning: the session opened to cross-sign was not closed: {e}");
+    }
+    Ok(done?)
+}
+
 /// Hands the log (the file's, and the signing keystore's, which may be newer: a move signed
-/// after the export) to the homeserver, then the device plane.
+/// after the export) to the homeserver, then the device plane (re-signing the cross-signing
+/// keys with `recovery_key`).
 async fn hand_over(
     args: &ImportArgs,
     imported: &export::Imported,
     signer: Option<&Keystore>,
+    recovery_key: Option<&[u8; 32]>,
 ) -> anyhow::Result<(
     roam_identity_core::ServerName,
     usize,
@@ -242,7 +268,11 @@ async fn hand_over(
     let plane = match (&imported.device_plane, signer) {
         (Some(p), Some(ks)) => {
             let bundle = Some(imported.bundle.to_value());
-            Some(device_plane::import(&hs, ks, &server, p, bundle).await?)
+            let mut out = device_plane::import(&hs, ks, &server, p, bundle).await?;
+            if let Some(key) = recovery_key {
+                out["cross_signed"] = cross_sign(&hs, ks, &server, &out, key).await?.into();
+            }
+            Some(out)
         }
         _ => None,
     };
@@ -262,8 +292,23 @@ pub fn import(args: ImportArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let recovery_key = match (&signer, args.recovery_key) {
+        (Some(_), true) => Some(read_recovery_key()?),
+        (None, true) => {
+            return Err(CliError::usage(
+                "--recovery-key re-signs the carried cross-signing keys, and the file carries no device plane",
+            )
+            .into());
+        }
+        _ => None,
+    };
     let rt = runtime()?;
-    let (server, accepted, plane) = rt.block_on(hand_over(&args, &imported, signer.as_ref()))?;
+    let (server, accepted, plane) = rt.block_on(hand_over(
+        &args,
+        &imported,
+        signer.as_ref(),
+        recovery_key.as_deref(),
+    ))?;
     let summary = serde_json::json!({
         "did": state.did.as_str(),
         "user_ids": state.user_ids.iter().map(UserId::as_str).collect::<Vec<_>>(),
@@ -290,10 +335,18 @@ pub fn import(args: ImportArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
         );
     }
     match &plane {
-        Some(out) => println!(
-            "device plane restored: {}",
-            device_plane::describe_outcome(out)
-        ),
+        Some(out) => {
+            println!(
+                "device plane restored: {}",
+                device_plane::describe_outcome(out)
+            );
+            match out["cross_signed"].as_str() {
+                Some(done) => println!("{done}"),
+                None => println!(
+                    "cross-signing keys keep their old user ID; to cross-sign the new one with the same identity, a Matrix client with the recovery key must re-sign them (or pass --recovery-key)"
+                ),
+            }
+        }
         None => println!("the file carries no device plane"),
     }
     Ok(())
