@@ -58,13 +58,14 @@ pub struct ImportArgs {
     signer: SignerArg,
 }
 
-/// `--sign-with FILE` (env `ROAM_KEYSTORE`, else the default keystore).
+/// `--sign-with FILE` (env `ROAM_KEYSTORE`; else the default keystore, when it exists).
 #[derive(Debug, Args)]
 pub struct SignerArg {
-    /// The keystore that signs the device plane over [default: ROAM_KEYSTORE or the default
-    /// keystore].
-    #[arg(long = "sign-with", value_name = "FILE", env = "ROAM_KEYSTORE", default_value_os_t = default_keystore())]
-    sign_with: PathBuf,
+    /// The keystore that signs the device plane over [default: ROAM_KEYSTORE, else the
+    /// default keystore if it is this account's; without one the log is imported and the
+    /// device plane left out].
+    #[arg(long = "sign-with", value_name = "FILE", env = "ROAM_KEYSTORE")]
+    sign_with: Option<PathBuf>,
 }
 
 pub fn export(args: ExportArgs, global: &GlobalArgs) -> anyhow::Result<()> {
@@ -185,6 +186,37 @@ fn signer_keystore(
     Ok(ks)
 }
 
+/// The keystore that signs the device plane over: the one named (restored with `--keystore`,
+/// or `--sign-with` / `ROAM_KEYSTORE`), which must open and be this account's; else the
+/// default keystore if it is this account's; else none (the device plane is left out, said
+/// on stderr).
+fn find_signer(
+    args: &ImportArgs,
+    did: &roam_identity_core::Did,
+) -> anyhow::Result<Option<Keystore>> {
+    if let Some(path) = args.keystore.as_ref().or(args.signer.sign_with.as_ref()) {
+        return Ok(Some(signer_keystore(path, did)?));
+    }
+    let path = default_keystore();
+    let found = path
+        .exists()
+        .then(|| signer_keystore(&path, did))
+        .transpose();
+    match found {
+        Ok(Some(ks)) => Ok(Some(ks)),
+        Ok(None) => {
+            eprintln!(
+                "warning: the file carries the device plane; to restore it, name the account's keystore with --sign-with FILE (only the log is imported)"
+            );
+            Ok(None)
+        }
+        Err(e) => {
+            eprintln!("warning: the device plane is left out: {e}");
+            Ok(None)
+        }
+    }
+}
+
 /// Reads and verifies the export file; restores the keystore it carries to `--keystore`.
 fn read_export(args: &ImportArgs) -> anyhow::Result<export::Imported> {
     let text = std::fs::read_to_string(&args.input).map_err(|source| KeystoreError::Io {
@@ -283,13 +315,7 @@ pub fn import(args: ImportArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
     let imported = read_export(&args)?;
     let state = &imported.verified.log.state;
     let signer = match &imported.device_plane {
-        Some(_) => {
-            let path = args
-                .keystore
-                .clone()
-                .unwrap_or_else(|| args.signer.sign_with.clone());
-            Some(signer_keystore(&path, &state.did)?)
-        }
+        Some(_) => find_signer(&args, &state.did)?,
         None => None,
     };
     let recovery_key = match (&signer, args.recovery_key) {
@@ -346,6 +372,9 @@ pub fn import(args: ImportArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
                     "cross-signing keys keep their old user ID; to cross-sign the new one with the same identity, a Matrix client with the recovery key must re-sign them (or pass --recovery-key)"
                 ),
             }
+        }
+        None if imported.device_plane.is_some() => {
+            println!("the device plane was not restored (no keystore of the account to sign it)")
         }
         None => println!("the file carries no device plane"),
     }
