@@ -42,6 +42,8 @@ pub const RESPONSE_TOO_LARGE: &str = "response too large";
 /// The largest response body the client reads (4 MiB); a larger one is refused while
 /// streaming, so a hostile or broken server cannot make the client buffer without bound.
 pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+/// Largest device-plane export accepted (the servers' import cap).
+pub const MAX_DEVICE_PLANE_BYTES: usize = 64 * 1024 * 1024;
 
 impl HomeserverError {
     /// The Matrix errcode, when the server refused.
@@ -241,6 +243,17 @@ impl Homeserver {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, HomeserverError> {
+        self.send_capped(method, path, body, MAX_RESPONSE_BYTES)
+            .await
+    }
+
+    async fn send_capped(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        cap: usize,
+    ) -> Result<Value, HomeserverError> {
         let url = self.url(path);
         let mut req = self.http.request(method, &url);
         if let Some(t) = &self.token {
@@ -254,7 +267,7 @@ impl Homeserver {
             reason: describe_reqwest(&e),
         })?;
         let status = resp.status();
-        let bytes = read_capped(resp, &url, MAX_RESPONSE_BYTES).await?;
+        let bytes = read_capped(resp, &url, cap).await?;
         let value: Option<Value> = serde_json::from_slice(&bytes).ok();
         if status.is_success() {
             return value.ok_or_else(|| HomeserverError::BadResponse {
@@ -562,6 +575,63 @@ impl Homeserver {
         }
         let v = self.post(PATH, &body).await?;
         self.parse(PATH, v)
+    }
+
+    /// `GET /_roam/v1/device-plane` (authenticated): the account's device plane.
+    pub async fn device_plane(&self) -> Result<Value, HomeserverError> {
+        self.send_capped(
+            reqwest::Method::GET,
+            "/_roam/v1/device-plane",
+            None,
+            MAX_DEVICE_PLANE_BYTES,
+        )
+        .await
+    }
+
+    /// `POST /_roam/v1/device-plane` with a request signed by the account key.
+    pub async fn import_device_plane(&self, req: &Value) -> Result<Value, HomeserverError> {
+        self.post("/_roam/v1/device-plane", req).await
+    }
+
+    /// `POST /logout`: ends this session (and deletes its device).
+    pub async fn logout(&self) -> Result<(), HomeserverError> {
+        self.post("/_matrix/client/v3/logout", &json!({}))
+            .await
+            .map(|_| ())
+    }
+
+    /// `POST /keys/device_signing/upload` (no UIA: for an account without cross-signing keys,
+    /// or with the same ones).
+    pub async fn upload_cross_signing(&self, body: &Value) -> Result<(), HomeserverError> {
+        self.post("/_matrix/client/v3/keys/device_signing/upload", body)
+            .await
+            .map(|_| ())
+    }
+
+    /// `GET /room_keys/version`: the current key backup version, `None` when there is none.
+    pub async fn backup_version(&self) -> Result<Option<Value>, HomeserverError> {
+        match self.get("/_matrix/client/v3/room_keys/version").await {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `PUT /room_keys/version/{version}` with a new `auth_data`.
+    pub async fn update_backup_auth_data(
+        &self,
+        version: &str,
+        algorithm: &str,
+        auth_data: &Value,
+    ) -> Result<(), HomeserverError> {
+        let path = format!(
+            "/_matrix/client/v3/room_keys/version/{}",
+            encode_segment(version)
+        );
+        let body = json!({"version": version, "algorithm": algorithm, "auth_data": auth_data});
+        self.send(reqwest::Method::PUT, &path, Some(&body))
+            .await
+            .map(|_| ())
     }
 
     /// `GET /_roam/v1/migrate/{id}`.

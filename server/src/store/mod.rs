@@ -11,17 +11,19 @@
 //!
 //! Files: `accounts.rs` (the `Store` trait), [`logs`] (the `LogStore` trait and its
 //! records), [`device_plane`] (the `DevicePlaneStore` trait: to-device messages, account
-//! data, filters, profiles, sync positions), [`key_backup`] (the `KeyBackupStore` trait), `records.rs`, `error.rs`, `db.rs` (the async
+//! data, filters, profiles, sync positions), [`key_backup`] (the `KeyBackupStore` trait), [`carry`] (the `CarryStore` trait: a device plane exported and imported whole), `records.rs`, `error.rs`, `db.rs` (the async
 //! handle), [`tables`]; the redb implementation in `redb_database.rs` (the database,
-//! transactions, row encoding), `redb_store.rs`, `redb_logs.rs`, `redb_device_plane.rs` and `redb_key_backup.rs`. This file only names them.
+//! transactions, row encoding), `redb_store.rs`, `redb_logs.rs`, `redb_device_plane.rs`, `redb_key_backup.rs` and `redb_carry.rs`. This file only names them.
 
 mod accounts;
+pub mod carry;
 mod db;
 pub mod device_plane;
 mod error;
 pub mod key_backup;
 pub mod logs;
 mod records;
+mod redb_carry;
 mod redb_database;
 mod redb_device_plane;
 mod redb_key_backup;
@@ -30,6 +32,7 @@ mod redb_store;
 pub mod tables;
 
 pub use accounts::Store;
+pub use carry::CarryStore;
 pub use db::Db;
 pub use device_plane::DevicePlaneStore;
 pub use error::{BoxError, StoreError, StoreResult};
