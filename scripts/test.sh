@@ -14,7 +14,17 @@ bash .ci/setup-node.sh
 
 cargo test --workspace --locked "$@"
 
+# ssi's build graph (vc-ssi/, excluded from the workspace, its own Cargo.lock): ssi turns on
+# serde_json's `arbitrary_precision` there. Its tests check that ssi verifies Roam's
+# credentials (and proves them with eddsa-rdfc-2022), and run identity-core's and roam-vc's
+# own tests and vectors in that graph; the conformance runner below runs every vector through
+# its `roam-ssi-conformance` too. Same target directory: what the graphs share is built once.
+target="${CARGO_TARGET_DIR:-target}"
+cargo test --locked --manifest-path vc-ssi/Cargo.toml --target-dir "$target"
+
 # The conformance runner (spec/conformance/run.py), with the Rust implementation's command:
 # every vector in spec/vectors, answered by `roam verify --conformance`.
 cargo build --quiet --locked -p roam-cli --bin roam
-python3 spec/conformance/run.py -- "${CARGO_TARGET_DIR:-target}/debug/roam" verify --conformance
+python3 spec/conformance/run.py -- "$target/debug/roam" verify --conformance
+# The same answers from the build with `arbitrary_precision` on (built by the vc-ssi tests).
+python3 spec/conformance/run.py -- "$target/debug/roam-ssi-conformance"

@@ -166,37 +166,7 @@ async fn account_bundle(
 }
 
 fn check_binding(v: &Verified, log: &VerifiedLog) -> Result<(), CredentialError> {
-    let st = &log.state;
-    if st.did != v.did {
-        return Err(CredentialError::NotBound(format!(
-            "the log is {}'s, not {}'s",
-            st.did, v.did
-        )));
-    }
-    if st.deactivated {
-        return Err(CredentialError::NotBound(format!(
-            "{} is deactivated",
-            st.did
-        )));
-    }
-    if !st.user_ids.contains(&v.user_id) {
-        return Err(CredentialError::NotBound(format!(
-            "the log of {} does not claim {}",
-            st.did, v.user_id
-        )));
-    }
-    if v.kind == STATEMENT_TYPE && v.signer != st.update_key {
-        return Err(CredentialError::NotBound(
-            "the statement is not signed by the account's current update key".into(),
-        ));
-    }
-    if v.hosting == Some(true) && !st.servers.contains(&v.user_id.server_name()) {
-        return Err(CredentialError::NotBound(format!(
-            "the credential says {} hosts the account; the log's servers do not list it",
-            v.user_id.server_name()
-        )));
-    }
-    Ok(())
+    credential::check_log(v, log).map_err(|e| CredentialError::NotBound(e.0))
 }
 
 /// The DID a credential is about, for messages.

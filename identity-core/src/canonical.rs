@@ -107,8 +107,16 @@ fn write_value(out: &mut Vec<u8>, v: &Value, policy: NumberPolicy) -> Result<(),
     Ok(())
 }
 
+/// `-0`. serde_json keeps it a float, except with its `arbitrary_precision` feature (which a
+/// crate elsewhere in the build, such as `ssi`, may turn on), where `as_i64` reads it as `0`.
+fn is_negative_zero(n: &Number) -> bool {
+    n.as_i64() == Some(0) && n.to_string().starts_with('-')
+}
+
 fn write_number(out: &mut Vec<u8>, n: &Number, policy: NumberPolicy) -> Result<(), CanonicalError> {
-    if let Some(i) = n.as_i64() {
+    // `-0` is a float in every build (see `is_negative_zero`).
+    let neg_zero = is_negative_zero(n);
+    if let Some(i) = n.as_i64().filter(|_| !neg_zero) {
         check_range_i64(i)?;
         out.extend_from_slice(i.to_string().as_bytes());
         return Ok(());
@@ -116,7 +124,11 @@ fn write_number(out: &mut Vec<u8>, n: &Number, policy: NumberPolicy) -> Result<(
     if let Some(u) = n.as_u64() {
         return Err(CanonicalError::IntegerOutOfRange(u.to_string()));
     }
-    let f = n.as_f64().unwrap_or(f64::NAN);
+    let f = if neg_zero {
+        -0.0
+    } else {
+        n.as_f64().unwrap_or(f64::NAN)
+    };
     match policy {
         NumberPolicy::Strict => Err(CanonicalError::Float(n.to_string())),
         NumberPolicy::MatrixLenient => {
@@ -162,6 +174,10 @@ fn write_string(out: &mut Vec<u8>, s: &str) {
     }
     out.push(b'"');
 }
+
+/// The member name serde_json uses, with `arbitrary_precision`, to pass a number's text through
+/// `deserialize_any` as a map (serde_json 1.x's `number::TOKEN`, not public).
+const SERDE_JSON_NUMBER_TOKEN: &str = "$serde_json::private::Number";
 
 /// The deepest nesting of arrays and objects a Roam object may have (the outermost value is at
 /// depth 1). Roam's deepest object, a bundle, nests 5 deep.
@@ -249,7 +265,9 @@ pub fn parse_strict_str(s: &str) -> Result<Value, CanonicalError> {
 pub fn check_numbers(v: &Value) -> Result<(), CanonicalError> {
     match v {
         Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
+            if is_negative_zero(n) {
+                Err(CanonicalError::Float(n.to_string()))
+            } else if let Some(i) = n.as_i64() {
                 check_range_i64(i)
             } else if n.is_u64() {
                 Err(CanonicalError::IntegerOutOfRange(n.to_string()))
@@ -365,14 +383,33 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
         Ok(Value::Array(out))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        // With serde_json's `arbitrary_precision` feature on (turned on for the whole build by
+        // any crate that enables it, `ssi` among them), every number that is not a 64-bit
+        // integer — floats, `-0`, big integers, `1e400` — arrives here as a one-member map
+        // holding its text instead of at `visit_f64`. It is refused with the class its token
+        // gets without the feature, so both builds give the same verdicts (vc-ssi's tests run
+        // these tests with the feature on). The member name is thus reserved: an object using
+        // it is refused the same way in every build.
+        let first = map.next_key::<String>()?;
+        if first.as_deref() == Some(SERDE_JSON_NUMBER_TOKEN) {
+            let text: String = map.next_value()?;
+            let integer = self.next_number_is_integer();
+            return Err(self.fail(if integer {
+                CanonicalError::IntegerOutOfRange(text)
+            } else {
+                CanonicalError::Float(text)
+            }));
+        }
         self.enter()?;
         let mut out = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
+        let mut next = first;
+        while let Some(key) = next {
             if out.contains_key(&key) {
                 return Err(self.fail(CanonicalError::DuplicateKey(key)));
             }
             let v = map.next_value_seed(self)?;
             out.insert(key, v);
+            next = map.next_key::<String>()?;
         }
         self.leave();
         Ok(Value::Object(out))
@@ -417,6 +454,35 @@ mod tests {
             Err(CanonicalError::Syntax(_))
         ));
         assert!(matches!(parse_strict(b"{"), Err(CanonicalError::Syntax(_))));
+    }
+
+    /// With serde_json's `arbitrary_precision` (on in vc-ssi's build graph, where this test
+    /// also runs) non-64-bit numbers reach the visitor as a map under a reserved member name;
+    /// without it that name is a literal member. Every build gives these the same verdicts.
+    #[test]
+    fn numbers_get_the_same_verdict_with_or_without_arbitrary_precision() {
+        let float = |r: Result<Value, CanonicalError>| matches!(r, Err(CanonicalError::Float(_)));
+        assert!(float(parse_strict(
+            br#"{"$serde_json::private::Number":"1.5"}"#
+        )));
+        assert!(float(parse_strict(br#"[1.5]"#)));
+        assert!(float(parse_strict(br#"[-0]"#)));
+        assert!(float(parse_strict(br#"{"a":1e400}"#)));
+        assert!(matches!(
+            parse_strict(br#"[1, 123456789012345678901234]"#),
+            Err(CanonicalError::IntegerOutOfRange(_))
+        ));
+        assert_eq!(
+            parse_strict(br#"{"a":[-1,0,9007199254740991]}"#).unwrap(),
+            json!({"a": [-1, 0, 9_007_199_254_740_991_i64]})
+        );
+        let v: Value = serde_json::from_str("[-0]").unwrap();
+        assert!(matches!(check_numbers(&v), Err(CanonicalError::Float(_))));
+        assert!(matches!(
+            encode(&v, NumberPolicy::Strict),
+            Err(CanonicalError::Float(_))
+        ));
+        assert_eq!(encode(&v, NumberPolicy::MatrixLenient).unwrap(), b"[0]");
     }
 
     #[test]

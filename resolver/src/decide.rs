@@ -597,6 +597,7 @@ pub fn answer_to_value(answer: &ResolveResult) -> Value {
             let source = match &r.source {
                 Source::Origin { server, .. } => json!(server.as_str()),
                 Source::Lan { peers } => json!(peers),
+                Source::Credential { from, .. } => json!(from),
             };
             json!({
                 "valid": true,

@@ -50,6 +50,9 @@
 //!   counts the origin's attestation verified earlier while it is unexpired: `verified`, with
 //!   [`Notice`]s saying who confirmed the log, when, and until when the binding holds;
 //!   `stale` once that attestation has expired.
+//! - A binding credential as an additional source (spec §10.5):
+//!   [`resolve_user_with_credentials`] checks offered credentials against the answer and lets
+//!   one carry it (status `credential`, never cached) only when nothing could be reached.
 //! - [`decide`]: the answer as a pure function of the cached record, what each source
 //!   returned, now and the TTL — the model `spec/vectors/resolution.json` is checked against
 //!   (and replayed through the real resolver), and a conformance runner's entry point
@@ -113,7 +116,7 @@ pub use http::{FetchError, SafeClient};
 pub use lan::LanPeers;
 #[cfg(feature = "lan-server")]
 pub use lan::{lan_router, serve};
-pub use network::NetworkResolver;
+pub use network::{NetworkResolver, OfferedCredential, resolve_user_with_credentials};
 pub use resolution::{KnownAccount, Notice, Resolution, ResolutionWire, ResolveStatus, Source};
 
 /// What a resolution returns.

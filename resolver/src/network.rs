@@ -32,6 +32,7 @@
 //! path, and the [`SafeClient`] refuses every target but a LAN peer (redirects included).
 
 mod bulk;
+mod credential_source;
 pub(crate) mod failover;
 mod lan_fallback;
 pub(crate) mod verify;
@@ -60,6 +61,7 @@ use crate::merge::{OpPool, all_op_values};
 use crate::resolution::{KnownAccount, Notice, Resolution, ResolveStatus, Source};
 use crate::{ResolveResult, Resolver};
 
+pub use credential_source::{OfferedCredential, resolve_user_with_credentials};
 use verify::{OnlineFailure, check_binding, invalid};
 
 /// Resolves over HTTP. Cheap to clone; clones share caches of keys and hints.

@@ -26,6 +26,10 @@ pub enum ResolveStatus {
     Stale,
     /// From LAN peers' bundles: every signature checked, freshness unknown.
     Lan,
+    /// The user ID's domain could not be reached; a binding credential it signed (spec §14)
+    /// and an account log that backs it carry the answer: every signature checked, fresh
+    /// only as far as the credential's validity window says (spec §10.5). Never cached.
+    Credential,
 }
 
 impl ResolveStatus {
@@ -36,6 +40,7 @@ impl ResolveStatus {
             ResolveStatus::Cached => "cached",
             ResolveStatus::Stale => "stale",
             ResolveStatus::Lan => "lan",
+            ResolveStatus::Credential => "credential",
         }
     }
 
@@ -46,6 +51,7 @@ impl ResolveStatus {
             "cached" => ResolveStatus::Cached,
             "stale" => ResolveStatus::Stale,
             "lan" => ResolveStatus::Lan,
+            "credential" => ResolveStatus::Credential,
             _ => return None,
         })
     }
@@ -58,6 +64,13 @@ pub enum Source {
     Origin { server: ServerName, url: String },
     /// Bundles from these LAN peers (base URLs).
     Lan { peers: Vec<String> },
+    /// A binding credential `issuer` signed, offered from `from` (a file, a peer), with the
+    /// account log from `log`.
+    Credential {
+        issuer: ServerName,
+        from: String,
+        log: String,
+    },
 }
 
 /// A verified answer about an account.
@@ -220,10 +233,12 @@ impl Resolution {
                 self.confirming_domain(),
                 rfc3339(self.verified_at),
             ),
+            ResolveStatus::Credential => self.credential_explanation(deactivated, &key),
             ResolveStatus::Lan => {
                 let peers = match &self.source {
                     Source::Lan { peers } => peers.join(", "),
                     Source::Origin { url, .. } => url.clone(),
+                    Source::Credential { from, .. } => from.clone(),
                 };
                 format!(
                     "{deactivated}{}; {} cannot be reached to confirm; what is certain is that \
@@ -236,6 +251,30 @@ impl Resolution {
                 )
             }
         }
+    }
+
+    /// Plain words for a `credential` answer.
+    fn credential_explanation(&self, deactivated: &str, key: &str) -> String {
+        let (issuer, from, log) = match &self.source {
+            Source::Credential { issuer, from, log } => {
+                (issuer.to_string(), from.as_str(), log.as_str())
+            }
+            _ => (self.confirming_domain(), "", ""),
+        };
+        let until = self
+            .notices
+            .iter()
+            .find(|n| n.code == notice::BINDING_FROM_CREDENTIAL)
+            .and_then(|n| n.until)
+            .map(|t| format!(" (valid until {})", rfc3339(t)))
+            .unwrap_or_default();
+        format!(
+            "{deactivated}{}; {issuer} cannot be reached to confirm, but a credential it signed{until}, \
+             from {from}, binds it to {}, and the account log from {log} backs it: they hold key \
+             {key}. Every signature was checked; a newer operation may exist.",
+            self.subject_claim(),
+            self.did,
+        )
     }
 
     /// The wire form.
@@ -274,6 +313,11 @@ impl Resolution {
                 },
                 Source::Lan { peers } => SourceWire::Lan {
                     peers: peers.clone(),
+                },
+                Source::Credential { issuer, from, log } => SourceWire::Credential {
+                    issuer: issuer.clone(),
+                    from: from.clone(),
+                    log: log.clone(),
                 },
             },
             warnings: self.warnings.clone(),
@@ -318,6 +362,9 @@ impl Resolution {
             source: match w.source {
                 SourceWire::Origin { server, url } => Source::Origin { server, url },
                 SourceWire::Lan { peers } => Source::Lan { peers },
+                SourceWire::Credential { issuer, from, log } => {
+                    Source::Credential { issuer, from, log }
+                }
             },
             warnings: w.warnings,
             notices: w.notices,
@@ -365,7 +412,7 @@ pub struct ResolutionWire {
     pub updated_at: Millis,
     /// Deactivated account.
     pub deactivated: bool,
-    /// `verified`, `cached`, `stale` or `lan`.
+    /// `verified`, `cached`, `stale`, `lan` or `credential`.
     pub status: String,
     /// When the evidence was last verified online (ms).
     pub verified_at: Millis,
@@ -400,6 +447,12 @@ pub enum SourceWire {
     Origin { server: ServerName, url: String },
     /// LAN peers.
     Lan { peers: Vec<String> },
+    /// A binding credential (`issuer`, offered from `from`) and the account log from `log`.
+    Credential {
+        issuer: ServerName,
+        from: String,
+        log: String,
+    },
 }
 
 /// A fact behind an answer's status, with a stable machine code (spec §10.3). The same fact
@@ -489,6 +542,19 @@ pub mod notice {
     pub const LAN_NOTHING_NEWER: &str = "lan_nothing_newer";
     /// Nothing was asked: the resolver is offline.
     pub const OFFLINE: &str = "offline";
+    /// The binding rests on a credential the user ID's domain signed, offered by the caller
+    /// (`server` = the issuer, `at` = its `validFrom`, `until` = its `validUntil`, `head` = the
+    /// log head it attests); spec §10.5.
+    pub const BINDING_FROM_CREDENTIAL: &str = "binding_from_credential";
+    /// An offered credential verified and agrees with the answer (`server`, `at`, `until`,
+    /// `head`).
+    pub const CREDENTIAL_AGREES: &str = "credential_agrees";
+    /// An offered credential verified but the answer's verified log contradicts it (another
+    /// account, or the log no longer claims the user ID); the log wins (`server`, `head`).
+    pub const CREDENTIAL_CONTRADICTED: &str = "credential_contradicted";
+    /// An offered credential was refused (its proof, its window, its issuer's keys, or the
+    /// log given with it); `server` = the issuer when known.
+    pub const CREDENTIAL_REFUSED: &str = "credential_refused";
 }
 
 /// What a caller (the cache) already verified about the account a user ID named: passed to

@@ -2,8 +2,10 @@
 //! agrees with its Matrix key document; the credential it issues verifies with roam-vc, with
 //! `roam verify` (issuer document fetched over HTTP, binding checked against the account log)
 //! and with an independent Data Integrity implementation (Digital Bazaar's eddsa-jcs-2022
-//! cryptosuite under Node, installed by .ci/setup-node.sh); tampering, expiry and a wrong
-//! issuer are refused with their class.
+//! cryptosuite under Node, installed by .ci/setup-node.sh) and with ssi (spruceid's stack, built
+//! out of this workspace's graph in `vc-ssi/`); tampering, expiry and a wrong issuer are
+//! refused with their class. `roam resolve --credential` uses a saved credential as a source
+//! when the server is down (spec §10.5).
 
 mod common;
 
@@ -40,6 +42,34 @@ fn node_verify(credential: &Path, did_document: &Path) -> (bool, String) {
         .args([credential, did_document])
         .output()
         .unwrap_or_else(|e| panic!("cannot run `node` ({e}): install Node.js (.ci/setup-node.sh)"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Runs `roam-ssi-verify` (vc-ssi/, its own build graph: ssi turns on serde_json's
+/// `arbitrary_precision`), building it first into this target directory if needed.
+fn ssi_verify(credential: &Path, did_document: &Path) -> (bool, String) {
+    let exe = std::env::current_exe().unwrap();
+    let debug = exe.parent().unwrap().parent().unwrap();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vc-ssi/Cargo.toml");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "--locked", "--bin", "roam-ssi-verify"])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(debug.parent().unwrap())
+        .status()
+        .expect("running cargo build for vc-ssi");
+    assert!(status.success(), "building vc-ssi (roam-ssi-verify) failed");
+    let out = Command::new(debug.join("roam-ssi-verify"))
+        .args([credential, did_document])
+        .output()
+        .unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -148,6 +178,12 @@ async fn credential_verifies_here_with_roam_verify_and_independently() {
         "the independent verifier accepted a tampered credential: {out}"
     );
 
+    // ssi.
+    let (ok, out) = ssi_verify(&cred_file, &doc_file);
+    assert!(ok, "ssi refused Roam's credential: {out}");
+    let (ok, out) = ssi_verify(&tampered_file, &doc_file);
+    assert!(!ok, "ssi accepted a tampered credential: {out}");
+
     // `roam verify`: the issuer's document and the account log over HTTP.
     let bin = roam_bin();
     let over = format!("roam.test={}", server.base);
@@ -223,4 +259,99 @@ async fn credential_verifies_here_with_roam_verify_and_independently() {
     let (s, e) = c.get("/_roam/v1/users/bob/credential").await;
     assert_err(&(s, e), 400, "M_INVALID_PARAM");
     server.stop().await;
+}
+
+// Multi-threaded: the `roam` subprocesses block this thread while the server answers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roam_resolve_uses_a_saved_credential_when_the_server_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, owner) = server_with_alice(dir.path()).await;
+    let c = server.client();
+    let (_, doc) = c.get("/.well-known/did.json").await;
+    let (s, cred) = c
+        .get(&format!("/_roam/v1/users/{}/credential", enc(USER)))
+        .await;
+    assert_eq!(s, 200, "{cred}");
+    let (s, bundle) = c.get(&format!("/_roam/v1/users/{}", enc(USER))).await;
+    assert_eq!(s, 200, "{bundle}");
+    let files = tempfile::tempdir().unwrap();
+    let cred_file = write(files.path(), "credential.json", &cred);
+    let doc_file = write(files.path(), "did.json", &doc);
+    let bundle_file = write(files.path(), "bundle.json", &bundle);
+    let cache = files.path().join("cache");
+    let bin = roam_bin();
+    let over = format!("roam.test={}", server.base);
+    let resolve = |extra: &[&str]| {
+        let mut args = vec![
+            "--federation-override",
+            &over,
+            "--allow-private-fetch",
+            "--cache",
+            cache.to_str().unwrap(),
+            "resolve",
+            USER,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = roam(&bin, &args);
+        let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+        (ok, v, err)
+    };
+    let codes = |v: &Value| -> Vec<String> {
+        v["notices"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|n| n["code"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let with_cred = [
+        "--credential",
+        cred_file.to_str().unwrap(),
+        "--did-document",
+        doc_file.to_str().unwrap(),
+        "--bundle",
+        bundle_file.to_str().unwrap(),
+    ];
+
+    // Server up: the answer is verified online; the credential agrees with it.
+    let (ok, v, err) = resolve(&["--credential", cred_file.to_str().unwrap()]);
+    assert!(ok, "{v} {err}");
+    assert_eq!(v["status"], "verified");
+    assert!(codes(&v).contains(&"credential_agrees".to_owned()), "{v}");
+
+    server.stop().await;
+    // Server down, fresh cache: nothing to answer from without the credential...
+    std::fs::remove_dir_all(&cache).unwrap();
+    let (ok, v, _) = resolve(&[]);
+    assert!(!ok);
+    assert_eq!(v["error"], "unreachable", "{v}");
+    // ...and the credential with the bundle saved earlier carries the answer, so labelled.
+    let (ok, v, err) = resolve(&with_cred);
+    assert!(ok, "{v} {err}");
+    assert_eq!(v["status"], "credential", "{v}");
+    assert_eq!(v["did"], owner.did());
+    assert_eq!(v["source"]["kind"], "credential");
+    assert_eq!(v["source"]["issuer"], "roam.test");
+    assert!(
+        codes(&v).contains(&"binding_from_credential".to_owned()),
+        "{v}"
+    );
+    assert!(
+        v["explanation"].as_str().unwrap().contains("credential"),
+        "{v}"
+    );
+
+    // A tampered credential carries nothing: still unreachable, and it says why.
+    let mut tampered = cred.clone();
+    tampered["credentialSubject"]["hosting"] = json!(false);
+    let tampered_file = write(files.path(), "tampered.json", &tampered);
+    let mut args = with_cred;
+    args[1] = tampered_file.to_str().unwrap();
+    let (ok, v, _) = resolve(&args);
+    assert!(!ok);
+    assert_eq!(v["error"], "unreachable", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("bad_proof"), "{v}");
 }

@@ -364,6 +364,7 @@ fn source_server(r: &Resolution) -> String {
     match &r.source {
         Source::Origin { server, .. } => server.to_string(),
         Source::Lan { peers } => format!("lan {peers:?}"),
+        Source::Credential { issuer, .. } => format!("credential {issuer}"),
     }
 }
 

@@ -315,6 +315,45 @@ pub fn verify(
     BindingCredential::verify(v, doc, now)
 }
 
+/// Why an account log does not back a verified credential.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotBacked(pub String);
+
+/// Checks a verified credential against the account's verified log (spec §14): the same
+/// account, not deactivated, the log claims the user ID, lists the issuer as a server when the
+/// credential says it hosts, and, for an identity statement, is signed by the current update
+/// key. Used by `roam verify` and by the resolver's credential source.
+pub fn check_log(
+    v: &Verified,
+    log: &roam_identity_core::log::VerifiedLog,
+) -> Result<(), NotBacked> {
+    let st = &log.state;
+    let fail = |m: String| Err(NotBacked(m));
+    if st.did != v.did {
+        return fail(format!("the log is {}'s, not {}'s", st.did, v.did));
+    }
+    if st.deactivated {
+        return fail(format!("{} is deactivated", st.did));
+    }
+    if !st.user_ids.contains(&v.user_id) {
+        return fail(format!(
+            "the log of {} does not claim {}",
+            st.did, v.user_id
+        ));
+    }
+    if v.kind == STATEMENT_TYPE && v.signer != st.update_key {
+        return fail("the statement is not signed by the account's current update key".into());
+    }
+    if v.hosting == Some(true) && !st.servers.contains(&v.user_id.server_name()) {
+        return fail(format!(
+            "the credential says {} hosts the account; the log's servers do not list it",
+            v.user_id.server_name()
+        ));
+    }
+    Ok(())
+}
+
 /// True when `v` looks like a W3C credential at all (for callers that sort files by kind).
 pub fn is_credential(v: &Value) -> bool {
     v.get("@context").is_some() && v.get("proof").is_some()

@@ -5,17 +5,21 @@
 //! `--offline` sets the resolver's offline mode (`ResolverConfig::offline`): it asks nobody
 //! but the cache and LAN peers (listed with `--lan-peer` or found with `--mdns`), and the
 //! cache answers `cached`, `stale` or `lan` by its own rules.
+//! `--credential FILE` offers a binding credential as an additional source
+//! (`roam_resolver::resolve_user_with_credentials`, spec §10.5): checked against the answer,
+//! and carrying it (status `credential`) only when nothing could be reached.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use roam_identity_core::{Did, ServerName, UserId};
+use roam_identity_core::{Did, ServerName, UserId, canonical};
 use roam_resolver::lan::MdnsBrowser;
 use roam_resolver::{
-    CachePolicy, Cached, NetworkResolver, Resolution, ResolveError, Resolver, ResolverConfig,
-    SystemClock,
+    CachePolicy, Cached, NetworkResolver, OfferedCredential, Resolution, ResolveError, Resolver,
+    ResolverConfig, SystemClock, resolve_user_with_credentials,
 };
 use url::Url;
 
@@ -46,6 +50,20 @@ pub struct ResolveArgs {
     /// For a DID: a server to ask first (repeatable).
     #[arg(long, value_name = "SERVER_NAME")]
     via: Vec<String>,
+    /// For a user ID: a binding credential its domain signed (`roam account show
+    /// --credential`), as an additional source. It is checked against the answer; only when
+    /// nothing can be reached does it carry the answer (status `credential`), and only if its
+    /// proof, its window and the account log all check out (spec §10.5).
+    #[arg(long, value_name = "FILE")]
+    credential: Option<PathBuf>,
+    /// With --credential: the issuer's DID document (else fetched from
+    /// `https://<server>/.well-known/did.json` or the override, else keys fetched earlier).
+    #[arg(long, value_name = "FILE", requires = "credential")]
+    did_document: Option<PathBuf>,
+    /// With --credential: the account's bundle, as `GET /_roam/v1/users/{userId}` serves it
+    /// (else what the cache and LAN peers know of the credential's DID).
+    #[arg(long, value_name = "FILE", requires = "credential")]
+    bundle: Option<PathBuf>,
 }
 
 enum Subject {
@@ -56,6 +74,7 @@ enum Subject {
 pub fn run(args: ResolveArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let subject = parse_subject(&args.subject)?;
     let via = parse_via(&args.via)?;
+    let offered = offered_credential(&args, &subject)?;
     let store = global.cache_store()?;
     let rt = runtime()?;
     rt.block_on(async {
@@ -76,15 +95,43 @@ pub fn run(args: ResolveArgs, global: &GlobalArgs) -> anyhow::Result<()> {
             positive_ttl_ms: args.max_age.saturating_mul(1000),
             ..CachePolicy::default()
         };
-        let resolver = Cached::new(network, store, clock, policy);
+        let resolver = Cached::new(network.clone(), store, clock, policy);
         let progress = Progress::spinner("resolving");
-        let result = match &subject {
-            Subject::User(u) => resolver.resolve_user(u).await,
-            Subject::Did(d) => resolver.resolve_did_via(d, &via).await,
+        let result = match (&subject, &offered) {
+            (Subject::User(u), Some(o)) => {
+                let offered = std::slice::from_ref(o);
+                resolve_user_with_credentials(&resolver, &network, u, offered).await
+            }
+            (Subject::User(u), None) => resolver.resolve_user(u).await,
+            (Subject::Did(d), _) => resolver.resolve_did_via(d, &via).await,
         };
         progress.finish();
         report(result, args.json, &args.subject)
     })
+}
+
+/// The `--credential` file with the files given with it, read and parsed.
+fn offered_credential(
+    args: &ResolveArgs,
+    subject: &Subject,
+) -> anyhow::Result<Option<OfferedCredential>> {
+    let Some(path) = &args.credential else {
+        return Ok(None);
+    };
+    if let Subject::Did(_) = subject {
+        return Err(CliError::usage("--credential is for a user ID: it vouches for one").into());
+    }
+    let read = |p: &PathBuf| -> anyhow::Result<serde_json::Value> {
+        let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+        canonical::parse_strict(&bytes)
+            .map_err(|e| CliError::usage(format!("{} is not strict JSON: {e}", p.display())).into())
+    };
+    Ok(Some(OfferedCredential {
+        credential: read(path)?,
+        from: path.display().to_string(),
+        issuer_document: args.did_document.as_ref().map(read).transpose()?,
+        bundle: args.bundle.as_ref().map(read).transpose()?,
+    }))
 }
 
 fn parse_subject(subject: &str) -> Result<Subject, CliError> {

@@ -183,7 +183,7 @@ impl NetworkResolver {
 
     /// Verifies one LAN peer's bundle: all signatures with the keys it carries, the carried
     /// keys against keys cached earlier, and that it is about the subject.
-    fn check_lan_bundle(
+    pub(super) fn check_lan_bundle(
         &self,
         v: &Value,
         subject: Subject<'_>,

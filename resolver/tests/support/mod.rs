@@ -130,6 +130,8 @@ pub struct Served {
     pub logs: HashMap<String, Vec<Value>>,
     /// The `/_matrix/key/v2/server` document.
     pub key_doc: Option<Value>,
+    /// The `/.well-known/did.json` document (the same key, as did:web).
+    pub did_doc: Option<Value>,
     /// Every request this origin received (any path, any method), in order.
     pub requests: Vec<String>,
 }
@@ -162,7 +164,15 @@ impl Origin {
             key: SigningKey::from_bytes(&[seed; 32]),
         };
         let doc = server_keys::build(&name, &key, &BTreeMap::new(), NOW + 7 * DAY).unwrap();
+        let keys = server_keys::ServerKeys {
+            server_name: name.clone(),
+            verify_keys: BTreeMap::from([(key.key_id.clone(), key.key.verifying_key())]),
+            old_verify_keys: BTreeMap::new(),
+            valid_until_ts: NOW + 7 * DAY,
+        };
+        let did_doc = roam_vc::did_web::document(&keys).unwrap();
         served.lock().unwrap().key_doc.get_or_insert(doc);
+        served.lock().unwrap().did_doc.get_or_insert(did_doc);
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let router = origin_router(served.clone());
@@ -196,6 +206,32 @@ impl Origin {
     /// Forgets the requests received so far.
     pub fn clear_requests(&self) {
         self.served.lock().unwrap().requests.clear();
+    }
+
+    /// This server's binding credential for `user` → `did` at `head`, valid from
+    /// `issued_at` to `valid_until` (roam-vc, signed with this server's key).
+    pub fn credential(
+        &self,
+        user: &UserId,
+        did: &Did,
+        head: OpHash,
+        (issued_at, valid_until): (Millis, Millis),
+    ) -> Value {
+        roam_vc::BindingCredential {
+            server: self.name.clone(),
+            user_id: user.clone(),
+            did: did.clone(),
+            head,
+            hosting: true,
+            valid_from: issued_at,
+            valid_until,
+        }
+        .issue(&self.key.key_id, &self.key.key)
+        .unwrap()
+    }
+
+    pub fn did_doc(&self) -> Value {
+        self.served.lock().unwrap().did_doc.clone().unwrap()
     }
 
     pub fn key_doc(&self) -> Value {
@@ -336,6 +372,12 @@ fn origin_router(served: Arc<Mutex<Served>>) -> Router {
             "/_matrix/key/v2/server",
             get(|State(s): State<Arc<Mutex<Served>>>| async move {
                 axum::Json(s.lock().unwrap().key_doc.clone().unwrap())
+            }),
+        )
+        .route(
+            "/.well-known/did.json",
+            get(|State(s): State<Arc<Mutex<Served>>>| async move {
+                axum::Json(s.lock().unwrap().did_doc.clone().unwrap())
             }),
         )
         .route(
