@@ -133,4 +133,15 @@ pub trait Store: LogStore + Send + Sync + std::fmt::Debug + 'static {
     fn registration_token(&self, token: &str) -> StoreResult<Option<RegistrationToken>>;
     /// Deletes a token; `NotFound` if it did not exist.
     fn revoke_registration_token(&self, token: &str) -> StoreResult<()>;
+
+    // --- operations ---
+
+    /// Checks that the database answers (`/health`). An embedded store always does.
+    fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+    /// How busy the connection pool is, for a store that has one.
+    fn pool_stats(&self) -> Option<super::pg_database::PoolStats> {
+        None
+    }
 }

@@ -13,12 +13,17 @@
 //! records), `records.rs`, `error.rs`, `db.rs` (the async handle), [`tables`]; the redb
 //! implementation in
 //! `redb_database.rs` (the database, transactions, row encoding), `redb_store.rs` and
-//! `redb_logs.rs`. This file only names them.
+//! `redb_logs.rs`; the PostgreSQL implementation (several nodes on one database) in
+//! `pg_database.rs` (pool, migrations in `pg/`, serializable transactions), `pg_store.rs`
+//! and `pg_logs.rs`. This file only names them.
 
 mod accounts;
 mod db;
 mod error;
 pub mod logs;
+mod pg_database;
+mod pg_logs;
+mod pg_store;
 mod records;
 mod redb_database;
 mod redb_logs;
@@ -29,6 +34,7 @@ pub use accounts::Store;
 pub use db::Db;
 pub use error::{BoxError, StoreError, StoreResult};
 pub use logs::{EvidenceCap, ExportedOp, LogCommit, LogStore, LogSummary, OpWindowUpdate};
+pub use pg_database::{PgStore, PoolStats};
 pub use records::{
     Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,
     OldServerKey, OneTimeKey, RefreshedTokens, RegistrationToken, ServerKeyRecord, SigningSnapshot,

@@ -1,0 +1,506 @@
+//! The store contract: every test here is written once against `&dyn Store` and runs on
+//! both backends, redb (a real file in a temp dir) and PostgreSQL (a fresh database on the
+//! server named by `ROAM_TEST_DATABASE_URL`, which `scripts/test.sh` starts; without it the
+//! PostgreSQL half fails with a message saying so).
+
+#[allow(dead_code)] // the handler helpers in support are for handlers.rs
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+use roam_identity_core::{DeviceId, Did, OpHash, ServerName, UserId};
+use roam_server::store::{
+    Account, CrossSigningKind, EvidenceCap, KeySignature, KeysUpload, LogCommit, LogSummary,
+    NewAccount, NewSession, OneTimeKey, RefreshedTokens, RegistrationToken, ServerKeyRecord,
+    SigningSnapshot, Store, StoreError,
+};
+use serde_json::{Value, json};
+
+fn user(name: &str) -> UserId {
+    UserId::parse(&format!("@{name}:test.example")).unwrap()
+}
+
+fn device(id: &str) -> DeviceId {
+    DeviceId::parse(id).unwrap()
+}
+
+fn session(d: &str, token: u8, refresh: Option<u8>) -> NewSession {
+    NewSession {
+        device_id: device(d),
+        display_name: Some(format!("{d} name")),
+        token_hash: [token; 32],
+        expires_at: Some(10_000),
+        refresh_hash: refresh.map(|r| [r; 32]),
+        ip: Some("127.0.0.1".into()),
+        now: 5,
+    }
+}
+
+fn new_account(name: &str, s: Option<NewSession>, token: Option<&str>) -> NewAccount {
+    NewAccount {
+        account: Account {
+            user_id: user(name),
+            password_hash: Some("$argon2id$x".into()),
+            created_at: 5,
+        },
+        session: s,
+        registration_token: token.map(Into::into),
+    }
+}
+
+fn did(seed: u8) -> Did {
+    Did::from_key(&SigningKey::from_bytes(&[seed; 32]).verifying_key()).unwrap()
+}
+
+fn op(n: u64) -> (OpHash, Value) {
+    let value = json!({"n": n, "kind": "test op"});
+    let bytes = serde_json::to_vec(&value).unwrap();
+    (OpHash::of_canonical_bytes(&bytes), value)
+}
+
+fn commit(d: &Did, expected: Option<OpHash>, ops: &[u64], bind: &[&str]) -> LogCommit {
+    let new_ops: Vec<_> = ops.iter().map(|n| op(*n)).collect();
+    let head = new_ops
+        .last()
+        .map(|(h, _)| h.clone())
+        .or(expected.clone())
+        .unwrap();
+    LogCommit {
+        did: d.clone(),
+        expected_head: expected,
+        new_ops,
+        summary: LogSummary {
+            head,
+            seq: ops.last().copied().unwrap_or(0),
+            servers: vec![ServerName::parse("test.example").unwrap()],
+            user_ids: bind.iter().map(|n| user(n)).collect(),
+            deactivated: false,
+            updated_at: 7,
+        },
+        attestations: Some(vec![json!({"att": ops.len()})]),
+        bind: bind.iter().map(|n| user(n)).collect(),
+        unbind: Vec::new(),
+        devices: Vec::new(),
+    }
+}
+
+// --- the contract ---
+
+fn server_key_is_created_once(s: &dyn Store) {
+    let first = ServerKeyRecord {
+        version: "a_1".into(),
+        seed: [1; 32],
+        created_at: 1,
+    };
+    let second = ServerKeyRecord {
+        version: "b_2".into(),
+        seed: [2; 32],
+        created_at: 2,
+    };
+    assert_eq!(s.server_key_or_insert(first.clone()).unwrap(), first);
+    assert_eq!(s.server_key_or_insert(second).unwrap(), first);
+    assert!(s.old_server_keys().unwrap().is_empty());
+}
+
+fn accounts_sessions_and_tokens(s: &dyn Store) {
+    s.create_account(new_account(
+        "alice",
+        Some(session("DEV1", 1, Some(2))),
+        None,
+    ))
+    .unwrap();
+    assert!(matches!(
+        s.create_account(new_account("alice", None, None)),
+        Err(StoreError::UserInUse(_))
+    ));
+    let acct = s.account(&user("alice")).unwrap().unwrap();
+    assert_eq!(acct.password_hash.as_deref(), Some("$argon2id$x"));
+    assert!(s.account(&user("bob")).unwrap().is_none());
+    let owner = s.token_owner(&[1; 32]).unwrap().unwrap();
+    assert_eq!(
+        (owner.device_id.as_str(), owner.expires_at),
+        ("DEV1", Some(10_000))
+    );
+    // A new login on the same device revokes the old tokens and keeps the name.
+    let mut again = session("DEV1", 3, None);
+    again.display_name = None;
+    s.create_session(&user("alice"), again).unwrap();
+    assert!(s.token_owner(&[1; 32]).unwrap().is_none());
+    assert!(s.token_owner(&[3; 32]).unwrap().is_some());
+    let devices = s.devices(&user("alice")).unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].display_name.as_deref(), Some("DEV1 name"));
+    assert_eq!(devices[0].last_seen_ip.as_deref(), Some("127.0.0.1"));
+    assert!(matches!(
+        s.create_session(&user("nobody"), session("X", 9, None)),
+        Err(StoreError::NotFound(_))
+    ));
+    s.set_device_display_name(&user("alice"), &device("DEV1"), Some("phone".into()))
+        .unwrap();
+    let d = s.device(&user("alice"), &device("DEV1")).unwrap().unwrap();
+    assert_eq!(d.display_name.as_deref(), Some("phone"));
+    assert!(matches!(
+        s.set_device_display_name(&user("alice"), &device("NOPE"), None),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+fn refresh_tokens_are_single_use(s: &dyn Store) {
+    s.create_account(new_account("carol", Some(session("D", 1, Some(2))), None))
+        .unwrap();
+    let fresh = RefreshedTokens {
+        token_hash: [3; 32],
+        expires_at: Some(20_000),
+        refresh_hash: [4; 32],
+        now: 9,
+    };
+    let owner = s.refresh_session(&[2; 32], fresh.clone()).unwrap().unwrap();
+    assert_eq!(owner.expires_at, Some(20_000));
+    assert!(s.token_owner(&[1; 32]).unwrap().is_none());
+    assert!(s.token_owner(&[3; 32]).unwrap().is_some());
+    assert!(s.refresh_session(&[2; 32], fresh).unwrap().is_none());
+    // Deleting the device revokes both tokens.
+    s.delete_devices(&user("carol"), &[device("D")]).unwrap();
+    assert!(s.token_owner(&[3; 32]).unwrap().is_none());
+    let later = RefreshedTokens {
+        token_hash: [5; 32],
+        expires_at: None,
+        refresh_hash: [6; 32],
+        now: 10,
+    };
+    assert!(s.refresh_session(&[4; 32], later).unwrap().is_none());
+}
+
+fn registration_tokens_are_consumed_with_the_account(s: &dyn Store) {
+    s.create_registration_token(RegistrationToken {
+        token: "invite-1".into(),
+        uses_allowed: Some(1),
+        completed: 0,
+        expiry_time: None,
+        created_at: 1,
+    })
+    .unwrap();
+    assert!(matches!(
+        s.create_registration_token(RegistrationToken {
+            token: "invite-1".into(),
+            uses_allowed: None,
+            completed: 0,
+            expiry_time: None,
+            created_at: 1,
+        }),
+        Err(StoreError::TokenExists)
+    ));
+    s.create_account(new_account("dan", None, Some("invite-1")))
+        .unwrap();
+    assert_eq!(
+        s.registration_token("invite-1").unwrap().unwrap().completed,
+        1
+    );
+    // Used up: the registration fails and leaves no account behind.
+    assert!(matches!(
+        s.create_account(new_account("erin", None, Some("invite-1"))),
+        Err(StoreError::TokenInvalid)
+    ));
+    assert!(s.account(&user("erin")).unwrap().is_none());
+    let listed = s.registration_tokens().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].token.len(), 8);
+    s.revoke_registration_token(&listed[0].token).unwrap();
+    assert!(matches!(
+        s.revoke_registration_token("invite-1"),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+fn otk(id: &str, n: u64) -> OneTimeKey {
+    OneTimeKey {
+        key_id: id.into(),
+        key: json!({"key": n}),
+    }
+}
+
+fn keys_upload_claim_and_fallback(s: &dyn Store) {
+    let (u, d) = (user("frank"), device("F1"));
+    s.create_account(new_account("frank", Some(session("F1", 1, None)), None))
+        .unwrap();
+    let before = s.key_change_position().unwrap();
+    let upload = KeysUpload {
+        device_keys: Some(json!({"keys": {"ed25519:F1": "abc"}})),
+        one_time_keys: vec![
+            otk("signed_curve25519:AAAB", 2),
+            otk("signed_curve25519:AAAA", 1),
+        ],
+        fallback_keys: vec![otk("signed_curve25519:FFFF", 9)],
+    };
+    let counts = s.upload_keys(&u, &d, upload.clone(), 1).unwrap();
+    assert_eq!(counts.get("signed_curve25519"), Some(&2));
+    // The same upload again is harmless and does not move the key stream.
+    let pos = s.key_change_position().unwrap();
+    assert!(pos > before);
+    s.upload_keys(&u, &d, upload, 2).unwrap();
+    assert_eq!(s.key_change_position().unwrap(), pos);
+    let conflict = KeysUpload {
+        one_time_keys: vec![otk("signed_curve25519:AAAA", 99)],
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.upload_keys(&u, &d, conflict, 3),
+        Err(StoreError::KeyConflict { .. })
+    ));
+    assert!(matches!(
+        s.upload_keys(&u, &device("GHOST"), KeysUpload::default(), 3),
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(s.device_keys(&u, &[]).unwrap().len(), 1);
+    assert_eq!(s.device_keys(&u, &[device("OTHER")]).unwrap().len(), 0);
+    assert_eq!(
+        s.unused_fallback_key_types(&u, &d).unwrap(),
+        ["signed_curve25519"]
+    );
+    let first = s.claim_key(&u, &d, "signed_curve25519").unwrap().unwrap();
+    assert_eq!(first.key_id, "signed_curve25519:AAAA");
+    s.claim_key(&u, &d, "signed_curve25519").unwrap().unwrap();
+    assert!(s.one_time_key_counts(&u, &d).unwrap().is_empty());
+    let fallback = s.claim_key(&u, &d, "signed_curve25519").unwrap().unwrap();
+    assert_eq!(fallback.key_id, "signed_curve25519:FFFF");
+    assert!(s.unused_fallback_key_types(&u, &d).unwrap().is_empty());
+    assert!(s.claim_key(&u, &d, "curve25519").unwrap().is_none());
+    assert_eq!(
+        s.key_changes(before, s.key_change_position().unwrap())
+            .unwrap(),
+        [u.clone()]
+    );
+    s.delete_all_devices(&u).unwrap();
+    assert!(s.devices(&u).unwrap().is_empty());
+    assert!(s.device_keys(&u, &[]).unwrap().is_empty());
+}
+
+fn cross_signing_and_signatures_are_compare_and_set(s: &dyn Store) {
+    let (u, other) = (user("gina"), user("hal"));
+    s.create_account(new_account("gina", Some(session("G1", 1, None)), None))
+        .unwrap();
+    let master = json!({"usage": ["master"], "keys": {"ed25519:M": "M"}});
+    let keys = vec![(CrossSigningKind::Master, master.clone())];
+    assert!(
+        s.put_cross_signing_keys(&u, keys.clone(), &BTreeMap::new(), 1)
+            .unwrap()
+    );
+    // A second writer that checked against the old (empty) keys loses.
+    assert!(
+        !s.put_cross_signing_keys(&u, keys, &BTreeMap::new(), 2)
+            .unwrap()
+    );
+    let stored = s.cross_signing_keys(&u).unwrap();
+    assert_eq!(stored.get(&CrossSigningKind::Master), Some(&master));
+    let snap = s
+        .signing_snapshot(&u, std::slice::from_ref(&other))
+        .unwrap();
+    assert_eq!(snap.mine, stored);
+    let sig = KeySignature {
+        target_user: u.clone(),
+        target_key: "G1".into(),
+        signer_user: u.clone(),
+        signer_key_id: "ed25519:M".into(),
+        signature: "sig".into(),
+    };
+    let stale = SigningSnapshot::default();
+    assert!(
+        !s.add_key_signatures_if(vec![sig.clone()], &stale, &[other.clone()], 3)
+            .unwrap()
+    );
+    assert!(
+        s.add_key_signatures_if(vec![sig.clone()], &snap, &[other], 3)
+            .unwrap()
+    );
+    assert_eq!(s.key_signatures(&u).unwrap(), [sig.clone()]);
+    // A new master key drops signatures by and on the old identity.
+    let replace = vec![(
+        CrossSigningKind::Master,
+        json!({"usage": ["master"], "n": 2}),
+    )];
+    assert!(s.put_cross_signing_keys(&u, replace, &stored, 4).unwrap());
+    assert!(s.key_signatures(&u).unwrap().is_empty());
+    s.add_key_signatures(vec![sig], 5).unwrap();
+    assert_eq!(s.key_signatures(&u).unwrap().len(), 1);
+}
+
+fn log_commits_follow_the_head(s: &dyn Store) {
+    let d = did(1);
+    let c1 = commit(&d, None, &[1, 2], &["ivy"]);
+    s.create_account_with_log(new_account("ivy", None, None), c1.clone())
+        .unwrap();
+    let head = c1.summary.head.clone();
+    assert_eq!(s.log_summary(&d).unwrap().unwrap(), c1.summary);
+    assert_eq!(s.log_ops(&d).unwrap().len(), 2);
+    assert_eq!(s.did_of_user(&user("ivy")).unwrap(), Some(d.clone()));
+    assert_eq!(s.held_dids().unwrap(), [d.clone()]);
+    assert_eq!(s.issued_attestations(&d).unwrap(), [json!({"att": 2})]);
+    // A writer that verified against no log (or an old head) is refused.
+    assert!(matches!(
+        s.commit_log(commit(&d, None, &[3], &[])),
+        Err(StoreError::HeadMoved { .. })
+    ));
+    let mut c2 = commit(&d, Some(head), &[3], &[]);
+    c2.devices = vec![(user("ivy"), device("LOGDEV"))];
+    s.commit_log(c2.clone()).unwrap();
+    assert_eq!(s.log_summary(&d).unwrap().unwrap().head, c2.summary.head);
+    assert!(s.device(&user("ivy"), &device("LOGDEV")).unwrap().is_some());
+    // The user ID is bound to this DID: another DID cannot take it, and nothing is written.
+    let d2 = did(2);
+    assert!(matches!(
+        s.commit_log(commit(&d2, None, &[10], &["ivy"])),
+        Err(StoreError::UserInUse(_))
+    ));
+    assert!(s.log_summary(&d2).unwrap().is_none());
+    let export = s.export_ops(0, 10).unwrap();
+    let cursors: Vec<u64> = export.iter().map(|e| e.cursor).collect();
+    assert_eq!(cursors, [1, 2, 3]);
+    assert_eq!(export[2].op, op(3).1);
+    assert_eq!(s.export_ops(2, 10).unwrap().len(), 1);
+    assert_eq!(s.export_ops(0, 1).unwrap().len(), 1);
+    let mut unbind = commit(&d, Some(c2.summary.head), &[4], &[]);
+    unbind.unbind = vec![user("ivy")];
+    s.commit_log(unbind).unwrap();
+    assert!(s.did_of_user(&user("ivy")).unwrap().is_none());
+}
+
+fn a_failed_registration_with_log_writes_nothing(s: &dyn Store) {
+    s.create_account(new_account("jay", None, None)).unwrap();
+    let d = did(3);
+    assert!(matches!(
+        s.create_account_with_log(
+            new_account("jay", None, None),
+            commit(&d, None, &[1], &["jay"])
+        ),
+        Err(StoreError::UserInUse(_))
+    ));
+    assert!(s.log_summary(&d).unwrap().is_none());
+    assert!(s.export_ops(0, 10).unwrap().is_empty());
+}
+
+fn concurrent_commits_on_one_head_let_one_win(s: Arc<dyn Store>) {
+    let d = did(4);
+    let base = commit(&d, None, &[1], &[]);
+    s.commit_log(base.clone()).unwrap();
+    let threads: Vec<_> = (0..4u64)
+        .map(|i| {
+            let (s, c) = (
+                Arc::clone(&s),
+                commit(&d, Some(base.summary.head.clone()), &[100 + i], &[]),
+            );
+            std::thread::spawn(move || s.commit_log(c))
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| matches!(e, StoreError::HeadMoved { .. }))
+    );
+    assert_eq!(s.log_ops(&d).unwrap().len(), 2);
+    assert_eq!(s.export_ops(0, 100).unwrap().len(), 2);
+}
+
+fn fork_evidence_is_capped(s: &dyn Store) {
+    let d = did(5);
+    let ops: Vec<_> = (0..5).map(op).collect();
+    let cap = EvidenceCap {
+        ops: 3,
+        bytes: 10_000,
+    };
+    assert_eq!(s.record_fork(&d, &ops[..2], cap).unwrap(), 2);
+    assert_eq!(s.record_fork(&d, &ops, cap).unwrap(), 1);
+    assert_eq!(s.fork_evidence(&d).unwrap().len(), 3);
+    let tiny = EvidenceCap { ops: 10, bytes: 1 };
+    assert_eq!(s.record_fork(&did(6), &ops, tiny).unwrap(), 0);
+}
+
+fn migrations_and_op_windows(s: &dyn Store) {
+    let d = did(7);
+    assert!(s.migration_of(&d).unwrap().is_none());
+    s.put_migration("m1", &d, &json!({"id": "m1"})).unwrap();
+    s.put_migration("m2", &d, &json!({"id": "m2"})).unwrap();
+    assert_eq!(s.migration("m1").unwrap(), Some(json!({"id": "m1"})));
+    assert_eq!(s.migration_of(&d).unwrap(), Some(json!({"id": "m2"})));
+    s.update_op_window(&d, &mut |t| {
+        t.extend([1, 2]);
+        true
+    })
+    .unwrap();
+    s.update_op_window(&d, &mut |t| {
+        t.push(3);
+        false
+    })
+    .unwrap();
+    let mut seen = Vec::new();
+    s.update_op_window(&d, &mut |t| {
+        seen = t.clone();
+        t.clear();
+        true
+    })
+    .unwrap();
+    assert_eq!(seen, [1, 2]);
+    s.update_op_window(&d, &mut |t| {
+        seen = t.clone();
+        false
+    })
+    .unwrap();
+    assert!(seen.is_empty());
+    s.ping().unwrap();
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod redb {
+            $(#[test]
+            fn $name() {
+                let (_dir, store) = super::support::redb_file_store();
+                super::$name(store.as_ref());
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                let store = super::support::pg_store();
+                super::$name(store.as_ref());
+            })*
+        }
+    };
+}
+
+contract!(
+    server_key_is_created_once,
+    accounts_sessions_and_tokens,
+    refresh_tokens_are_single_use,
+    registration_tokens_are_consumed_with_the_account,
+    keys_upload_claim_and_fallback,
+    cross_signing_and_signatures_are_compare_and_set,
+    log_commits_follow_the_head,
+    a_failed_registration_with_log_writes_nothing,
+    fork_evidence_is_capped,
+    migrations_and_op_windows,
+);
+
+#[test]
+fn redb_concurrent_commits_on_one_head_let_one_win() {
+    let (_dir, store) = support::redb_file_store();
+    concurrent_commits_on_one_head_let_one_win(store);
+}
+
+#[test]
+fn postgres_concurrent_commits_on_one_head_let_one_win() {
+    concurrent_commits_on_one_head_let_one_win(support::pg_store());
+}
+
+#[test]
+fn postgres_pool_stats_are_reported() {
+    let store = support::pg_store();
+    store.ping().unwrap();
+    let stats = store.pool_stats().expect("a PostgreSQL store has a pool");
+    assert!(stats.size >= 1 && stats.size <= stats.max, "{stats:?}");
+}
