@@ -9,6 +9,11 @@ if [ -f .ci/setup-python.sh ]; then
   bash .ci/setup-python.sh
 fi
 
+# The store and integration tests run on redb and on PostgreSQL: a throwaway cluster in
+# target/pg (scripts/pg.sh installs the Debian packages when missing), stopped on exit.
+trap 'bash scripts/pg.sh stop' EXIT
+eval "$(bash scripts/pg.sh start)"
+
 cargo test --workspace --locked "$@"
 
 # The conformance runner (spec/conformance/run.py), with the Rust implementation's command:

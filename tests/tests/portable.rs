@@ -15,13 +15,15 @@ use roam_identity_core::{DeviceId, KeyCommitment, ServerName, UserId, b64};
 use roam_resolver::{NetworkResolver, Resolver, ResolverConfig, SystemClock};
 use roam_server::config::ServerConfig;
 use roam_server::portable::federation::HttpFederation;
-use roam_server::{AppState, RateLimits, RedbStore};
+use roam_server::{AppState, RateLimits};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 mod common;
-use common::{Owner, add_device, assert_err, enc, migration_step, move_to, now, verify_bundle};
+use common::{
+    Backend, Owner, add_device, assert_err, enc, migration_step, move_to, now, verify_bundle,
+};
 
 /// A homeserver of the test federation.
 struct Node {
@@ -30,6 +32,7 @@ struct Node {
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<std::io::Result<()>>>,
     dir: Option<tempfile::TempDir>,
+    backend: Backend,
 }
 
 impl Node {
@@ -43,8 +46,13 @@ impl Node {
     }
 }
 
-/// Starts one server per name, all knowing each other's addresses.
+/// Starts one server per name, all knowing each other's addresses, each on redb.
 async fn federation(names: &[&str]) -> Vec<Node> {
+    federation_on(names, |_| Backend::Redb).await
+}
+
+/// Starts one server per name on the store `backend` picks for it.
+async fn federation_on(names: &[&str], backend: impl Fn(&str) -> Backend) -> Vec<Node> {
     let mut listeners = Vec::new();
     let mut overrides = BTreeMap::new();
     for n in names {
@@ -64,8 +72,9 @@ async fn federation(names: &[&str]) -> Vec<Node> {
         config.rate_limits = RateLimits::unlimited();
         config.federation_overrides = overrides.clone();
         let fed = HttpFederation::new(&config).unwrap();
-        let store = RedbStore::open_dir(dir.path()).unwrap();
-        let state = AppState::with_federation(config, Arc::new(store), Arc::new(fed)).unwrap();
+        let backend = backend(&name);
+        let store = backend.open(dir.path()).await;
+        let state = AppState::with_federation(config, store, Arc::new(fed)).unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(roam_server::run(listener, state, async move {
             let _ = rx.await;
@@ -76,6 +85,7 @@ async fn federation(names: &[&str]) -> Vec<Node> {
             shutdown: Some(tx),
             handle: Some(handle),
             dir: Some(dir),
+            backend,
         });
     }
     nodes
@@ -201,7 +211,18 @@ fn resolver(nodes: &[&Node]) -> NetworkResolver {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_login_device_and_bundle() {
-    let nodes = federation(&["a.test"]).await;
+    create_login_device_and_bundle_on(federation(&["a.test"]).await).await;
+}
+
+/// The portable log commit path (register with a log, key login, devices signed into the
+/// log, bundles) on a PostgreSQL store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_login_device_and_bundle_on_postgres() {
+    let nodes = federation_on(&["a.test"], |_| Backend::postgres()).await;
+    create_login_device_and_bundle_on(nodes).await;
+}
+
+async fn create_login_device_and_bundle_on(nodes: Vec<Node>) {
     let a = &nodes[0];
     let mut alice = Owner::new(1, "@alice:a.test", &["a.test"]);
     let did = alice.did();
@@ -495,7 +516,17 @@ async fn bad_input_gets_documented_errcodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_with_old_server_up_then_down() {
-    let mut nodes = federation(&["a.test", "b.test"]).await;
+    migrate_with_old_server_up_then_down_on(federation(&["a.test", "b.test"]).await).await;
+}
+
+/// The same migration with both servers on PostgreSQL (one database each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_with_old_server_up_then_down_on_postgres() {
+    let nodes = federation_on(&["a.test", "b.test"], |_| Backend::postgres()).await;
+    migrate_with_old_server_up_then_down_on(nodes).await;
+}
+
+async fn migrate_with_old_server_up_then_down_on(mut nodes: Vec<Node>) {
     let mut alice = Owner::new(10, "@alice:a.test", &["a.test"]);
     let did = alice.did();
     assert_eq!(register(&nodes[0], &alice, "alice").await.0, 200);
@@ -817,8 +848,8 @@ async fn restart(old: &mut Node) -> Node {
     let mut config = ServerConfig::for_server_name(old.name.clone(), addr, path.clone());
     config.rate_limits = RateLimits::unlimited();
     let fed = HttpFederation::new(&config).unwrap();
-    let store = RedbStore::open_dir(&path).unwrap();
-    let state = AppState::with_federation(config, Arc::new(store), Arc::new(fed)).unwrap();
+    let store = old.backend.open(&path).await;
+    let state = AppState::with_federation(config, store, Arc::new(fed)).unwrap();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(roam_server::run(listener, state, async move {
         let _ = rx.await;
@@ -829,6 +860,7 @@ async fn restart(old: &mut Node) -> Node {
         shutdown: Some(tx),
         handle: Some(handle),
         dir: Some(dir),
+        backend: old.backend.clone(),
     }
 }
 

@@ -1,14 +1,16 @@
-//! `roam admin`: maintenance on a data directory. It opens the redb file directly, which
-//! redb allows to one process at a time: stop `roam serve` first (the command says so if
-//! the file is busy).
+//! `roam admin`: maintenance on a data directory or a PostgreSQL store. It opens the redb
+//! file directly, which redb allows to one process at a time: stop `roam serve` first (the
+//! command says so if the file is busy). With `--database-url` it works on PostgreSQL while
+//! the servers keep running.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use roam_server::config::DEFAULT_DATA_DIR;
 use roam_server::secrets;
-use roam_server::store::{RegistrationToken, Store};
+use roam_server::store::{PgStore, RegistrationToken, Store};
 use roam_server::{RedbStore, StoreError};
 
 #[derive(Debug, Args)]
@@ -31,6 +33,9 @@ struct DataDir {
     /// The server's data directory.
     #[arg(long, env = "ROAM_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
+    /// The server's PostgreSQL store (postgres://…) instead of the data directory.
+    #[arg(long, env = "ROAM_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -62,13 +67,30 @@ enum TokenCommand {
     },
 }
 
-fn open(dir: &DataDir) -> anyhow::Result<RedbStore> {
-    match RedbStore::open_dir(&dir.data_dir) {
+fn open(dir: &DataDir) -> anyhow::Result<Arc<dyn Store>> {
+    open_store(&dir.data_dir, dir.database_url.as_deref(), 2)
+}
+
+/// Opens the configured store: PostgreSQL when a `database_url` is given, otherwise redb in
+/// `data_dir`.
+pub fn open_store(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    pool_size: u32,
+) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(url) = database_url {
+        let store = PgStore::connect(url, pool_size)
+            .with_context(|| format!("opening the store at {}", PgStore::redacted(url)))?;
+        return Ok(Arc::new(store));
+    }
+    match RedbStore::open_dir(data_dir) {
         Err(StoreError::Locked) => anyhow::bail!(
             "{} is in use by a running roam server; stop it, run this command, then start it again",
-            dir.data_dir.display()
+            data_dir.display()
         ),
-        other => other.with_context(|| format!("opening the store in {}", dir.data_dir.display())),
+        other => Ok(Arc::new(other.with_context(|| {
+            format!("opening the store in {}", data_dir.display())
+        })?)),
     }
 }
 

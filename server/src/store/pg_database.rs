@@ -31,7 +31,20 @@ const MAX_ATTEMPTS: usize = 20;
 #[derive(Debug)]
 pub struct PgStore {
     pub(super) pool: PgPool,
-    runtime: Option<tokio::runtime::Runtime>,
+    runtime: OwnedRuntime,
+}
+
+/// The pool's runtime. It may be dropped on an async worker, where a blocking shutdown
+/// panics, so it shuts down in the background.
+#[derive(Debug)]
+struct OwnedRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnedRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// How busy the connection pool is, for `/metrics`.
@@ -66,16 +79,25 @@ fn retryable(e: &StoreError) -> bool {
     matches!(db.code().as_deref(), Some("40001" | "40P01"))
 }
 
-fn runtime() -> StoreResult<tokio::runtime::Runtime> {
+fn runtime() -> StoreResult<OwnedRuntime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("roam-pg")
         .enable_all()
         .build()
+        .map(|rt| OwnedRuntime(Some(rt)))
         .map_err(|e| StoreError::Backend {
             context: "starting the database runtime",
             source: Box::new(e),
         })
+}
+
+/// Runs `fut` on the calling thread with `rt` entered (its reactor and timers serve the
+/// pool's sockets). Unlike `Runtime::block_on` this also works on a thread of another
+/// runtime (a sync store call from async code, as redb's calls are too).
+fn block_in<T>(rt: &OwnedRuntime, fut: impl Future<Output = T>) -> T {
+    let _guard = rt.0.as_ref().map(|rt| rt.enter());
+    futures::executor::block_on(fut)
 }
 
 fn options(url: &str) -> StoreResult<PgConnectOptions> {
@@ -89,7 +111,7 @@ impl PgStore {
     pub fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
         let opts = options(url)?;
         let runtime = runtime()?;
-        let pool = runtime.block_on(async {
+        let pool = block_in(&runtime, async {
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections.max(1))
                 .acquire_timeout(Duration::from_secs(10))
@@ -105,10 +127,7 @@ impl PgStore {
                 })?;
             Ok::<_, StoreError>(pool)
         })?;
-        Ok(Self {
-            pool,
-            runtime: Some(runtime),
-        })
+        Ok(Self { pool, runtime })
     }
 
     /// Creates the database `name` on the server `url` points at (for tests and for
@@ -122,7 +141,7 @@ impl PgStore {
         if !valid {
             return Err(StoreError::NotFound("valid database name"));
         }
-        runtime()?.block_on(async {
+        block_in(&runtime()?, async {
             let mut conn = options(url)?
                 .connect()
                 .await
@@ -152,14 +171,22 @@ impl PgStore {
         Ok(parsed.into())
     }
 
+    /// `url` without its password, for messages and logs.
+    pub fn redacted(url: &str) -> String {
+        match url::Url::parse(url) {
+            Ok(mut u) => {
+                if u.password().is_some() {
+                    let _ = u.set_password(Some("***"));
+                }
+                u.into()
+            }
+            Err(_) => "(unparsable database_url)".into(),
+        }
+    }
+
     /// Runs `fut` to completion on the calling thread, with the pool's runtime entered.
     pub(super) fn block<T>(&self, fut: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
-        let rt = self
-            .runtime
-            .as_ref()
-            .ok_or(StoreError::NotFound("runtime"))?;
-        let _guard = rt.enter();
-        futures::executor::block_on(fut)
+        block_in(&self.runtime, fut)
     }
 
     /// Runs `f` in one serializable transaction and commits it before returning; a
@@ -206,15 +233,6 @@ impl PgStore {
             size: self.pool.size(),
             idle: self.pool.num_idle() as u32,
             max: self.pool.options().get_max_connections(),
-        }
-    }
-}
-
-impl Drop for PgStore {
-    fn drop(&mut self) {
-        // The store may be dropped on an async worker, where a blocking shutdown panics.
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
         }
     }
 }
