@@ -74,6 +74,7 @@ impl AppState {
             federation,
         );
         let limits = config.rate_limits;
+        let uia = UiaSessions::for_store(db.store());
         Ok(Self(Arc::new(Inner {
             limiters: Limiters {
                 register_per_ip: RateLimiter::new(limits.register_per_ip),
@@ -92,7 +93,7 @@ impl AppState {
             config,
             db,
             signer,
-            uia: UiaSessions::default(),
+            uia,
             portable,
             metrics,
         })))

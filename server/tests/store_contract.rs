@@ -3,9 +3,6 @@
 //! server named by `ROAM_TEST_DATABASE_URL`, which `scripts/test.sh` starts; without it the
 //! PostgreSQL half fails with a message saying so).
 
-#[allow(dead_code)] // the handler helpers in support are for handlers.rs
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -84,6 +81,33 @@ fn commit(d: &Did, expected: Option<OpHash>, ops: &[u64], bind: &[&str]) -> LogC
         unbind: Vec::new(),
         devices: Vec::new(),
     }
+}
+
+/// A store on a redb file in a fresh temp dir (kept alive by the returned guard).
+pub fn redb_file_store() -> (tempfile::TempDir, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = roam_server::RedbStore::open_dir(dir.path()).unwrap();
+    (dir, Arc::new(store))
+}
+
+/// A store on a fresh PostgreSQL database (its own, so tests run in parallel) on the server
+/// `ROAM_TEST_DATABASE_URL` names. `scripts/test.sh` starts one (scripts/pg.sh).
+pub fn pg_store() -> Arc<dyn Store> {
+    use roam_server::store::PgStore;
+    let url = std::env::var("ROAM_TEST_DATABASE_URL").expect(
+        "ROAM_TEST_DATABASE_URL is not set: the PostgreSQL tests need a server; run \
+         `eval \"$(bash scripts/pg.sh start)\"` (scripts/test.sh does this)",
+    );
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let name = format!("roam_t_{}_{n}_{nanos}", std::process::id());
+    PgStore::create_database(&url, &name).unwrap();
+    let url = PgStore::url_with_database(&url, &name).unwrap();
+    Arc::new(PgStore::connect(&url, 8).unwrap())
 }
 
 // --- the contract ---
@@ -459,14 +483,14 @@ macro_rules! contract {
         mod redb {
             $(#[test]
             fn $name() {
-                let (_dir, store) = super::support::redb_file_store();
+                let (_dir, store) = super::redb_file_store();
                 super::$name(store.as_ref());
             })*
         }
         mod postgres {
             $(#[test]
             fn $name() {
-                let store = super::support::pg_store();
+                let store = super::pg_store();
                 super::$name(store.as_ref());
             })*
         }
@@ -488,19 +512,72 @@ contract!(
 
 #[test]
 fn redb_concurrent_commits_on_one_head_let_one_win() {
-    let (_dir, store) = support::redb_file_store();
+    let (_dir, store) = redb_file_store();
     concurrent_commits_on_one_head_let_one_win(store);
 }
 
 #[test]
 fn postgres_concurrent_commits_on_one_head_let_one_win() {
-    concurrent_commits_on_one_head_let_one_win(support::pg_store());
+    concurrent_commits_on_one_head_let_one_win(pg_store());
 }
 
 #[test]
 fn postgres_pool_stats_are_reported() {
-    let store = support::pg_store();
+    let store = pg_store();
     store.ping().unwrap();
     let stats = store.pool_stats().expect("a PostgreSQL store has a pool");
     assert!(stats.size >= 1 && stats.size <= stats.max, "{stats:?}");
+}
+
+#[test]
+fn postgres_shared_state_is_capped_expiring_and_single_use() {
+    use roam_server::store::{SharedCaps, SharedEntry};
+    let s = pg_store();
+    assert!(s.is_shared());
+    let entry = |id: &str, owner: &str, client: &str, expires_at: u64| SharedEntry {
+        kind: "test",
+        id: id.into(),
+        value: json!({"id": id}),
+        expires_at,
+        owner: owner.into(),
+        client: client.into(),
+    };
+    let caps = SharedCaps {
+        per_owner_client: 2,
+        per_client: 3,
+        total: 4,
+    };
+    let insert = |e: SharedEntry| s.shared_insert_capped(e, caps, 100).unwrap();
+    assert!(insert(entry("a1", "alice", "10.0.0.1", 1000)));
+    assert!(insert(entry("a2", "alice", "10.0.0.1", 1001)));
+    // A third for the same pair retires the pair's oldest.
+    assert!(insert(entry("a3", "alice", "10.0.0.1", 1002)));
+    assert!(s.shared_get("test", "a1", 100).unwrap().is_none());
+    assert!(insert(entry("b1", "bob", "10.0.0.1", 1003)));
+    // The client is at its cap: refused, and nothing is evicted.
+    assert!(!insert(entry("c1", "carol", "10.0.0.1", 1004)));
+    assert!(insert(entry("d1", "dan", "10.0.0.2", 1005)));
+    // The total is at its cap.
+    assert!(!insert(entry("e1", "erin", "10.0.0.3", 1006)));
+    assert_eq!(
+        s.shared_get("test", "a2", 100).unwrap(),
+        Some(json!({"id": "a2"}))
+    );
+    // Expired at 1001: gone for readers and takers.
+    assert!(s.shared_get("test", "a2", 1001).unwrap().is_none());
+    assert!(s.shared_take("test", "a2", 1001).unwrap().is_none());
+    assert!(s.shared_take("test", "a3", 100).unwrap().is_some());
+    assert!(s.shared_take("test", "a3", 100).unwrap().is_none());
+    s.shared_put(entry("a3", "", "", 2000)).unwrap();
+    assert!(s.shared_get("test", "a3", 1500).unwrap().is_some());
+}
+
+#[test]
+fn redb_keeps_shared_state_in_memory() {
+    let (_dir, s) = redb_file_store();
+    assert!(!s.is_shared());
+    assert!(matches!(
+        s.shared_get("test", "x", 1),
+        Err(StoreError::Unsupported(_))
+    ));
 }

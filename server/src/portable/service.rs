@@ -10,7 +10,7 @@ use roam_identity_core::log::{AccountState, VerifiedLog};
 use roam_identity_core::{Did, Millis, ServerName, UserId};
 use serde_json::Value;
 
-use super::challenge::Challenges;
+use super::challenge::{ChallengeError, Challenges};
 use super::federation::Federation;
 use super::oprate::OpRateLimiter;
 use super::rules::{self, attestations_for, attestations_stale};
@@ -97,12 +97,12 @@ impl Portable {
         federation: Arc<dyn Federation>,
     ) -> Self {
         Self {
+            challenges: Challenges::for_store(db.store()),
             db,
             server: config.server_name.clone(),
             signer,
             metrics,
             federation,
-            challenges: Challenges::default(),
             op_limits: OpRateLimiter::new(config.op_limits),
             locks: DidLocks::default(),
         }
@@ -276,7 +276,7 @@ impl Portable {
         let log = match self.hosted_log(user_id).await? {
             Ok(Some(log)) => log,
             other => {
-                self.challenges.discard(&challenge);
+                self.challenges.discard(&challenge, now_ms());
                 return Err(match other {
                     Err(e) => e.into(),
                     _ => AppError::Forbidden("Invalid username or key signature".into()),
@@ -292,7 +292,10 @@ impl Portable {
                 &log.state.update_key,
                 now_ms(),
             )
-            .map_err(|e| AppError::Forbidden(format!("Key login failed: {e}")))?;
+            .map_err(|e| match e {
+                ChallengeError::Store(message) => AppError::Internal(message),
+                e => AppError::Forbidden(format!("Key login failed: {e}")),
+            })?;
         Metrics::add(&self.metrics.key_logins, 1);
         Ok(())
     }

@@ -16,6 +16,7 @@ use crate::error::AppError;
 use crate::extract::{
     Authenticated, ClientIp, MatrixJson, PathParam, QueryParams, RawBody, from_body_value,
 };
+use crate::portable::challenge::ChallengeError;
 use crate::portable::commit::AccountMode;
 use crate::portable::migrate::MigrateRequest;
 use crate::routes::account;
@@ -207,8 +208,11 @@ pub async fn login_challenge(
         .portable()
         .challenges
         .issue(&user, ip.key(), random, now_ms())
-        .map_err(|_| AppError::LimitExceeded {
-            retry_after_ms: 1000,
+        .map_err(|e| match e {
+            ChallengeError::Store(message) => AppError::Internal(message),
+            _ => AppError::LimitExceeded {
+                retry_after_ms: 1000,
+            },
         })?;
     Ok(Json(
         json!({"challenge": challenge, "expires_at": expires_at}),

@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use roam_identity_core::{DeviceId, Millis, UserId};
 use serde_json::Value;
 
-use super::error::StoreResult;
+use super::error::{StoreError, StoreResult};
 use super::logs::LogStore;
 use super::records::{
     Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,
-    OldServerKey, OneTimeKey, RefreshedTokens, RegistrationToken, ServerKeyRecord, SigningSnapshot,
-    TokenOwner,
+    OldServerKey, OneTimeKey, RefreshedTokens, RegistrationToken, ServerKeyRecord, SharedCaps,
+    SharedEntry, SigningSnapshot, TokenOwner,
 };
 
 /// The durable state of one homeserver.
@@ -143,5 +143,37 @@ pub trait Store: LogStore + Send + Sync + std::fmt::Debug + 'static {
     /// How busy the connection pool is, for a store that has one.
     fn pool_stats(&self) -> Option<super::pg_database::PoolStats> {
         None
+    }
+
+    // --- short-lived state shared by several nodes ---
+
+    /// True when several server processes may share this store (PostgreSQL): UIA sessions
+    /// and key-login challenges then live here (the methods below) instead of in one
+    /// process's memory.
+    fn is_shared(&self) -> bool {
+        false
+    }
+    /// Stores (or replaces) an entry.
+    fn shared_put(&self, _entry: SharedEntry) -> StoreResult<()> {
+        Err(StoreError::Unsupported("shared node state"))
+    }
+    /// Stores a new entry within `caps` (counting live entries of its kind): false, and
+    /// nothing written, when the client or the total is at its cap.
+    fn shared_insert_capped(
+        &self,
+        _entry: SharedEntry,
+        _caps: SharedCaps,
+        _now: Millis,
+    ) -> StoreResult<bool> {
+        Err(StoreError::Unsupported("shared node state"))
+    }
+    /// The live entry (`None` when missing or expired at `now`).
+    fn shared_get(&self, _kind: &str, _id: &str, _now: Millis) -> StoreResult<Option<Value>> {
+        Err(StoreError::Unsupported("shared node state"))
+    }
+    /// Removes the entry and returns it if it was live (single use: of two nodes taking it
+    /// at once, one gets it).
+    fn shared_take(&self, _kind: &str, _id: &str, _now: Millis) -> StoreResult<Option<Value>> {
+        Err(StoreError::Unsupported("shared node state"))
     }
 }

@@ -14,8 +14,8 @@
 //! implementation in
 //! `redb_database.rs` (the database, transactions, row encoding), `redb_store.rs` and
 //! `redb_logs.rs`; the PostgreSQL implementation (several nodes on one database) in
-//! `pg_database.rs` (pool, migrations in `pg/`, serializable transactions), `pg_store.rs`
-//! and `pg_logs.rs`. This file only names them.
+//! `pg_database.rs` (pool, migrations in `pg/`, serializable transactions), `pg_store.rs`,
+//! `pg_logs.rs` and `pg_shared.rs` (UIA sessions and login challenges shared by nodes). This file only names them.
 
 mod accounts;
 mod db;
@@ -23,6 +23,7 @@ mod error;
 pub mod logs;
 mod pg_database;
 mod pg_logs;
+mod pg_shared;
 mod pg_store;
 mod records;
 mod redb_database;
@@ -37,7 +38,7 @@ pub use logs::{EvidenceCap, ExportedOp, LogCommit, LogStore, LogSummary, OpWindo
 pub use pg_database::{PgStore, PoolStats};
 pub use records::{
     Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,
-    OldServerKey, OneTimeKey, RefreshedTokens, RegistrationToken, ServerKeyRecord, SigningSnapshot,
-    TokenOwner,
+    OldServerKey, OneTimeKey, RefreshedTokens, RegistrationToken, ServerKeyRecord, SharedCaps,
+    SharedEntry, SigningSnapshot, TokenOwner,
 };
 pub use redb_database::RedbStore;

@@ -22,7 +22,10 @@ use super::redb_database::token_key;
 
 /// The versioned schema, applied in order on start (recorded in `_sqlx_migrations`).
 /// A new table is a new file here; existing files never change.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", include_str!("pg/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("pg/0001_initial.sql")),
+    (2, "shared state", include_str!("pg/0002_shared_state.sql")),
+];
 
 /// How many transaction attempts a serialization failure may cost before giving up.
 const MAX_ATTEMPTS: usize = 20;

@@ -13,10 +13,11 @@ use super::error::{StoreError, StoreResult};
 use super::pg_database::{
     PgStore, PoolStats, insert_account, opt_u64, put_session, to_i64, to_u64,
 };
+use super::pg_shared;
 use super::records::{
     Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,
-    OldServerKey, OneTimeKey, RefreshedTokens, RegistrationToken, ServerKeyRecord, SigningSnapshot,
-    TokenOwner,
+    OldServerKey, OneTimeKey, RefreshedTokens, RegistrationToken, ServerKeyRecord, SharedCaps,
+    SharedEntry, SigningSnapshot, TokenOwner,
 };
 use super::redb_database::{from_json, to_json, token_key};
 
@@ -882,5 +883,30 @@ impl Store for PgStore {
 
     fn pool_stats(&self) -> Option<PoolStats> {
         Some(PgStore::pool_stats(self))
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn shared_put(&self, entry: SharedEntry) -> StoreResult<()> {
+        self.txn(async |c| pg_shared::put(c, &entry).await)
+    }
+
+    fn shared_insert_capped(
+        &self,
+        entry: SharedEntry,
+        caps: SharedCaps,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        self.txn(async |c| pg_shared::insert_capped(c, &entry, caps, now).await)
+    }
+
+    fn shared_get(&self, kind: &str, id: &str, now: Millis) -> StoreResult<Option<Value>> {
+        self.txn(async |c| pg_shared::get(c, kind, id, now).await)
+    }
+
+    fn shared_take(&self, kind: &str, id: &str, now: Millis) -> StoreResult<Option<Value>> {
+        self.txn(async |c| pg_shared::take(c, kind, id, now).await)
     }
 }

@@ -124,30 +124,3 @@ pub async fn post(
 pub async fn put(app: &Router, uri: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
     call(app, Method::PUT, uri, token, Some(body)).await
 }
-
-/// A store on a redb file in a fresh temp dir (kept alive by the returned guard).
-pub fn redb_file_store() -> (tempfile::TempDir, Arc<dyn roam_server::Store>) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RedbStore::open_dir(dir.path()).unwrap();
-    (dir, Arc::new(store))
-}
-
-/// A store on a fresh PostgreSQL database (its own, so tests run in parallel) on the server
-/// `ROAM_TEST_DATABASE_URL` names. `scripts/test.sh` starts one (scripts/pg.sh).
-pub fn pg_store() -> Arc<dyn roam_server::Store> {
-    use roam_server::store::PgStore;
-    let url = std::env::var("ROAM_TEST_DATABASE_URL").expect(
-        "ROAM_TEST_DATABASE_URL is not set: the PostgreSQL tests need a server; run \
-         `eval \"$(bash scripts/pg.sh start)\"` (scripts/test.sh does this)",
-    );
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let name = format!("roam_t_{}_{n}_{nanos}", std::process::id());
-    PgStore::create_database(&url, &name).unwrap();
-    let url = PgStore::url_with_database(&url, &name).unwrap();
-    Arc::new(PgStore::connect(&url, 8).unwrap())
-}
