@@ -176,3 +176,139 @@ async fn serve_and_admin_tokens() {
     );
     assert!(!ok && err.contains("server_nam"), "{err}");
 }
+
+/// Registers `alice` (password) and a portable account with a log on a redb server in
+/// `data`; returns alice's token, the DID and the server key document.
+async fn fill_redb_store(data: &Path) -> (String, String, Value) {
+    let server = common::start(data, |_| {}).await;
+    let anon = server.client();
+    let alice = anon.register("alice", "secret-a").await;
+    let owner = common::Owner::new(
+        7,
+        &format!("@dee:{}", common::SERVER_NAME),
+        &[common::SERVER_NAME],
+    );
+    let (s, v) = anon
+        .post(
+            "/_matrix/client/v3/register",
+            json!({"username": "dee", "auth": {"type": "m.login.dummy"},
+                   "org.roam.genesis": owner.ops[0].value, "inhibit_login": true}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (_, keys) = anon.get("/_matrix/key/v2/server").await;
+    let token = alice.token.clone().unwrap();
+    server.stop().await;
+    (
+        token,
+        owner.did().as_str().to_owned(),
+        keys["verify_keys"].clone(),
+    )
+}
+
+/// `roam admin migrate-store` copies a redb data directory into PostgreSQL (logs verified),
+/// runs again without harm (resume), and `roam serve --database-url` then serves the same
+/// accounts, tokens, logs and server key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_store_to_postgres_then_serve() {
+    let bin = roam_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (token, did, verify_keys) = fill_redb_store(&data).await;
+    let common::Backend::Postgres(url) = common::Backend::postgres() else {
+        unreachable!()
+    };
+    let args = [
+        "admin",
+        "migrate-store",
+        "--from",
+        data.to_str().unwrap(),
+        "--to",
+        &url,
+    ];
+    let (ok, out, err) = roam(&bin, &args);
+    assert!(ok && out.contains("1 account logs verified"), "{out}{err}");
+    // Again (as after an interruption): nothing is duplicated or refused.
+    let (ok, out, err) = roam(&bin, &args);
+    assert!(ok && out.contains("1 account logs verified"), "{out}{err}");
+
+    let (mut child, base) = serve(
+        &bin,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--server-name",
+            common::SERVER_NAME,
+            "--database-url",
+            &url,
+        ],
+        &[],
+    );
+    let client = common::Client {
+        http: reqwest::Client::new(),
+        base,
+        token: None,
+    };
+    let (s, v) = client
+        .with_token(&token)
+        .get("/_matrix/client/v3/account/whoami")
+        .await;
+    assert_eq!(
+        (s, v["user_id"].as_str()),
+        (200, Some("@alice:roam.test")),
+        "{v}"
+    );
+    let (s, keys) = client.get("/_matrix/key/v2/server").await;
+    assert_eq!((s, &keys["verify_keys"]), (200, &verify_keys));
+    let (s, v) = client.get(&format!("/_roam/v1/accounts/{did}")).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, health) = client.get("/health").await;
+    assert_eq!((s, health.as_str()), (200, Some("OK")));
+    client.login("alice", "secret-a", None).await;
+    terminate(&mut child);
+}
+
+/// A log that does not verify stops the copy, naming the DID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_store_refuses_a_log_that_does_not_verify() {
+    use redb::ReadableTable;
+    let bin = roam_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_, did, _) = fill_redb_store(&data).await;
+    {
+        let db = redb::Database::create(data.join("roam.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut ops = txn.open_table(roam_server::store::tables::LOG_OPS).unwrap();
+            let (key, text) = {
+                let (k, v) = ops.iter().unwrap().next().unwrap().unwrap();
+                let (d, h) = k.value();
+                ((d.to_owned(), h.to_owned()), v.value().to_owned())
+            };
+            let mut op: Value = serde_json::from_str(&text).unwrap();
+            op["created_at"] = json!(op["created_at"].as_u64().unwrap_or(0) + 1);
+            ops.insert((key.0.as_str(), key.1.as_str()), op.to_string().as_str())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let common::Backend::Postgres(url) = common::Backend::postgres() else {
+        unreachable!()
+    };
+    let (ok, out, err) = roam(
+        &bin,
+        &[
+            "admin",
+            "migrate-store",
+            "--from",
+            data.to_str().unwrap(),
+            "--to",
+            &url,
+        ],
+    );
+    assert!(
+        !ok && err.contains(&did) && err.contains("does not verify"),
+        "{out}{err}"
+    );
+}

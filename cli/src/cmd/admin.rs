@@ -10,7 +10,10 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use roam_server::config::DEFAULT_DATA_DIR;
 use roam_server::secrets;
+use roam_server::store::copy::copy_redb_to_postgres;
 use roam_server::store::{PgStore, RegistrationToken, Store};
+
+use super::common::Progress;
 use roam_server::{RedbStore, StoreError};
 
 #[derive(Debug, Args)]
@@ -25,6 +28,16 @@ enum AdminCommand {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Copy a redb data directory into PostgreSQL, verifying every account log on the way.
+    /// Stop `roam serve` first; if interrupted, run it again: it resumes.
+    MigrateStore {
+        /// The data directory to copy (its roam.redb).
+        #[arg(long)]
+        from: PathBuf,
+        /// postgres://user:password@host:port/database to copy into (the schema is created).
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -95,7 +108,10 @@ pub fn open_store(
 }
 
 pub fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let AdminCommand::Token { command } = args.command;
+    let command = match args.command {
+        AdminCommand::Token { command } => command,
+        AdminCommand::MigrateStore { from, to } => return migrate_store(&from, &to),
+    };
     match command {
         TokenCommand::Create {
             dir,
@@ -158,5 +174,45 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             println!("revoked {token}");
         }
     }
+    Ok(())
+}
+
+/// `roam admin migrate-store`: copies the redb store in `from` into PostgreSQL at `to`.
+fn migrate_store(from: &Path, to: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        from.join("roam.redb").is_file(),
+        "{} has no roam.redb: not a roam data directory",
+        from.display()
+    );
+    let source = match RedbStore::open_dir(from) {
+        Err(StoreError::Locked) => anyhow::bail!(
+            "{} is in use by a running roam server; stop it first",
+            from.display()
+        ),
+        other => other.with_context(|| format!("opening the store in {}", from.display()))?,
+    };
+    let target = PgStore::connect(to, 4)
+        .with_context(|| format!("opening the store at {}", PgStore::redacted(to)))?;
+    let mut bar: Option<Progress> = None;
+    let mut progress = |what: &str, _done: u64, total: u64| {
+        bar.get_or_insert_with(|| Progress::bar(total, "copying"))
+            .step(what);
+    };
+    let report = copy_redb_to_postgres(
+        &source,
+        &target,
+        roam_server::state::now_ms(),
+        &mut progress,
+    )
+    .context("copying the store")?;
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    println!(
+        "copied {} rows into {}; {} account logs verified",
+        report.rows,
+        PgStore::redacted(to),
+        report.logs_verified
+    );
     Ok(())
 }

@@ -15,9 +15,11 @@
 //! `redb_database.rs` (the database, transactions, row encoding), `redb_store.rs` and
 //! `redb_logs.rs`; the PostgreSQL implementation (several nodes on one database) in
 //! `pg_database.rs` (pool, migrations in `pg/`, serializable transactions), `pg_store.rs`,
-//! `pg_logs.rs` and `pg_shared.rs` (UIA sessions and login challenges shared by nodes). This file only names them.
+//! `pg_logs.rs` and `pg_shared.rs` (UIA sessions and login challenges shared by nodes);
+//! [`copy`] moves a redb store into PostgreSQL. This file only names them.
 
 mod accounts;
+pub mod copy;
 mod db;
 mod error;
 pub mod logs;

@@ -1,0 +1,552 @@
+//! Copying a redb store into PostgreSQL (`roam admin migrate-store`): every table, row for
+//! row, each account log verified on the way (a log that does not verify, or whose verified
+//! head is not the stored head, stops the copy). Resumable: rows already in the target are
+//! kept (`ON CONFLICT DO NOTHING`) and counters only move forward, so running the command
+//! again after an interruption finishes the job. Each batch is one transaction.
+
+use redb::ReadableTable;
+use roam_identity_core::{Did, Millis, OpHash};
+use sqlx::PgConnection;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+
+use super::error::StoreError;
+use super::pg_database::{PgStore, to_i64};
+use super::redb_database::{RedbStore, decode_u64, from_json, to_json};
+use super::tables as t;
+
+/// Rows written per transaction.
+const BATCH: usize = 500;
+
+/// Why a copy stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the account log of {did} does not verify: {source}")]
+    LogInvalid {
+        did: String,
+        source: roam_identity_core::log::LogError,
+    },
+    #[error("the stored head of {did} is not the head its log verifies to")]
+    HeadMismatch { did: String },
+    #[error("the target already has another server signing key; it belongs to another server")]
+    ServerKeyDiffers,
+}
+
+/// One column value of a copied row.
+#[derive(Debug, Clone)]
+enum Col {
+    Text(String),
+    OptText(Option<String>),
+    Int(i64),
+    OptInt(Option<i64>),
+    Bytes(Vec<u8>),
+    OptBytes(Option<Vec<u8>>),
+    Bool(bool),
+    TextArr(Vec<String>),
+    IntArr(Vec<i64>),
+}
+
+fn bind<'q>(
+    q: Query<'q, sqlx::Postgres, PgArguments>,
+    c: Col,
+) -> Query<'q, sqlx::Postgres, PgArguments> {
+    match c {
+        Col::Text(v) => q.bind(v),
+        Col::OptText(v) => q.bind(v),
+        Col::Int(v) => q.bind(v),
+        Col::OptInt(v) => q.bind(v),
+        Col::Bytes(v) => q.bind(v),
+        Col::OptBytes(v) => q.bind(v),
+        Col::Bool(v) => q.bind(v),
+        Col::TextArr(v) => q.bind(v),
+        Col::IntArr(v) => q.bind(v),
+    }
+}
+
+/// Rows of one target table and the insert that writes one.
+#[derive(Debug)]
+struct TableCopy {
+    name: &'static str,
+    sql: &'static str,
+    rows: Vec<Vec<Col>>,
+}
+
+/// What a finished copy moved.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CopyReport {
+    pub rows: u64,
+    pub logs_verified: u64,
+}
+
+/// Progress: (what is being copied, units done, units in all).
+pub type Progress<'a> = dyn FnMut(&str, u64, u64) + 'a;
+
+fn hex_bytes(h: &str) -> Result<Vec<u8>, StoreError> {
+    hex::decode(h).map_err(StoreError::corrupt("token hash"))
+}
+
+fn u(v: u64) -> Col {
+    Col::Int(to_i64(v))
+}
+
+fn ou(v: Option<u64>) -> Col {
+    Col::OptInt(v.map(to_i64))
+}
+
+/// The Matrix half: accounts, devices, tokens, keys, signatures, registration tokens.
+fn matrix_tables(from: &RedbStore) -> Result<Vec<TableCopy>, StoreError> {
+    from.read(|txn| {
+        let mut out = Vec::new();
+        let mut rows = Vec::new();
+        for e in txn.open_table(t::OLD_SERVER_KEYS)?.iter()? {
+            let (k, v) = e?;
+            let row: t::OldServerKeyRow = from_json(v.value())?;
+            let key = roam_identity_core::b64::decode(&row.public_key)
+                .map_err(StoreError::corrupt("old server key"))?;
+            rows.push(vec![
+                Col::Text(k.value().into()),
+                Col::Bytes(key),
+                u(row.expired_ts),
+            ]);
+        }
+        out.push(TableCopy {
+            name: "old server keys",
+            sql: "INSERT INTO old_server_keys VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            rows,
+        });
+        let mut rows = Vec::new();
+        for e in txn.open_table(t::ACCOUNTS)?.iter()? {
+            let (k, v) = e?;
+            let row: t::AccountRow = from_json(v.value())?;
+            rows.push(vec![
+                Col::Text(k.value().into()),
+                Col::OptText(row.password_hash),
+                u(row.created_at),
+            ]);
+        }
+        out.push(TableCopy {
+            name: "accounts",
+            sql: "INSERT INTO accounts VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            rows,
+        });
+        out.push(devices(txn)?);
+        out.extend(tokens(txn)?);
+        out.extend(keys(txn)?);
+        Ok(out)
+    })
+}
+
+fn devices(txn: &redb::ReadTransaction) -> Result<TableCopy, StoreError> {
+    let mut rows = Vec::new();
+    for e in txn.open_table(t::DEVICES)?.iter()? {
+        let (k, v) = e?;
+        let (user, device) = k.value();
+        let row: t::DeviceRow = from_json(v.value())?;
+        rows.push(vec![
+            Col::Text(user.into()),
+            Col::Text(device.into()),
+            Col::OptText(row.display_name),
+            u(row.created_at),
+            Col::OptBytes(row.token_hash.as_deref().map(hex_bytes).transpose()?),
+            Col::OptBytes(row.refresh_hash.as_deref().map(hex_bytes).transpose()?),
+            Col::OptText(row.last_seen_ip),
+            ou(row.last_seen_ts),
+        ]);
+    }
+    Ok(TableCopy {
+        name: "devices",
+        sql: "INSERT INTO devices VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        rows,
+    })
+}
+
+fn tokens(txn: &redb::ReadTransaction) -> Result<Vec<TableCopy>, StoreError> {
+    let mut access = Vec::new();
+    for e in txn.open_table(t::ACCESS_TOKENS)?.iter()? {
+        let (k, v) = e?;
+        let row: t::TokenRow = from_json(v.value())?;
+        access.push(vec![
+            Col::Bytes(k.value().to_vec()),
+            Col::Text(row.user_id),
+            Col::Text(row.device_id),
+            ou(row.expires_at),
+        ]);
+    }
+    let mut refresh = Vec::new();
+    for e in txn.open_table(t::REFRESH_TOKENS)?.iter()? {
+        let (k, v) = e?;
+        let row: t::TokenRow = from_json(v.value())?;
+        refresh.push(vec![
+            Col::Bytes(k.value().to_vec()),
+            Col::Text(row.user_id),
+            Col::Text(row.device_id),
+        ]);
+    }
+    let mut registration = Vec::new();
+    for e in txn.open_table(t::REGISTRATION_TOKENS)?.iter()? {
+        let (k, v) = e?;
+        let row: t::RegistrationTokenRow = from_json(v.value())?;
+        registration.push(vec![
+            Col::Text(k.value().into()),
+            Col::OptInt(row.uses_allowed.map(i64::from)),
+            Col::Int(i64::from(row.completed)),
+            ou(row.expiry_time),
+            u(row.created_at),
+        ]);
+    }
+    Ok(vec![
+        TableCopy {
+            name: "access tokens",
+            sql: "INSERT INTO access_tokens VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            rows: access,
+        },
+        TableCopy {
+            name: "refresh tokens",
+            sql: "INSERT INTO refresh_tokens VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            rows: refresh,
+        },
+        TableCopy {
+            name: "registration tokens",
+            sql: "INSERT INTO registration_tokens VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            rows: registration,
+        },
+    ])
+}
+
+/// Rows of a table keyed by string tuples with a string value, as text columns.
+fn text_rows<K: redb::Key + 'static>(
+    txn: &redb::ReadTransaction,
+    table: redb::TableDefinition<K, &'static str>,
+    key: impl Fn(K::SelfType<'_>) -> Vec<Col>,
+) -> Result<Vec<Vec<Col>>, StoreError> {
+    let mut rows = Vec::new();
+    for e in txn.open_table(table)?.iter()? {
+        let (k, v) = e?;
+        let mut row = key(k.value());
+        row.push(Col::Text(v.value().into()));
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+fn keys(txn: &redb::ReadTransaction) -> Result<Vec<TableCopy>, StoreError> {
+    let txt = |s: &str| Col::Text(s.to_owned());
+    let mut fallback = Vec::new();
+    for e in txn.open_table(t::FALLBACK_KEYS)?.iter()? {
+        let (k, v) = e?;
+        let (user, device, algorithm) = k.value();
+        let row: t::FallbackKeyRow = from_json(v.value())?;
+        fallback.push(vec![
+            txt(user),
+            txt(device),
+            txt(algorithm),
+            Col::Text(row.key_id),
+            Col::Text(to_json(&row.key)?),
+            Col::Bool(row.used),
+        ]);
+    }
+    let mut changes = Vec::new();
+    for e in txn.open_table(t::KEY_CHANGES)?.iter()? {
+        let (k, v) = e?;
+        changes.push(vec![u(k.value()), txt(v.value())]);
+    }
+    Ok(vec![
+        TableCopy {
+            name: "device keys",
+            sql: "INSERT INTO device_keys VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            rows: text_rows(txn, t::DEVICE_KEYS, |(a, b)| vec![txt(a), txt(b)])?,
+        },
+        TableCopy {
+            name: "one-time keys",
+            sql: "INSERT INTO one_time_keys VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            rows: text_rows(txn, t::ONE_TIME_KEYS, |(a, b, c)| {
+                vec![txt(a), txt(b), txt(c)]
+            })?,
+        },
+        TableCopy {
+            name: "fallback keys",
+            sql: "INSERT INTO fallback_keys VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            rows: fallback,
+        },
+        TableCopy {
+            name: "cross-signing keys",
+            sql: "INSERT INTO cross_signing_keys VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            rows: text_rows(txn, t::CROSS_SIGNING_KEYS, |(a, b)| vec![txt(a), txt(b)])?,
+        },
+        TableCopy {
+            name: "key signatures",
+            sql: "INSERT INTO key_signatures VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            rows: text_rows(txn, t::KEY_SIGNATURES, |(a, b, c, d)| {
+                vec![txt(a), txt(b), txt(c), txt(d)]
+            })?,
+        },
+        TableCopy {
+            name: "key changes",
+            sql: "INSERT INTO key_changes VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            rows: changes,
+        },
+    ])
+}
+
+/// The account-log half apart from the logs themselves: bindings, migrations, op windows
+/// and the export stream.
+fn portable_tables(from: &RedbStore) -> Result<Vec<TableCopy>, StoreError> {
+    from.read(|txn| {
+        let txt = |s: &str| Col::Text(s.to_owned());
+        let mut windows = Vec::new();
+        for e in txn.open_table(t::OP_WINDOWS)?.iter()? {
+            let (k, v) = e?;
+            let times: Vec<u64> = from_json(v.value())?;
+            windows.push(vec![
+                txt(k.value()),
+                Col::IntArr(times.into_iter().map(to_i64).collect()),
+            ]);
+        }
+        let mut export = Vec::new();
+        for e in txn.open_table(t::OP_EXPORT)?.iter()? {
+            let (k, v) = e?;
+            let (did, hash) = v.value();
+            export.push(vec![u(k.value()), txt(did), txt(hash)]);
+        }
+        Ok(vec![
+            TableCopy {
+                name: "user bindings",
+                sql: "INSERT INTO user_dids VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                rows: text_rows(txn, t::USER_DIDS, |a| vec![txt(a)])?,
+            },
+            TableCopy {
+                name: "migrations",
+                sql: "INSERT INTO migrations VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                rows: text_rows(txn, t::MIGRATIONS, |a| vec![txt(a)])?,
+            },
+            TableCopy {
+                name: "migrations by DID",
+                sql: "INSERT INTO migration_by_did VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                rows: text_rows(txn, t::MIGRATION_BY_DID, |a| vec![txt(a)])?,
+            },
+            TableCopy {
+                name: "op windows",
+                sql: "INSERT INTO op_windows VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                rows: windows,
+            },
+            TableCopy {
+                name: "export stream",
+                sql: "INSERT INTO op_export VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                rows: export,
+            },
+        ])
+    })
+}
+
+/// The `(did, hash) → text` rows of one DID, as (did, hash, text) columns.
+fn did_rows(
+    txn: &redb::ReadTransaction,
+    table: redb::TableDefinition<(&'static str, &'static str), &'static str>,
+    did: &str,
+) -> Result<Vec<Vec<Col>>, StoreError> {
+    let mut rows = Vec::new();
+    for e in txn
+        .open_table(table)?
+        .range((did, "")..=(did, t::PRINTABLE_END))?
+    {
+        let (k, v) = e?;
+        let (d, hash) = k.value();
+        rows.push(vec![
+            Col::Text(d.into()),
+            Col::Text(hash.into()),
+            Col::Text(v.value().into()),
+        ]);
+    }
+    Ok(rows)
+}
+
+/// Everything stored for one DID, its log verified at `now`.
+fn log_rows(from: &RedbStore, did: &Did, now: Millis) -> Result<Vec<TableCopy>, CopyError> {
+    let d = did.as_str();
+    let (ops, head, atts, evidence) = from.read(|txn| {
+        let ops = did_rows(txn, t::LOG_OPS, d)?;
+        let head: Option<t::LogSummaryRow> = txn
+            .open_table(t::LOG_HEADS)?
+            .get(d)?
+            .map(|v| from_json(v.value()))
+            .transpose()?;
+        let atts = txn
+            .open_table(t::ATTESTATIONS)?
+            .get(d)?
+            .map(|v| v.value().to_owned());
+        let evidence = did_rows(txn, t::FORK_EVIDENCE, d)?;
+        Ok((ops, head, atts, evidence))
+    })?;
+    let head = head.ok_or(StoreError::Dangling { what: "held DID" })?;
+    let values = ops
+        .iter()
+        .map(|r| match &r[2] {
+            Col::Text(op) => serde_json::from_str(op).map_err(StoreError::corrupt("op")),
+            _ => Err(StoreError::Dangling { what: "op row" }),
+        })
+        .collect::<Result<Vec<serde_json::Value>, _>>()?;
+    let verified =
+        roam_identity_core::log::verify_values(&values, Some(did), now).map_err(|source| {
+            CopyError::LogInvalid {
+                did: d.to_owned(),
+                source,
+            }
+        })?;
+    let stored = OpHash::parse(&head.head).map_err(StoreError::corrupt("log head"))?;
+    if verified.state.head != stored {
+        return Err(CopyError::HeadMismatch { did: d.to_owned() });
+    }
+    let mut tables = vec![
+        TableCopy {
+            name: "account logs",
+            sql: "INSERT INTO log_ops VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            rows: ops,
+        },
+        TableCopy {
+            name: "fork evidence",
+            sql: "INSERT INTO fork_evidence VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            rows: evidence,
+        },
+        TableCopy {
+            name: "log heads",
+            sql: "INSERT INTO log_heads VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            rows: vec![vec![
+                Col::Text(d.into()),
+                Col::Text(head.head),
+                u(head.seq),
+                Col::TextArr(head.servers),
+                Col::TextArr(head.user_ids),
+                Col::Bool(head.deactivated),
+                u(head.updated_at),
+            ]],
+        },
+    ];
+    if let Some(atts) = atts {
+        tables.push(TableCopy {
+            name: "attestations",
+            sql: "INSERT INTO attestations VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            rows: vec![vec![Col::Text(d.into()), Col::Text(atts)]],
+        });
+    }
+    Ok(tables)
+}
+
+async fn insert_batch(
+    c: &mut PgConnection,
+    sql: &str,
+    rows: &[Vec<Col>],
+) -> Result<(), StoreError> {
+    for row in rows {
+        let mut q = sqlx::query(sql);
+        for col in row {
+            q = bind(q, col.clone());
+        }
+        q.execute(&mut *c).await?;
+    }
+    Ok(())
+}
+
+fn write_tables(
+    to: &PgStore,
+    tables: &[TableCopy],
+    done: &mut u64,
+    total: u64,
+    progress: &mut Progress<'_>,
+) -> Result<u64, StoreError> {
+    let mut rows = 0;
+    for table in tables {
+        for chunk in table.rows.chunks(BATCH) {
+            to.txn(async |c| insert_batch(c, table.sql, chunk).await)?;
+            rows += chunk.len() as u64;
+        }
+        *done += 1;
+        progress(table.name, *done, total);
+    }
+    Ok(rows)
+}
+
+/// The server key and the stream counters, which only move forward.
+fn copy_meta(from: &RedbStore, to: &PgStore) -> Result<(), CopyError> {
+    let (key, key_stream) = from.read(|txn| {
+        let meta = txn.open_table(t::META)?;
+        let key: Option<t::ServerKeyRow> = meta
+            .get(t::META_SERVER_KEY)?
+            .map(|v| {
+                let text =
+                    std::str::from_utf8(v.value()).map_err(StoreError::corrupt("server key"))?;
+                from_json(text)
+            })
+            .transpose()?;
+        let stream = meta
+            .get(t::META_KEY_STREAM)?
+            .map(|v| decode_u64(v.value()))
+            .transpose()?;
+        Ok((key, stream.unwrap_or(0)))
+    })?;
+    let export_next = from.read(|txn| {
+        Ok(txn
+            .open_table(t::OP_EXPORT)?
+            .last()?
+            .map(|(k, _)| k.value())
+            .unwrap_or(0))
+    })?;
+    if let Some(key) = key {
+        let seed = roam_identity_core::b64::decode_array::<32>(&key.seed)
+            .map_err(StoreError::corrupt("server key seed"))?;
+        let record = super::records::ServerKeyRecord {
+            version: key.version,
+            seed,
+            created_at: key.created_at,
+        };
+        let stored = super::accounts::Store::server_key_or_insert(to, record.clone())?;
+        if stored != record {
+            return Err(CopyError::ServerKeyDiffers);
+        }
+    }
+    to.txn(async |c| {
+        for (name, value) in [("key_stream", key_stream), ("op_export", export_next)] {
+            sqlx::query("UPDATE counters SET value = GREATEST(value, $2) WHERE name = $1")
+                .bind(name)
+                .bind(to_i64(value))
+                .execute(&mut *c)
+                .await?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Copies `from` into `to`, verifying every held log at `now`.
+pub fn copy_redb_to_postgres(
+    from: &RedbStore,
+    to: &PgStore,
+    now: Millis,
+    progress: &mut Progress<'_>,
+) -> Result<CopyReport, CopyError> {
+    let dids = super::logs::LogStore::held_dids(from)?;
+    let matrix = matrix_tables(from)?;
+    let portable = portable_tables(from)?;
+    let total = (matrix.len() + portable.len()) as u64 + dids.len() as u64 + 1;
+    let mut done = 0;
+    let mut report = CopyReport::default();
+    copy_meta(from, to)?;
+    done += 1;
+    progress("server key", done, total);
+    report.rows += write_tables(to, &matrix, &mut done, total, progress)?;
+    for did in &dids {
+        let tables = log_rows(from, did, now)?;
+        let mut sub = 0;
+        for table in &tables {
+            to.txn(async |c| insert_batch(c, table.sql, &table.rows).await)?;
+            sub += table.rows.len() as u64;
+        }
+        report.rows += sub;
+        report.logs_verified += 1;
+        done += 1;
+        progress("account logs", done, total);
+    }
+    report.rows += write_tables(to, &portable, &mut done, total, progress)?;
+    Ok(report)
+}
