@@ -56,6 +56,7 @@ pub mod log;
 pub mod login;
 pub mod server_keys;
 pub mod signed;
+pub mod xmatrix;
 
 pub use did::{Did, DidError};
 pub use ed25519_dalek::{Signature, SigningKey, VerifyingKey};

@@ -419,6 +419,32 @@ impl SafeClient {
         })
     }
 
+    /// Sends `method` to `url` with an optional JSON body and `Authorization` header (signed
+    /// server-server requests) and parses the answer as strict JSON. Same guard and limits.
+    pub async fn request_json(
+        &self,
+        method: reqwest::Method,
+        url: &Url,
+        body: Option<&Value>,
+        authorization: Option<&str>,
+    ) -> Result<Value, FetchError> {
+        let mut request = self
+            .client
+            .request(method, url.clone())
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(b) = body {
+            request = request.json(b);
+        }
+        if let Some(a) = authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, a);
+        }
+        let bytes = self.send(url, request).await?;
+        canonical::parse_strict(&bytes).map_err(|e| FetchError::Json {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
     /// Sends a request built for `url` through the guard and reads a capped body.
     async fn send(
         &self,

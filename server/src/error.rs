@@ -107,6 +107,12 @@ pub enum AppError {
     /// The account moved to other servers.
     #[error("This account has moved; log in at its current homeserver.")]
     RoamMoved { servers: Vec<String> },
+    /// A key backup call names a version that is not the current one.
+    #[error("Wrong backup version")]
+    WrongRoomKeysVersion { current_version: Option<String> },
+    /// The Matrix account was deactivated (`/account/deactivate`).
+    #[error("This account has been deactivated")]
+    UserDeactivated,
     /// The account's log is deactivated.
     #[error("This account is deactivated.")]
     RoamDeactivated,
@@ -149,6 +155,10 @@ impl AppError {
             RoamFork { .. } => (StatusCode::CONFLICT, "ROAM_FORK", msg),
             RoamMoved { .. } => (StatusCode::FORBIDDEN, "ROAM_MOVED", msg),
             RoamDeactivated => (StatusCode::FORBIDDEN, "ROAM_DEACTIVATED", msg),
+            UserDeactivated => (StatusCode::FORBIDDEN, "M_USER_DEACTIVATED", msg),
+            WrongRoomKeysVersion { .. } => {
+                (StatusCode::FORBIDDEN, "M_WRONG_ROOM_KEYS_VERSION", msg)
+            }
             RoamUnreachable(_) => (StatusCode::BAD_GATEWAY, "ROAM_UNREACHABLE", msg),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -232,6 +242,9 @@ impl IntoResponse for AppError {
             AppError::RoamFork { evidence } => {
                 json!({"errcode": errcode, "error": error, "evidence": evidence})
             }
+            AppError::WrongRoomKeysVersion { current_version } => {
+                json!({"errcode": errcode, "error": error, "current_version": current_version})
+            }
             AppError::RoamMoved { servers } => {
                 json!({"errcode": errcode, "error": error, "servers": servers})
             }
@@ -267,6 +280,14 @@ impl From<StoreError> for AppError {
             )),
             StoreError::TokenInvalid => AppError::Unauthorized("Invalid registration token".into()),
             StoreError::TokenExists => AppError::InvalidParam("Token already exists".into()),
+            StoreError::Deactivated => AppError::UserDeactivated,
+            StoreError::WrongBackupVersion { current } => AppError::WrongRoomKeysVersion {
+                current_version: current.map(|v| v.to_string()),
+            },
+            // A full inbox empties when its device syncs; the caller may retry later.
+            StoreError::CapReached(_) => AppError::LimitExceeded {
+                retry_after_ms: 60_000,
+            },
             e @ (StoreError::HeadMoved { .. }
             | StoreError::Locked
             | StoreError::SchemaVersion { .. }

@@ -30,6 +30,7 @@ pub mod extract;
 pub mod metrics;
 pub mod portable;
 pub mod ratelimit;
+pub mod remote_keys;
 pub mod routes;
 pub mod secrets;
 pub mod server_key;

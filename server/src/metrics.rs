@@ -35,6 +35,12 @@ pub struct Metrics {
     pub migrations_completed: AtomicU64,
     /// Successful `m.login.roam.key` logins.
     pub key_logins: AtomicU64,
+    /// Requests shed at `edge.max_concurrent_requests`.
+    pub requests_shed: AtomicU64,
+    /// Requests not answered within `edge.request_timeout`.
+    pub requests_timed_out: AtomicU64,
+    /// Writes refused by a per-address limit (writes or password checks).
+    pub requests_rate_limited: AtomicU64,
 }
 
 impl Metrics {
@@ -132,6 +138,21 @@ impl Metrics {
                 "roam_key_proofs_total",
                 "Accepted m.login.roam.key proofs (logins and UIA).",
                 &self.key_logins,
+            ),
+            (
+                "roam_http_requests_shed_total",
+                "Requests shed at max_concurrent_requests (503).",
+                &self.requests_shed,
+            ),
+            (
+                "roam_http_requests_timed_out_total",
+                "Requests not answered within request_timeout (503).",
+                &self.requests_timed_out,
+            ),
+            (
+                "roam_http_requests_rate_limited_total",
+                "Writes refused by a per-address rate limit (429).",
+                &self.requests_rate_limited,
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");

@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::portable::federation::{Federation, NoFederation};
 use crate::portable::service::Portable;
 use crate::ratelimit::RateLimiter;
+use crate::remote_keys::RemoteKeys;
 use crate::server_key::{ServerKey, ServerSigner};
 use crate::store::{Db, Store, StoreResult};
 use crate::uia::UiaSessions;
@@ -44,6 +45,9 @@ struct Inner {
     portable: Portable,
     metrics: Arc<Metrics>,
     request_permits: Arc<Semaphore>,
+    remote_keys: RemoteKeys,
+    /// Bumped after every write, so `/sync` long-polls look again.
+    sync_wake: tokio::sync::watch::Sender<u64>,
 }
 
 /// Cheap to clone: everything lives behind one `Arc`.
@@ -66,6 +70,11 @@ impl AppState {
         let signer = Arc::new(ServerSigner::new(&config, key));
         let db = Db::new(store);
         let metrics = Arc::new(Metrics::default());
+        let remote_keys = RemoteKeys::new(
+            Arc::clone(&federation),
+            signer.key().clone(),
+            config.server_name.clone(),
+        );
         let portable = Portable::new(
             &config,
             db.clone(),
@@ -96,6 +105,8 @@ impl AppState {
             uia,
             portable,
             metrics,
+            sync_wake: tokio::sync::watch::Sender::new(0),
+            remote_keys,
         })))
     }
 
@@ -131,6 +142,21 @@ impl AppState {
     }
 
     /// One permit per request being handled (`edge.max_concurrent_requests` in all).
+    /// Device keys and to-device messages across servers.
+    pub fn remote_keys(&self) -> &RemoteKeys {
+        &self.0.remote_keys
+    }
+
+    /// Wakes `/sync` long-polls of this process: something was written.
+    pub fn wake_sync(&self) {
+        self.0.sync_wake.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// What a `/sync` long-poll waits on (see [`AppState::wake_sync`]).
+    pub fn sync_wakes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.sync_wake.subscribe()
+    }
+
     pub fn request_permits(&self) -> &Arc<Semaphore> {
         &self.0.request_permits
     }

@@ -39,6 +39,10 @@ pub enum Purpose {
     DeleteDevices(UserId),
     /// Replacing this user's cross-signing keys.
     CrossSigning(UserId),
+    /// Changing this user's password.
+    ChangePassword(UserId),
+    /// Deactivating this user's account.
+    Deactivate(UserId),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

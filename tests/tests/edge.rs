@@ -99,6 +99,10 @@ async fn a_slow_body_times_out_with_matrix_json() {
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
     assert!(text.contains("M_LIMIT_EXCEEDED"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(
+        metric(&server, "roam_http_requests_timed_out_total").await,
+        1
+    );
     server.stop().await;
 }
 
@@ -131,7 +135,21 @@ async fn over_the_concurrency_limit_requests_are_shed() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (s, _) = server.client().get("/_matrix/client/versions").await;
     assert_eq!(s, 200);
+    assert_eq!(metric(&server, "roam_http_requests_shed_total").await, 1);
     server.stop().await;
+}
+
+/// One counter's value from `GET /metrics`.
+async fn metric(server: &common::TestServer, name: &str) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
 }
 
 async fn post_from(http: &reqwest::Client, url: &str, forwarded_for: Option<&str>) -> u16 {
@@ -169,6 +187,10 @@ async fn roam_writes_are_limited_per_address_and_spoofing_does_not_help() {
         .post(&format!("{C}/keys/query"), json!({"device_keys": {}}))
         .await;
     assert_ne!(s, 429);
+    assert_eq!(
+        metric(&server, "roam_http_requests_rate_limited_total").await,
+        2
+    );
     server.stop().await;
 }
 

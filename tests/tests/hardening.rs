@@ -3,7 +3,7 @@
 
 use ed25519_dalek::SigningKey;
 use roam_identity_core::log::{SignedOp, genesis_op, next_op, verify_log};
-use roam_identity_core::{KeyCommitment, ServerName, UserId};
+use roam_identity_core::{KeyCommitment, ServerName, UserId, signed};
 use roam_server::config::{OpLimits, RateLimit, RegistrationMode};
 use roam_server::store::RegistrationToken;
 use serde_json::{Value, json};
@@ -337,6 +337,104 @@ async fn concurrent_cross_signing_uploads_need_uia_to_replace() {
         }
     }
     assert_eq!(ok, 1, "only the first upload goes through without UIA");
+    server.stop().await;
+}
+
+/// Dana's cross-signing keys (`master`, `self_signing`), the self-signing key signed by the
+/// master key, as one `device_signing/upload` body.
+fn cross_signing_body(me: &str, master: &SigningKey, ssk: &SigningKey) -> Value {
+    let mut self_signing = common::cross_signing_key(me, "self_signing", ssk);
+    signed::sign(&mut self_signing, me, &common::cs_key_id(master), master).unwrap();
+    json!({"master_key": common::cross_signing_key(me, "master", master), "self_signing_key": self_signing})
+}
+
+/// Signature uploads racing a replacement of the cross-signing keys: an upload checked against
+/// the old self-signing key must not land after the new master key cleared the old identity's
+/// signatures. Uploaders send signatures by the old key in a loop while the replacement (UIA
+/// with the password, so it is in flight for a while) commits; afterwards no signature by an
+/// old key is on the device, in any round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signature_uploads_racing_a_key_replacement_leave_no_stale_signature() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), |c| {
+        c.rate_limits.write_per_ip = RateLimit {
+            per_second: 1e6,
+            burst: 1_000_000,
+        }
+    })
+    .await;
+    let anon = server.client();
+    anon.register("dana", "pw-dana-1").await;
+    let (dana, device) = anon.login("dana", "pw-dana-1", Some("DANAPHONE")).await;
+    let me = user("dana");
+    let device_key = SigningKey::from_bytes(&[77; 32]);
+    let stored = common::device_keys(&me, &device, &device_key);
+    let (s, v) = dana
+        .post(
+            &format!("{C}/keys/upload"),
+            json!({"device_keys": stored.clone()}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let upload = format!("{C}/keys/device_signing/upload");
+    let mut ssk = SigningKey::from_bytes(&[100; 32]);
+    let first = cross_signing_body(&me, &SigningKey::from_bytes(&[101; 32]), &ssk);
+    assert_eq!(dana.post(&upload, first).await.0, 200);
+    for round in 0..10u8 {
+        // The device's keys, signed by the current (soon old) self-signing key.
+        let mut signed_device = stored.clone();
+        signed::sign(&mut signed_device, &me, &common::cs_key_id(&ssk), &ssk).unwrap();
+        let next_ssk = SigningKey::from_bytes(&[110 + round; 32]);
+        let next_master = SigningKey::from_bytes(&[130 + round; 32]);
+        let mut replace = cross_signing_body(&me, &next_master, &next_ssk);
+        let (s, v) = dana.post(&upload, replace.clone()).await;
+        assert_eq!(s, 401, "replacing keys needs UIA: {v}");
+        replace["auth"] = json!({"type": "m.login.password", "session": v["session"],
+            "identifier": {"type": "m.id.user", "user": "dana"}, "password": "pw-dana-1"});
+        let done = Arc::new(AtomicBool::new(false));
+        let mut uploaders = Vec::new();
+        for _ in 0..4 {
+            let (c, done) = (dana.clone(), done.clone());
+            let body = json!({me.clone(): {device.clone(): signed_device.clone()}});
+            uploaders.push(tokio::spawn(async move {
+                // Until a little after the replacement committed.
+                let mut after = 0;
+                while after < 3 {
+                    let (s, v) = c
+                        .post(&format!("{C}/keys/signatures/upload"), body.clone())
+                        .await;
+                    assert!(s == 200 || s == 429, "{s} {v}");
+                    if done.load(Ordering::SeqCst) {
+                        after += 1;
+                    }
+                }
+            }));
+        }
+        let (s, v) = dana.post(&upload, replace).await;
+        assert_eq!(s, 200, "the replacement with UIA goes through: {v}");
+        done.store(true, Ordering::SeqCst);
+        for u in uploaders {
+            u.await.unwrap();
+        }
+        let (s, q) = dana
+            .post(
+                &format!("{C}/keys/query"),
+                json!({"device_keys": {me.clone(): []}}),
+            )
+            .await;
+        assert_eq!(s, 200, "{q}");
+        let sigs = q["device_keys"][&me][&device]["signatures"][&me]
+            .as_object()
+            .unwrap();
+        let stale = common::cs_key_id(&ssk);
+        assert!(
+            !sigs.contains_key(stale.as_str()),
+            "round {round}: a signature by the replaced self-signing key survived: {sigs:?}"
+        );
+        ssk = next_ssk;
+    }
     server.stop().await;
 }
 

@@ -1,5 +1,7 @@
 //! A real, independently written Matrix client (matrix-nio with end-to-end encryption) runs
-//! its flow against the homeserver: tests/matrix_nio/test_flow.py.
+//! its flows against the homeserver: tests/matrix_nio/test_flow.py (register, keys, devices,
+//! UIA) and tests/matrix_nio/test_sas.py (emoji verification between two devices over
+//! to-device messages and `/sync`).
 //!
 //! The Python side is installed into `.venv` by `.ci/setup-python.sh` (the README's test
 //! command, `bash scripts/test.sh`, runs it first). Without it the test fails with a message
@@ -12,8 +14,8 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-#[tokio::test]
-async fn matrix_nio_client_flow() {
+/// Runs one script of tests/matrix_nio/ against a fresh server; it must print `passed`.
+async fn run_script(script: &str, passed: &str) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let python = root.join(".venv/bin/python");
     if !python.exists() {
@@ -25,7 +27,7 @@ async fn matrix_nio_client_flow() {
     }
     let dir = tempfile::tempdir().unwrap();
     let server = common::start(dir.path(), |_| {}).await;
-    let script = root.join("tests/matrix_nio/test_flow.py");
+    let script = root.join("tests/matrix_nio").join(script);
     let base = server.base.clone();
     let output =
         tokio::task::spawn_blocking(move || Command::new(python).arg(script).arg(base).output())
@@ -38,9 +40,21 @@ async fn matrix_nio_client_flow() {
     eprintln!("{stderr}");
     assert!(
         output.status.success(),
-        "matrix-nio flow failed ({}):\n{stdout}\n{stderr}",
+        "matrix-nio script failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
-    assert!(stdout.contains("matrix-nio flow passed"));
+    assert!(stdout.contains(passed));
     server.stop().await;
+}
+
+#[tokio::test]
+async fn matrix_nio_client_flow() {
+    run_script("test_flow.py", "matrix-nio flow passed").await;
+}
+
+/// Two devices of one user complete SAS (emoji) verification through to-device messages and
+/// `/sync`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_nio_sas_verification_between_two_devices() {
+    run_script("test_sas.py", "matrix-nio SAS verification passed").await;
 }

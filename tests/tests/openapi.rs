@@ -18,7 +18,10 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
-use common::{Owner, SERVER_NAME, add_device, assert_err, enc, move_to, now, start};
+use common::{
+    Owner, SERVER_NAME, TestServer, add_device, assert_err, enc, move_to, now, start,
+    start_federated,
+};
 use ed25519_dalek::{Signer, SigningKey};
 use roam_identity_core::log::{Action, next_op};
 use roam_identity_core::login::login_message;
@@ -252,8 +255,11 @@ impl Conformance {
     ) -> Answer {
         let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let mut req = self.http.request(m, format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
+        match token {
+            // A server-server request carries its X-Matrix signature instead.
+            Some(t) if t.starts_with("X-Matrix ") => req = req.header("authorization", t),
+            Some(t) => req = req.bearer_auth(t),
+            None => {}
         }
         if let Some(a) = accept {
             req = req.header("accept", a);
@@ -411,6 +417,203 @@ impl Conformance {
         }
         out
     }
+}
+
+/// The device plane's endpoints (`/sync`, to-device, account data, filters, start-up
+/// endpoints, profiles), each succeeding once with dave's token.
+async fn device_plane_calls(t: &Conformance, token: &str, device: &str) {
+    const V3: &str = "/_matrix/client/v3";
+    let me = enc(&uid("dave"));
+    let sync = format!("{V3}/sync");
+    let first = t.matrix_at(token, "get", &sync, &sync, None).await;
+    let since = first["next_batch"].as_str().unwrap().to_owned();
+    let send = format!("{V3}/sendToDevice/{{event_type}}/{{txn_id}}");
+    let body = json!({"messages": {uid("dave"): {device: {"hello": 1}}}});
+    t.matrix_at(
+        token,
+        "put",
+        &send,
+        &format!("{V3}/sendToDevice/m.roam.test/t1"),
+        Some(body),
+    )
+    .await;
+    let got = t
+        .matrix_at(
+            token,
+            "get",
+            &sync,
+            &format!("{sync}?since={since}&timeout=5000"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        got["to_device"]["events"][0]["content"]["hello"], 1,
+        "{got}"
+    );
+    let data = format!("{V3}/user/{{user_id}}/account_data/{{type}}");
+    let data_path = format!("{V3}/user/{me}/account_data/m.secret_storage.default_key");
+    t.matrix_at(token, "put", &data, &data_path, Some(json!({"key": "k1"})))
+        .await;
+    t.matrix_at(token, "get", &data, &data_path, None).await;
+    let filter = format!("{V3}/user/{{user_id}}/filter");
+    let body = json!({"account_data": {"types": ["m.secret_storage.*"]}});
+    let id = t
+        .matrix_at(
+            token,
+            "post",
+            &filter,
+            &format!("{V3}/user/{me}/filter"),
+            Some(body),
+        )
+        .await["filter_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let one = format!("{V3}/user/{{user_id}}/filter/{{filter_id}}");
+    t.matrix_at(
+        token,
+        "get",
+        &one,
+        &format!("{V3}/user/{me}/filter/{id}"),
+        None,
+    )
+    .await;
+    for path in [
+        "capabilities",
+        "pushrules/",
+        "voip/turnServer",
+        "thirdparty/protocols",
+    ] {
+        let p = format!("{V3}/{path}");
+        t.matrix_at(token, "get", &p, &p, None).await;
+    }
+    for (field, value) in [
+        ("displayname", "Dave"),
+        ("avatar_url", "mxc://roam.test/dave"),
+    ] {
+        let template = format!("{V3}/profile/{{user_id}}/{field}");
+        let path = format!("{V3}/profile/{me}/{field}");
+        t.matrix_at(token, "put", &template, &path, Some(json!({field: value})))
+            .await;
+        t.matrix_at(token, "get", &template, &path, None).await;
+    }
+    let profile = format!("{V3}/profile/{{user_id}}");
+    t.matrix_at(token, "get", &profile, &format!("{V3}/profile/{me}"), None)
+        .await;
+}
+
+/// The server name of the second homeserver in the conformance test.
+const ORIGIN: &str = "origin.test";
+
+/// Every server-server operation succeeding once, signed by the `origin` server's key.
+async fn federation_calls(t: &Conformance, origin: &TestServer, device: &str) {
+    let key = origin.state.signer().key().clone();
+    let (from, to) = (
+        ServerName::parse(ORIGIN).unwrap(),
+        ServerName::parse(SERVER_NAME).unwrap(),
+    );
+    let signed = |method: &str, path: &str, body: Option<&Value>| {
+        let obj = roam_identity_core::xmatrix::request_object(method, path, &from, &to, body);
+        roam_identity_core::xmatrix::sign_request(&obj, &from, &to, &key.key_id, &key.signing_key)
+            .unwrap()
+    };
+    const F: &str = "/_matrix/federation/v1";
+    let dave = uid("dave");
+    let devices = format!("{F}/user/devices/{}", enc(&dave));
+    let auth = signed("GET", &devices, None);
+    let a = t
+        .call(
+            "get",
+            &format!("{F}/user/devices/{{user_id}}"),
+            &devices,
+            None,
+            Some(&auth),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let calls = [
+        (
+            "POST",
+            format!("{F}/user/keys/query"),
+            format!("{F}/user/keys/query"),
+            json!({"device_keys": {dave.clone(): []}}),
+        ),
+        (
+            "POST",
+            format!("{F}/user/keys/claim"),
+            format!("{F}/user/keys/claim"),
+            json!({"one_time_keys": {dave.clone(): {device: "signed_curve25519"}}}),
+        ),
+        (
+            "PUT",
+            format!("{F}/send/{{txn_id}}"),
+            format!("{F}/send/t1"),
+            json!({"origin": ORIGIN, "origin_server_ts": now(), "pdus": [], "edus": [
+                {"edu_type": "m.direct_to_device", "content": {"sender": format!("@eve:{ORIGIN}"), "type": "m.roam.test", "message_id": "m1",
+                    "messages": {dave.clone(): {device: {"hello": "from origin"}}}}},
+                {"edu_type": "m.device_list_update", "content": {"user_id": format!("@eve:{ORIGIN}"), "device_id": "EVE", "stream_id": 1, "prev_id": [], "deleted": false}},
+            ]}),
+        ),
+    ];
+    for (method, template, path, body) in calls {
+        let auth = signed(method, &path, Some(&body));
+        let a = t
+            .call(
+                &method.to_lowercase(),
+                &template,
+                &path,
+                Some(body.to_string()),
+                Some(&auth),
+                None,
+            )
+            .await;
+        assert_eq!(a.status, 200, "{method} {path}: {}", a.text);
+    }
+}
+
+/// Every `/room_keys` operation succeeding once with dave's token.
+async fn key_backup_calls(t: &Conformance, token: &str) {
+    const V: &str = "/_matrix/client/v3/room_keys/version";
+    const K: &str = "/_matrix/client/v3/room_keys/keys";
+    let body = json!({"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": {"public_key": "pk"}});
+    let created = t.matrix(token, "post", V, Some(body.clone())).await;
+    let v = created["version"].as_str().unwrap().to_owned();
+    t.matrix(token, "get", V, None).await;
+    let one = format!("{V}/{{version}}");
+    let at = format!("{V}/{v}");
+    t.matrix_at(token, "get", &one, &at, None).await;
+    t.matrix_at(token, "put", &one, &at, Some(body)).await;
+    let data = json!({"first_message_index": 0, "forwarded_count": 0, "is_verified": true, "session_data": {"ciphertext": "c"}});
+    let room = "!room:roam.test";
+    let scopes = [
+        (
+            K.to_owned(),
+            K.to_owned(),
+            json!({"rooms": {room: {"sessions": {"s1": data.clone()}}}}),
+        ),
+        (
+            format!("{K}/{{room_id}}"),
+            format!("{K}/{room}"),
+            json!({"sessions": {"s2": data.clone()}}),
+        ),
+        (
+            format!("{K}/{{room_id}}/{{session_id}}"),
+            format!("{K}/{room}/s3"),
+            data,
+        ),
+    ];
+    for (template, path, body) in &scopes {
+        let path = format!("{path}?version={v}");
+        t.matrix_at(token, "put", template, &path, Some(body.clone()))
+            .await;
+        t.matrix_at(token, "get", template, &path, None).await;
+    }
+    for (template, path, _) in scopes.iter().rev() {
+        let path = format!("{path}?version={v}");
+        t.matrix_at(token, "delete", template, &path, None).await;
+    }
+    t.matrix_at(token, "delete", &one, &at, None).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -695,11 +898,20 @@ fn spec_stays_within_the_schema_subset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_conforms_to_the_spec() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), |c| {
+    // Another homeserver whose signed server-server requests the tested one checks.
+    let origin_dir = tempfile::tempdir().unwrap();
+    let origin = start(origin_dir.path(), |c| {
+        c.server_name = ServerName::parse(ORIGIN).unwrap();
+    })
+    .await;
+    let origin_url = url::Url::parse(&origin.base).unwrap();
+    let server = start_federated(dir.path(), |c| {
         c.op_limits = OpLimits {
             per_hour: 1000,
             per_day: 1000,
         };
+        c.federation_overrides
+            .insert(ServerName::parse(ORIGIN).unwrap(), origin_url);
     })
     .await;
     let t = Conformance {
@@ -979,6 +1191,9 @@ async fn server_conforms_to_the_spec() {
         None,
     )
     .await;
+    device_plane_calls(&t, &dave_token, &dave_device).await;
+    key_backup_calls(&t, &dave_token).await;
+    federation_calls(&t, &origin, &dave_device).await;
     let available = "/_matrix/client/v3/register/available";
     let a = t
         .call(
@@ -1147,6 +1362,13 @@ async fn server_conforms_to_the_spec() {
     sample.insert("{id}", id.to_owned());
     sample.insert("{device_id}", dave_device.clone());
     sample.insert("{key_id}", "ed25519:a_1".to_owned());
+    sample.insert("{event_type}", "m.roam.test".to_owned());
+    sample.insert("{txn_id}", "probe".to_owned());
+    sample.insert("{type}", "m.secret_storage.default_key".to_owned());
+    sample.insert("{filter_id}", "0000".to_owned());
+    sample.insert("{version}", "1".to_owned());
+    sample.insert("{room_id}", "!room:roam.test".to_owned());
+    sample.insert("{session_id}", "session1".to_owned());
     let stranger = Owner::new(88, &uid("stranger"), &[SERVER_NAME]).did();
     for (method, template) in t.operations() {
         let mut path = template.clone();
@@ -1237,8 +1459,51 @@ async fn server_conforms_to_the_spec() {
     );
     t.seen.lock().unwrap().extend(t2.seen.into_inner().unwrap());
     token_server.stop().await;
-    // Last for dave: every session ends.
+    // Dave's password changes (his other sessions stay: `logout_devices` false).
+    let password = "/_matrix/client/v3/account/password";
+    let change = json!({"new_password": "pw-dave-456", "logout_devices": false});
+    let a = t
+        .call(
+            "post",
+            password,
+            password,
+            Some(change.to_string()),
+            Some(&dave_token),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 401, "{}", a.text);
+    let mut change = change;
+    change["auth"] = password_auth(&a.json()["session"]);
+    t.matrix(&dave_token, "post", password, Some(change)).await;
+    // Last for dave: every session ends, then the account.
     t.matrix(&dave_token, "post", "/_matrix/client/v3/logout/all", None)
+        .await;
+    let (s, r) = t
+        .post(
+            LOGIN,
+            LOGIN,
+            json!({"type": "m.login.password", "password": "pw-dave-456",
+                   "identifier": {"type": "m.id.user", "user": "dave"}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let last = r["access_token"].as_str().unwrap().to_owned();
+    let deactivate = "/_matrix/client/v3/account/deactivate";
+    let a = t
+        .call(
+            "post",
+            deactivate,
+            deactivate,
+            Some("{}".into()),
+            Some(&last),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 401, "{}", a.text);
+    let auth = json!({"type": "m.login.password", "password": "pw-dave-456", "session": a.json()["session"],
+                      "identifier": {"type": "m.id.user", "user": "dave"}});
+    t.matrix(&last, "post", deactivate, Some(json!({"auth": auth})))
         .await;
 
     // --- Coverage: every operation answered, and succeeded at least once.

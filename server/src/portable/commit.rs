@@ -385,6 +385,7 @@ impl Portable {
                         user_id: user_id.clone(),
                         password_hash: None,
                         created_at: now,
+                        deactivated: false,
                     },
                     session: None,
                     registration_token: token.map(str::to_owned),

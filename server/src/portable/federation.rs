@@ -9,7 +9,8 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use roam_identity_core::{Did, ServerName};
+use roam_identity_core::server_keys::ServerKeys;
+use roam_identity_core::{Did, ServerName, UserId};
 use roam_resolver::http::FetchError;
 use roam_resolver::{ResolveError, ResolveResult};
 use serde_json::Value;
@@ -40,6 +41,9 @@ pub enum FederationError {
     /// The other server answered JSON without the `ops` array a log fetch expects.
     #[error("{server} answered without an `ops` array")]
     MissingOps { server: ServerName },
+    /// The other server's signing keys could not be had (to check its request).
+    #[error(transparent)]
+    Keys(#[from] roam_resolver::keys::KeyFetchError),
 }
 
 impl From<FetchError> for FederationError {
@@ -54,6 +58,10 @@ impl From<FetchError> for FederationError {
         }
     }
 }
+
+/// Signs an outgoing server-server request: given the method, the request URI (path and
+/// query, as sent), the destination and the JSON body, the `Authorization` header value.
+pub type RequestSigner = dyn Fn(&str, &str, &ServerName, Option<&Value>) -> String + Send + Sync;
 
 /// A boxed future, so the trait stays object-safe.
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -75,6 +83,23 @@ pub trait Federation: Send + Sync + std::fmt::Debug {
     ) -> BoxFut<'a, Result<(), FederationError>>;
     /// Resolves a DID this server does not hold, verifying everything.
     fn resolve_did<'a>(&'a self, did: &'a Did) -> BoxFut<'a, ResolveResult>;
+    /// Resolves a user ID of another server (where its account is hosted now).
+    fn resolve_user<'a>(&'a self, user: &'a UserId) -> BoxFut<'a, ResolveResult>;
+    /// A Matrix server-server request to `server` (`path`: the path and query under its base
+    /// URL), signed with `sign`.
+    fn matrix_request<'a>(
+        &'a self,
+        server: &'a ServerName,
+        method: axum::http::Method,
+        path: &'a str,
+        body: Option<Value>,
+        sign: &'a RequestSigner,
+    ) -> BoxFut<'a, Result<Value, FederationError>>;
+    /// `server`'s current signing keys, fetched from it and verified (cached).
+    fn server_keys<'a>(
+        &'a self,
+        server: &'a ServerName,
+    ) -> BoxFut<'a, Result<ServerKeys, FederationError>>;
 }
 
 /// A federation that reaches nobody (tests of single servers, or a server configured
@@ -113,6 +138,33 @@ impl Federation for NoFederation {
                 detail: "this server does not hold the DID and federation is disabled".into(),
             })
         })
+    }
+
+    fn resolve_user<'a>(&'a self, user: &'a UserId) -> BoxFut<'a, ResolveResult> {
+        Box::pin(async move {
+            Err(ResolveError::NotFound {
+                subject: user.to_string(),
+                detail: "federation is disabled".into(),
+            })
+        })
+    }
+
+    fn matrix_request<'a>(
+        &'a self,
+        server: &'a ServerName,
+        _method: axum::http::Method,
+        _path: &'a str,
+        _body: Option<Value>,
+        _sign: &'a RequestSigner,
+    ) -> BoxFut<'a, Result<Value, FederationError>> {
+        disabled(server)
+    }
+
+    fn server_keys<'a>(
+        &'a self,
+        server: &'a ServerName,
+    ) -> BoxFut<'a, Result<ServerKeys, FederationError>> {
+        disabled(server)
     }
 }
 
@@ -207,5 +259,48 @@ impl Federation for HttpFederation {
     fn resolve_did<'a>(&'a self, did: &'a Did) -> BoxFut<'a, ResolveResult> {
         use roam_resolver::Resolver;
         self.resolver.resolve_did_via(did, &self.hints)
+    }
+
+    fn resolve_user<'a>(&'a self, user: &'a UserId) -> BoxFut<'a, ResolveResult> {
+        use roam_resolver::Resolver;
+        self.resolver.resolve_user(user)
+    }
+
+    fn matrix_request<'a>(
+        &'a self,
+        server: &'a ServerName,
+        method: axum::http::Method,
+        path: &'a str,
+        body: Option<Value>,
+        sign: &'a RequestSigner,
+    ) -> BoxFut<'a, Result<Value, FederationError>> {
+        Box::pin(async move {
+            let base = self
+                .discovery
+                .base_url(&self.client, server, now_ms())
+                .await;
+            let url = base.join(path.trim_start_matches('/')).map_err(|e| {
+                FederationError::Unreachable(FetchError::Network {
+                    url: base.to_string(),
+                    reason: format!("bad request path {path:?}: {e}"),
+                })
+            })?;
+            let uri = match url.query() {
+                Some(q) => format!("{}?{q}", url.path()),
+                None => url.path().to_owned(),
+            };
+            let auth = sign(method.as_str(), &uri, server, body.as_ref());
+            Ok(self
+                .client
+                .request_json(method, &url, body.as_ref(), Some(&auth))
+                .await?)
+        })
+    }
+
+    fn server_keys<'a>(
+        &'a self,
+        server: &'a ServerName,
+    ) -> BoxFut<'a, Result<ServerKeys, FederationError>> {
+        Box::pin(async move { Ok(self.resolver.server_keys(server).await?) })
     }
 }

@@ -90,6 +90,7 @@ pub async fn register(
             user_id: user_id.clone(),
             password_hash,
             created_at: now,
+            deactivated: false,
         },
         session,
         registration_token: completed.registration_token,
@@ -567,7 +568,7 @@ fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| secrets::hash_password("roam-dummy-password").unwrap_or_default())
 }
 
-async fn hash_password(password: String) -> Result<String, AppError> {
+pub async fn hash_password(password: String) -> Result<String, AppError> {
     tokio::task::spawn_blocking(move || secrets::hash_password(&password))
         .await
         .map_err(|e| AppError::Internal(format!("hash task failed: {e}")))?

@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use crate::error::AppError;
 use crate::extract::{ClientAddr, bucket_key, client_addr};
+use crate::metrics::Metrics;
 use crate::state::AppState;
 
 /// How long a shed client is asked to wait.
@@ -37,6 +38,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     let span = tracing::info_span!("request", %client);
     let Ok(_permit) = state.request_permits().clone().try_acquire_owned() else {
         tracing::warn!(%client, "request shed: at max_concurrent_requests");
+        Metrics::add(&state.metrics().requests_shed, 1);
         return AppError::Overloaded {
             retry_after_ms: SHED_RETRY_MS,
         }
@@ -45,7 +47,10 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     let timeout = state.config().edge.request_timeout;
     match tokio::time::timeout(timeout, next.run(req).instrument(span)).await {
         Ok(resp) => resp,
-        Err(_) => AppError::TimedOut.into_response(),
+        Err(_) => {
+            Metrics::add(&state.metrics().requests_timed_out, 1);
+            AppError::TimedOut.into_response()
+        }
     }
 }
 
@@ -73,7 +78,7 @@ pub async fn limit_writes(
     let is_write = match client {
         // A query by POST reads; it is not a write to limit.
         Some(rest) => rest != "/keys/query",
-        None => route.starts_with("/_roam/v1/"),
+        None => route.starts_with("/_roam/v1/") || route.starts_with("/_matrix/federation/"),
     };
     if !is_write {
         return Ok(next.run(req).await);
@@ -83,12 +88,21 @@ pub async fn limit_writes(
         .get::<ClientAddr>()
         .map_or_else(|| "unknown".to_owned(), |ClientAddr(a)| bucket_key(*a));
     let limiters = state.limiters();
-    let over = |retry_after_ms| AppError::LimitExceeded { retry_after_ms };
+    let over = |retry_after_ms| {
+        Metrics::add(&state.metrics().requests_rate_limited, 1);
+        AppError::LimitExceeded { retry_after_ms }
+    };
     limiters.write_per_ip.check(&key).map_err(over)?;
     if client.is_some_and(|rest| checks_password(&method, rest)) {
         limiters.uia_per_ip.check(&key).map_err(over)?;
     }
-    Ok(next.run(req).await)
+    let resp = next.run(req).await;
+    // A write may be news for a waiting `/sync` (a to-device message, new keys, account
+    // data, a device signed into the log).
+    if resp.status().is_success() {
+        state.wake_sync();
+    }
+    Ok(resp)
 }
 
 /// The client-API routes (after `/_matrix/client/v3`) whose UIA asks for the password.

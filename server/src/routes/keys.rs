@@ -22,7 +22,8 @@ use crate::error::AppError;
 use crate::extract::{Authenticated, MatrixJson, QueryParams};
 use crate::state::AppState;
 use crate::store::{
-    CrossSigningKind, KeySignature, KeysUpload, OneTimeKey, SigningSnapshot, Store, StoreResult,
+    CrossSigningKind, KeySignature, KeysUpload, OneTimeKey, SigningSnapshot, Store, StoreError,
+    StoreResult,
 };
 use crate::uia::Purpose;
 
@@ -220,16 +221,17 @@ pub async fn upload(
     Ok(Json(json!({"one_time_key_counts": counts})))
 }
 
-/// Adds stored signatures by the key's owner and by `requester` into `obj`.
+/// Adds stored signatures by the key's owner and by `requester` (a local user; none for a
+/// server-server query) into `obj`.
 fn merge_signatures(
     obj: &mut Value,
     target_key: &str,
     owner: &UserId,
-    requester: &UserId,
+    requester: Option<&UserId>,
     sigs: &[KeySignature],
 ) {
     for s in sigs.iter().filter(|s| s.target_key == target_key) {
-        if s.signer_user != *owner && s.signer_user != *requester {
+        if s.signer_user != *owner && Some(&s.signer_user) != requester {
             continue;
         }
         let Some(map) = obj.as_object_mut() else {
@@ -263,7 +265,10 @@ pub struct QueryBody {
 }
 
 /// A required request field that must be a JSON object.
-fn required_object(v: Option<Value>, name: &str) -> Result<Map<String, Value>, AppError> {
+pub(super) fn required_object(
+    v: Option<Value>,
+    name: &str,
+) -> Result<Map<String, Value>, AppError> {
     match v.ok_or_else(|| AppError::MissingParam(format!("Missing param: {name}")))? {
         Value::Object(map) => Ok(map),
         _ => Err(AppError::BadJson(format!("{name} must be an object"))),
@@ -271,7 +276,7 @@ fn required_object(v: Option<Value>, name: &str) -> Result<Map<String, Value>, A
 }
 
 /// A `{user_id: …}` request map, each user's entry read by `entry`.
-fn per_user<T>(
+pub(super) fn per_user<T>(
     map: &Map<String, Value>,
     entry: impl Fn(&str, &Value) -> Result<T, AppError>,
 ) -> Result<Vec<(UserId, T)>, AppError> {
@@ -284,27 +289,17 @@ fn per_user<T>(
         .collect()
 }
 
-/// Keeps the users of this server; the others are reported under `failures`, by server:
-/// this server does not federate keys.
-fn local_users<T>(
-    wanted: Vec<(UserId, T)>,
-    own_server: &ServerName,
-    failures: &mut Map<String, Value>,
-) -> Vec<(UserId, T)> {
-    let (local, remote): (Vec<_>, Vec<_>) = wanted
+/// The users of this server, and the others (asked of their servers over federation).
+type Split<T> = (Vec<(UserId, T)>, Vec<(UserId, T)>);
+
+fn split_users<T>(wanted: Vec<(UserId, T)>, own_server: &ServerName) -> Split<T> {
+    wanted
         .into_iter()
-        .partition(|(user, _)| user.server_name() == *own_server);
-    for (user, _) in remote {
-        failures.insert(
-            user.server_name().to_string(),
-            json!({"status": 503, "message": "Federation is not supported by this server"}),
-        );
-    }
-    local
+        .partition(|(user, _)| user.server_name() == *own_server)
 }
 
-/// `POST /keys/query`. Remote users are reported under `failures`: this server does not
-/// federate yet.
+/// `POST /keys/query`. Users of other servers are asked of the server that hosts them now
+/// (server-server, signed); a server that cannot be reached is listed under `failures`.
 pub async fn query(
     State(state): State<AppState>,
     auth: Authenticated,
@@ -326,11 +321,25 @@ pub async fn query(
     })?;
     let own_server = state.config().server_name.clone();
     let requester = auth.user_id.clone();
+    let queried: Vec<UserId> = wanted.iter().map(|(u, _)| u.clone()).collect();
+    let (local, remote) = split_users(wanted, &own_server);
+    let remote = state.remote_keys().query(remote).await;
     let result = state
         .db(move |s| {
             let mut answer = QueryAnswer::default();
-            for (user, devices) in local_users(wanted, &own_server, &mut answer.failures) {
-                answer.add_user(s, &user, &devices, &requester)?;
+            for (user, devices) in local {
+                answer.add_user(s, &user, &devices, Some(&requester))?;
+            }
+            answer.device_keys.extend(remote.device_keys);
+            answer.master.extend(remote.master_keys);
+            answer.self_signing.extend(remote.self_signing_keys);
+            answer.failures.extend(remote.failures);
+            // The requester now follows these users' device lists (`/sync`).
+            match s.track_users(&requester, &queried) {
+                Err(StoreError::CapReached(_)) => {
+                    tracing::debug!(%requester, "tracked users at their cap");
+                }
+                other => other?,
             }
             Ok(answer.into_json())
         })
@@ -340,10 +349,10 @@ pub async fn query(
 
 /// The answer of `/keys/query`, filled user by user.
 #[derive(Default)]
-struct QueryAnswer {
-    device_keys: Map<String, Value>,
-    master: Map<String, Value>,
-    self_signing: Map<String, Value>,
+pub(super) struct QueryAnswer {
+    pub(super) device_keys: Map<String, Value>,
+    pub(super) master: Map<String, Value>,
+    pub(super) self_signing: Map<String, Value>,
     user_signing: Map<String, Value>,
     failures: Map<String, Value>,
 }
@@ -351,12 +360,12 @@ struct QueryAnswer {
 impl QueryAnswer {
     /// Adds one local user's device keys and cross-signing keys, with the signatures the
     /// requester may see.
-    fn add_user(
+    pub(super) fn add_user(
         &mut self,
         s: &dyn Store,
         user: &UserId,
         devices: &[DeviceId],
-        requester: &UserId,
+        requester: Option<&UserId>,
     ) -> StoreResult<()> {
         let sigs = s.key_signatures(user)?;
         let mut per_device = Map::new();
@@ -380,7 +389,7 @@ impl QueryAnswer {
                 CrossSigningKind::Master => &mut self.master,
                 CrossSigningKind::SelfSigning => &mut self.self_signing,
                 // A user-signing key is private to its owner.
-                CrossSigningKind::UserSigning if user == requester => &mut self.user_signing,
+                CrossSigningKind::UserSigning if Some(user) == requester => &mut self.user_signing,
                 CrossSigningKind::UserSigning => continue,
             };
             map.insert(user.to_string(), key);
@@ -413,29 +422,38 @@ pub async fn claim(
     let requested = required_object(body.one_time_keys, "one_time_keys")?;
     let wanted = per_user(&requested, claim_entry)?;
     let own_server = state.config().server_name.clone();
-    let result = state
-        .db(move |s| {
-            let mut keys = Map::new();
-            let mut failures = Map::new();
-            for (user, devices) in local_users(wanted, &own_server, &mut failures) {
-                let mut per_device = Map::new();
-                for (device, algorithm) in devices {
-                    if let Some(k) = s.claim_key(&user, &device, &algorithm)? {
-                        per_device.insert(device.to_string(), json!({ k.key_id: k.key }));
-                    }
-                }
-                if !per_device.is_empty() {
-                    keys.insert(user.to_string(), Value::Object(per_device));
-                }
+    let (local, remote) = split_users(wanted, &own_server);
+    let (remote_keys, failures) = state.remote_keys().claim(remote).await;
+    let mut keys = state.db(move |s| claim_local(s, local)).await?;
+    keys.extend(remote_keys);
+    Ok(Json(json!({"one_time_keys": keys, "failures": failures})))
+}
+
+/// Claims one-time keys of local users: `{user: {device: {key_id: key}}}`.
+pub(super) fn claim_local(
+    s: &dyn Store,
+    wanted: Vec<(UserId, Vec<(DeviceId, String)>)>,
+) -> StoreResult<Map<String, Value>> {
+    let mut keys = Map::new();
+    for (user, devices) in wanted {
+        let mut per_device = Map::new();
+        for (device, algorithm) in devices {
+            if let Some(k) = s.claim_key(&user, &device, &algorithm)? {
+                per_device.insert(device.to_string(), json!({ k.key_id: k.key }));
             }
-            Ok(json!({"one_time_keys": keys, "failures": failures}))
-        })
-        .await?;
-    Ok(Json(result))
+        }
+        if !per_device.is_empty() {
+            keys.insert(user.to_string(), Value::Object(per_device));
+        }
+    }
+    Ok(keys)
 }
 
 /// One user's `{device_id: algorithm}` entry of a claim.
-fn claim_entry(user: &str, devices: &Value) -> Result<Vec<(DeviceId, String)>, AppError> {
+pub(super) fn claim_entry(
+    user: &str,
+    devices: &Value,
+) -> Result<Vec<(DeviceId, String)>, AppError> {
     let devices = devices
         .as_object()
         .ok_or_else(|| AppError::BadJson(format!("one_time_keys[{user:?}] must be an object")))?;
@@ -460,9 +478,7 @@ pub async fn changes(
     query: QueryParams,
 ) -> Result<Json<Value>, AppError> {
     let parse = |name: &str| -> Result<u64, AppError> {
-        query
-            .require(name)?
-            .parse::<u64>()
+        super::sync::SyncToken::key_position(query.require(name)?)
             .map_err(|_| invalid(format!("Invalid stream token {name:?}")))
     };
     let from = parse("from")?;

@@ -3,17 +3,22 @@
 //! (`edge`: client address, load shedding, request timeout, per-address write limits).
 
 mod account;
+mod account_settings;
+mod client_info;
 mod devices;
 mod edge;
+mod federation;
+mod key_backup;
 mod keys;
 mod metrics;
 mod roam;
 mod server;
+mod sync;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 
 use crate::error::AppError;
 use crate::state::AppState;
@@ -26,6 +31,8 @@ fn client_routes() -> Router<AppState> {
         .route("/login", get(account::login_flows).post(account::login))
         .route("/refresh", post(account::refresh))
         .route("/account/whoami", get(account::whoami))
+        .route("/account/password", post(account_settings::change_password))
+        .route("/account/deactivate", post(account_settings::deactivate))
         .route("/logout", post(account::logout))
         .route("/logout/all", post(account::logout_all))
         .route("/devices", get(devices::list))
@@ -45,6 +52,61 @@ fn client_routes() -> Router<AppState> {
             post(keys::device_signing_upload),
         )
         .route("/keys/signatures/upload", post(keys::signatures_upload))
+        .route("/sync", get(sync::sync))
+        .route(
+            "/sendToDevice/{event_type}/{txn_id}",
+            put(sync::send_to_device),
+        )
+        .route(
+            "/user/{user_id}/account_data/{type}",
+            get(sync::get_account_data).put(sync::put_account_data),
+        )
+        .route("/user/{user_id}/filter", post(sync::create_filter))
+        .route("/user/{user_id}/filter/{filter_id}", get(sync::get_filter))
+        .route("/capabilities", get(client_info::capabilities))
+        .route("/pushrules/", get(client_info::push_rules))
+        .route("/profile/{user_id}", get(client_info::get_profile))
+        .route(
+            "/profile/{user_id}/displayname",
+            get(client_info::get_displayname).put(client_info::put_displayname),
+        )
+        .route(
+            "/profile/{user_id}/avatar_url",
+            get(client_info::get_avatar_url).put(client_info::put_avatar_url),
+        )
+        .route("/voip/turnServer", get(client_info::turn_server))
+        .route(
+            "/thirdparty/protocols",
+            get(client_info::thirdparty_protocols),
+        )
+        .route(
+            "/room_keys/version",
+            get(key_backup::current_version).post(key_backup::create_version),
+        )
+        .route(
+            "/room_keys/version/{version}",
+            get(key_backup::get_version)
+                .put(key_backup::update_version)
+                .delete(key_backup::delete_version),
+        )
+        .route(
+            "/room_keys/keys",
+            get(key_backup::get_all)
+                .put(key_backup::put_all)
+                .delete(key_backup::delete_all),
+        )
+        .route(
+            "/room_keys/keys/{room_id}",
+            get(key_backup::get_room)
+                .put(key_backup::put_room)
+                .delete(key_backup::delete_room),
+        )
+        .route(
+            "/room_keys/keys/{room_id}/{session_id}",
+            get(key_backup::get_session)
+                .put(key_backup::put_session)
+                .delete(key_backup::delete_session),
+        )
 }
 
 /// Body cap of the routes that carry whole account logs (up to 1000 ops of up to 4 KiB).
@@ -92,6 +154,24 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/.well-known/matrix/server", get(server::well_known_server))
         .route("/.well-known/matrix/client", get(server::well_known_client))
+        // The server-server endpoints of the device plane (`X-Matrix`-signed). Not nested:
+        // the signature covers the full request URI, which the handlers read.
+        .route(
+            "/_matrix/federation/v1/user/devices/{user_id}",
+            get(federation::user_devices),
+        )
+        .route(
+            "/_matrix/federation/v1/user/keys/query",
+            post(federation::keys_query),
+        )
+        .route(
+            "/_matrix/federation/v1/user/keys/claim",
+            post(federation::keys_claim),
+        )
+        .route(
+            "/_matrix/federation/v1/send/{txn_id}",
+            put(federation::send_transaction),
+        )
         .nest("/_roam/v1", roam_routes())
         .route("/1.0/identifiers/{did}", get(roam::identifiers))
         .route("/health", get(server::health))

@@ -1,13 +1,15 @@
 //! The [`Store`] trait: the Matrix half of the homeserver's durable state (server keys,
 //! accounts, sessions, devices, end-to-end keys, registration tokens). It requires
-//! [`LogStore`], the account-log half.
+//! [`LogStore`], the account-log half, and [`DevicePlaneStore`], the device plane.
 
 use std::collections::BTreeMap;
 
 use roam_identity_core::{DeviceId, Millis, UserId};
 use serde_json::Value;
 
+use super::device_plane::DevicePlaneStore;
 use super::error::{StoreError, StoreResult};
+use super::key_backup::KeyBackupStore;
 use super::logs::LogStore;
 use super::records::{
     Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,
@@ -19,7 +21,9 @@ use super::records::{
 ///
 /// Implementations must make each method atomic: either all of its changes are committed
 /// before it returns `Ok`, or none are.
-pub trait Store: LogStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store:
+    LogStore + DevicePlaneStore + KeyBackupStore + Send + Sync + std::fmt::Debug + 'static
+{
     // --- server keys ---
 
     /// The current server signing key, creating it from `candidate` on first start.
@@ -36,6 +40,18 @@ pub trait Store: LogStore + Send + Sync + std::fmt::Debug + 'static {
     fn account(&self, user_id: &UserId) -> StoreResult<Option<Account>>;
     /// Logs in: creates the device if needed, otherwise revokes its previous token.
     fn create_session(&self, user_id: &UserId, session: NewSession) -> StoreResult<()>;
+    /// Replaces the password hash; with `logout_devices`, deletes every device of the user
+    /// but `keep` (the caller's), with their tokens and keys.
+    fn set_password(
+        &self,
+        user_id: &UserId,
+        hash: String,
+        keep: Option<&DeviceId>,
+        logout_devices: bool,
+    ) -> StoreResult<()>;
+    /// Deactivates the account: no password, no devices, no profile; every later login is
+    /// refused with [`super::error::StoreError::Deactivated`]. The user ID stays taken.
+    fn deactivate_account(&self, user_id: &UserId) -> StoreResult<()>;
     fn token_owner(&self, token_hash: &[u8; 32]) -> StoreResult<Option<TokenOwner>>;
     /// Redeems a refresh token (single use): its session gets `new` access and refresh
     /// tokens in place of the old ones, in one transaction. `None` for an unknown (or

@@ -24,6 +24,16 @@ pub enum StoreError {
     /// A registration token does not exist, is used up or expired.
     #[error("registration token is not valid")]
     TokenInvalid,
+    /// A key backup upload names a version that is not the current one.
+    #[error("backup version is not the current one")]
+    WrongBackupVersion { current: Option<u64> },
+    /// The account was deactivated.
+    #[error("account is deactivated")]
+    Deactivated,
+    /// A per-user or per-device cap (a device's undelivered messages, account data types,
+    /// filters, tracked users) would be exceeded; nothing was stored.
+    #[error("too many {0}")]
+    CapReached(&'static str),
     /// A concurrent writer moved the head of `did`'s log after the caller read it; retry
     /// from a fresh read.
     #[error("conflict: log of {did} changed concurrently")]

@@ -10,18 +10,22 @@
 //! own methods to the traits; they must not change the layouts of the existing tables.
 //!
 //! Files: `accounts.rs` (the `Store` trait), [`logs`] (the `LogStore` trait and its
-//! records), `records.rs`, `error.rs`, `db.rs` (the async handle), [`tables`]; the redb
-//! implementation in
-//! `redb_database.rs` (the database, transactions, row encoding), `redb_store.rs` and
-//! `redb_logs.rs`; the PostgreSQL implementation (several nodes on one database) in
-//! `pg_database.rs` (pool, migrations in `pg/`, serializable transactions), `pg_store.rs`,
-//! `pg_logs.rs` and `pg_shared.rs` (UIA sessions and login challenges shared by nodes);
-//! [`copy`] moves a redb store into PostgreSQL. This file only names them.
+//! records), [`device_plane`] (the `DevicePlaneStore` trait: to-device messages, account
+//! data, filters, profiles, sync positions), [`key_backup`] (the `KeyBackupStore` trait),
+//! `records.rs`, `error.rs`, `db.rs` (the async handle), [`tables`]; the redb
+//! implementation in `redb_database.rs` (the database, transactions, row encoding),
+//! `redb_store.rs`, `redb_logs.rs`, `redb_device_plane.rs` and `redb_key_backup.rs`; the
+//! PostgreSQL implementation (several nodes on one database) in `pg_database.rs` (pool,
+//! migrations in `pg/`, serializable transactions), `pg_store.rs`, `pg_logs.rs` and
+//! `pg_shared.rs` (UIA sessions and login challenges shared by nodes); [`copy`] moves a redb
+//! store into PostgreSQL. This file only names them.
 
 mod accounts;
 pub mod copy;
 mod db;
+pub mod device_plane;
 mod error;
+pub mod key_backup;
 pub mod logs;
 mod pg_database;
 mod pg_logs;
@@ -29,13 +33,17 @@ mod pg_shared;
 mod pg_store;
 mod records;
 mod redb_database;
+mod redb_device_plane;
+mod redb_key_backup;
 mod redb_logs;
 mod redb_store;
 pub mod tables;
 
 pub use accounts::Store;
 pub use db::Db;
+pub use device_plane::DevicePlaneStore;
 pub use error::{BoxError, StoreError, StoreResult};
+pub use key_backup::KeyBackupStore;
 pub use logs::{EvidenceCap, ExportedOp, LogCommit, LogStore, LogSummary, OpWindowUpdate};
 pub use pg_database::{PgStore, PoolStats};
 pub use records::{

@@ -29,6 +29,8 @@ pub struct Account {
     /// argon2id PHC string; `None` for accounts that cannot log in with a password.
     pub password_hash: Option<String>,
     pub created_at: Millis,
+    /// Deactivated: every login is refused.
+    pub deactivated: bool,
 }
 
 /// A device, which is also a login session: at most one access token belongs to it.

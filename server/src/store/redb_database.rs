@@ -179,6 +179,7 @@ pub(super) fn insert_account(txn: &WriteTransaction, new: NewAccount) -> StoreRe
         let row = t::AccountRow {
             password_hash: account.password_hash.clone(),
             created_at: account.created_at,
+            deactivated: false,
         };
         accounts.insert(user, to_json(&row)?.as_str())?;
     }
@@ -257,4 +258,18 @@ pub(super) fn put_session(
     owner.expires_at = s.expires_at;
     tokens.insert(s.token_hash.as_slice(), to_json(&owner)?.as_str())?;
     Ok(())
+}
+
+/// Appends `user` to the key-change stream and returns the new position.
+pub(super) fn bump_key_stream(txn: &WriteTransaction, user: &str) -> StoreResult<u64> {
+    let mut meta = txn.open_table(t::META)?;
+    let current = meta
+        .get(t::META_KEY_STREAM)?
+        .map(|v| decode_u64(v.value()))
+        .transpose()?
+        .unwrap_or(0);
+    let next = current + 1;
+    meta.insert(t::META_KEY_STREAM, next.to_be_bytes().as_slice())?;
+    txn.open_table(t::KEY_CHANGES)?.insert(next, user)?;
+    Ok(next)
 }

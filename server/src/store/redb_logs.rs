@@ -73,6 +73,12 @@ fn apply_commit(txn: &WriteTransaction, c: &LogCommit) -> StoreResult<()> {
         }
     }
     heads.insert(did, to_json(&row_from_summary(&c.summary))?.as_str())?;
+    if !c.new_ops.is_empty() {
+        // Devices added or revoked through the log change the bound users' device lists.
+        for u in &c.summary.user_ids {
+            super::redb_database::bump_key_stream(txn, u.as_str())?;
+        }
+    }
     if let Some(atts) = &c.attestations {
         let mut table = txn.open_table(t::ATTESTATIONS)?;
         table.insert(did, to_json(atts)?.as_str())?;

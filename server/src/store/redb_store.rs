@@ -18,7 +18,8 @@ use super::records::{
     TokenOwner,
 };
 use super::redb_database::{
-    RedbStore, decode_u64, from_json, insert_account, put_session, to_json, token_key,
+    RedbStore, bump_key_stream, decode_u64, from_json, insert_account, put_session, to_json,
+    token_key,
 };
 use super::tables::{self as t, PRINTABLE_END};
 
@@ -41,18 +42,20 @@ fn device_from_row(user_id: &UserId, device_id: &str, row: t::DeviceRow) -> Stor
     })
 }
 
-/// Appends `user` to the key-change stream and returns the new position.
-fn bump_key_stream(txn: &WriteTransaction, user: &str) -> StoreResult<u64> {
-    let mut meta = txn.open_table(t::META)?;
-    let current = meta
-        .get(t::META_KEY_STREAM)?
-        .map(|v| decode_u64(v.value()))
-        .transpose()?
-        .unwrap_or(0);
-    let next = current + 1;
-    meta.insert(t::META_KEY_STREAM, next.to_be_bytes().as_slice())?;
-    txn.open_table(t::KEY_CHANGES)?.insert(next, user)?;
-    Ok(next)
+/// Changes one stored account row; `NotFound` when there is none.
+fn update_account(
+    txn: &WriteTransaction,
+    user: &str,
+    change: impl FnOnce(&mut t::AccountRow),
+) -> StoreResult<()> {
+    let mut accounts = txn.open_table(t::ACCOUNTS)?;
+    let mut row: t::AccountRow = match accounts.get(user)? {
+        Some(v) => from_json(v.value())?,
+        None => return Err(StoreError::NotFound("account")),
+    };
+    change(&mut row);
+    accounts.insert(user, to_json(&row)?.as_str())?;
+    Ok(())
 }
 
 /// Removes a device with its token, keys and the signatures made on it.
@@ -87,6 +90,7 @@ fn remove_device(txn: &WriteTransaction, user: &str, device: &str) -> StoreResul
         (user, device, "", "")..(user, device, PRINTABLE_END, ""),
         |_, _| false,
     )?;
+    super::redb_device_plane::drop_inbox(txn, user, device)?;
     if had_keys {
         bump_key_stream(txn, user)?;
     }
@@ -177,20 +181,66 @@ impl Store for RedbStore {
                 user_id: user_id.clone(),
                 password_hash: row.password_hash,
                 created_at: row.created_at,
+                deactivated: row.deactivated,
             }))
         })
     }
 
     fn create_session(&self, user_id: &UserId, session: NewSession) -> StoreResult<()> {
         self.write(|txn| {
-            if txn
-                .open_table(t::ACCOUNTS)?
-                .get(user_id.as_str())?
-                .is_none()
-            {
-                return Err(StoreError::NotFound("account"));
+            let row: t::AccountRow = match txn.open_table(t::ACCOUNTS)?.get(user_id.as_str())? {
+                Some(v) => from_json(v.value())?,
+                None => return Err(StoreError::NotFound("account")),
+            };
+            if row.deactivated {
+                return Err(StoreError::Deactivated);
             }
             put_session(txn, user_id, session)
+        })
+    }
+
+    fn set_password(
+        &self,
+        user_id: &UserId,
+        hash: String,
+        keep: Option<&DeviceId>,
+        logout_devices: bool,
+    ) -> StoreResult<()> {
+        let u = user_id.as_str();
+        self.write(|txn| {
+            update_account(txn, u, |row| row.password_hash = Some(hash))?;
+            if logout_devices {
+                for d in device_ids(txn, u)? {
+                    if keep.is_none_or(|k| k.as_str() != d) {
+                        remove_device(txn, u, &d)?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn deactivate_account(&self, user_id: &UserId) -> StoreResult<()> {
+        let u = user_id.as_str();
+        self.write(|txn| {
+            update_account(txn, u, |row| {
+                row.password_hash = None;
+                row.deactivated = true;
+            })?;
+            for d in device_ids(txn, u)? {
+                remove_device(txn, u, &d)?;
+            }
+            txn.open_table(t::PROFILES)?.remove(u)?;
+            // What the user stored for their devices goes with them.
+            txn.open_table(t::ACCOUNT_DATA)?
+                .retain_in((u, "")..(u, PRINTABLE_END), |_, _| false)?;
+            txn.open_table(t::BACKUP_KEYS)?
+                .retain_in((u, 0, "", "")..=(u, u64::MAX, PRINTABLE_END, ""), |_, _| {
+                    false
+                })?;
+            txn.open_table(t::BACKUP_VERSIONS)?
+                .retain_in((u, 0)..=(u, u64::MAX), |_, _| false)?;
+            Ok(())
         })
     }
 

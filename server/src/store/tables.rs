@@ -20,6 +20,8 @@ pub const META_SCHEMA: &str = "schema_version";
 pub const META_SERVER_KEY: &str = "server_key";
 /// u64 big-endian: the newest key-change stream position.
 pub const META_KEY_STREAM: &str = "key_stream";
+/// u64 big-endian: the newest message stream position (to-device messages, account data).
+pub const META_MESSAGE_STREAM: &str = "message_stream";
 
 /// `version → JSON OldServerKeyRow`.
 pub const OLD_SERVER_KEYS: TableDefinition<&str, &str> = TableDefinition::new("old_server_keys");
@@ -86,6 +88,9 @@ pub struct OldServerKeyRow {
 pub struct AccountRow {
     pub password_hash: Option<String>,
     pub created_at: u64,
+    /// Deactivated through `/account/deactivate`: no login of any kind any more.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deactivated: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -166,6 +171,61 @@ pub struct LogSummaryRow {
     pub updated_at: u64,
 }
 
+// --- the device plane (to-device messages, account data, filters, profiles) ---
+
+/// `(user_id, device_id, message position) → event JSON`: undelivered to-device messages.
+pub const TO_DEVICE: TableDefinition<(&str, &str, u64), &str> = TableDefinition::new("to_device");
+
+/// `(sender, sender device, txn_id) → u64 ms`: transactions of `PUT /sendToDevice` already
+/// stored, so a retried request is not delivered twice.
+pub const TO_DEVICE_TXNS: TableDefinition<(&str, &str, &str), u64> =
+    TableDefinition::new("to_device_txns");
+
+/// `(user_id, type) → JSON AccountDataRow`: global account data.
+pub const ACCOUNT_DATA: TableDefinition<(&str, &str), &str> = TableDefinition::new("account_data");
+
+/// `(user_id, filter_id) → filter JSON`.
+pub const FILTERS: TableDefinition<(&str, &str), &str> = TableDefinition::new("filters");
+
+/// `user_id → JSON ProfileRow`.
+pub const PROFILES: TableDefinition<&str, &str> = TableDefinition::new("profiles");
+
+/// `(user_id, tracked user_id) → ()`: whose device lists a user follows.
+pub const TRACKED_USERS: TableDefinition<(&str, &str), ()> = TableDefinition::new("tracked_users");
+
+/// `(user_id, version) → JSON BackupVersionRow`: key backup versions, deleted ones too (a
+/// version number is never reused).
+pub const BACKUP_VERSIONS: TableDefinition<(&str, u64), &str> =
+    TableDefinition::new("backup_versions");
+
+/// `(user_id, version, room_id, session_id) → KeyBackupData JSON`.
+pub const BACKUP_KEYS: TableDefinition<(&str, u64, &str, &str), &str> =
+    TableDefinition::new("backup_keys");
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BackupVersionRow {
+    pub algorithm: String,
+    pub auth_data: serde_json::Value,
+    pub etag: u64,
+    pub count: u64,
+    pub deleted: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AccountDataRow {
+    /// The message stream position of the last change.
+    pub pos: u64,
+    pub content: serde_json::Value,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ProfileRow {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub displayname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+}
+
 /// Creates every table (when the database is opened), so read transactions can open them
 /// unconditionally.
 pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> {
@@ -191,5 +251,13 @@ pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> 
     txn.open_table(MIGRATION_BY_DID)?;
     txn.open_table(OP_WINDOWS)?;
     txn.open_table(REFRESH_TOKENS)?;
+    txn.open_table(TO_DEVICE)?;
+    txn.open_table(TO_DEVICE_TXNS)?;
+    txn.open_table(ACCOUNT_DATA)?;
+    txn.open_table(FILTERS)?;
+    txn.open_table(PROFILES)?;
+    txn.open_table(TRACKED_USERS)?;
+    txn.open_table(BACKUP_VERSIONS)?;
+    txn.open_table(BACKUP_KEYS)?;
     Ok(())
 }

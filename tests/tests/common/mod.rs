@@ -99,6 +99,33 @@ pub async fn start_on(
     }
 }
 
+/// [`start`] with a federation client (`HttpFederation`): the other servers it may reach are
+/// the `federation_overrides` that `tweak` sets.
+pub async fn start_federated(dir: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = ServerConfig::for_server_name(
+        ServerName::parse(SERVER_NAME).unwrap(),
+        addr,
+        dir.to_owned(),
+    );
+    config.rate_limits = RateLimits::unlimited();
+    tweak(&mut config);
+    let fed = roam_server::portable::federation::HttpFederation::new(&config).unwrap();
+    let store = open_store(dir).await;
+    let state = AppState::with_federation(config, Arc::new(store), Arc::new(fed)).unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(roam_server::run(listener, state.clone(), async move {
+        let _ = rx.await;
+    }));
+    TestServer {
+        base: format!("http://{addr}"),
+        state,
+        shutdown: Some(tx),
+        handle,
+    }
+}
+
 /// Opens the store, waiting briefly if a just-stopped server still holds the file.
 async fn open_store(dir: &Path) -> RedbStore {
     for _ in 0..50 {

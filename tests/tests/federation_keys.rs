@@ -1,0 +1,224 @@
+//! Keys across servers (issue 12): two homeservers on loopback, each resolving the other
+//! through its federation overrides. A user on one queries and claims the device keys of a
+//! user on the other and sends them a to-device message, all as `X-Matrix`-signed
+//! server-server requests; unsigned or forged server-server requests are refused.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+use roam_identity_core::ServerName;
+use roam_identity_core::xmatrix;
+use roam_server::config::{RateLimits, ServerConfig};
+use roam_server::portable::federation::HttpFederation;
+use roam_server::state::AppState;
+use roam_server::store::RedbStore;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+mod common;
+use common::{C, Client, device_keys};
+
+struct Node {
+    name: String,
+    base: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn client(&self) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            base: self.base.clone(),
+            token: None,
+        }
+    }
+
+    fn uid(&self, localpart: &str) -> String {
+        format!("@{localpart}:{}", self.name)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+async fn federation(names: &[&str]) -> Vec<Node> {
+    let mut listeners = Vec::new();
+    let mut overrides = BTreeMap::new();
+    for n in names {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        overrides.insert(
+            ServerName::parse(n).unwrap(),
+            url::Url::parse(&format!("http://{addr}")).unwrap(),
+        );
+        listeners.push((n.to_string(), l, addr));
+    }
+    let mut nodes = Vec::new();
+    for (name, listener, addr) in listeners {
+        let dir = tempfile::tempdir().unwrap();
+        let sn = ServerName::parse(&name).unwrap();
+        let mut config = ServerConfig::for_server_name(sn, addr, dir.path().to_owned());
+        config.rate_limits = RateLimits::unlimited();
+        config.federation_overrides = overrides.clone();
+        let fed = HttpFederation::new(&config).unwrap();
+        let store = RedbStore::open_dir(dir.path()).unwrap();
+        let state = AppState::with_federation(config, Arc::new(store), Arc::new(fed)).unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(roam_server::run(listener, state, async move {
+            let _ = rx.await;
+        }));
+        nodes.push(Node {
+            name,
+            base: format!("http://{addr}"),
+            shutdown: Some(tx),
+            _dir: dir,
+        });
+    }
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_and_to_device_messages_cross_servers() {
+    let nodes = federation(&["a.test", "b.test"]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    a.client().register("alice", "pw-alice-1").await;
+    b.client().register("bob", "pw-bob-1").await;
+    let (alice, _) = a
+        .client()
+        .login("alice", "pw-alice-1", Some("APHONE"))
+        .await;
+    let (bob, _) = b.client().login("bob", "pw-bob-1", Some("BLAPTOP")).await;
+    let alice_key = SigningKey::from_bytes(&[21; 32]);
+    let keys = device_keys(&a.uid("alice"), "APHONE", &alice_key);
+    let mut one = json!({"key": "otk-key"});
+    let device_key_id = roam_identity_core::KeyId::parse("ed25519:APHONE").unwrap();
+    roam_identity_core::signed::sign(&mut one, &a.uid("alice"), &device_key_id, &alice_key)
+        .unwrap();
+    let otk = json!({"signed_curve25519:AAAAQ": one});
+    let (s, v) = alice
+        .post(
+            &format!("{C}/keys/upload"),
+            json!({"device_keys": keys, "one_time_keys": otk}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+
+    // Bob (on b.test) queries Alice (on a.test): b.test asks a.test, signed.
+    let (s, q) = bob
+        .post(
+            &format!("{C}/keys/query"),
+            json!({"device_keys": {a.uid("alice"): []}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{q}");
+    assert_eq!(q["failures"], json!({}), "{q}");
+    let got = &q["device_keys"][a.uid("alice")]["APHONE"];
+    assert_eq!(got["keys"], keys["keys"], "{q}");
+    roam_identity_core::signed::verify(
+        got,
+        &a.uid("alice"),
+        &roam_identity_core::KeyId::parse("ed25519:APHONE").unwrap(),
+        &alice_key.verifying_key(),
+    )
+    .expect("the device keys arrive as Alice signed them");
+
+    // And claims her one-time key.
+    let (s, c) = bob
+        .post(
+            &format!("{C}/keys/claim"),
+            json!({"one_time_keys": {a.uid("alice"): {"APHONE": "signed_curve25519"}}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(
+        c["one_time_keys"][a.uid("alice")]["APHONE"]["signed_curve25519:AAAAQ"]["key"],
+        "otk-key",
+        "{c}"
+    );
+
+    // A to-device message from Bob reaches Alice's device through a.test's /sync.
+    let (s, first) = alice.get(&format!("{C}/sync")).await;
+    assert_eq!(s, 200);
+    let since = first["next_batch"].as_str().unwrap().to_owned();
+    let body = json!({"messages": {a.uid("alice"): {"APHONE": {"hi": "from b"}}}});
+    let (s, v) = bob
+        .put(&format!("{C}/sendToDevice/m.roam.test/t1"), body)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, got) = alice
+        .get(&format!("{C}/sync?since={since}&timeout=5000"))
+        .await;
+    assert_eq!(s, 200, "{got}");
+    let events = got["to_device"]["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{got}");
+    assert_eq!(events[0]["sender"], b.uid("bob"));
+    assert_eq!(events[0]["content"]["hi"], "from b");
+
+    // A server that is down is a failure in the answer, not an error.
+    let (s, q) = bob
+        .post(
+            &format!("{C}/keys/query"),
+            json!({"device_keys": {"@carol:c.test": []}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{q}");
+    assert!(q["failures"]["c.test"].is_object(), "{q}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_and_forged_server_requests_are_refused() {
+    let nodes = federation(&["a.test", "b.test"]).await;
+    let a = &nodes[0];
+    a.client().register("alice", "pw-alice-1").await;
+    let path = "/_matrix/federation/v1/user/keys/query";
+    let body = json!({"device_keys": {a.uid("alice"): []}});
+    let http = reqwest::Client::new();
+    let post = |auth: Option<String>| {
+        let mut req = http
+            .post(format!("{}{path}", a.base))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(h) = auth {
+            req = req.header("authorization", h);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, v) = post(None).await;
+    assert_eq!(
+        (s, v["errcode"].as_str()),
+        (401, Some("M_UNAUTHORIZED")),
+        "{v}"
+    );
+    // Signed by a key b.test does not publish: claims to be b.test, cannot prove it.
+    let (origin, dest) = (
+        ServerName::parse("b.test").unwrap(),
+        ServerName::parse("a.test").unwrap(),
+    );
+    let forger = SigningKey::from_bytes(&[66; 32]);
+    let key_id = roam_identity_core::KeyId::parse("ed25519:forged").unwrap();
+    let obj = xmatrix::request_object("POST", path, &origin, &dest, Some(&body));
+    let header = xmatrix::sign_request(&obj, &origin, &dest, &key_id, &forger).unwrap();
+    let (s, v) = post(Some(header)).await;
+    assert_eq!(
+        (s, v["errcode"].as_str()),
+        (401, Some("M_UNAUTHORIZED")),
+        "{v}"
+    );
+    let (s, v) = post(Some("X-Matrix garbage".into())).await;
+    assert_eq!(
+        (s, v["errcode"].as_str()),
+        (401, Some("M_UNAUTHORIZED")),
+        "{v}"
+    );
+}
