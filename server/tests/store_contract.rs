@@ -41,6 +41,7 @@ fn new_account(name: &str, s: Option<NewSession>, token: Option<&str>) -> NewAcc
             user_id: user(name),
             password_hash: Some("$argon2id$x".into()),
             created_at: 5,
+            deactivated: false,
         },
         session: s,
         registration_token: token.map(Into::into),
@@ -581,3 +582,7 @@ fn redb_keeps_shared_state_in_memory() {
         Err(StoreError::Unsupported(_))
     ));
 }
+
+// The device plane's contract (it uses the macro above).
+#[path = "store_contract/device_plane.rs"]
+mod device_plane;

@@ -124,11 +124,13 @@ fn matrix_tables(from: &RedbStore) -> Result<Vec<TableCopy>, StoreError> {
                 Col::Text(k.value().into()),
                 Col::OptText(row.password_hash),
                 u(row.created_at),
+                Col::Bool(row.deactivated),
             ]);
         }
         out.push(TableCopy {
             name: "accounts",
-            sql: "INSERT INTO accounts VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            sql: "INSERT INTO accounts (user_id, password_hash, created_at, deactivated) \
+                  VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
             rows,
         });
         out.push(devices(txn)?);

@@ -16,8 +16,8 @@
 //! implementation in `redb_database.rs` (the database, transactions, row encoding),
 //! `redb_store.rs`, `redb_logs.rs`, `redb_device_plane.rs` and `redb_key_backup.rs`; the
 //! PostgreSQL implementation (several nodes on one database) in `pg_database.rs` (pool,
-//! migrations in `pg/`, serializable transactions), `pg_store.rs`, `pg_logs.rs` and
-//! `pg_shared.rs` (UIA sessions and login challenges shared by nodes); [`copy`] moves a redb
+//! migrations in `pg/`, serializable transactions), `pg_store.rs`, `pg_logs.rs`,
+//! `pg_device_plane.rs`, `pg_key_backup.rs` and `pg_shared.rs` (UIA sessions and login challenges shared by nodes); [`copy`] moves a redb
 //! store into PostgreSQL. This file only names them.
 
 mod accounts;
@@ -28,6 +28,8 @@ mod error;
 pub mod key_backup;
 pub mod logs;
 mod pg_database;
+mod pg_device_plane;
+mod pg_key_backup;
 mod pg_logs;
 mod pg_shared;
 mod pg_store;

@@ -25,6 +25,7 @@ use super::redb_database::token_key;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("pg/0001_initial.sql")),
     (2, "shared state", include_str!("pg/0002_shared_state.sql")),
+    (10, "device plane", include_str!("pg/0010_device_plane.sql")),
 ];
 
 /// How many transaction attempts a serialization failure may cost before giving up.

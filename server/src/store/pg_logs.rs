@@ -144,6 +144,12 @@ async fn bind_users(c: &mut PgConnection, commit: &LogCommit) -> StoreResult<()>
 async fn apply_commit(c: &mut PgConnection, commit: &LogCommit) -> StoreResult<()> {
     move_head(c, commit).await?;
     append_ops(c, commit).await?;
+    if !commit.new_ops.is_empty() {
+        // Devices added or revoked through the log change the bound users' device lists.
+        for u in &commit.summary.user_ids {
+            super::pg_store::bump_key_stream(c, u.as_str()).await?;
+        }
+    }
     if let Some(atts) = &commit.attestations {
         sqlx::query(
             "INSERT INTO attestations (did, attestations) VALUES ($1, $2) \

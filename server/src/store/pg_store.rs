@@ -50,7 +50,7 @@ fn algorithm_of(key_id: &str) -> &str {
 
 /// Appends `user` to the key-change stream and returns the new position. The counter row
 /// stays locked until commit, so positions become visible in order.
-async fn bump_key_stream(c: &mut PgConnection, user: &str) -> StoreResult<u64> {
+pub(super) async fn bump_key_stream(c: &mut PgConnection, user: &str) -> StoreResult<u64> {
     let next: i64 = sqlx::query_scalar(
         "UPDATE counters SET value = value + 1 WHERE name = 'key_stream' RETURNING value",
     )
@@ -123,6 +123,7 @@ async fn remove_device(c: &mut PgConnection, u: &str, d: &str) -> StoreResult<()
         d,
     )
     .await?;
+    super::pg_device_plane::drop_inbox(c, u, d).await?;
     if had_keys {
         bump_key_stream(c, u).await?;
     }
@@ -507,6 +508,32 @@ async fn refresh_in(
     }))
 }
 
+/// Deactivates an account: no password, no devices, no profile, no account data, no key
+/// backups (the user ID stays taken).
+async fn deactivate_in(c: &mut PgConnection, u: &str) -> StoreResult<()> {
+    let updated = sqlx::query(
+        "UPDATE accounts SET password_hash = NULL, deactivated = true WHERE user_id = $1",
+    )
+    .bind(u)
+    .execute(&mut *c)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Err(StoreError::NotFound("account"));
+    }
+    for d in device_ids(c, u).await? {
+        remove_device(c, u, &d).await?;
+    }
+    // What the user stored for their devices goes with them.
+    for table in ["profiles", "account_data", "backup_keys", "backup_versions"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE user_id = $1"))
+            .bind(u)
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(())
+}
+
 impl Store for PgStore {
     fn server_key_or_insert(&self, candidate: ServerKeyRecord) -> StoreResult<ServerKeyRecord> {
         self.txn(async |c| server_key_in(c, &candidate).await)
@@ -537,16 +564,19 @@ impl Store for PgStore {
 
     fn account(&self, user_id: &UserId) -> StoreResult<Option<Account>> {
         self.block(async {
-            let row =
-                sqlx::query("SELECT password_hash, created_at FROM accounts WHERE user_id = $1")
-                    .bind(user_id.as_str())
-                    .fetch_optional(&self.pool)
-                    .await?;
+            let row = sqlx::query(
+                "SELECT password_hash, created_at, deactivated FROM accounts \
+                     WHERE user_id = $1",
+            )
+            .bind(user_id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
             row.map(|row| {
                 Ok(Account {
                     user_id: user_id.clone(),
                     password_hash: row.try_get(0)?,
                     created_at: to_u64(row.try_get(1)?)?,
+                    deactivated: row.try_get(2)?,
                 })
             })
             .transpose()
@@ -555,15 +585,50 @@ impl Store for PgStore {
 
     fn create_session(&self, user_id: &UserId, session: NewSession) -> StoreResult<()> {
         self.txn(async |c| {
-            let known = sqlx::query("SELECT 1 FROM accounts WHERE user_id = $1")
-                .bind(user_id.as_str())
-                .fetch_optional(&mut *c)
-                .await?;
-            if known.is_none() {
+            let deactivated: Option<bool> =
+                sqlx::query_scalar("SELECT deactivated FROM accounts WHERE user_id = $1")
+                    .bind(user_id.as_str())
+                    .fetch_optional(&mut *c)
+                    .await?;
+            match deactivated {
+                None => Err(StoreError::NotFound("account")),
+                Some(true) => Err(StoreError::Deactivated),
+                Some(false) => put_session(c, user_id, &session).await,
+            }
+        })
+    }
+
+    fn set_password(
+        &self,
+        user_id: &UserId,
+        hash: String,
+        keep: Option<&DeviceId>,
+        logout_devices: bool,
+    ) -> StoreResult<()> {
+        let u = user_id.as_str();
+        self.txn(async |c| {
+            let updated = sqlx::query("UPDATE accounts SET password_hash = $2 WHERE user_id = $1")
+                .bind(u)
+                .bind(&hash)
+                .execute(&mut *c)
+                .await?
+                .rows_affected();
+            if updated == 0 {
                 return Err(StoreError::NotFound("account"));
             }
-            put_session(c, user_id, &session).await
+            if logout_devices {
+                for d in device_ids(c, u).await? {
+                    if keep.is_none_or(|k| k.as_str() != d) {
+                        remove_device(c, u, &d).await?;
+                    }
+                }
+            }
+            Ok(())
         })
+    }
+
+    fn deactivate_account(&self, user_id: &UserId) -> StoreResult<()> {
+        self.txn(async |c| deactivate_in(c, user_id.as_str()).await)
     }
 
     fn token_owner(&self, token_hash: &[u8; 32]) -> StoreResult<Option<TokenOwner>> {
