@@ -60,11 +60,7 @@ fn op(n: u64) -> (OpHash, Value) {
 
 fn commit(d: &Did, expected: Option<OpHash>, ops: &[u64], bind: &[&str]) -> LogCommit {
     let new_ops: Vec<_> = ops.iter().map(|n| op(*n)).collect();
-    let head = new_ops
-        .last()
-        .map(|(h, _)| h.clone())
-        .or(expected.clone())
-        .unwrap();
+    let head = new_ops.last().map(|(h, _)| *h).or(expected).unwrap();
     LogCommit {
         did: d.clone(),
         expected_head: expected,
@@ -295,7 +291,7 @@ fn keys_upload_claim_and_fallback(s: &dyn Store) {
     assert_eq!(
         s.key_changes(before, s.key_change_position().unwrap())
             .unwrap(),
-        [u.clone()]
+        std::slice::from_ref(&u)
     );
     s.delete_all_devices(&u).unwrap();
     assert!(s.devices(&u).unwrap().is_empty());
@@ -332,14 +328,14 @@ fn cross_signing_and_signatures_are_compare_and_set(s: &dyn Store) {
     };
     let stale = SigningSnapshot::default();
     assert!(
-        !s.add_key_signatures_if(vec![sig.clone()], &stale, &[other.clone()], 3)
+        !s.add_key_signatures_if(vec![sig.clone()], &stale, std::slice::from_ref(&other), 3)
             .unwrap()
     );
     assert!(
         s.add_key_signatures_if(vec![sig.clone()], &snap, &[other], 3)
             .unwrap()
     );
-    assert_eq!(s.key_signatures(&u).unwrap(), [sig.clone()]);
+    assert_eq!(s.key_signatures(&u).unwrap(), std::slice::from_ref(&sig));
     // A new master key drops signatures by and on the old identity.
     let replace = vec![(
         CrossSigningKind::Master,
@@ -356,11 +352,11 @@ fn log_commits_follow_the_head(s: &dyn Store) {
     let c1 = commit(&d, None, &[1, 2], &["ivy"]);
     s.create_account_with_log(new_account("ivy", None, None), c1.clone())
         .unwrap();
-    let head = c1.summary.head.clone();
+    let head = c1.summary.head;
     assert_eq!(s.log_summary(&d).unwrap().unwrap(), c1.summary);
     assert_eq!(s.log_ops(&d).unwrap().len(), 2);
     assert_eq!(s.did_of_user(&user("ivy")).unwrap(), Some(d.clone()));
-    assert_eq!(s.held_dids().unwrap(), [d.clone()]);
+    assert_eq!(s.held_dids().unwrap(), std::slice::from_ref(&d));
     assert_eq!(s.issued_attestations(&d).unwrap(), [json!({"att": 2})]);
     // A writer that verified against no log (or an old head) is refused.
     assert!(matches!(
@@ -413,7 +409,7 @@ fn concurrent_commits_on_one_head_let_one_win(s: Arc<dyn Store>) {
         .map(|i| {
             let (s, c) = (
                 Arc::clone(&s),
-                commit(&d, Some(base.summary.head.clone()), &[100 + i], &[]),
+                commit(&d, Some(base.summary.head), &[100 + i], &[]),
             );
             std::thread::spawn(move || s.commit_log(c))
         })
