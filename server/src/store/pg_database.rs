@@ -373,3 +373,19 @@ pub(super) async fn put_session(
     .await?;
     Ok(())
 }
+
+/// Appends `user` to the key-change stream and returns the new position. The counter row
+/// stays locked until commit, so positions become visible in order.
+pub(super) async fn bump_key_stream(c: &mut PgConnection, user: &str) -> StoreResult<u64> {
+    let next: i64 = sqlx::query_scalar(
+        "UPDATE counters SET value = value + 1 WHERE name = 'key_stream' RETURNING value",
+    )
+    .fetch_one(&mut *c)
+    .await?;
+    sqlx::query("INSERT INTO key_changes (position, user_id) VALUES ($1, $2)")
+        .bind(next)
+        .bind(user)
+        .execute(&mut *c)
+        .await?;
+    to_u64(next)
+}

@@ -14,8 +14,7 @@ use super::device_plane::{
     SyncPositions, ToDeviceMessage, TxnKey,
 };
 use super::error::{StoreError, StoreResult};
-use super::pg_database::{PgStore, to_i64, to_u64};
-use super::pg_store::bump_key_stream;
+use super::pg_database::{PgStore, bump_key_stream, to_i64, to_u64};
 use super::redb_database::{from_json, to_json};
 
 fn parse_user(s: &str) -> StoreResult<UserId> {

@@ -147,7 +147,7 @@ async fn apply_commit(c: &mut PgConnection, commit: &LogCommit) -> StoreResult<(
     if !commit.new_ops.is_empty() {
         // Devices added or revoked through the log change the bound users' device lists.
         for u in &commit.summary.user_ids {
-            super::pg_store::bump_key_stream(c, u.as_str()).await?;
+            super::pg_database::bump_key_stream(c, u.as_str()).await?;
         }
     }
     if let Some(atts) = &commit.attestations {

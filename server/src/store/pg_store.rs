@@ -11,7 +11,7 @@ use sqlx::{PgConnection, Row};
 use super::accounts::Store;
 use super::error::{StoreError, StoreResult};
 use super::pg_database::{
-    PgStore, PoolStats, insert_account, opt_u64, put_session, to_i64, to_u64,
+    PgStore, PoolStats, bump_key_stream, insert_account, opt_u64, put_session, to_i64, to_u64,
 };
 use super::pg_shared;
 use super::records::{
@@ -46,22 +46,6 @@ fn device_from_row(row: &PgRow) -> StoreResult<Device> {
 /// The algorithm part of a key ID (`signed_curve25519:AAAAAQ` → `signed_curve25519`).
 fn algorithm_of(key_id: &str) -> &str {
     key_id.split_once(':').map_or(key_id, |(a, _)| a)
-}
-
-/// Appends `user` to the key-change stream and returns the new position. The counter row
-/// stays locked until commit, so positions become visible in order.
-pub(super) async fn bump_key_stream(c: &mut PgConnection, user: &str) -> StoreResult<u64> {
-    let next: i64 = sqlx::query_scalar(
-        "UPDATE counters SET value = value + 1 WHERE name = 'key_stream' RETURNING value",
-    )
-    .fetch_one(&mut *c)
-    .await?;
-    sqlx::query("INSERT INTO key_changes (position, user_id) VALUES ($1, $2)")
-        .bind(next)
-        .bind(user)
-        .execute(&mut *c)
-        .await?;
-    to_u64(next)
 }
 
 async fn exec(c: &mut PgConnection, sql: &str, u: &str, d: &str) -> StoreResult<u64> {
