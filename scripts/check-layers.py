@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CRATES = ["identity-core", "resolver", "client", "server", "cli"]
+CRATES = ["identity-core", "vc", "resolver", "client", "server", "cli"]
 PATH_RE = re.compile(r"\b(crate|super)((?:::\w+)+)")
 USE_GROUP_RE = re.compile(r"\buse\s+(crate|super)::\{([^;]*)\};", re.S)
 

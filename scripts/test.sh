@@ -4,10 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The real-client test drives the server with matrix-nio from a project venv.
+# The real-client tests drive the server with matrix-nio and mautrix-python from a project venv.
 if [ -f .ci/setup-python.sh ]; then
   bash .ci/setup-python.sh
 fi
+# The credential test checks Roam's credentials with an independent Data Integrity verifier,
+# and the matrix-js-sdk test drives the server with Node.js (tests/js-sdk, npm ci).
+bash .ci/setup-node.sh
 
 # The store and integration tests run on redb and on PostgreSQL: a throwaway cluster in
 # target/pg (scripts/pg.sh installs the Debian packages when missing), stopped on exit.

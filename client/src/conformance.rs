@@ -54,6 +54,7 @@ pub fn answer(request: &[u8]) -> Result<Value, ConformanceError> {
         "did-key" => answer_did(input),
         "key-documents" => answer_key_document(input),
         "server-names" => answer_server_name(input),
+        "credentials" => answer_credential(input, need_now()?),
         // §10: the resolver's own decision function answers (cached state, what each source
         // returned, now, TTL → status, servers, notices).
         "resolution" => roam_resolver::decide::run_conformance(&req),
@@ -82,6 +83,15 @@ fn log_error_json(e: &LogError) -> Value {
 
 /// `ops` (JSON values), `ops_raw` (JSON texts, counted, then parsed strictly one by one) or
 /// `ops_repeat` (`{"op", "times"}`: one op many times, for the size caps).
+/// §14: a credential, with its issuer's did:web document for a binding credential.
+fn answer_credential(input: &Value, now: Millis) -> Value {
+    let credential = input.get("credential").unwrap_or(&Value::Null);
+    match roam_vc::credential::verify(credential, input.get("issuer_document"), now) {
+        Ok(v) => valid(v.to_json()),
+        Err(e) => invalid(e.class()),
+    }
+}
+
 fn answer_log(input: &Value, now: Millis) -> Value {
     match run_log(input, now) {
         Ok(v) => valid(state_json(&v)),

@@ -502,6 +502,15 @@ impl Homeserver {
         .await
     }
 
+    /// `GET /_roam/v1/users/{user_id}/credential`: the binding as a W3C credential.
+    pub async fn user_credential(&self, user_id: &UserId) -> Result<Value, HomeserverError> {
+        self.get(&format!(
+            "/_roam/v1/users/{}/credential",
+            encode_segment(user_id.as_str())
+        ))
+        .await
+    }
+
     /// `GET /_roam/v1/accounts/{did}`: a bundle (not yet verified).
     pub async fn account_bundle(&self, did: &Did) -> Result<Value, HomeserverError> {
         self.get(&format!(

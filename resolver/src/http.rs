@@ -324,6 +324,36 @@ pub struct SafeClient {
     limiter: Arc<OriginLimiter>,
     max_body_bytes: usize,
     max_redirects: usize,
+    validators: Arc<Mutex<Validators>>,
+}
+
+/// The ETags and bodies of recent answers, by URL, so a revalidation can ask
+/// `If-None-Match` and reuse the body on `304`. Bounded: [`VALIDATORS_MAX`] entries, bodies of
+/// at most [`VALIDATOR_BODY_MAX`] bytes; the oldest entry leaves first.
+#[derive(Debug, Default)]
+struct Validators {
+    by_url: HashMap<String, (String, Arc<Value>)>,
+    order: std::collections::VecDeque<String>,
+}
+
+const VALIDATORS_MAX: usize = 1024;
+const VALIDATOR_BODY_MAX: usize = 256 * 1024;
+
+impl Validators {
+    fn get(&self, url: &str) -> Option<(String, Arc<Value>)> {
+        self.by_url.get(url).cloned()
+    }
+
+    fn put(&mut self, url: String, etag: String, body: Arc<Value>) {
+        if self.by_url.insert(url.clone(), (etag, body)).is_none() {
+            self.order.push_back(url);
+        }
+        while self.order.len() > VALIDATORS_MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.by_url.remove(&old);
+            }
+        }
+    }
 }
 
 impl SafeClient {
@@ -377,7 +407,49 @@ impl SafeClient {
             }),
             max_body_bytes: config.max_body_bytes,
             max_redirects,
+            validators: Arc::default(),
         })
+    }
+
+    /// GETs `url` as [`SafeClient::get_json`] does, revalidating: when an earlier answer
+    /// from `url` carried an `ETag`, the request sends it in `If-None-Match` and a `304 Not
+    /// Modified` answers with that earlier body (which the caller verifies like any other).
+    pub async fn get_json_revalidated(&self, url: &Url) -> Result<Value, FetchError> {
+        let key = url.to_string();
+        let known = self
+            .validators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key);
+        let mut request = self
+            .client
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some((etag, _)) = &known {
+            request = request.header(reqwest::header::IF_NONE_MATCH, etag.as_str());
+        }
+        let resp = self.send_checked(url, request).await?;
+        if resp.status() == reqwest::StatusCode::NOT_MODIFIED
+            && let Some((_, body)) = known
+        {
+            return Ok(Value::clone(&body));
+        }
+        let etag = resp
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .filter(|t| t.starts_with('"'))
+            .map(str::to_owned);
+        let bytes = self.read_body(url, resp).await?;
+        let value = canonical::parse_strict(&bytes).map_err(|e| FetchError::Json {
+            url: key.clone(),
+            reason: e.to_string(),
+        })?;
+        if let Some(etag) = etag.filter(|_| bytes.len() <= VALIDATOR_BODY_MAX) {
+            let mut v = self.validators.lock().unwrap_or_else(|p| p.into_inner());
+            v.put(key, etag, Arc::new(value.clone()));
+        }
+        Ok(value)
     }
 
     /// The guard, to trust targets found later (mDNS-discovered peers).
@@ -451,6 +523,23 @@ impl SafeClient {
         url: &Url,
         request: reqwest::RequestBuilder,
     ) -> Result<Vec<u8>, FetchError> {
+        let resp = self.send_checked(url, request).await?;
+        if resp.status() == reqwest::StatusCode::NOT_MODIFIED {
+            return Err(FetchError::Status {
+                url: url.to_string(),
+                status: 304,
+            });
+        }
+        self.read_body(url, resp).await
+    }
+
+    /// Sends a request through the guard and the per-origin limit; a status other than
+    /// success or `304` is an error.
+    async fn send_checked(
+        &self,
+        url: &Url,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, FetchError> {
         let shown = url.to_string();
         self.policy
             .check_url(url)
@@ -459,14 +548,24 @@ impl SafeClient {
                 reason: refused.to_string(),
             })?;
         let _permit = self.limiter.acquire(url).await;
-        let mut resp = request.send().await.map_err(|e| self.classify(&shown, e))?;
+        let resp = request.send().await.map_err(|e| self.classify(&shown, e))?;
         let status = resp.status();
-        if !status.is_success() {
+        if !status.is_success() && status != reqwest::StatusCode::NOT_MODIFIED {
             return Err(FetchError::Status {
                 url: shown,
                 status: status.as_u16(),
             });
         }
+        Ok(resp)
+    }
+
+    /// Reads at most `max_body_bytes` of an answer.
+    async fn read_body(
+        &self,
+        url: &Url,
+        mut resp: reqwest::Response,
+    ) -> Result<Vec<u8>, FetchError> {
+        let shown = url.to_string();
         let limit = self.max_body_bytes;
         if resp.content_length().is_some_and(|n| n > limit as u64) {
             return Err(FetchError::TooLarge { url: shown, limit });

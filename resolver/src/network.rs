@@ -31,6 +31,7 @@
 //! Two locks keep it off the network: the one entry point (`resolve`) never takes the online
 //! path, and the [`SafeClient`] refuses every target but a LAN peer (redirects included).
 
+mod bulk;
 pub(crate) mod failover;
 mod lan_fallback;
 pub(crate) mod verify;
@@ -272,12 +273,28 @@ impl NetworkResolver {
         known: Option<&KnownAccount>,
         now: Millis,
     ) -> ResolveResult {
-        let subject = Subject::User(user);
         let domain = user.server_name();
         let base = self.discover(&domain, now).await;
-        let url = endpoint(&base, &subject.path());
-        let verified = match self.fetch_user_bundle(user, &domain, &url).await {
-            Ok(value) => self.verify_online(&domain, &url, &value, None, now).await,
+        let url = endpoint(&base, &Subject::User(user).path());
+        let fetched = self.fetch_user_bundle(user, &domain, &url).await;
+        self.answer_user(user, known, now, (&base, &url), fetched)
+            .await
+    }
+
+    /// The rest of [`Self::resolve_user_online`] once the origin's bundle was fetched (alone
+    /// or in a bulk query): verify, check the binding, answer; fail over when unreachable.
+    async fn answer_user(
+        &self,
+        user: &UserId,
+        known: Option<&KnownAccount>,
+        now: Millis,
+        (base, url): (&Url, &Url),
+        fetched: Result<Value, OnlineFailure>,
+    ) -> ResolveResult {
+        let subject = Subject::User(user);
+        let domain = user.server_name();
+        let verified = match fetched {
+            Ok(value) => self.verify_online(&domain, url, &value, None, now).await,
             Err(failure) => Err(failure),
         };
         let evidence = match verified {
@@ -303,7 +320,7 @@ impl NetworkResolver {
             evidence,
             ResolveStatus::Verified,
             now,
-            origin_source(&domain, &base),
+            origin_source(&domain, base),
         ))
     }
 
@@ -315,16 +332,20 @@ impl NetworkResolver {
         domain: &ServerName,
         url: &Url,
     ) -> Result<Value, OnlineFailure> {
-        self.inner.client.get_json(url).await.map_err(|e| match e {
-            e if e.is_not_found() => OnlineFailure::Resolve(ResolveError::NotFound {
-                subject: user.to_string(),
-                detail: format!("{domain} has no such user"),
-            }),
-            FetchError::Json { url, reason } => {
-                invalid(format!("{url} answered with invalid JSON: {reason}"))
-            }
-            e => OnlineFailure::Unreachable(e.to_string()),
-        })
+        self.inner
+            .client
+            .get_json_revalidated(url)
+            .await
+            .map_err(|e| match e {
+                e if e.is_not_found() => OnlineFailure::Resolve(ResolveError::NotFound {
+                    subject: user.to_string(),
+                    detail: format!("{domain} has no such user"),
+                }),
+                FetchError::Json { url, reason } => {
+                    invalid(format!("{url} answered with invalid JSON: {reason}"))
+                }
+                e => OnlineFailure::Unreachable(e.to_string()),
+            })
     }
 
     /// A DID, from the first candidate server that serves a bundle for it; when none can be
@@ -341,7 +362,7 @@ impl NetworkResolver {
         for server in &self.did_candidates(did, hints) {
             let base = self.discover(server, now).await;
             let url = endpoint(&base, &subject.path());
-            let value = match self.inner.client.get_json(&url).await {
+            let value = match self.inner.client.get_json_revalidated(&url).await {
                 Ok(v) => v,
                 Err(e) if e.is_not_found() => {
                     not_found.push(server.to_string());

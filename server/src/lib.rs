@@ -63,6 +63,11 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let edge = state.config().edge.clone();
+    let (stop_refresher, stopped) = tokio::sync::watch::channel(false);
+    let refresher = tokio::spawn({
+        let state = state.clone();
+        async move { state.portable().keep_answers_fresh(stopped).await }
+    });
     let app = router(state).layer(tower_http::trace::TraceLayer::new_for_http());
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
@@ -86,6 +91,9 @@ where
         serve_connection(&http, &graceful, &app, stream, peer);
     }
     drop(listener);
+    // The refresher holds the store: it ends before `run` returns, so the file can reopen.
+    let _ = stop_refresher.send(true);
+    let _ = refresher.await;
     let grace = edge.request_timeout + edge.header_read_timeout;
     if tokio::time::timeout(grace, graceful.shutdown())
         .await

@@ -41,6 +41,9 @@ pub struct Metrics {
     pub requests_timed_out: AtomicU64,
     /// Writes refused by a per-address limit (writes or password checks).
     pub requests_rate_limited: AtomicU64,
+    /// Account logs this server verified (writes, and re-making stored answers; never a
+    /// read).
+    pub log_verifications: AtomicU64,
 }
 
 impl Metrics {
@@ -63,6 +66,57 @@ impl Metrics {
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The event counters: name, help text, value.
+    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 9] {
+        [
+            (
+                "roam_account_ops_accepted_total",
+                "Account-log ops stored.",
+                &self.ops_accepted,
+            ),
+            (
+                "roam_account_ops_refused_total",
+                "Account-log ops refused as invalid.",
+                &self.ops_refused,
+            ),
+            (
+                "roam_account_forks_refused_total",
+                "Op submissions refused as equivocation.",
+                &self.forks_refused,
+            ),
+            (
+                "roam_migrations_completed_total",
+                "Migrations completed on this server.",
+                &self.migrations_completed,
+            ),
+            (
+                "roam_key_proofs_total",
+                "Accepted m.login.roam.key proofs (logins and UIA).",
+                &self.key_logins,
+            ),
+            (
+                "roam_account_log_verifications_total",
+                "Account logs verified (on writes and when re-making stored answers).",
+                &self.log_verifications,
+            ),
+            (
+                "roam_http_requests_shed_total",
+                "Requests shed at max_concurrent_requests (503).",
+                &self.requests_shed,
+            ),
+            (
+                "roam_http_requests_timed_out_total",
+                "Requests not answered within request_timeout (503).",
+                &self.requests_timed_out,
+            ),
+            (
+                "roam_http_requests_rate_limited_total",
+                "Writes refused by a per-address rate limit (429).",
+                &self.requests_rate_limited,
+            ),
+        ]
     }
 
     /// The text exposition format.
@@ -113,48 +167,7 @@ impl Metrics {
             );
         }
         drop(map);
-        for (name, help, c) in [
-            (
-                "roam_account_ops_accepted_total",
-                "Account-log ops stored.",
-                &self.ops_accepted,
-            ),
-            (
-                "roam_account_ops_refused_total",
-                "Account-log ops refused as invalid.",
-                &self.ops_refused,
-            ),
-            (
-                "roam_account_forks_refused_total",
-                "Op submissions refused as equivocation.",
-                &self.forks_refused,
-            ),
-            (
-                "roam_migrations_completed_total",
-                "Migrations completed on this server.",
-                &self.migrations_completed,
-            ),
-            (
-                "roam_key_proofs_total",
-                "Accepted m.login.roam.key proofs (logins and UIA).",
-                &self.key_logins,
-            ),
-            (
-                "roam_http_requests_shed_total",
-                "Requests shed at max_concurrent_requests (503).",
-                &self.requests_shed,
-            ),
-            (
-                "roam_http_requests_timed_out_total",
-                "Requests not answered within request_timeout (503).",
-                &self.requests_timed_out,
-            ),
-            (
-                "roam_http_requests_rate_limited_total",
-                "Writes refused by a per-address rate limit (429).",
-                &self.requests_rate_limited,
-            ),
-        ] {
+        for (name, help, c) in self.counters() {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", c.load(Ordering::Relaxed));

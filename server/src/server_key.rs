@@ -80,6 +80,20 @@ impl ServerKey {
     }
 }
 
+/// How long one published key document is handed out before the server signs a new one.
+pub const KEY_DOCUMENT_RENEW_MS: Millis = 3600 * 1000;
+
+/// The key document as `GET /_matrix/key/v2/server` publishes it: signed once, then served
+/// as bytes until [`KEY_DOCUMENT_RENEW_MS`] (or half its validity) has passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedKeys {
+    pub body: Vec<u8>,
+    /// `"KEYID.VALID_UNTIL_TS"`.
+    pub etag: String,
+    /// When the next document replaces this one.
+    pub renew_at: Millis,
+}
+
 /// What the server signs with: its name, its key, and how long the key documents it
 /// publishes stay valid. Shared by the key endpoints and the portable-account service.
 #[derive(Debug)]
@@ -87,6 +101,7 @@ pub struct ServerSigner {
     server: ServerName,
     key: ServerKey,
     key_validity_ms: Millis,
+    published: std::sync::RwLock<Option<std::sync::Arc<PublishedKeys>>>,
 }
 
 impl ServerSigner {
@@ -95,7 +110,30 @@ impl ServerSigner {
             server: config.server_name.clone(),
             key,
             key_validity_ms: config.key_validity_ms,
+            published: std::sync::RwLock::new(None),
         }
+    }
+
+    /// The published key document at `now`, signing a new one when the last is due.
+    pub fn published(&self, now: Millis) -> Result<std::sync::Arc<PublishedKeys>, AppError> {
+        let current = self
+            .published
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(p) = current.filter(|p| now < p.renew_at) {
+            return Ok(p);
+        }
+        let valid_until = now + self.key_validity_ms;
+        let doc = self.key.document(&self.server, valid_until)?;
+        let body = serde_json::to_vec(&doc).map_err(|e| AppError::Internal(e.to_string()))?;
+        let p = std::sync::Arc::new(PublishedKeys {
+            body,
+            etag: format!("\"{}.{valid_until}\"", self.key.key_id.as_str()),
+            renew_at: now + KEY_DOCUMENT_RENEW_MS.min(self.key_validity_ms / 2),
+        });
+        *self.published.write().unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
+        Ok(p)
     }
 
     pub fn key(&self) -> &ServerKey {
@@ -110,5 +148,14 @@ impl ServerSigner {
     /// The signed server key document, valid for the configured time from `now`.
     pub fn key_document(&self, now: Millis) -> Result<Value, AppError> {
         self.key.document(&self.server, now + self.key_validity_ms)
+    }
+
+    /// The server's `did:web` document (`/.well-known/did.json`), made from the same key
+    /// document `/_matrix/key/v2/server` serves, so the two always list the same current keys.
+    pub fn did_document(&self, now: Millis) -> Result<Value, AppError> {
+        let doc = self.key_document(now)?;
+        let keys = server_keys::verify(&doc, &self.server)
+            .map_err(|e| AppError::Internal(format!("own key document: {e}")))?;
+        roam_vc::did_web::document(&keys).map_err(|e| AppError::NotFound(e.to_string()))
     }
 }

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use ed25519_dalek::SigningKey;
 use roam_identity_core::{DeviceId, Did, OpHash, ServerName, UserId};
 use roam_server::store::{
-    Account, CrossSigningKind, EvidenceCap, KeySignature, KeysUpload, LogCommit, LogSummary,
-    NewAccount, NewSession, OneTimeKey, RefreshedTokens, RegistrationToken, ServerKeyRecord,
-    SigningSnapshot, Store, StoreError,
+    Account, AccountRef, CrossSigningKind, EvidenceCap, KeySignature, KeysUpload, LogCommit,
+    LogSummary, NewAccount, NewSession, OneTimeKey, RefreshedTokens, RegistrationToken, ServedKind,
+    ServedViews, ServerKeyRecord, SigningSnapshot, Store, StoreError,
 };
 use serde_json::{Value, json};
 
@@ -77,6 +77,17 @@ fn commit(d: &Did, expected: Option<OpHash>, ops: &[u64], bind: &[&str]) -> LogC
         bind: bind.iter().map(|n| user(n)).collect(),
         unbind: Vec::new(),
         devices: Vec::new(),
+        served: None,
+    }
+}
+
+/// Answers for `c`'s head, made at `generation`, due at `due_at`; each body names its kind.
+fn views(c: &LogCommit, generation: u64, due_at: u64) -> ServedViews {
+    ServedViews {
+        generation,
+        fresh_until: due_at + 1000,
+        due_at,
+        bodies: ServedKind::ALL.map(|k| format!("{}:{}", k.as_str(), c.summary.seq).into_bytes()),
     }
 }
 
@@ -475,6 +486,113 @@ fn migrations_and_op_windows(s: &dyn Store) {
     s.ping().unwrap();
 }
 
+fn served_answers_follow_the_head(s: &dyn Store) {
+    let (a, b) = (did(20), did(21));
+    let mut ca = commit(&a, None, &[1], &["uma"]);
+    ca.served = Some(views(&ca, 50, 500));
+    s.create_account_with_log(new_account("uma", None, None), ca.clone())
+        .unwrap();
+    let cb = commit(&b, None, &[2], &[]);
+    s.commit_log(cb.clone()).unwrap();
+    let refs = [
+        AccountRef::User(user("uma")),
+        AccountRef::Did(a.clone()),
+        AccountRef::Did(b.clone()),
+        AccountRef::User(user("nobody")),
+    ];
+    let got = s.served(&refs, ServedKind::Log).unwrap();
+    let first = got[0].as_ref().expect("answers stored with the commit");
+    assert_eq!(
+        (&first.did, first.head, first.generation, first.fresh_until),
+        (&a, ca.summary.head, 50, 1500)
+    );
+    assert!(!first.deactivated);
+    assert_eq!(first.body, b"log:1");
+    assert_eq!(got[1], got[0]);
+    // Committed without answers: none stored, and due at once; the unknown user has none.
+    assert!(got[2].is_none() && got[3].is_none());
+    assert_eq!(s.served_due(0, 10).unwrap(), std::slice::from_ref(&b));
+    assert_eq!(s.served_due(500, 10).unwrap(), [b.clone(), a.clone()]);
+    assert_eq!(s.served_due(500, 1).unwrap(), std::slice::from_ref(&b));
+    // Re-made answers replace the old ones and their due time.
+    let mut ca2 = commit(&a, Some(ca.summary.head), &[3], &[]);
+    ca2.summary.deactivated = true;
+    ca2.served = Some(views(&ca2, 60, 900));
+    s.commit_log(ca2.clone()).unwrap();
+    let got = s.served(&refs[1..2], ServedKind::DidResolution).unwrap();
+    let now = got[0].as_ref().unwrap();
+    assert_eq!((now.head, now.generation), (ca2.summary.head, 60));
+    assert!(now.deactivated);
+    assert_eq!(now.body, b"res:3");
+    assert_eq!(s.served_due(500, 10).unwrap(), std::slice::from_ref(&b));
+    assert_eq!(s.served_due(900, 10).unwrap(), [b.clone(), a.clone()]);
+    // A commit without answers drops them.
+    s.commit_log(commit(&a, Some(ca2.summary.head), &[4], &[]))
+        .unwrap();
+    assert!(s.served(&refs[1..2], ServedKind::Bundle).unwrap()[0].is_none());
+    assert_eq!(s.served_due(0, 10).unwrap().len(), 2);
+    // A new server key makes every held DID due now, once.
+    let mut cb2 = commit(&b, Some(cb.summary.head), &[5], &[]);
+    cb2.served = Some(views(&cb2, 70, 800));
+    s.commit_log(cb2).unwrap();
+    assert_eq!(s.served_due(0, 10).unwrap(), std::slice::from_ref(&a));
+    assert_eq!(s.mark_served_due("key_1").unwrap(), 2);
+    assert_eq!(s.mark_served_due("key_1").unwrap(), 0);
+    assert_eq!(s.served_due(0, 10).unwrap().len(), 2);
+    assert_eq!(s.mark_served_due("key_2").unwrap(), 2);
+}
+
+fn a_group_commit_applies_each_change_whole_or_not_at_all(s: &dyn Store) {
+    let (a, b, c) = (did(22), did(23), did(24));
+    let ca = commit(&a, None, &[1], &["vic"]);
+    let mut ca2 = commit(&a, Some(ca.summary.head), &[2], &[]);
+    ca2.served = Some(views(&ca2, 10, 20));
+    let mut taken = commit(&b, None, &[3], &["vic"]);
+    taken.served = Some(views(&taken, 10, 20));
+    let moved = commit(&c, Some(ca.summary.head), &[4], &[]);
+    let stale = commit(&a, Some(ca.summary.head), &[5], &[]);
+    let results = s
+        .commit_logs(vec![
+            ca.clone(),
+            ca2.clone(),
+            // The same user ID for another DID, in the same transaction: refused.
+            taken,
+            moved,
+            // Verified against a head the batch itself moved: refused.
+            stale,
+            commit(&c, None, &[6], &[]),
+        ])
+        .unwrap();
+    assert!(results[0].is_ok() && results[1].is_ok() && results[5].is_ok());
+    assert!(matches!(results[2], Err(StoreError::UserInUse(_))));
+    assert!(matches!(results[3], Err(StoreError::HeadMoved { .. })));
+    assert!(matches!(results[4], Err(StoreError::HeadMoved { .. })));
+    assert_eq!(s.log_summary(&a).unwrap().unwrap().head, ca2.summary.head);
+    assert_eq!(s.log_ops(&a).unwrap().len(), 2);
+    assert!(
+        s.log_summary(&b).unwrap().is_none(),
+        "a refused change left a trace"
+    );
+    assert!(s.log_ops(&b).unwrap().is_empty());
+    assert!(s.issued_attestations(&b).unwrap().is_empty());
+    let refs = [AccountRef::Did(b.clone()), AccountRef::Did(a.clone())];
+    let served = s.served(&refs, ServedKind::Bundle).unwrap();
+    assert!(served[0].is_none());
+    assert_eq!(served[1].as_ref().unwrap().body, b"bundle:2");
+    assert_eq!(s.log_ops(&c).unwrap().len(), 1);
+    assert_eq!(s.did_of_user(&user("vic")).unwrap(), Some(a.clone()));
+    let export: Vec<u64> = s
+        .export_ops(0, 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.cursor)
+        .collect();
+    assert_eq!(export, [1, 2, 3]);
+    assert!(s.served_due(20, 10).unwrap().contains(&a));
+    assert!(!s.served_due(20, 10).unwrap().contains(&b));
+    assert!(s.commit_logs(Vec::new()).unwrap().is_empty());
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod redb {
@@ -505,6 +623,8 @@ contract!(
     a_failed_registration_with_log_writes_nothing,
     fork_evidence_is_capped,
     migrations_and_op_windows,
+    served_answers_follow_the_head,
+    a_group_commit_applies_each_change_whole_or_not_at_all,
 );
 
 #[test]

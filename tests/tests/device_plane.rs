@@ -283,8 +283,44 @@ async fn start_up_endpoints_and_profiles() {
     assert_eq!(v["capabilities"]["m.change_password"]["enabled"], true);
     let (s, v) = ivan.get(&format!("{C}/pushrules/")).await;
     assert_eq!(s, 200);
-    let overrides = v["global"]["override"].as_array().unwrap();
-    assert!(overrides.iter().any(|r| r["rule_id"] == ".m.rule.master"));
+    // Every predefined rule of the specification, in its order (matrix-js-sdk checks for them
+    // on start-up and warns about each one missing).
+    let ids = |kind: &str| -> Vec<String> {
+        let rules = v["global"][kind].as_array().unwrap();
+        rules
+            .iter()
+            .map(|r| r["rule_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        ids("override"),
+        [
+            ".m.rule.master",
+            ".m.rule.suppress_notices",
+            ".m.rule.invite_for_me",
+            ".m.rule.member_event",
+            ".m.rule.is_user_mention",
+            ".m.rule.contains_display_name",
+            ".m.rule.is_room_mention",
+            ".m.rule.roomnotif",
+            ".m.rule.tombstone",
+            ".m.rule.reaction",
+            ".m.rule.room.server_acl",
+            ".m.rule.suppress_edits",
+        ]
+    );
+    assert_eq!(ids("content"), [".m.rule.contains_user_name"]);
+    assert_eq!(v["global"]["content"][0]["pattern"], "ivan");
+    assert_eq!(
+        ids("underride"),
+        [
+            ".m.rule.call",
+            ".m.rule.encrypted_room_one_to_one",
+            ".m.rule.room_one_to_one",
+            ".m.rule.message",
+            ".m.rule.encrypted",
+        ]
+    );
     assert_eq!(
         ivan.get(&format!("{C}/voip/turnServer")).await,
         (200, json!({}))

@@ -12,7 +12,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 /// Runs one script of tests/matrix_nio/ against a fresh server; it must print `passed`.
 async fn run_script(script: &str, passed: &str) {
@@ -25,26 +24,8 @@ async fn run_script(script: &str, passed: &str) {
             python.display()
         );
     }
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(dir.path(), |_| {}).await;
     let script = root.join("tests/matrix_nio").join(script);
-    let base = server.base.clone();
-    let output =
-        tokio::task::spawn_blocking(move || Command::new(python).arg(script).arg(base).output())
-            .await
-            .unwrap()
-            .expect("running python");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    assert!(
-        output.status.success(),
-        "matrix-nio script failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
-    assert!(stdout.contains(passed));
-    server.stop().await;
+    common::run_client(python, script, "matrix-nio", passed, ".ci/setup-python.sh").await;
 }
 
 #[tokio::test]

@@ -1117,6 +1117,13 @@ async fn server_conforms_to_the_spec() {
         .await;
     assert_eq!((s, f["evidence"].as_array().unwrap().len()), (200, 0));
 
+    // --- Bulk query: stored bundles by user ID and DID, unknown names listed.
+    let query = "/_roam/v1/query";
+    let body = json!({"user_ids": [uid("bob"), uid("nobody")], "dids": [did]});
+    let (s, q) = t.post(query, query, body).await;
+    assert_eq!(s, 200, "{q}");
+    assert_eq!(q["not_found"], json!([uid("nobody")]), "{q}");
+
     // --- Adopting a DID: an account registered with a password.
     let dave_client = server.client().register("dave", "pw-dave-123").await;
     let dave_token = dave_client.token.clone().unwrap();

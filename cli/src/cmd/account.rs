@@ -54,6 +54,14 @@ struct ShowArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Print the binding of your user ID as a W3C Verifiable Credential issued by its
+    /// homeserver (did:web), for verifiers outside Roam (`roam verify` checks it too).
+    #[arg(long, conflicts_with = "json")]
+    credential: bool,
+    /// With --credential: issue your own FEP-c390 identity proof instead (the DID is also your
+    /// user ID), signed by the account's update key; needs no server.
+    #[arg(long, requires = "credential")]
+    self_issued: bool,
 }
 
 pub fn run(args: AccountArgs, global: &GlobalArgs) -> anyhow::Result<()> {
@@ -233,6 +241,10 @@ fn server_view(
 fn show(args: ShowArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let s = Session::open(&args.keystore, global)?;
     let local = account::local_log(&s.ks, now_ms())?.state;
+    if args.credential {
+        print_json(&credential(&s, &local, args.self_issued)?);
+        return Ok(());
+    }
     let (views, foreign) = runtime()?.block_on(ask_servers(&s, &local));
     let mut out = describe_state(&local);
     out["keystore"] = json!(s.path.display().to_string());
@@ -257,6 +269,30 @@ fn show(args: ShowArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The account's credential: the homeserver's (fetched) or a self-issued identity statement.
+fn credential(s: &Session, local: &AccountState, self_issued: bool) -> anyhow::Result<Value> {
+    let user_id = match &s.ks.public.user_id {
+        Some(u) => UserId::parse(u).context("the keystore's user ID")?,
+        None => local
+            .user_ids
+            .first()
+            .cloned()
+            .ok_or_else(|| CliError::Usage("the account has no user ID".into()))?,
+    };
+    if self_issued {
+        let statement = roam_vc::IdentityStatement {
+            did: local.did.clone(),
+            user_id,
+            created: now_ms(),
+        };
+        return Ok(statement.issue(&s.ks.update_key())?);
+    }
+    runtime()?.block_on(async {
+        let hs = s.dir.homeserver(&user_id.server_name()).await?;
+        Ok(hs.user_credential(&user_id).await?)
+    })
 }
 
 /// Each server's view (servers of the log and of the user IDs) and the ops they hold that

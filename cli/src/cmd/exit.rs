@@ -16,6 +16,7 @@
 
 use roam_client::account::AccountError;
 use roam_client::conformance::ConformanceError;
+use roam_client::credential::CredentialError;
 use roam_client::export::ExportError;
 use roam_client::homeserver::HomeserverError;
 use roam_client::keystore::KeystoreError;
@@ -121,6 +122,12 @@ fn classify_one(cause: &(dyn std::error::Error + 'static)) -> Option<Verdict> {
     if let Some(e) = cause.downcast_ref::<VerifyError>() {
         return Some(match e {
             VerifyError::UnknownKind => (USAGE, None),
+            _ => (UNVERIFIED, None),
+        });
+    }
+    if let Some(e) = cause.downcast_ref::<CredentialError>() {
+        return Some(match e {
+            CredentialError::Fetch { .. } => (UNREACHABLE, None),
             _ => (UNVERIFIED, None),
         });
     }

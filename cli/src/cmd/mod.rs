@@ -110,6 +110,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => export::export(args, g),
         Command::Import(args) => export::import(args, g),
         Command::Lan(args) => lan::run(args, g),
-        Command::Verify(args) => verify::run(args),
+        Command::Verify(args) => verify::run(args, g),
     }
 }

@@ -490,7 +490,7 @@ impl NetworkResolver {
         let path = ["_roam", "v1", "accounts", known.did.as_str()];
         let base: Url = self.discover(server, now).await;
         let url = endpoint(&base, &path);
-        let value = match self.inner.client.get_json(&url).await {
+        let value = match self.inner.client.get_json_revalidated(&url).await {
             Ok(v) => v,
             Err(e) if e.is_not_found() => {
                 said.passed_over(

@@ -61,7 +61,7 @@ impl NetworkResolver {
         let url = endpoint(&base, &["_matrix", "key", "v2", "server"]);
         let doc = inner
             .client
-            .get_json(&url)
+            .get_json_revalidated(&url)
             .await
             .map_err(|source| KeyFetchError::Fetch {
                 server: server.clone(),
@@ -260,19 +260,24 @@ impl NetworkResolver {
         let base = self.discover(server, now).await;
         let mut url = endpoint(&base, &["_roam", "v1", "accounts", did.as_str(), "log"]);
         url.set_query(Some(&format!("since={since}")));
-        let v = self.inner.client.get_json(&url).await.map_err(|e| {
-            if e.is_not_found() {
-                (
-                    notice::SERVER_NOT_FOUND,
-                    format!("{server} does not know the account ({e})"),
-                )
-            } else {
-                (
-                    notice::SERVER_UNREACHABLE,
-                    format!("{server} could not be asked for newer operations: {e}"),
-                )
-            }
-        })?;
+        let v = self
+            .inner
+            .client
+            .get_json_revalidated(&url)
+            .await
+            .map_err(|e| {
+                if e.is_not_found() {
+                    (
+                        notice::SERVER_NOT_FOUND,
+                        format!("{server} does not know the account ({e})"),
+                    )
+                } else {
+                    (
+                        notice::SERVER_UNREACHABLE,
+                        format!("{server} could not be asked for newer operations: {e}"),
+                    )
+                }
+            })?;
         v.get("ops")
             .and_then(Value::as_array)
             .cloned()

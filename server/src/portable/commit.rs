@@ -227,6 +227,7 @@ impl Portable {
         intent: Intent<'_>,
         now: Millis,
     ) -> Result<MergeOutcome, AppError> {
+        Metrics::add(&self.metrics.log_verifications, 1);
         let refusal = match merge_ops(&held.ops, incoming, did, now) {
             Ok(merged) => return Ok(merged),
             Err(e) => e,
@@ -337,6 +338,7 @@ impl Portable {
                 .into_iter()
                 .flat_map(|u| st.devices.keys().map(move |d| (u.clone(), d.clone())))
                 .collect(),
+            served: Some(self.views(&merged.log, attestations.clone(), now)?),
         };
         Ok((commit, attestations))
     }
@@ -367,7 +369,7 @@ impl Portable {
             token,
         } = intent
         else {
-            return Ok(self.db.run(move |s| s.commit_log(commit)).await?);
+            return Ok(self.group.commit(&self.db, commit).await?);
         };
         let u = user_id.clone();
         let existing = self
@@ -375,9 +377,7 @@ impl Portable {
             .run(move |s| Ok((s.account(&u)?.is_some(), s.did_of_user(&u)?)))
             .await?;
         match existing {
-            (true, Some(d)) if d == commit.did => {
-                self.db.run(move |s| s.commit_log(commit)).await?
-            }
+            (true, Some(d)) if d == commit.did => self.group.commit(&self.db, commit).await?,
             (true, _) => return Err(AppError::UserInUse),
             (false, _) => {
                 let new = NewAccount {

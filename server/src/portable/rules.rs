@@ -11,6 +11,8 @@ use roam_identity_core::server_keys::ServerSigningKey;
 use roam_identity_core::{Did, Millis, OpHash, ServerName};
 use serde_json::Value;
 
+use crate::store::ServedViews;
+
 /// How long attestations this server signs are valid.
 pub const ATTESTATION_VALIDITY_MS: Millis = 7 * 24 * 3600 * 1000;
 /// Re-issue attestations when less than this is left.
@@ -199,6 +201,63 @@ pub fn attestations_stale(stored: &[Value], state: &AccountState, now: Millis) -
         let head = a.get("head").and_then(Value::as_str);
         let until = a.get("valid_until").and_then(Value::as_u64).unwrap_or(0);
         head != Some(state.head.to_multibase().as_str()) || until < now + ATTESTATION_REFRESH_MS
+    })
+}
+
+/// The answers of a verified log, encoded once for every read until the next change: the
+/// bundle (the log, `attestations` and this server's key document `server_keys`), the log
+/// ordered by seq, the DID document and the DID resolution result. The DID document names
+/// the user IDs the attestations bind (those this server vouches for). They stay true until
+/// the first attestation or the key document expires, and are due for re-making before.
+pub fn served_views(
+    log: &VerifiedLog,
+    attestations: Vec<Value>,
+    server_keys: Value,
+    server: &ServerName,
+    now: Millis,
+) -> Result<ServedViews, serde_json::Error> {
+    use roam_resolver::did_resolution::{AccountView, Representation, resolution_result};
+    let state = &log.state;
+    let mut ops: Vec<&SignedOp> = log.chain.iter().chain(&log.superseded).collect();
+    ops.sort_by_key(|o| (o.op.seq, o.hash));
+    let ops: Vec<Value> = ops.into_iter().map(|o| o.value.clone()).collect();
+    let parsed: Vec<Attestation> = attestations
+        .iter()
+        .filter_map(|a| roam_identity_core::attestation::parse(a).ok())
+        .collect();
+    let key_valid_until = server_keys
+        .get("valid_until_ts")
+        .and_then(Value::as_u64)
+        .unwrap_or(now);
+    let fresh_until = parsed
+        .iter()
+        .map(|a| a.valid_until)
+        .fold(key_valid_until, Millis::min);
+    let view = AccountView {
+        did: state.did.clone(),
+        user_ids: state
+            .user_ids
+            .iter()
+            .filter(|u| parsed.iter().any(|a| a.binds(u) && a.is_current(now)))
+            .cloned()
+            .collect(),
+        servers: state.servers.clone(),
+        head: state.head,
+        created_at: state.created_at,
+        updated_at: state.updated_at,
+        deactivated: state.deactivated,
+    };
+    let log_body = serde_json::to_vec(&serde_json::json!({ "ops": &ops }))?;
+    let bundle = serde_json::to_vec(&bundle(state, ops, attestations, server_keys, server, now))?;
+    let document = serde_json::to_vec(&resolution_result(&view, Representation::Document).1)?;
+    let resolution =
+        serde_json::to_vec(&resolution_result(&view, Representation::ResolutionResult).1)?;
+    let lead = ATTESTATION_REFRESH_MS.min(fresh_until.saturating_sub(now) / 4);
+    Ok(ServedViews {
+        generation: now,
+        fresh_until,
+        due_at: fresh_until.saturating_sub(lead),
+        bodies: [bundle, log_body, document, resolution],
     })
 }
 

@@ -7,11 +7,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use roam_identity_core::log::{AccountState, VerifiedLog};
-use roam_identity_core::{Did, Millis, ServerName, UserId};
+use roam_identity_core::{Did, Millis, ServerName, UserId, attestation};
+use roam_vc::BindingCredential;
 use serde_json::Value;
 
 use super::challenge::{ChallengeError, Challenges};
 use super::federation::Federation;
+use super::group::GroupCommit;
 use super::oprate::OpRateLimiter;
 use super::rules::{self, attestations_for, attestations_stale};
 use crate::clock::now_ms;
@@ -19,7 +21,14 @@ use crate::config::ServerConfig;
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::server_key::ServerSigner;
-use crate::store::{Db, LogCommit, LogSummary, NewAccount, StoreError};
+use crate::store::{
+    AccountRef, Db, LogCommit, LogSummary, NewAccount, Served, ServedKind, ServedViews, StoreError,
+};
+
+/// How often the background task looks for stored answers that are due.
+pub const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+/// How many DIDs' answers it re-makes per store read.
+const REFRESH_BATCH: usize = 64;
 
 /// One writer per DID at a time, so concurrent requests cannot interleave a
 /// read–verify–commit (the store's head check is the durable guard behind it).
@@ -53,6 +62,8 @@ pub struct Portable {
     pub challenges: Challenges,
     pub(super) op_limits: OpRateLimiter,
     pub(super) locks: DidLocks,
+    /// Log changes from concurrent writers, committed together.
+    pub(super) group: GroupCommit,
 }
 
 /// Why a key login or key UIA stage failed, in words for the client.
@@ -105,6 +116,7 @@ impl Portable {
             federation,
             op_limits: OpRateLimiter::new(config.op_limits),
             locks: DidLocks::default(),
+            group: GroupCommit::default(),
         }
     }
 
@@ -132,73 +144,182 @@ impl Portable {
         Ok(bound)
     }
 
-    /// Reads and verifies the held log of `did`.
+    /// Reads and verifies the held log of `did` (a write-path step: reads never call it).
     pub async fn held_log(&self, did: &Did) -> Result<Option<(Vec<Value>, VerifiedLog)>, AppError> {
         let d = did.clone();
         let ops = self.db.run(move |s| s.log_ops(&d)).await?;
         if ops.is_empty() {
             return Ok(None);
         }
+        Metrics::add(&self.metrics.log_verifications, 1);
         let log = roam_identity_core::log::verify_values(&ops, Some(did), now_ms())
             .map_err(|e| AppError::Internal(format!("stored log of {did} does not verify: {e}")))?;
         Ok(Some((ops, log)))
     }
 
-    /// The bundle for `did`, re-issuing attestations first if they are stale.
-    pub async fn bundle_for(&self, did: &Did) -> Result<Value, AppError> {
-        let Some((ops, log)) = self.held_log(did).await? else {
-            return Err(AppError::NotFound(format!("No account log for {did}")));
-        };
-        let now = now_ms();
+    /// The binding of a local user ID as a W3C credential: the current attestation that binds
+    /// it (as stored on the write path; a read verifies nothing), restated and signed with
+    /// the server key (roam-vc).
+    pub async fn credential_for(&self, user: &UserId) -> Result<Value, AppError> {
+        let not_bound =
+            || AppError::NotFound(format!("{user} has no portable identity on this server"));
+        let u = user.clone();
+        let did = self
+            .db
+            .run(move |s| s.did_of_user(&u))
+            .await?
+            .ok_or_else(not_bound)?;
         let d = did.clone();
         let mut atts = self.db.run(move |s| s.issued_attestations(&d)).await?;
-        if attestations_stale(&atts, &log.state, now) {
-            atts = self.refresh_attestations(&log, now).await?;
+        if atts.is_empty() {
+            // A log stored by an older version: its answers are made once, on the write path.
+            if !self.remake_served(&did, now_ms()).await? {
+                return Err(not_bound());
+            }
+            let d = did.clone();
+            atts = self.db.run(move |s| s.issued_attestations(&d)).await?;
         }
-        let keys = self.signer.key_document(now)?;
-        Ok(rules::bundle(
-            &log.state,
-            ops,
-            atts,
-            keys,
-            &self.server,
-            now,
-        ))
+        let credential = atts
+            .iter()
+            .filter_map(|a| attestation::parse(a).ok())
+            .find_map(|a| BindingCredential::from_attestation(&a).filter(|c| &c.user_id == user))
+            .ok_or_else(not_bound)?;
+        credential
+            .issue(&self.signer.key().key_id, &self.signer.key().signing_key)
+            .map_err(|e| AppError::NotFound(format!("no credential: {e}")))
     }
 
-    /// Re-signs the attestations of a held log and stores them.
-    pub async fn refresh_attestations(
+    /// The answers encoded for `log` with `attestations`, signed with today's key document.
+    pub(super) fn views(
         &self,
         log: &VerifiedLog,
+        attestations: Vec<Value>,
         now: Millis,
-    ) -> Result<Vec<Value>, AppError> {
-        let _guard = self.locks.lock(&log.state.did).await;
-        let bound = self.bound_here(&log.state).await?;
-        let atts = attestations_for(
-            &log.state,
-            &self.server,
-            &self.signer.signing_key(),
-            &bound,
-            now,
-        );
+    ) -> Result<ServedViews, AppError> {
+        let keys = self.signer.key_document(now)?;
+        rules::served_views(log, attestations, keys, &self.server, now).map_err(|e| {
+            AppError::Internal(format!("encoding the answers of {}: {e}", log.state.did))
+        })
+    }
+
+    /// The stored answers of kind `kind` for `accounts`, in order: bytes made on the write
+    /// path, so a read verifies nothing. An account whose log is held but has no answers
+    /// stored (a log stored by an older version) has them made once, through the write path.
+    pub async fn served(
+        &self,
+        accounts: Vec<AccountRef>,
+        kind: ServedKind,
+    ) -> Result<Vec<Option<Served>>, AppError> {
+        let refs = accounts.clone();
+        let mut found = self.db.run(move |s| s.served(&refs, kind)).await?;
+        for (slot, account) in found.iter_mut().zip(accounts) {
+            if slot.is_some() {
+                continue;
+            }
+            let did = match account {
+                AccountRef::Did(d) => d,
+                AccountRef::User(u) => match self.db.run(move |s| s.did_of_user(&u)).await? {
+                    Some(d) => d,
+                    None => continue,
+                },
+            };
+            if self.remake_served(&did, now_ms()).await? {
+                let refs = vec![AccountRef::Did(did)];
+                *slot = self
+                    .db
+                    .run(move |s| s.served(&refs, kind))
+                    .await?
+                    .pop()
+                    .flatten();
+            }
+        }
+        Ok(found)
+    }
+
+    /// Re-makes the stored answers of a held log (write path: verifies the log, re-issues
+    /// the attestations when they are stale, signs a fresh key document). False when the
+    /// log is not held. `now` is when (attestations and the key document count from it).
+    pub async fn remake_served(&self, did: &Did, now: Millis) -> Result<bool, AppError> {
+        let _guard = self.locks.lock(did).await;
+        let Some((_, log)) = self.held_log(did).await? else {
+            return Ok(false);
+        };
+        let d = did.clone();
+        let stored = self.db.run(move |s| s.issued_attestations(&d)).await?;
+        let stale = attestations_stale(&stored, &log.state, now);
+        let atts = if stale {
+            let bound = self.bound_here(&log.state).await?;
+            attestations_for(
+                &log.state,
+                &self.server,
+                &self.signer.signing_key(),
+                &bound,
+                now,
+            )
+        } else {
+            stored
+        };
         let commit = LogCommit {
             did: log.state.did.clone(),
             expected_head: Some(log.state.head),
             new_ops: Vec::new(),
             summary: summary_of(&log.state),
-            attestations: Some(atts.clone()),
+            attestations: stale.then(|| atts.clone()),
             bind: Vec::new(),
             unbind: Vec::new(),
             devices: Vec::new(),
+            served: Some(self.views(&log, atts, now)?),
         };
-        self.db
-            .run(move |s| match s.commit_log(commit) {
-                // The log moved on meanwhile: the next reader refreshes against the new head.
-                Err(StoreError::HeadMoved { .. }) => Ok(()),
-                other => other,
-            })
-            .await?;
-        Ok(atts)
+        match self.group.commit(&self.db, commit).await {
+            // The log moved on meanwhile; that commit stored its own answers.
+            Err(StoreError::HeadMoved { .. }) => {}
+            other => other?,
+        }
+        Ok(true)
+    }
+
+    /// The background task that keeps stored answers fresh: first marks every log due if
+    /// the answers were made with another server key, then re-makes due answers (re-issuing
+    /// attestations before they expire) every [`REFRESH_EVERY`], until `stop` turns true.
+    pub async fn keep_answers_fresh(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let key_id = self.signer.key().key_id.as_str().to_owned();
+        match self.db.run(move |s| s.mark_served_due(&key_id)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                accounts = n,
+                "re-making stored answers for a new server key"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not schedule stored answers"),
+        }
+        loop {
+            while !*stop.borrow() {
+                match self.refresh_due(now_ms(), REFRESH_BATCH).await {
+                    Ok(n) if n == REFRESH_BATCH => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "re-making stored answers failed");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                () = tokio::time::sleep(REFRESH_EVERY) => {}
+            }
+        }
+    }
+
+    /// Re-makes the answers of up to `limit` DIDs that are due at `now`; returns how many.
+    pub async fn refresh_due(&self, now: Millis, limit: usize) -> Result<usize, AppError> {
+        let due = self.db.run(move |s| s.served_due(now, limit)).await?;
+        let mut done = 0;
+        for did in due {
+            if !self.remake_served(&did, now).await? {
+                tracing::warn!(%did, "answers due for a log that is not held");
+            }
+            done += 1;
+        }
+        Ok(done)
     }
 
     /// Creates a registered account together with the log its genesis op starts, bound to
@@ -226,10 +347,11 @@ impl Portable {
                 .map(|o| (o.hash, o.value.clone()))
                 .collect(),
             summary: summary_of(st),
-            attestations: Some(attestations),
+            attestations: Some(attestations.clone()),
             bind: vec![user_id],
             unbind: Vec::new(),
             devices: Vec::new(),
+            served: Some(self.views(log, attestations, new.account.created_at)?),
         };
         self.db
             .run(move |s| s.create_account_with_log(new, commit))

@@ -36,7 +36,9 @@ fn event_match(key: &str, pattern: &str) -> Value {
     json!({"kind": "event_match", "key": key, "pattern": pattern})
 }
 
-/// The server-default override rules of the Matrix specification, for `user`.
+/// The server-default override rules of the Matrix specification, for `user`, in its order
+/// (with the deprecated `.m.rule.contains_display_name` and `.m.rule.roomnotif`, which the
+/// specification still lists and clients check for).
 fn override_rules(user: &UserId) -> Vec<Value> {
     let notify_sound = json!(["notify", {"set_tweak": "sound", "value": "default"}]);
     let highlight =
@@ -72,9 +74,21 @@ fn override_rules(user: &UserId) -> Vec<Value> {
             highlight.clone(),
         ),
         rule(
+            ".m.rule.contains_display_name",
+            true,
+            json!([{"kind": "contains_display_name"}]),
+            highlight.clone(),
+        ),
+        rule(
             ".m.rule.is_room_mention",
             true,
             json!([{"kind": "event_property_is", "key": "content.m\\.mentions.room", "value": true}, {"kind": "sender_notification_permission", "key": "room"}]),
+            json!(["notify", {"set_tweak": "highlight"}]),
+        ),
+        rule(
+            ".m.rule.roomnotif",
+            true,
+            json!([event_match("content.body", "@room"), {"kind": "sender_notification_permission", "key": "room"}]),
             json!(["notify", {"set_tweak": "highlight"}]),
         ),
         rule(
@@ -93,7 +107,7 @@ fn override_rules(user: &UserId) -> Vec<Value> {
             json!([]),
         ),
         rule(
-            ".m.rule.server_acl",
+            ".m.rule.room.server_acl",
             true,
             json!([
                 event_match("type", "m.room.server_acl"),
@@ -108,6 +122,17 @@ fn override_rules(user: &UserId) -> Vec<Value> {
             json!([]),
         ),
     ]
+}
+
+/// The server-default content rule of the Matrix specification (deprecated, still listed):
+/// highlight messages containing the user's localpart.
+fn content_rules(user: &UserId) -> Vec<Value> {
+    let localpart = user.localpart();
+    vec![json!({
+        "rule_id": ".m.rule.contains_user_name", "default": true, "enabled": true,
+        "pattern": localpart,
+        "actions": ["notify", {"set_tweak": "sound", "value": "default"}, {"set_tweak": "highlight"}],
+    })]
 }
 
 /// The server-default underride rules of the Matrix specification.
@@ -153,7 +178,7 @@ fn underride_rules() -> Vec<Value> {
 pub async fn push_rules(auth: Authenticated) -> Json<Value> {
     Json(json!({"global": {
         "override": override_rules(&auth.user_id),
-        "content": [],
+        "content": content_rules(&auth.user_id),
         "room": [],
         "sender": [],
         "underride": underride_rules(),

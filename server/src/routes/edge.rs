@@ -78,7 +78,10 @@ pub async fn limit_writes(
     let is_write = match client {
         // A query by POST reads; it is not a write to limit.
         Some(rest) => rest != "/keys/query",
-        None => route.starts_with("/_roam/v1/") || route.starts_with("/_matrix/federation/"),
+        None => {
+            (route.starts_with("/_roam/v1/") && route != "/_roam/v1/query")
+                || route.starts_with("/_matrix/federation/")
+        }
     };
     if !is_write {
         return Ok(next.run(req).await);

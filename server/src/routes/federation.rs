@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, Method, Uri};
 use roam_identity_core::{DeviceId, ServerName, UserId};
 use serde_json::{Map, Value, json};
 
-use super::keys::{QueryAnswer, claim_entry, claim_local, per_user, required_object};
+use super::keys::{QueryAnswer, claim_entry, claim_local, per_user, query_entry, required_object};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::store::device_plane::{ToDeviceMessage, TxnKey};
@@ -118,15 +118,7 @@ pub async fn keys_query(
         content.and_then(|c| c.get("device_keys").cloned()),
         "device_keys",
     )?;
-    let wanted = per_user(&requested, |user, devices| {
-        devices
-            .as_array()
-            .ok_or_else(|| AppError::BadJson(format!("device_keys[{user:?}] must be a list")))?
-            .iter()
-            .map(|d| d.as_str().and_then(|s| DeviceId::parse(s).ok()))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| AppError::InvalidParam("device_keys must list device IDs".into()))
-    })?;
+    let wanted = per_user(&requested, query_entry)?;
     let own = state.config().server_name.clone();
     let answer = state
         .db(move |s| {

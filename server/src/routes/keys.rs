@@ -306,19 +306,7 @@ pub async fn query(
     MatrixJson(body): MatrixJson<QueryBody>,
 ) -> Result<Json<Value>, AppError> {
     let requested = required_object(body.device_keys, "device_keys")?;
-    let wanted = per_user(&requested, |user, devices| {
-        devices
-            .as_array()
-            .ok_or_else(|| AppError::BadJson(format!("device_keys[{user:?}] must be a list")))?
-            .iter()
-            .map(|d| d.as_str().and_then(|s| DeviceId::parse(s).ok()))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| {
-                invalid(format!(
-                    "device_keys[{user:?}] must be a list of device IDs"
-                ))
-            })
-    })?;
+    let wanted = per_user(&requested, query_entry)?;
     let own_server = state.config().server_name.clone();
     let requester = auth.user_id.clone();
     let queried: Vec<UserId> = wanted.iter().map(|(u, _)| u.clone()).collect();
@@ -447,6 +435,21 @@ pub(super) fn claim_local(
         }
     }
     Ok(keys)
+}
+
+/// One user's `[device_id, …]` entry of a key query (empty: every device).
+pub(super) fn query_entry(user: &str, devices: &Value) -> Result<Vec<DeviceId>, AppError> {
+    devices
+        .as_array()
+        .ok_or_else(|| AppError::BadJson(format!("device_keys[{user:?}] must be a list")))?
+        .iter()
+        .map(|d| d.as_str().and_then(|s| DeviceId::parse(s).ok()))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| {
+            invalid(format!(
+                "device_keys[{user:?}] must be a list of device IDs"
+            ))
+        })
 }
 
 /// One user's `{device_id: algorithm}` entry of a claim.

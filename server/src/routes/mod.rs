@@ -5,12 +5,14 @@
 mod account;
 mod account_settings;
 mod client_info;
+mod conditional;
 mod devices;
 mod edge;
 mod federation;
 mod key_backup;
 mod keys;
 mod metrics;
+mod query;
 mod roam;
 mod server;
 mod sync;
@@ -116,6 +118,7 @@ const LOG_BODY_LIMIT: usize = 4 * 1024 * 1024;
 fn roam_routes() -> Router<AppState> {
     Router::new()
         .route("/users/{user_id}", get(roam::user_bundle))
+        .route("/users/{user_id}/credential", get(roam::user_credential))
         .route("/accounts/{did}", get(roam::account_bundle))
         .route("/accounts/{did}/log", get(roam::account_log))
         .route(
@@ -124,6 +127,10 @@ fn roam_routes() -> Router<AppState> {
         )
         .route("/accounts/{did}/forks", get(roam::account_forks))
         .route("/export", get(roam::export))
+        .route(
+            "/query",
+            post(query::query).layer(DefaultBodyLimit::max(query::QUERY_BODY_LIMIT)),
+        )
         .route("/login/challenge", post(roam::login_challenge))
         .route(
             "/account/did",
@@ -172,6 +179,7 @@ pub fn router(state: AppState) -> Router {
             "/_matrix/federation/v1/send/{txn_id}",
             put(federation::send_transaction),
         )
+        .route("/.well-known/did.json", get(server::did_web_document))
         .nest("/_roam/v1", roam_routes())
         .route("/1.0/identifiers/{did}", get(roam::identifiers))
         .route("/health", get(server::health))

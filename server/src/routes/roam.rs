@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use rand_core::{OsRng, RngCore};
 use roam_identity_core::log::SignedOp;
@@ -19,8 +19,9 @@ use crate::extract::{
 use crate::portable::challenge::ChallengeError;
 use crate::portable::commit::AccountMode;
 use crate::portable::migrate::MigrateRequest;
-use crate::routes::account;
+use crate::routes::{account, conditional};
 use crate::state::AppState;
+use crate::store::{AccountRef, Served, ServedKind};
 
 /// The per-IP registration limit, shared by every way an account or a DID arrives.
 fn register_limit(state: &AppState, ip: &ClientIp) -> Result<(), AppError> {
@@ -60,35 +61,80 @@ fn ops_body(bytes: &[u8]) -> Result<Vec<Value>, AppError> {
     }
 }
 
-/// `GET /_roam/v1/users/{user_id}`.
+/// One stored answer, or `M_NOT_FOUND` with `missing`.
+async fn served_one(
+    state: &AppState,
+    account: AccountRef,
+    kind: ServedKind,
+    missing: impl FnOnce() -> String,
+) -> Result<Served, AppError> {
+    let found = state.portable().served(vec![account], kind).await?;
+    found
+        .into_iter()
+        .next()
+        .flatten()
+        .ok_or_else(|| AppError::NotFound(missing()))
+}
+
+/// A stored bundle or log as a `200` (or `304`) JSON answer with its validators.
+fn json_answer(headers: &HeaderMap, served: Served, kind: ServedKind) -> Response {
+    let ok = axum::http::StatusCode::OK;
+    conditional::respond_served(headers, served, kind, ok, "application/json", now_ms())
+}
+
+/// `GET /_roam/v1/users/{user_id}`: the stored bundle; reads verify nothing.
 pub async fn user_bundle(
+    State(state): State<AppState>,
+    PathParam(user_id): PathParam,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let user = UserId::parse(&user_id)
+        .map_err(|e| AppError::InvalidParam(format!("Invalid user ID: {e}")))?;
+    let missing = || format!("{user} has no portable identity on this server");
+    let served = served_one(
+        &state,
+        AccountRef::User(user.clone()),
+        ServedKind::Bundle,
+        missing,
+    );
+    Ok(json_answer(&headers, served.await?, ServedKind::Bundle))
+}
+
+/// `GET /_roam/v1/users/{user_id}/credential`: the binding as a W3C credential (spec §14.2).
+pub async fn user_credential(
     State(state): State<AppState>,
     PathParam(user_id): PathParam,
 ) -> Result<Json<Value>, AppError> {
     let user = UserId::parse(&user_id)
         .map_err(|e| AppError::InvalidParam(format!("Invalid user ID: {e}")))?;
-    let u = user.clone();
-    let did = state.db(move |s| s.did_of_user(&u)).await?.ok_or_else(|| {
-        AppError::NotFound(format!("{user} has no portable identity on this server"))
-    })?;
-    state.portable().bundle_for(&did).await.map(Json)
+    state.portable().credential_for(&user).await.map(Json)
 }
 
 /// `GET /_roam/v1/accounts/{did}`.
 pub async fn account_bundle(
     State(state): State<AppState>,
     PathParam(did): PathParam,
-) -> Result<Json<Value>, AppError> {
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
     let did = parse_did(&did)?;
-    state.portable().bundle_for(&did).await.map(Json)
+    let missing = || format!("No account log for {did}");
+    let served = served_one(
+        &state,
+        AccountRef::Did(did.clone()),
+        ServedKind::Bundle,
+        missing,
+    );
+    Ok(json_answer(&headers, served.await?, ServedKind::Bundle))
 }
 
-/// `GET /_roam/v1/accounts/{did}/log?since=SEQ`.
+/// `GET /_roam/v1/accounts/{did}/log?since=SEQ`: the whole log is a stored answer; a
+/// `since` suffix is read from the held ops (parsed, not verified).
 pub async fn account_log(
     State(state): State<AppState>,
     PathParam(did): PathParam,
     q: QueryParams,
-) -> Result<Json<Value>, AppError> {
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
     let did = parse_did(&did)?;
     let since: u64 = match q.get("since") {
         Some(s) => s
@@ -96,19 +142,41 @@ pub async fn account_log(
             .map_err(|_| AppError::InvalidParam("`since` must be a non-negative integer".into()))?,
         None => 0,
     };
+    let missing = || format!("No account log for {did}");
+    let served = served_one(
+        &state,
+        AccountRef::Did(did.clone()),
+        ServedKind::Log,
+        missing,
+    )
+    .await?;
+    if since == 0 {
+        return Ok(json_answer(&headers, served, ServedKind::Log));
+    }
     let d = did.clone();
     let ops = state.db(move |s| s.log_ops(&d)).await?;
-    if ops.is_empty() {
-        return Err(AppError::NotFound(format!("No account log for {did}")));
-    }
     let mut parsed: Vec<SignedOp> = ops
         .into_iter()
         .filter_map(|v| SignedOp::from_value(v).ok())
         .filter(|o| o.op.seq >= since)
         .collect();
     parsed.sort_by_key(|o| (o.op.seq, o.hash));
-    Ok(Json(
-        json!({"ops": parsed.into_iter().map(|o| o.value).collect::<Vec<_>>()}),
+    let body = json!({"ops": parsed.into_iter().map(|o| o.value).collect::<Vec<_>>()});
+    let tag = format!(
+        "\"{}.{}.log{since}\"",
+        served.head.to_multibase(),
+        served.generation
+    );
+    let cache = conditional::cache_control(served.fresh_until, now_ms());
+    let ok = axum::http::StatusCode::OK;
+    let bytes = serde_json::to_vec(&body).map_err(|e| AppError::Internal(e.to_string()))?;
+    Ok(conditional::respond(
+        &headers,
+        &tag,
+        cache,
+        ok,
+        "application/json",
+        bytes,
     ))
 }
 
@@ -148,24 +216,11 @@ pub async fn account_forks(
     Ok(Json(json!({"did": did.as_str(), "evidence": evidence})))
 }
 
-/// `GET /_roam/v1/export?after=CURSOR&limit=N`: JSON lines of every op held.
-pub async fn export(State(state): State<AppState>, q: QueryParams) -> Result<Response, AppError> {
-    let after: u64 = match q.get("after") {
-        Some(s) => s.parse().map_err(|_| {
-            AppError::InvalidParam("`after` must be a cursor returned earlier".into())
-        })?,
-        None => 0,
-    };
-    let limit: usize = match q.get("limit") {
-        Some(s) => s
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=10_000).contains(n))
-            .ok_or_else(|| AppError::InvalidParam("`limit` must be from 1 to 10000".into()))?,
-        None => 1000,
-    };
-    let rows = state.db(move |s| s.export_ops(after, limit)).await?;
-    let next = rows.last().map_or(after, |r| r.cursor);
+/// Rows read per store call while streaming an export.
+const EXPORT_PAGE: usize = 1000;
+
+/// One export line per row.
+fn export_lines(rows: Vec<crate::store::ExportedOp>) -> String {
     let mut body = String::new();
     for r in rows {
         body.push_str(
@@ -173,15 +228,66 @@ pub async fn export(State(state): State<AppState>, q: QueryParams) -> Result<Res
         );
         body.push('\n');
     }
-    let mut resp = body.into_response();
+    body
+}
+
+/// `GET /_roam/v1/export?after=CURSOR&limit=N` (`since` is `after`): JSON lines of every op
+/// held. With `limit`, one page and `X-Roam-Next-Cursor`; without, a stream of every op after
+/// the cursor to the end, read a page at a time (memory bounded whatever the size).
+pub async fn export(State(state): State<AppState>, q: QueryParams) -> Result<Response, AppError> {
+    let after: u64 = match q.get("after").or_else(|| q.get("since")) {
+        Some(s) => s.parse().map_err(|_| {
+            AppError::InvalidParam("`after` must be a cursor returned earlier".into())
+        })?,
+        None => 0,
+    };
+    let limit: Option<usize> = match q.get("limit") {
+        Some(s) => Some(
+            s.parse::<usize>()
+                .ok()
+                .filter(|n| (1..=10_000).contains(n))
+                .ok_or_else(|| AppError::InvalidParam("`limit` must be from 1 to 10000".into()))?,
+        ),
+        None => None,
+    };
+    let mut resp = match limit {
+        Some(limit) => {
+            let rows = state.db(move |s| s.export_ops(after, limit)).await?;
+            let next = rows.last().map_or(after, |r| r.cursor);
+            let mut resp = export_lines(rows).into_response();
+            if let Ok(v) = HeaderValue::from_str(&next.to_string()) {
+                resp.headers_mut().insert("x-roam-next-cursor", v);
+            }
+            resp
+        }
+        None => Response::new(axum::body::Body::from_stream(export_stream(state, after))),
+    };
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),
     );
-    if let Ok(v) = HeaderValue::from_str(&next.to_string()) {
-        resp.headers_mut().insert("x-roam-next-cursor", v);
-    }
     Ok(resp)
+}
+
+/// Every op after `after`, a page per store call, until a page comes back short.
+fn export_stream(
+    state: AppState,
+    after: u64,
+) -> impl futures::Stream<Item = Result<String, AppError>> + Send {
+    futures::stream::try_unfold(Some(after), move |cursor| {
+        let state = state.clone();
+        async move {
+            let Some(after) = cursor else {
+                return Ok(None);
+            };
+            let rows = state.db(move |s| s.export_ops(after, EXPORT_PAGE)).await?;
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let next = (rows.len() == EXPORT_PAGE).then(|| rows.last().map_or(after, |r| r.cursor));
+            Ok(Some((export_lines(rows), next)))
+        }
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -307,14 +413,16 @@ pub async fn migration_status(
 }
 
 /// `GET /1.0/identifiers/{did}`: W3C DID Resolution (Universal Resolver driver shape). DIDs
-/// held here are answered from the local log; others through the resolver, verified.
+/// held here are answered with the stored answer of their head (made when the log changed);
+/// others through the resolver, verified.
 pub async fn identifiers(
     State(state): State<AppState>,
     did: Result<PathParam, AppError>,
     headers: axum::http::HeaderMap,
 ) -> Response {
     use roam_resolver::did_resolution::{
-        AccountView, CONTENT_TYPE_DID_RESOLUTION, ResolutionError, negotiate, resolution_result,
+        AccountView, CONTENT_TYPE_DID_RESOLUTION, Representation, ResolutionError, negotiate,
+        resolution_result,
     };
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let repr = negotiate(accept);
@@ -338,31 +446,45 @@ pub async fn identifiers(
         Ok(d) => d,
         Err(e) => return fail(ResolutionError::from_did_error(&e)),
     };
-    let now = now_ms();
-    let view = match state.portable().bundle_for(&did).await {
-        Ok(bundle) => {
-            let verified = roam_identity_core::bundle::Bundle::from_value(&bundle)
-                .and_then(|b| roam_identity_core::bundle::verify(&b, Some(&did), now));
-            match verified {
-                Ok(vb) => AccountView::from_bundle(&vb, now),
-                Err(e) => {
-                    tracing::error!(%did, error = %e, "own bundle does not verify");
-                    return fail(ResolutionError::Internal);
+    let kind = match repr {
+        Representation::Document => ServedKind::DidDocument,
+        Representation::ResolutionResult => ServedKind::DidResolution,
+    };
+    let view = match state
+        .portable()
+        .served(vec![AccountRef::Did(did.clone())], kind)
+        .await
+    {
+        Ok(mut found) => match found.pop().flatten() {
+            Some(served) => {
+                let status = if served.deactivated {
+                    axum::http::StatusCode::GONE
+                } else {
+                    axum::http::StatusCode::OK
+                };
+                let ctype = repr.content_type();
+                return conditional::respond_served(
+                    &headers,
+                    served,
+                    kind,
+                    status,
+                    ctype,
+                    now_ms(),
+                );
+            }
+            None => match state.portable().federation.resolve_did(&did).await {
+                Ok(r) => AccountView::from_resolution(&r),
+                Err(roam_resolver::ResolveError::NotFound { .. }) => {
+                    return fail(ResolutionError::NotFound(format!(
+                        "No account is known for {did}"
+                    )));
                 }
-            }
-        }
-        Err(AppError::NotFound(_)) => match state.portable().federation.resolve_did(&did).await {
-            Ok(r) => AccountView::from_resolution(&r),
-            Err(roam_resolver::ResolveError::NotFound { .. }) => {
-                return fail(ResolutionError::NotFound(format!(
-                    "No account is known for {did}"
-                )));
-            }
-            Err(e) => {
-                return fail(ResolutionError::NotFound(format!(
-                    "{did} could not be resolved: {e}"
-                )));
-            }
+                Err(e) => {
+                    return fail(ResolutionError::NotFound(format!(
+                        "{did} could not be resolved: {e}"
+                    )));
+                }
+            },
         },
         Err(e) => {
             tracing::error!(%did, error = %e, "DID resolution failed");

@@ -4,10 +4,13 @@
 use axum::Json;
 use axum::extract::Path;
 use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use serde_json::{Value, json};
 
 use crate::clock::now_ms;
 use crate::error::AppError;
+use crate::routes::conditional;
 use crate::state::AppState;
 
 /// `GET /_matrix/client/versions`.
@@ -41,9 +44,34 @@ pub async fn health(State(state): State<AppState>) -> Result<&'static str, AppEr
     Ok("OK")
 }
 
+/// The published key document with its validators (spec/api.md, *Caching*).
+fn key_document(state: &AppState, headers: &HeaderMap) -> Result<Response, AppError> {
+    let now = now_ms();
+    let p = state.signer().published(now)?;
+    let cache = conditional::cache_control(p.renew_at, now);
+    let ok = StatusCode::OK;
+    let body = p.body.clone();
+    Ok(conditional::respond(
+        headers,
+        &p.etag,
+        cache,
+        ok,
+        "application/json",
+        body,
+    ))
+}
+
 /// `GET /_matrix/key/v2/server`.
-pub async fn server_keys(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
-    state.signer().key_document(now_ms()).map(Json)
+pub async fn server_keys(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    key_document(&state, &headers)
+}
+
+/// `GET /.well-known/did.json`: the server's did:web document (spec §14.1).
+pub async fn did_web_document(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+    state.signer().did_document(now_ms()).map(Json)
 }
 
 /// `GET /_matrix/key/v2/server/{keyId}`: deprecated; like Synapse, the key ID is ignored and
@@ -51,6 +79,7 @@ pub async fn server_keys(State(state): State<AppState>) -> Result<Json<Value>, A
 pub async fn server_keys_by_id(
     State(state): State<AppState>,
     _key_id: Path<String>,
-) -> Result<Json<Value>, AppError> {
-    state.signer().key_document(now_ms()).map(Json)
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    key_document(&state, &headers)
 }

@@ -1,5 +1,6 @@
 //! Copying a redb store into PostgreSQL (`roam admin migrate-store`): every table, row for
-//! row, each account log verified on the way (a log that does not verify, or whose verified
+//! row (the Matrix half, account logs, the device plane, key backups, the stored answers of
+//! each head and the stream counters), each account log verified on the way (a log that does not verify, or whose verified
 //! head is not the stored head, stops the copy). Resumable: rows already in the target are
 //! kept (`ON CONFLICT DO NOTHING`) and counters only move forward, so running the command
 //! again after an interruption finishes the job. Each batch is one transaction.
@@ -342,6 +343,194 @@ fn portable_tables(from: &RedbStore) -> Result<Vec<TableCopy>, StoreError> {
     })
 }
 
+/// The device plane: to-device inboxes and transaction IDs, account data, filters,
+/// profiles, tracked users.
+fn device_plane_tables(from: &RedbStore) -> Result<Vec<TableCopy>, StoreError> {
+    from.read(|txn| {
+        let txt = |s: &str| Col::Text(s.to_owned());
+        let mut inbox = Vec::new();
+        for e in txn.open_table(t::TO_DEVICE)?.iter()? {
+            let (k, v) = e?;
+            let (user, device, pos) = k.value();
+            inbox.push(vec![txt(user), txt(device), u(pos), txt(v.value())]);
+        }
+        let mut txns = Vec::new();
+        for e in txn.open_table(t::TO_DEVICE_TXNS)?.iter()? {
+            let (k, v) = e?;
+            let (sender, device, id) = k.value();
+            txns.push(vec![txt(sender), txt(device), txt(id), u(v.value())]);
+        }
+        let mut data = Vec::new();
+        for e in txn.open_table(t::ACCOUNT_DATA)?.iter()? {
+            let (k, v) = e?;
+            let (user, kind) = k.value();
+            let row: t::AccountDataRow = from_json(v.value())?;
+            data.push(vec![
+                txt(user),
+                txt(kind),
+                u(row.pos),
+                Col::Text(to_json(&row.content)?),
+            ]);
+        }
+        let mut profiles = Vec::new();
+        for e in txn.open_table(t::PROFILES)?.iter()? {
+            let (k, v) = e?;
+            let row: t::ProfileRow = from_json(v.value())?;
+            profiles.push(vec![
+                txt(k.value()),
+                Col::OptText(row.displayname),
+                Col::OptText(row.avatar_url),
+            ]);
+        }
+        let mut tracked = Vec::new();
+        for e in txn.open_table(t::TRACKED_USERS)?.iter()? {
+            let (k, _) = e?;
+            let (user, other) = k.value();
+            tracked.push(vec![txt(user), txt(other)]);
+        }
+        Ok(vec![
+            TableCopy {
+                name: "to-device messages",
+                sql: "INSERT INTO to_device VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                rows: inbox,
+            },
+            TableCopy {
+                name: "to-device transactions",
+                sql: "INSERT INTO to_device_txns VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                rows: txns,
+            },
+            TableCopy {
+                name: "account data",
+                sql: "INSERT INTO account_data VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                rows: data,
+            },
+            TableCopy {
+                name: "filters",
+                sql: "INSERT INTO filters VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                rows: text_rows(txn, t::FILTERS, |(a, b)| vec![txt(a), txt(b)])?,
+            },
+            TableCopy {
+                name: "profiles",
+                sql: "INSERT INTO profiles VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                rows: profiles,
+            },
+            TableCopy {
+                name: "tracked users",
+                sql: "INSERT INTO tracked_users VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                rows: tracked,
+            },
+        ])
+    })
+}
+
+/// Key backups: versions (deleted ones too, so a number is never reused) and their keys.
+fn key_backup_tables(from: &RedbStore) -> Result<Vec<TableCopy>, StoreError> {
+    from.read(|txn| {
+        let txt = |s: &str| Col::Text(s.to_owned());
+        let mut versions = Vec::new();
+        for e in txn.open_table(t::BACKUP_VERSIONS)?.iter()? {
+            let (k, v) = e?;
+            let (user, version) = k.value();
+            let row: t::BackupVersionRow = from_json(v.value())?;
+            versions.push(vec![
+                txt(user),
+                u(version),
+                Col::Text(row.algorithm),
+                Col::Text(to_json(&row.auth_data)?),
+                u(row.etag),
+                u(row.count),
+                Col::Bool(row.deleted),
+            ]);
+        }
+        let mut keys = Vec::new();
+        for e in txn.open_table(t::BACKUP_KEYS)?.iter()? {
+            let (k, v) = e?;
+            let (user, version, room, session) = k.value();
+            keys.push(vec![
+                txt(user),
+                u(version),
+                txt(room),
+                txt(session),
+                txt(v.value()),
+            ]);
+        }
+        Ok(vec![
+            TableCopy {
+                name: "key backup versions",
+                sql: "INSERT INTO backup_versions VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                      ON CONFLICT DO NOTHING",
+                rows: versions,
+            },
+            TableCopy {
+                name: "key backup keys",
+                sql: "INSERT INTO backup_keys VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                rows: keys,
+            },
+        ])
+    })
+}
+
+/// The stored answers of one DID whose head is `head` (answers made for another head are
+/// left behind: the DID is then due, and the first read or the background task re-makes
+/// them from the copied log).
+fn served_rows(
+    txn: &redb::ReadTransaction,
+    did: &str,
+    head: &str,
+) -> Result<Vec<TableCopy>, StoreError> {
+    let txt = |s: &str| Col::Text(s.to_owned());
+    let meta: Option<t::ServedMetaRow> = txn
+        .open_table(t::SERVED_META)?
+        .get(did)?
+        .map(|v| from_json(v.value()))
+        .transpose()?;
+    let (meta_rows, body_rows, due_at) = match meta {
+        Some(m) if m.head == head => {
+            let bodies = txn.open_table(t::SERVED)?;
+            let mut body_rows = Vec::new();
+            for kind in super::logs::ServedKind::ALL {
+                let body = bodies
+                    .get((did, kind.as_str()))?
+                    .ok_or(StoreError::Dangling {
+                        what: "served answer",
+                    })?;
+                body_rows.push(vec![
+                    txt(did),
+                    txt(kind.as_str()),
+                    Col::Bytes(body.value().to_vec()),
+                ]);
+            }
+            let meta_row = vec![
+                txt(did),
+                Col::Text(m.head),
+                u(m.generation),
+                u(m.fresh_until),
+                u(m.due_at),
+                Col::Bool(m.deactivated),
+            ];
+            (vec![meta_row], body_rows, m.due_at)
+        }
+        _ => (Vec::new(), Vec::new(), 0),
+    };
+    Ok(vec![
+        TableCopy {
+            name: "served answers",
+            sql: "INSERT INTO served_meta VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            rows: meta_rows,
+        },
+        TableCopy {
+            name: "served bodies",
+            sql: "INSERT INTO served VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            rows: body_rows,
+        },
+        TableCopy {
+            name: "served due",
+            sql: "INSERT INTO served_due VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            rows: vec![vec![txt(did), u(due_at)]],
+        },
+    ])
+}
+
 /// The `(did, hash) → text` rows of one DID, as (did, hash, text) columns.
 fn did_rows(
     txn: &redb::ReadTransaction,
@@ -367,7 +556,7 @@ fn did_rows(
 /// Everything stored for one DID, its log verified at `now`.
 fn log_rows(from: &RedbStore, did: &Did, now: Millis) -> Result<Vec<TableCopy>, CopyError> {
     let d = did.as_str();
-    let (ops, head, atts, evidence) = from.read(|txn| {
+    let (ops, head, atts, evidence, served) = from.read(|txn| {
         let ops = did_rows(txn, t::LOG_OPS, d)?;
         let head: Option<t::LogSummaryRow> = txn
             .open_table(t::LOG_HEADS)?
@@ -379,7 +568,11 @@ fn log_rows(from: &RedbStore, did: &Did, now: Millis) -> Result<Vec<TableCopy>, 
             .get(d)?
             .map(|v| v.value().to_owned());
         let evidence = did_rows(txn, t::FORK_EVIDENCE, d)?;
-        Ok((ops, head, atts, evidence))
+        let served = match &head {
+            Some(h) => served_rows(txn, d, &h.head)?,
+            None => Vec::new(),
+        };
+        Ok((ops, head, atts, evidence, served))
     })?;
     let head = head.ok_or(StoreError::Dangling { what: "held DID" })?;
     let values = ops
@@ -432,6 +625,7 @@ fn log_rows(from: &RedbStore, did: &Did, now: Millis) -> Result<Vec<TableCopy>, 
             rows: vec![vec![Col::Text(d.into()), Col::Text(atts)]],
         });
     }
+    tables.extend(served);
     Ok(tables)
 }
 
@@ -471,7 +665,7 @@ fn write_tables(
 
 /// The server key and the stream counters, which only move forward.
 fn copy_meta(from: &RedbStore, to: &PgStore) -> Result<(), CopyError> {
-    let (key, key_stream) = from.read(|txn| {
+    let (key, key_stream, message_stream, served_key) = from.read(|txn| {
         let meta = txn.open_table(t::META)?;
         let key: Option<t::ServerKeyRow> = meta
             .get(t::META_SERVER_KEY)?
@@ -481,11 +675,24 @@ fn copy_meta(from: &RedbStore, to: &PgStore) -> Result<(), CopyError> {
                 from_json(text)
             })
             .transpose()?;
-        let stream = meta
-            .get(t::META_KEY_STREAM)?
-            .map(|v| decode_u64(v.value()))
-            .transpose()?;
-        Ok((key, stream.unwrap_or(0)))
+        let counter = |name: &str| -> Result<u64, StoreError> {
+            Ok(meta
+                .get(name)?
+                .map(|v| decode_u64(v.value()))
+                .transpose()?
+                .unwrap_or(0))
+        };
+        let served_key = meta
+            .get(t::META_SERVED_KEY)?
+            .map(|v| String::from_utf8(v.value().to_vec()))
+            .transpose()
+            .map_err(StoreError::corrupt("served key"))?;
+        Ok((
+            key,
+            counter(t::META_KEY_STREAM)?,
+            counter(t::META_MESSAGE_STREAM)?,
+            served_key,
+        ))
     })?;
     let export_next = from.read(|txn| {
         Ok(txn
@@ -508,12 +715,28 @@ fn copy_meta(from: &RedbStore, to: &PgStore) -> Result<(), CopyError> {
         }
     }
     to.txn(async |c| {
-        for (name, value) in [("key_stream", key_stream), ("op_export", export_next)] {
+        let counters = [
+            ("key_stream", key_stream),
+            ("op_export", export_next),
+            ("message_stream", message_stream),
+        ];
+        for (name, value) in counters {
             sqlx::query("UPDATE counters SET value = GREATEST(value, $2) WHERE name = $1")
                 .bind(name)
                 .bind(to_i64(value))
                 .execute(&mut *c)
                 .await?;
+        }
+        if let Some(key) = &served_key {
+            // The key the copied answers were made with; a server starting with another
+            // key makes them all due (`mark_served_due`).
+            sqlx::query(
+                "INSERT INTO store_meta (name, value) VALUES ('served_key', $1) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(key)
+            .execute(&mut *c)
+            .await?;
         }
         Ok(())
     })?;
@@ -529,7 +752,9 @@ pub fn copy_redb_to_postgres(
 ) -> Result<CopyReport, CopyError> {
     let dids = super::logs::LogStore::held_dids(from)?;
     let matrix = matrix_tables(from)?;
-    let portable = portable_tables(from)?;
+    let mut portable = portable_tables(from)?;
+    portable.extend(device_plane_tables(from)?);
+    portable.extend(key_backup_tables(from)?);
     let total = (matrix.len() + portable.len()) as u64 + dids.len() as u64 + 1;
     let mut done = 0;
     let mut report = CopyReport::default();

@@ -43,6 +43,75 @@ pub struct LogCommit {
     /// access token when the account has no such device yet): device records move with the
     /// account, Matrix access tokens do not.
     pub devices: Vec<(UserId, DeviceId)>,
+    /// The encoded answers for the new head, stored with it. `None` drops the stored answers
+    /// and makes the DID due at once (the next read or the background task re-makes them).
+    pub served: Option<ServedViews>,
+}
+
+/// Which stored encoding of an account's current head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServedKind {
+    /// The bundle (`/_roam/v1/users/…`, `/_roam/v1/accounts/…`).
+    Bundle,
+    /// The whole log, ordered by seq (`/_roam/v1/accounts/{did}/log`).
+    Log,
+    /// The DID document alone (`/1.0/identifiers/…` asked for a DID document type).
+    DidDocument,
+    /// The DID resolution result (`/1.0/identifiers/…`).
+    DidResolution,
+}
+
+impl ServedKind {
+    pub const ALL: [ServedKind; 4] = [
+        Self::Bundle,
+        Self::Log,
+        Self::DidDocument,
+        Self::DidResolution,
+    ];
+
+    /// The storage key, also the representation's tag in the ETag.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bundle => "bundle",
+            Self::Log => "log",
+            Self::DidDocument => "doc",
+            Self::DidResolution => "res",
+        }
+    }
+}
+
+/// The answers for one head, encoded on the write path (after verification) so that reads
+/// only copy bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedViews {
+    /// When they were made; with the head, it names this version of the answers (ETag).
+    pub generation: Millis,
+    /// They stay true until then (the earliest expiry of the attestations and key document
+    /// they carry).
+    pub fresh_until: Millis,
+    /// When the background task re-makes them (re-issuing attestations), before `fresh_until`.
+    pub due_at: Millis,
+    /// One body per [`ServedKind`], in [`ServedKind::ALL`] order.
+    pub bodies: [Vec<u8>; 4],
+}
+
+/// One stored answer, as a read gets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    pub did: Did,
+    pub head: OpHash,
+    pub generation: Millis,
+    pub fresh_until: Millis,
+    pub deactivated: bool,
+    pub body: Vec<u8>,
+}
+
+/// How a read names an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountRef {
+    Did(Did),
+    /// A local user ID bound to a DID here.
+    User(UserId),
 }
 
 /// One line of the export stream.
@@ -67,6 +136,20 @@ pub trait LogStore {
     fn issued_attestations(&self, did: &Did) -> StoreResult<Vec<Value>>;
     /// Applies a change to a held log (or starts holding one).
     fn commit_log(&self, commit: LogCommit) -> StoreResult<()>;
+    /// Applies several changes in one durable transaction (group commit): each applies
+    /// whole or not at all and has its own result (`HeadMoved`, `UserInUse`); `Err` means
+    /// none was committed.
+    fn commit_logs(&self, commits: Vec<LogCommit>) -> StoreResult<Vec<StoreResult<()>>>;
+    /// The stored answers of kind `kind` for each account, in order (`None`: no DID bound,
+    /// or no answers stored for it), read in one transaction.
+    fn served(&self, accounts: &[AccountRef], kind: ServedKind)
+    -> StoreResult<Vec<Option<Served>>>;
+    /// Held DIDs whose answers are due at `now` (or missing), at most `limit`, most overdue
+    /// first.
+    fn served_due(&self, now: Millis, limit: usize) -> StoreResult<Vec<Did>>;
+    /// Marks every held DID due now unless the stored answers were made with the server key
+    /// `key_id` (a new key, or answers made before they were stored); returns how many.
+    fn mark_served_due(&self, key_id: &str) -> StoreResult<u64>;
     /// Creates an account (and session, consuming a registration token) together with its
     /// log, binding and attestations, in one transaction.
     fn create_account_with_log(&self, new: NewAccount, commit: LogCommit) -> StoreResult<()>;

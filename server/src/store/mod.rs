@@ -17,7 +17,8 @@
 //! `redb_store.rs`, `redb_logs.rs`, `redb_device_plane.rs` and `redb_key_backup.rs`; the
 //! PostgreSQL implementation (several nodes on one database) in `pg_database.rs` (pool,
 //! migrations in `pg/`, serializable transactions), `pg_store.rs`, `pg_logs.rs`,
-//! `pg_device_plane.rs`, `pg_key_backup.rs` and `pg_shared.rs` (UIA sessions and login challenges shared by nodes); [`copy`] moves a redb
+//! `pg_device_plane.rs`, `pg_key_backup.rs`, `pg_served.rs` (the verify-on-write answers) and
+//! `pg_shared.rs` (UIA sessions and login challenges shared by nodes); [`copy`] moves a redb
 //! store into PostgreSQL. This file only names them.
 
 mod accounts;
@@ -31,6 +32,7 @@ mod pg_database;
 mod pg_device_plane;
 mod pg_key_backup;
 mod pg_logs;
+mod pg_served;
 mod pg_shared;
 mod pg_store;
 mod records;
@@ -46,7 +48,10 @@ pub use db::Db;
 pub use device_plane::DevicePlaneStore;
 pub use error::{BoxError, StoreError, StoreResult};
 pub use key_backup::KeyBackupStore;
-pub use logs::{EvidenceCap, ExportedOp, LogCommit, LogStore, LogSummary, OpWindowUpdate};
+pub use logs::{
+    AccountRef, EvidenceCap, ExportedOp, LogCommit, LogStore, LogSummary, OpWindowUpdate, Served,
+    ServedKind, ServedViews,
+};
 pub use pg_database::{PgStore, PoolStats};
 pub use records::{
     Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,

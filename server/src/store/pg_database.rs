@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("pg/0001_initial.sql")),
     (2, "shared state", include_str!("pg/0002_shared_state.sql")),
     (10, "device plane", include_str!("pg/0010_device_plane.sql")),
+    (11, "served answers", include_str!("pg/0011_served.sql")),
 ];
 
 /// How many transaction attempts a serialization failure may cost before giving up.

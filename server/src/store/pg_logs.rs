@@ -1,15 +1,20 @@
 //! The PostgreSQL implementation of [`LogStore`]. The "commit fails if the head moved" rule
 //! holds across nodes: the head row is read and written in one serializable transaction,
 //! so of two concurrent commits on one DID the second is rerun, sees the moved head and
-//! fails with [`StoreError::HeadMoved`].
+//! fails with [`StoreError::HeadMoved`]. A group commit runs each change under its own
+//! savepoint, so a refused change leaves no trace in the batch's transaction.
 
 use roam_identity_core::{Did, OpHash, ServerName, UserId};
 use serde_json::Value;
 use sqlx::{PgConnection, Row};
 
 use super::error::{StoreError, StoreResult};
-use super::logs::{EvidenceCap, ExportedOp, LogCommit, LogStore, LogSummary, OpWindowUpdate};
+use super::logs::{
+    AccountRef, EvidenceCap, ExportedOp, LogCommit, LogStore, LogSummary, OpWindowUpdate, Served,
+    ServedKind,
+};
 use super::pg_database::{PgStore, insert_account, to_i64, to_u64};
+use super::pg_served::{due_in, mark_due_in, put_served, served_in};
 use super::records::NewAccount;
 use super::redb_database::{from_json, to_json};
 
@@ -161,6 +166,7 @@ async fn apply_commit(c: &mut PgConnection, commit: &LogCommit) -> StoreResult<(
         .await?;
     }
     bind_users(c, commit).await?;
+    put_served(c, commit).await?;
     for (u, d) in &commit.devices {
         sqlx::query(
             "INSERT INTO devices (user_id, device_id, created_at) VALUES ($1, $2, $3) \
@@ -173,6 +179,35 @@ async fn apply_commit(c: &mut PgConnection, commit: &LogCommit) -> StoreResult<(
         .await?;
     }
     Ok(())
+}
+
+/// The changes of a group commit in one transaction, each under a savepoint: a change
+/// refused for a moved head or a taken user ID is rolled back alone and reported; any other
+/// error fails the whole batch.
+async fn apply_commits(
+    c: &mut PgConnection,
+    commits: &[LogCommit],
+) -> StoreResult<Vec<StoreResult<()>>> {
+    let mut out = Vec::with_capacity(commits.len());
+    for commit in commits {
+        sqlx::query("SAVEPOINT log_commit").execute(&mut *c).await?;
+        match apply_commit(c, commit).await {
+            Ok(()) => {
+                sqlx::query("RELEASE SAVEPOINT log_commit")
+                    .execute(&mut *c)
+                    .await?;
+                out.push(Ok(()));
+            }
+            Err(e @ (StoreError::HeadMoved { .. } | StoreError::UserInUse(_))) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT log_commit")
+                    .execute(&mut *c)
+                    .await?;
+                out.push(Err(e));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }
 
 async fn record_fork_in(
@@ -334,6 +369,26 @@ impl LogStore for PgStore {
 
     fn commit_log(&self, commit: LogCommit) -> StoreResult<()> {
         self.txn(async |c| apply_commit(c, &commit).await)
+    }
+
+    fn commit_logs(&self, commits: Vec<LogCommit>) -> StoreResult<Vec<StoreResult<()>>> {
+        self.txn(async |c| apply_commits(c, &commits).await)
+    }
+
+    fn served(
+        &self,
+        accounts: &[AccountRef],
+        kind: ServedKind,
+    ) -> StoreResult<Vec<Option<Served>>> {
+        self.txn(async |c| served_in(c, accounts, kind).await)
+    }
+
+    fn served_due(&self, now: u64, limit: usize) -> StoreResult<Vec<Did>> {
+        self.txn(async |c| due_in(c, now, limit).await)
+    }
+
+    fn mark_served_due(&self, key_id: &str) -> StoreResult<u64> {
+        self.txn(async |c| mark_due_in(c, key_id).await)
     }
 
     fn create_account_with_log(&self, new: NewAccount, commit: LogCommit) -> StoreResult<()> {

@@ -43,6 +43,10 @@ impl From<redb::DatabaseError> for StoreError {
     }
 }
 
+/// redb's page cache: what the store keeps in memory however many accounts it holds (redb's
+/// default is 1 GiB, which a server with a million accounts would fill).
+pub const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// The homeserver store on redb.
 #[derive(Debug)]
 pub struct RedbStore {
@@ -59,9 +63,14 @@ impl RedbStore {
         Self::open(&data_dir.join("roam.redb"))
     }
 
-    /// Opens (or creates) the database file at `path`.
+    /// Opens (or creates) the database file at `path`, with a page cache of
+    /// [`CACHE_BYTES`].
     pub fn open(path: &Path) -> StoreResult<Self> {
-        Self::init(Database::create(path)?)
+        Self::init(
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create(path)?,
+        )
     }
 
     /// A store that lives in memory only, for tests.

@@ -238,10 +238,12 @@ impl DevicePlaneStore for RedbStore {
         }
         self.write(|txn| {
             let mut table = txn.open_table(t::TRACKED_USERS)?;
-            if !fits(
-                table.range((me, "")..(me, PRINTABLE_END))?,
-                MAX_TRACKED.saturating_sub(new.len()).max(1),
-            ) {
+            // The users followed so far plus the new ones must stay within the cap.
+            let had = table
+                .range((me, "")..(me, PRINTABLE_END))?
+                .take(MAX_TRACKED + 1)
+                .count();
+            if had + new.len() > MAX_TRACKED {
                 return Err(StoreError::CapReached("tracked users"));
             }
             for u in new {
@@ -284,6 +286,19 @@ mod tests {
 
     fn user(s: &str) -> UserId {
         UserId::parse(&format!("@{s}:t.example")).unwrap()
+    }
+
+    #[test]
+    fn tracking_more_users_than_the_cap_in_one_call_is_refused() {
+        let store = RedbStore::in_memory().unwrap();
+        let me = user("me");
+        let many: Vec<UserId> = (0..=MAX_TRACKED).map(|i| user(&format!("u{i}"))).collect();
+        assert!(matches!(
+            store.track_users(&me, &many),
+            Err(StoreError::CapReached(_))
+        ));
+        store.track_users(&me, &many[..10]).unwrap();
+        assert_eq!(store.device_list_changes(&me, 0, 0).unwrap(), vec![]);
     }
 
     #[test]

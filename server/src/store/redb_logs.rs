@@ -5,7 +5,10 @@ use roam_identity_core::{Did, OpHash, ServerName, UserId};
 use serde_json::Value;
 
 use super::error::{StoreError, StoreResult};
-use super::logs::{EvidenceCap, ExportedOp, LogCommit, LogStore, LogSummary, OpWindowUpdate};
+use super::logs::{
+    AccountRef, EvidenceCap, ExportedOp, LogCommit, LogStore, LogSummary, OpWindowUpdate, Served,
+    ServedKind, ServedViews,
+};
 use super::records::NewAccount;
 use super::redb_database::{RedbStore, from_json, insert_account, to_json};
 use super::tables as t;
@@ -40,10 +43,12 @@ fn row_from_summary(s: &LogSummary) -> t::LogSummaryRow {
     }
 }
 
-/// The body of a log commit, inside a caller's transaction.
-fn apply_commit(txn: &WriteTransaction, c: &LogCommit) -> StoreResult<()> {
+/// What must hold for a commit to apply (the head it was verified against, user IDs free
+/// to bind), checked before it writes anything, so a refused commit leaves no trace in a
+/// transaction shared with others.
+fn check_commit(txn: &WriteTransaction, c: &LogCommit) -> StoreResult<()> {
     let did = c.did.as_str();
-    let mut heads = txn.open_table(t::LOG_HEADS)?;
+    let heads = txn.open_table(t::LOG_HEADS)?;
     let current: Option<OpHash> = match heads.get(did)? {
         Some(v) => Some(
             OpHash::parse(&from_json::<t::LogSummaryRow>(v.value())?.head)
@@ -56,6 +61,28 @@ fn apply_commit(txn: &WriteTransaction, c: &LogCommit) -> StoreResult<()> {
             did: Box::new(c.did.clone()),
         });
     }
+    let users = txn.open_table(t::USER_DIDS)?;
+    for u in &c.bind {
+        if users
+            .get(u.as_str())?
+            .is_some_and(|bound| bound.value() != did)
+        {
+            return Err(StoreError::UserInUse(u.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// The body of a log commit, inside a caller's transaction.
+fn apply_commit(txn: &WriteTransaction, c: &LogCommit) -> StoreResult<()> {
+    check_commit(txn, c)?;
+    write_commit(txn, c)
+}
+
+/// The writes of a checked commit.
+fn write_commit(txn: &WriteTransaction, c: &LogCommit) -> StoreResult<()> {
+    let did = c.did.as_str();
+    let mut heads = txn.open_table(t::LOG_HEADS)?;
     {
         let mut ops = txn.open_table(t::LOG_OPS)?;
         let mut export = txn.open_table(t::OP_EXPORT)?;
@@ -79,18 +106,13 @@ fn apply_commit(txn: &WriteTransaction, c: &LogCommit) -> StoreResult<()> {
             super::redb_database::bump_key_stream(txn, u.as_str())?;
         }
     }
+    put_served(txn, c)?;
     if let Some(atts) = &c.attestations {
         let mut table = txn.open_table(t::ATTESTATIONS)?;
         table.insert(did, to_json(atts)?.as_str())?;
     }
     let mut users = txn.open_table(t::USER_DIDS)?;
     for u in &c.bind {
-        let taken = users
-            .get(u.as_str())?
-            .is_some_and(|bound| bound.value() != did);
-        if taken {
-            return Err(StoreError::UserInUse(u.clone()));
-        }
         users.insert(u.as_str(), did)?;
     }
     for u in &c.unbind {
@@ -115,6 +137,76 @@ fn apply_commit(txn: &WriteTransaction, c: &LogCommit) -> StoreResult<()> {
         }
     }
     Ok(())
+}
+
+/// Replaces the stored answers of the commit's DID (or drops them and makes it due now).
+fn put_served(txn: &WriteTransaction, c: &LogCommit) -> StoreResult<()> {
+    let did = c.did.as_str();
+    let mut meta = txn.open_table(t::SERVED_META)?;
+    let mut due = txn.open_table(t::SERVED_DUE)?;
+    let mut bodies = txn.open_table(t::SERVED)?;
+    let old: Option<t::ServedMetaRow> = match meta.get(did)? {
+        Some(v) => Some(from_json(v.value())?),
+        None => None,
+    };
+    if let Some(old) = old {
+        due.remove((old.due_at, did))?;
+    }
+    // Marked due by `mark_served_due`.
+    due.remove((0, did))?;
+    let Some(views) = &c.served else {
+        meta.remove(did)?;
+        for kind in ServedKind::ALL {
+            bodies.remove((did, kind.as_str()))?;
+        }
+        due.insert((0, did), ())?;
+        return Ok(());
+    };
+    let ServedViews {
+        generation,
+        fresh_until,
+        due_at,
+        bodies: encoded,
+    } = views;
+    let row = t::ServedMetaRow {
+        head: c.summary.head.to_multibase(),
+        generation: *generation,
+        fresh_until: *fresh_until,
+        due_at: *due_at,
+        deactivated: c.summary.deactivated,
+    };
+    meta.insert(did, to_json(&row)?.as_str())?;
+    due.insert((*due_at, did), ())?;
+    for (kind, body) in ServedKind::ALL.iter().zip(encoded) {
+        bodies.insert((did, kind.as_str()), body.as_slice())?;
+    }
+    Ok(())
+}
+
+/// The stored answer of `did`, inside a read transaction's open tables.
+fn served_row(
+    meta: &redb::ReadOnlyTable<&'static str, &'static str>,
+    bodies: &redb::ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
+    did: Did,
+    kind: ServedKind,
+) -> StoreResult<Option<Served>> {
+    let Some(row) = meta.get(did.as_str())? else {
+        return Ok(None);
+    };
+    let row: t::ServedMetaRow = from_json(row.value())?;
+    let Some(body) = bodies.get((did.as_str(), kind.as_str()))? else {
+        return Err(StoreError::Dangling {
+            what: "served answer",
+        });
+    };
+    Ok(Some(Served {
+        head: OpHash::parse(&row.head).map_err(StoreError::corrupt("served head"))?,
+        generation: row.generation,
+        fresh_until: row.fresh_until,
+        deactivated: row.deactivated,
+        body: body.value().to_vec(),
+        did,
+    }))
 }
 
 impl LogStore for RedbStore {
@@ -175,6 +267,93 @@ impl LogStore for RedbStore {
         apply_commit(&txn, &commit)?;
         txn.commit()?;
         Ok(())
+    }
+
+    fn commit_logs(&self, commits: Vec<LogCommit>) -> StoreResult<Vec<StoreResult<()>>> {
+        let txn = self.db.begin_write()?;
+        let mut out = Vec::with_capacity(commits.len());
+        for c in &commits {
+            match check_commit(&txn, c) {
+                Ok(()) => {
+                    write_commit(&txn, c)?;
+                    out.push(Ok(()));
+                }
+                Err(e @ (StoreError::HeadMoved { .. } | StoreError::UserInUse(_))) => {
+                    out.push(Err(e))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        txn.commit()?;
+        Ok(out)
+    }
+
+    fn served(
+        &self,
+        accounts: &[AccountRef],
+        kind: ServedKind,
+    ) -> StoreResult<Vec<Option<Served>>> {
+        let txn = self.db.begin_read()?;
+        let users = txn.open_table(t::USER_DIDS)?;
+        let meta = txn.open_table(t::SERVED_META)?;
+        let bodies = txn.open_table(t::SERVED)?;
+        let mut out = Vec::with_capacity(accounts.len());
+        for account in accounts {
+            let did = match account {
+                AccountRef::Did(d) => Some(d.clone()),
+                AccountRef::User(u) => match users.get(u.as_str())? {
+                    Some(v) => Some(Did::parse(v.value()).map_err(StoreError::corrupt("DID"))?),
+                    None => None,
+                },
+            };
+            out.push(match did {
+                Some(did) => served_row(&meta, &bodies, did, kind)?,
+                None => None,
+            });
+        }
+        Ok(out)
+    }
+
+    fn served_due(&self, now: u64, limit: usize) -> StoreResult<Vec<Did>> {
+        let txn = self.db.begin_read()?;
+        let due = txn.open_table(t::SERVED_DUE)?;
+        let mut out = Vec::new();
+        for row in due.range((0, "")..=(now, t::PRINTABLE_END))? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = row?;
+            out.push(Did::parse(k.value().1).map_err(StoreError::corrupt("DID"))?);
+        }
+        Ok(out)
+    }
+
+    fn mark_served_due(&self, key_id: &str) -> StoreResult<u64> {
+        self.write(|txn| {
+            let mut meta = txn.open_table(t::META)?;
+            if meta
+                .get(t::META_SERVED_KEY)?
+                .is_some_and(|v| v.value() == key_id.as_bytes())
+            {
+                return Ok(0);
+            }
+            meta.insert(t::META_SERVED_KEY, key_id.as_bytes())?;
+            let heads = txn.open_table(t::LOG_HEADS)?;
+            let served = txn.open_table(t::SERVED_META)?;
+            let mut due = txn.open_table(t::SERVED_DUE)?;
+            let mut marked = 0;
+            for row in heads.iter()? {
+                let (k, _) = row?;
+                let did = k.value();
+                if let Some(v) = served.get(did)? {
+                    let old: t::ServedMetaRow = from_json(v.value())?;
+                    due.remove((old.due_at, did))?;
+                }
+                due.insert((0, did), ())?;
+                marked += 1;
+            }
+            Ok(marked)
+        })
     }
 
     fn create_account_with_log(&self, new: NewAccount, commit: LogCommit) -> StoreResult<()> {

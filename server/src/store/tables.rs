@@ -161,6 +161,28 @@ pub const MIGRATION_BY_DID: TableDefinition<&str, &str> = TableDefinition::new("
 /// limit's windows, kept across restarts).
 pub const OP_WINDOWS: TableDefinition<&str, &str> = TableDefinition::new("op_windows");
 
+/// `(did, served kind) → encoded answer`: the bundle, log, DID document and DID resolution
+/// result of the current head, made on the write path.
+pub const SERVED: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("served");
+
+/// `did → JSON ServedMetaRow`: what the stored answers of a DID are about.
+pub const SERVED_META: TableDefinition<&str, &str> = TableDefinition::new("served_meta");
+
+/// `(due_at ms, did) → ()`: when each DID's answers are re-made, soonest first.
+pub const SERVED_DUE: TableDefinition<(u64, &str), ()> = TableDefinition::new("served_due");
+
+/// `META` name of the server key ID the stored answers were made with.
+pub const META_SERVED_KEY: &str = "served_key";
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ServedMetaRow {
+    pub head: String,
+    pub generation: u64,
+    pub fresh_until: u64,
+    pub due_at: u64,
+    pub deactivated: bool,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct LogSummaryRow {
     pub head: String,
@@ -259,5 +281,8 @@ pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> 
     txn.open_table(TRACKED_USERS)?;
     txn.open_table(BACKUP_VERSIONS)?;
     txn.open_table(BACKUP_KEYS)?;
+    txn.open_table(SERVED)?;
+    txn.open_table(SERVED_META)?;
+    txn.open_table(SERVED_DUE)?;
     Ok(())
 }

@@ -77,31 +77,21 @@ pub async fn start_on(
     dir: &Path,
     tweak: impl FnOnce(&mut ServerConfig),
 ) -> TestServer {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut config = ServerConfig::for_server_name(
-        ServerName::parse(SERVER_NAME).unwrap(),
-        addr,
-        dir.to_owned(),
-    );
-    config.rate_limits = RateLimits::unlimited();
-    tweak(&mut config);
-    let state = AppState::new(config, backend.open(dir).await).unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let handle = tokio::spawn(roam_server::run(listener, state.clone(), async move {
-        let _ = rx.await;
-    }));
-    TestServer {
-        base: format!("http://{addr}"),
-        state,
-        shutdown: Some(tx),
-        handle,
-    }
+    start_with(backend, dir, tweak, false).await
 }
 
 /// [`start`] with a federation client (`HttpFederation`): the other servers it may reach are
 /// the `federation_overrides` that `tweak` sets.
 pub async fn start_federated(dir: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    start_with(&Backend::Redb, dir, tweak, true).await
+}
+
+async fn start_with(
+    backend: &Backend,
+    dir: &Path,
+    tweak: impl FnOnce(&mut ServerConfig),
+    federated: bool,
+) -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut config = ServerConfig::for_server_name(
@@ -111,9 +101,13 @@ pub async fn start_federated(dir: &Path, tweak: impl FnOnce(&mut ServerConfig)) 
     );
     config.rate_limits = RateLimits::unlimited();
     tweak(&mut config);
-    let fed = roam_server::portable::federation::HttpFederation::new(&config).unwrap();
-    let store = open_store(dir).await;
-    let state = AppState::with_federation(config, Arc::new(store), Arc::new(fed)).unwrap();
+    let store = backend.open(dir).await;
+    let state = if federated {
+        let fed = roam_server::portable::federation::HttpFederation::new(&config).unwrap();
+        AppState::with_federation(config, store, Arc::new(fed)).unwrap()
+    } else {
+        AppState::new(config, store).unwrap()
+    };
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(roam_server::run(listener, state.clone(), async move {
         let _ = rx.await;
@@ -438,4 +432,42 @@ pub fn spawn_serve(mut cmd: std::process::Command) -> (std::process::Child, Stri
         .to_owned();
     std::thread::spawn(move || for _ in lines {});
     (child, base)
+}
+
+/// Starts a server, runs an independent client program (`program script BASE_URL`) against
+/// it, and asserts that it succeeded and printed `passed`. `what` names the client in
+/// failures; a program that cannot start fails with `setup`, the command that installs it.
+pub async fn run_client(
+    program: std::path::PathBuf,
+    script: std::path::PathBuf,
+    what: &str,
+    passed: &str,
+    setup: &str,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), |_| {}).await;
+    let base = server.base.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(program)
+            .arg(script)
+            .arg(base)
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("running the {what} client (`{setup}` installs it): {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(
+        output.status.success(),
+        "{what} client failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(
+        stdout.contains(passed),
+        "{what}: no {passed:?} in its output"
+    );
+    server.stop().await;
 }
