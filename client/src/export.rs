@@ -5,12 +5,15 @@
 //! {"type": "roam.account-export", "version": 1, "did": "did:key:…", "exported_at": ms,
 //!  "bundle": {roam.bundle: every op known, attestations, key documents},
 //!  "devices": [{"device_id", "ed25519", "curve25519"}],
+//!  "device_plane"?: {roam.device_plane: account data, key backup, cross-signing and
+//!                    device keys, as the account's homeserver handed them out},
 //!  "keystore"?: {the encrypted keystore file, only with --include-secrets}}
 //! ```
 //!
 //! The bundle is the protocol's own object, so an import verifies it with identity-core like
 //! any other bundle. Secrets travel only inside the keystore file, which stays encrypted
-//! under the passphrase.
+//! under the passphrase; the device plane holds what Matrix clients encrypted or signed
+//! (secret storage, backed-up room keys), so it carries no plaintext secret either.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -104,6 +107,7 @@ pub fn to_file(
     bundle: &Bundle,
     verified: &VerifiedBundle,
     keystore: Option<Value>,
+    device_plane: Option<Value>,
     now: Millis,
 ) -> Value {
     let devices: Vec<Value> = verified
@@ -130,6 +134,9 @@ pub fn to_file(
     if let Some(k) = keystore {
         v["keystore"] = k;
     }
+    if let Some(p) = device_plane {
+        v["device_plane"] = p;
+    }
     v
 }
 
@@ -139,6 +146,8 @@ pub struct Imported {
     pub bundle: Bundle,
     pub verified: VerifiedBundle,
     pub keystore: Option<Value>,
+    /// The device plane, when the export carries one.
+    pub device_plane: Option<Value>,
 }
 
 /// Reads an export file and verifies its bundle at `now`.
@@ -156,10 +165,18 @@ pub fn from_file(v: &Value, now: Millis) -> Result<Imported, ExportError> {
         return Err(bad("did does not match the bundle's"));
     }
     let verified = bundle::verify(&b, Some(&b.did), now)?;
+    let device_plane = v.get("device_plane").filter(|p| !p.is_null()).cloned();
+    if device_plane
+        .as_ref()
+        .is_some_and(|p| p.get("type").and_then(Value::as_str) != Some("roam.device_plane"))
+    {
+        return Err(bad("device_plane must be a roam.device_plane object"));
+    }
     Ok(Imported {
         bundle: b,
         verified,
         keystore: v.get("keystore").cloned(),
+        device_plane,
     })
 }
 
@@ -188,7 +205,7 @@ mod tests {
         );
         assert_eq!(warnings.len(), 1);
         let verified = bundle::verify(&b, Some(&did), now).unwrap();
-        let file = to_file(&b, &verified, None, now);
+        let file = to_file(&b, &verified, None, None, now);
         let back = from_file(&file, now).unwrap();
         assert_eq!(back.verified.log.state.did, did);
         let mut bad = file.clone();

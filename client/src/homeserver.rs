@@ -42,6 +42,8 @@ pub const RESPONSE_TOO_LARGE: &str = "response too large";
 /// The largest response body the client reads (4 MiB); a larger one is refused while
 /// streaming, so a hostile or broken server cannot make the client buffer without bound.
 pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+/// Largest device-plane export accepted (the servers' import cap).
+pub const MAX_DEVICE_PLANE_BYTES: usize = 64 * 1024 * 1024;
 
 impl HomeserverError {
     /// The Matrix errcode, when the server refused.
@@ -241,6 +243,17 @@ impl Homeserver {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, HomeserverError> {
+        self.send_capped(method, path, body, MAX_RESPONSE_BYTES)
+            .await
+    }
+
+    async fn send_capped(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        cap: usize,
+    ) -> Result<Value, HomeserverError> {
         let url = self.url(path);
         let mut req = self.http.request(method, &url);
         if let Some(t) = &self.token {
@@ -254,7 +267,7 @@ impl Homeserver {
             reason: describe_reqwest(&e),
         })?;
         let status = resp.status();
-        let bytes = read_capped(resp, &url, MAX_RESPONSE_BYTES).await?;
+        let bytes = read_capped(resp, &url, cap).await?;
         let value: Option<Value> = serde_json::from_slice(&bytes).ok();
         if status.is_success() {
             return value.ok_or_else(|| HomeserverError::BadResponse {
@@ -562,6 +575,22 @@ impl Homeserver {
         }
         let v = self.post(PATH, &body).await?;
         self.parse(PATH, v)
+    }
+
+    /// `GET /_roam/v1/device-plane` (authenticated): the account's device plane.
+    pub async fn device_plane(&self) -> Result<Value, HomeserverError> {
+        self.send_capped(
+            reqwest::Method::GET,
+            "/_roam/v1/device-plane",
+            None,
+            MAX_DEVICE_PLANE_BYTES,
+        )
+        .await
+    }
+
+    /// `POST /_roam/v1/device-plane` with a request signed by the account key.
+    pub async fn import_device_plane(&self, req: &Value) -> Result<Value, HomeserverError> {
+        self.post("/_roam/v1/device-plane", req).await
     }
 
     /// `GET /_roam/v1/migrate/{id}`.

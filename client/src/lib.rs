@@ -13,6 +13,8 @@
 //! - [`sync`]: bringing servers up to date with the ops the client signed.
 //! - [`migration`]: the resumable, step-by-step move to another homeserver.
 //! - [`export`]: the portable account file.
+//! - [`device_plane`]: carrying account data, key backup, cross-signing and device keys to
+//!   another homeserver.
 //! - [`credential`]: checking a W3C credential of a binding (roam-vc) against the issuer's
 //!   did:web document and the account log (`roam verify`).
 //! - [`local_cache`]: after the user changes the account, the change verified through the
@@ -24,6 +26,7 @@
 pub mod account;
 pub mod conformance;
 pub mod credential;
+pub mod device_plane;
 pub mod directory;
 pub mod export;
 pub mod homeserver;

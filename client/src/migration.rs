@@ -9,9 +9,14 @@
 //! 2. `submit` — `POST /_roam/v1/migrate` on the new server with the whole log (upload), then
 //!    ask its progress until it has verified the log, created the account, attested and
 //!    activated (wait); its own steps are idempotent.
-//! 3. `notify` — push the new ops to the old servers so they can forward; best effort: a server
+//! 3. `device-plane` — fetch the account's device plane (account data such as secret
+//!    storage, the key backup, cross-signing and device keys) from the old server with the
+//!    session the keystore holds there, and hand it to the new server signed by the account
+//!    key ([`crate::device_plane`]); best effort: with the old server down or no session
+//!    there, the step is skipped and says how to carry it from an export file instead.
+//! 4. `notify` — push the new ops to the old servers so they can forward; best effort: a server
 //!    that is down is skipped, the new server forwards when it can.
-//! 4. `login` — key login on the new server with the same device ID (devices move with the log).
+//! 5. `login` — key login on the new server with the same device ID (devices move with the log).
 //!
 //! Nothing needs the old server: the log is the client's own record. [`run`] plans (or
 //! resumes the saved plan), then drives the steps through a small `Driver` that saves the
@@ -38,6 +43,8 @@ pub enum Step {
     Sign,
     /// Hand the log to the new server and wait until it hosts the account.
     Submit,
+    /// Carry the device plane from the old server to the new one (best effort).
+    DevicePlane,
     /// Push the new ops to the old servers (best effort).
     Notify,
     /// Key login on the new server.
@@ -50,6 +57,7 @@ impl Step {
         match self {
             Step::Sign => "sign",
             Step::Submit => "submit",
+            Step::DevicePlane => "device-plane",
             Step::Notify => "notify",
             Step::Login => "login",
         }
@@ -63,7 +71,13 @@ impl std::fmt::Display for Step {
 }
 
 /// The steps, in order.
-pub const STEPS: [Step; 4] = [Step::Sign, Step::Submit, Step::Notify, Step::Login];
+pub const STEPS: [Step; 5] = [
+    Step::Sign,
+    Step::Submit,
+    Step::DevicePlane,
+    Step::Notify,
+    Step::Login,
+];
 
 /// How often, and how long apart, the new server's progress is asked for.
 const STATUS_POLLS: usize = 20;
@@ -177,6 +191,8 @@ pub enum StepError {
     Session(#[from] SessionError),
     #[error(transparent)]
     Keystore(#[from] KeystoreError),
+    #[error(transparent)]
+    DevicePlane(crate::device_plane::DevicePlaneError),
     /// The plan names something that is not a valid identifier (an edited keystore).
     #[error("the saved plan is invalid: {0}")]
     Id(#[from] IdError),
@@ -231,6 +247,7 @@ pub async fn run(
     driver.sign()?;
     let target = driver.target().map_err(stopped(Step::Submit))?;
     driver.submit(&target).await?;
+    driver.device_plane(&target).await?;
     driver.notify(&target).await?;
     driver.login(&target).await
 }
@@ -377,7 +394,50 @@ where
         Ok(t.hs.migrate(&req).await?)
     }
 
-    /// Step 3: the old servers get the new ops so they can forward (best effort).
+    /// Step 3: the device plane, from the old server (with the keystore's session there) to
+    /// the new one. Skipped, with the reason and the way around it, when the old server
+    /// cannot hand it out; a refusal by the new server stops the migration (re-run resumes).
+    async fn device_plane(&mut self, t: &Target) -> Result<(), MigrationError> {
+        if self.done_earlier(Step::DevicePlane, |_| {
+            "the device plane was carried earlier".into()
+        }) {
+            return Ok(());
+        }
+        let plane = match self.old_session() {
+            Some(old) => crate::device_plane::fetch(&old)
+                .await
+                .map_err(|e| e.to_string()),
+            None => Err("the keystore holds no session on the old server".into()),
+        };
+        let plane = match plane {
+            Ok(p) => p,
+            Err(why) => {
+                let detail = format!(
+                    "not carried ({why}); with an export file taken earlier, run `roam import --in FILE --homeserver {}`",
+                    self.plan.to_url
+                );
+                return self.finish(Step::DevicePlane, StepState::Skipped, detail);
+            }
+        };
+        let out = crate::device_plane::import(&t.hs, self.ks, &t.server, &plane, None)
+            .await
+            .map_err(|e| stopped(Step::DevicePlane)(StepError::DevicePlane(e)))?;
+        let detail = crate::device_plane::describe_outcome(&out);
+        self.finish(Step::DevicePlane, StepState::Done, detail)
+    }
+
+    /// The keystore's session on an old server (not the new one), if it has one.
+    fn old_session(&self) -> Option<Homeserver> {
+        let token = self.ks.secrets.access_token.clone()?;
+        let url = Url::parse(self.ks.public.homeserver.as_deref()?).ok()?;
+        let to = Url::parse(&self.plan.to_url).ok()?;
+        if url.origin() == to.origin() || self.plan.old_servers.is_empty() {
+            return None;
+        }
+        Some(Homeserver::new(url).ok()?.with_token(token))
+    }
+
+    /// Step 4: the old servers get the new ops so they can forward (best effort).
     async fn notify(&mut self, t: &Target) -> Result<(), MigrationError> {
         if self.done_earlier(Step::Notify, |_| "old servers were notified earlier".into()) {
             return Ok(());
@@ -389,7 +449,7 @@ where
         self.finish(Step::Notify, state, detail)
     }
 
-    /// Step 4: key login on the new server with the same device ID; the plan is dropped.
+    /// Step 5: key login on the new server with the same device ID; the plan is dropped.
     async fn login(&mut self, t: &Target) -> Result<(), MigrationError> {
         let (user_id, device_id) = self.log_in(t).await.map_err(stopped(Step::Login))?;
         self.ks.public.pending_migration = None;

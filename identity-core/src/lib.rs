@@ -49,6 +49,7 @@ pub mod attestation;
 pub mod b64;
 pub mod bundle;
 pub mod canonical;
+pub mod device_plane;
 pub mod did;
 pub mod hash;
 pub mod ids;

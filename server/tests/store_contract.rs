@@ -72,6 +72,7 @@ fn commit(d: &Did, expected: Option<OpHash>, ops: &[u64], bind: &[&str]) -> LogC
             user_ids: bind.iter().map(|n| user(n)).collect(),
             deactivated: false,
             updated_at: 7,
+            devices: None,
         },
         attestations: Some(vec![json!({"att": ops.len()})]),
         bind: bind.iter().map(|n| user(n)).collect(),
@@ -593,6 +594,92 @@ fn a_group_commit_applies_each_change_whole_or_not_at_all(s: &dyn Store) {
     assert!(s.commit_logs(Vec::new()).unwrap().is_empty());
 }
 
+/// The devices the account key signed in are kept with the summary.
+fn summaries_keep_signed_in_devices(s: &dyn Store) {
+    use roam_identity_core::log::DeviceKeys;
+    let d = did(70);
+    let mut c = commit(&d, None, &[1], &[]);
+    let keys = DeviceKeys {
+        ed25519: [1; 32],
+        curve25519: [2; 32],
+    };
+    c.summary.devices = Some([(device("PHONE"), keys)].into());
+    s.commit_log(c.clone()).unwrap();
+    assert_eq!(
+        s.log_summary(&d).unwrap().unwrap().devices,
+        c.summary.devices
+    );
+    let mut next = commit(&d, Some(c.summary.head), &[2], &[]);
+    next.summary.devices = None;
+    s.commit_log(next).unwrap();
+    assert_eq!(s.log_summary(&d).unwrap().unwrap().devices, None);
+}
+
+/// A device plane exported from one account and imported into another, twice: the repeat
+/// adds nothing; keys of another server's user ID are kept under it, as carried.
+fn device_planes_are_carried(s: &dyn Store) {
+    use roam_server::store::carry::{CarriedBackup, CarriedDevice, CarriedUser, DevicePlane};
+    let me = user("carrier");
+    s.create_account(new_account("carrier", None, None))
+        .unwrap();
+    let old = UserId::parse("@carrier:old.example").unwrap();
+    let d = did(71);
+    let plane = DevicePlane {
+        account_data: vec![("m.secret_storage.default_key".into(), json!({"key": "k"}))],
+        backup: Some(CarriedBackup {
+            algorithm: "m.megolm_backup.v1.curve25519-aes-sha2".into(),
+            auth_data: json!({"public_key": "p"}),
+            keys: vec![(
+                "!r:old.example".into(),
+                "s1".into(),
+                json!({"first_message_index": 0, "forwarded_count": 0, "is_verified": false, "session_data": {"c": 1}}),
+            )],
+        }),
+        users: vec![CarriedUser {
+            user_id: old.clone(),
+            cross_signing: [(
+                CrossSigningKind::Master,
+                json!({"user_id": "@carrier:old.example", "usage": ["master"], "keys": {"ed25519:M": "M"}}),
+            )]
+            .into(),
+            devices: vec![CarriedDevice {
+                device_id: device("DEV"),
+                display_name: Some("phone".into()),
+                keys: json!({"user_id": "@carrier:old.example", "device_id": "DEV"}),
+                one_time_keys: vec![otk("signed_curve25519:AAAA", 1)],
+                fallback_keys: vec![otk("signed_curve25519:FFFF", 2)],
+            }],
+            signatures: vec![KeySignature {
+                target_user: old.clone(),
+                target_key: "M".into(),
+                signer_user: old.clone(),
+                signer_key_id: "ed25519:DEV".into(),
+                signature: "sig".into(),
+            }],
+        }],
+    };
+    let out = s.import_device_plane(&me, &d, plane.clone(), 1).unwrap();
+    assert_eq!((out.backup_version, out.backup_keys_added), (Some(1), 1));
+    assert_eq!((out.account_data, out.devices), (1, 1));
+    let again = s.import_device_plane(&me, &d, plane.clone(), 2).unwrap();
+    assert_eq!(
+        (again.backup_version, again.backup_keys_added),
+        (Some(1), 0)
+    );
+    assert_eq!(s.carried_did(&old).unwrap(), Some(d.clone()));
+    assert_eq!(s.carried_did(&me).unwrap(), None);
+    let back = s.device_plane(&me, Some(&d)).unwrap();
+    assert_eq!(back.account_data, plane.account_data);
+    assert_eq!(back.backup, plane.backup);
+    assert_eq!(back.users.len(), 2);
+    assert_eq!(back.users[0].user_id, me);
+    assert_eq!(back.users[1], plane.users[0]);
+    // Without the DID, only the account's own keys.
+    assert_eq!(s.device_plane(&me, None).unwrap().users.len(), 1);
+    assert_eq!(s.backup_version(&me, None).unwrap().unwrap().count, 1);
+    assert_eq!(s.device_keys(&old, &[]).unwrap().len(), 1);
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod redb {
@@ -625,6 +712,8 @@ contract!(
     migrations_and_op_windows,
     served_answers_follow_the_head,
     a_group_commit_applies_each_change_whole_or_not_at_all,
+    summaries_keep_signed_in_devices,
+    device_planes_are_carried,
 );
 
 #[test]

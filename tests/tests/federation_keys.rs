@@ -3,86 +3,13 @@
 //! user on the other and sends them a to-device message, all as `X-Matrix`-signed
 //! server-server requests; unsigned or forged server-server requests are refused.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use ed25519_dalek::SigningKey;
 use roam_identity_core::ServerName;
 use roam_identity_core::xmatrix;
-use roam_server::config::{RateLimits, ServerConfig};
-use roam_server::portable::federation::HttpFederation;
-use roam_server::state::AppState;
-use roam_server::store::RedbStore;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 mod common;
-use common::{C, Client, device_keys};
-
-struct Node {
-    name: String,
-    base: String,
-    shutdown: Option<oneshot::Sender<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Node {
-    fn client(&self) -> Client {
-        Client {
-            http: reqwest::Client::new(),
-            base: self.base.clone(),
-            token: None,
-        }
-    }
-
-    fn uid(&self, localpart: &str) -> String {
-        format!("@{localpart}:{}", self.name)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-async fn federation(names: &[&str]) -> Vec<Node> {
-    let mut listeners = Vec::new();
-    let mut overrides = BTreeMap::new();
-    for n in names {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        overrides.insert(
-            ServerName::parse(n).unwrap(),
-            url::Url::parse(&format!("http://{addr}")).unwrap(),
-        );
-        listeners.push((n.to_string(), l, addr));
-    }
-    let mut nodes = Vec::new();
-    for (name, listener, addr) in listeners {
-        let dir = tempfile::tempdir().unwrap();
-        let sn = ServerName::parse(&name).unwrap();
-        let mut config = ServerConfig::for_server_name(sn, addr, dir.path().to_owned());
-        config.rate_limits = RateLimits::unlimited();
-        config.federation_overrides = overrides.clone();
-        let fed = HttpFederation::new(&config).unwrap();
-        let store = RedbStore::open_dir(dir.path()).unwrap();
-        let state = AppState::with_federation(config, Arc::new(store), Arc::new(fed)).unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(roam_server::run(listener, state, async move {
-            let _ = rx.await;
-        }));
-        nodes.push(Node {
-            name,
-            base: format!("http://{addr}"),
-            shutdown: Some(tx),
-            _dir: dir,
-        });
-    }
-    nodes
-}
+use common::{C, device_keys, federation};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_and_to_device_messages_cross_servers() {

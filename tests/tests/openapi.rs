@@ -628,6 +628,44 @@ const LOGIN: &str = "/_matrix/client/v3/login";
 const CHALLENGE: &str = "/_roam/v1/login/challenge";
 const IDENT: &str = "/1.0/identifiers/{did}";
 const MIGRATE: &str = "/_roam/v1/migrate";
+const DEVICE_PLANE: &str = "/_roam/v1/device-plane";
+
+/// The device plane of a migrated account: exported with its session, imported signed by
+/// its update key; a request signed by another key is refused.
+async fn device_plane_move(t: &Conformance, owner: &Owner, token: &str) {
+    let a = t
+        .call("get", DEVICE_PLANE, DEVICE_PLANE, None, Some(token), None)
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let plane = a.json();
+    let did = roam_identity_core::Did::parse(&owner.did()).unwrap();
+    let server = ServerName::parse(SERVER_NAME).unwrap();
+    let sign = |key: &SigningKey| {
+        roam_identity_core::device_plane::sign_import(
+            key,
+            &did,
+            &server,
+            now(),
+            plane.clone(),
+            None,
+        )
+        .unwrap()
+    };
+    let (s, r) = t
+        .post(DEVICE_PLANE, DEVICE_PLANE, sign(&owner.update))
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let answer = t
+        .post(
+            DEVICE_PLANE,
+            DEVICE_PLANE,
+            sign(&SigningKey::from_bytes(&[5; 32])),
+        )
+        .await;
+    assert_err(&answer, 403, "M_FORBIDDEN");
+    let answer = t.post(DEVICE_PLANE, DEVICE_PLANE, json!({})).await;
+    assert_err(&answer, 400, "M_MISSING_PARAM");
+}
 
 impl Conformance {
     async fn key_login(&self, user: &str, key: &SigningKey) -> (u16, Value) {
@@ -1073,7 +1111,9 @@ async fn server_conforms_to_the_spec() {
         .get("/_roam/v1/migrate/{id}", &format!("/_roam/v1/migrate/{id}"))
         .await;
     assert_eq!((s, &st["id"]), (200, &m["id"]), "{st}");
-    assert_eq!(t.key_login(&uid("bob"), &bob.update).await.0, 200);
+    let (s, bob_login) = t.key_login(&uid("bob"), &bob.update).await;
+    assert_eq!(s, 200, "{bob_login}");
+    device_plane_move(&t, &bob, bob_login["access_token"].as_str().unwrap()).await;
     // Without the log, the old server must be reached: 502 here (no federation).
     let carol = Owner::new(3, &uid("carol"), &[SERVER_NAME]);
     let (s, e) = t

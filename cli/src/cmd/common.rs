@@ -97,7 +97,7 @@ pub struct KeystoreArg {
     pub keystore: PathBuf,
 }
 
-fn default_keystore() -> PathBuf {
+pub fn default_keystore() -> PathBuf {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));

@@ -17,6 +17,7 @@
 use roam_client::account::AccountError;
 use roam_client::conformance::ConformanceError;
 use roam_client::credential::CredentialError;
+use roam_client::device_plane::DevicePlaneError;
 use roam_client::export::ExportError;
 use roam_client::homeserver::HomeserverError;
 use roam_client::keystore::KeystoreError;
@@ -107,6 +108,13 @@ fn classify_one(cause: &(dyn std::error::Error + 'static)) -> Option<Verdict> {
     if let Some(e) = cause.downcast_ref::<KeystoreError>() {
         return Some(keystore(e));
     }
+    if let Some(e) = cause.downcast_ref::<DevicePlaneError>() {
+        return match e {
+            DevicePlaneError::Homeserver(inner) => classify_one(inner),
+            DevicePlaneError::Keystore(inner) => classify_one(inner),
+            DevicePlaneError::Sign(_) | DevicePlaneError::Format(_) => Some((FAILURE, None)),
+        };
+    }
     if let Some(e) = cause.downcast_ref::<AccountError>() {
         return Some(account(e));
     }
@@ -168,6 +176,7 @@ fn step(e: &StepError) -> Option<Verdict> {
         StepError::Account(inner) => classify_one(inner),
         StepError::Session(inner) => classify_one(inner),
         StepError::Keystore(inner) => classify_one(inner),
+        StepError::DevicePlane(inner) => classify_one(inner),
         StepError::BadLocalpart { .. } => Some((USAGE, None)),
         StepError::NotFinished { .. } => Some((INCOMPLETE, None)),
         StepError::Id(_) | StepError::Url(_) | StepError::NoUserId => Some((FAILURE, None)),

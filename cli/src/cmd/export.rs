@@ -5,15 +5,19 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use roam_client::account::{self, now_ms};
+use roam_client::device_plane;
 use roam_client::export;
 use roam_client::homeserver::Homeserver;
-use roam_client::keystore::{KeystoreError, write_private};
+use roam_client::keystore::{Keystore, KeystoreError, write_private};
 use roam_client::sync;
 use roam_identity_core::UserId;
 use roam_identity_core::bundle;
 use url::Url;
 
-use super::common::{GlobalArgs, KeystoreArg, Progress, Session, parse_url, print_json, runtime};
+use super::common::{
+    GlobalArgs, KeystoreArg, Progress, Session, default_keystore, parse_url, passphrase,
+    print_json, runtime,
+};
 use super::exit::CliError;
 
 #[derive(Debug, Args)]
@@ -43,6 +47,19 @@ pub struct ImportArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// The account's keystore, to sign the device plane over to the homeserver when
+    /// --keystore does not restore one (it is read, not changed).
+    #[command(flatten)]
+    signer: SignerArg,
+}
+
+/// `--sign-with FILE` (env `ROAM_KEYSTORE`, else the default keystore).
+#[derive(Debug, Args)]
+pub struct SignerArg {
+    /// The keystore that signs the device plane over [default: ROAM_KEYSTORE or the default
+    /// keystore].
+    #[arg(long = "sign-with", value_name = "FILE", env = "ROAM_KEYSTORE", default_value_os_t = default_keystore())]
+    sign_with: PathBuf,
 }
 
 pub fn export(args: ExportArgs, global: &GlobalArgs) -> anyhow::Result<()> {
@@ -78,6 +95,7 @@ pub fn export(args: ExportArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         }
         out
     });
+    let device_plane = rt.block_on(fetch_device_plane(&s.ks));
     let now = now_ms();
     let (b, warnings) = export::assemble(&did, &s.ks.public.ops, &fetched, now);
     for w in warnings {
@@ -92,11 +110,15 @@ pub fn export(args: ExportArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let file = export::to_file(&b, &verified, keystore, now);
+    let plane_words = device_plane
+        .as_ref()
+        .map(|p| format!(", the device plane ({})", device_plane::describe(p)))
+        .unwrap_or_default();
+    let file = export::to_file(&b, &verified, keystore, device_plane, now);
     write_private(&args.out, &(serde_json::to_string_pretty(&file)? + "\n"))?;
     println!("{}", args.out.display());
     eprintln!(
-        "exported {} op(s), {} attestation(s), {} device(s){}",
+        "exported {} op(s), {} attestation(s), {} device(s){plane_words}{}",
         b.log.len(),
         b.attestations.len(),
         verified.log.state.devices.len(),
@@ -109,7 +131,57 @@ pub fn export(args: ExportArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn import(args: ImportArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
+/// The device plane from the keystore's homeserver, with the session the keystore holds
+/// there; `None` (with a warning) when there is none or the server cannot be reached.
+async fn fetch_device_plane(ks: &Keystore) -> Option<serde_json::Value> {
+    let (Some(url), Some(token)) = (
+        ks.public.homeserver.as_deref(),
+        ks.secrets.access_token.as_deref(),
+    ) else {
+        eprintln!("warning: no session in the keystore (roam login): the device plane is left out");
+        return None;
+    };
+    let hs = Url::parse(url)
+        .ok()
+        .and_then(|u| Homeserver::new(u).ok())?
+        .with_token(token);
+    match device_plane::fetch(&hs).await {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("warning: the device plane is left out: {e}");
+            None
+        }
+    }
+}
+
+/// The keystore that signs the device plane over: the one at `path` (just restored, or the
+/// user's own), which must be this account's.
+fn signer_keystore(
+    path: &std::path::Path,
+    did: &roam_identity_core::Did,
+) -> anyhow::Result<Keystore> {
+    if !path.exists() {
+        return Err(CliError::usage(format!(
+            "the file carries the device plane, and restoring it needs the account's keystore to sign it: pass --sign-with FILE, or --keystore FILE with an export made with --include-secrets ({} does not exist)",
+            path.display()
+        ))
+        .into());
+    }
+    let pass = passphrase(false, &path.display().to_string())?;
+    let ks = Keystore::load(path, &pass)?;
+    if ks.did()? != *did {
+        return Err(CliError::usage(format!(
+            "{} belongs to another account ({}), not {did}",
+            path.display(),
+            ks.public.did
+        ))
+        .into());
+    }
+    Ok(ks)
+}
+
+/// Reads and verifies the export file; restores the keystore it carries to `--keystore`.
+fn read_export(args: &ImportArgs) -> anyhow::Result<export::Imported> {
     let text = std::fs::read_to_string(&args.input).map_err(|source| KeystoreError::Io {
         path: args.input.display().to_string(),
         source,
@@ -117,7 +189,6 @@ pub fn import(args: ImportArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| export::ExportError::Format(format!("{}: {e}", args.input.display())))?;
     let imported = export::from_file(&value, now_ms())?;
-    let state = &imported.verified.log.state;
     if let Some(path) = &args.keystore {
         let Some(ks) = &imported.keystore else {
             return Err(CliError::usage(
@@ -133,24 +204,66 @@ pub fn import(args: ImportArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
         }
         write_private(path, &(serde_json::to_string_pretty(ks)? + "\n"))?;
     }
-    let rt = runtime()?;
-    let (server, accepted) = rt.block_on(async {
-        let progress = Progress::spinner("handing the log to the homeserver");
-        let hs = Homeserver::new(args.homeserver.clone())?;
-        let server = hs.server_name().await?;
-        if !state.servers.contains(&server) {
-            return Err(CliError::not_allowed(format!(
-                    "the account's log does not name {server} (it names {}); sign a move first with `roam servers set` or `roam migrate --to {}`",
-                    state.servers.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
-                    args.homeserver
-                ),
-            )
-            .into());
+    Ok(imported)
+}
+
+/// Hands the log (the file's, and the signing keystore's, which may be newer: a move signed
+/// after the export) to the homeserver, then the device plane.
+async fn hand_over(
+    args: &ImportArgs,
+    imported: &export::Imported,
+    signer: Option<&Keystore>,
+) -> anyhow::Result<(
+    roam_identity_core::ServerName,
+    usize,
+    Option<serde_json::Value>,
+)> {
+    let state = &imported.verified.log.state;
+    let progress = Progress::spinner("handing the log to the homeserver");
+    let hs = Homeserver::new(args.homeserver.clone())?;
+    let server = hs.server_name().await?;
+    let servers = match signer {
+        Some(ks) => account::local_log(ks, now_ms())?.state.servers,
+        None => state.servers.clone(),
+    };
+    if !servers.contains(&server) {
+        return Err(CliError::not_allowed(format!(
+            "the account's log does not name {server} (it names {}); sign a move first with `roam servers set` or `roam migrate --to {}`",
+            servers.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+            args.homeserver
+        ))
+        .into());
+    }
+    let mut n = sync::push_ops(&hs, &state.did, &imported.bundle.log).await?;
+    if let Some(ks) = signer {
+        n += sync::push_ops(&hs, &state.did, &ks.public.ops).await?;
+    }
+    progress.finish();
+    let plane = match (&imported.device_plane, signer) {
+        (Some(p), Some(ks)) => {
+            let bundle = Some(imported.bundle.to_value());
+            Some(device_plane::import(&hs, ks, &server, p, bundle).await?)
         }
-        let n = sync::push_ops(&hs, &state.did, &imported.bundle.log).await?;
-        progress.finish();
-        anyhow::Ok((server, n))
-    })?;
+        _ => None,
+    };
+    Ok((server, n, plane))
+}
+
+pub fn import(args: ImportArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
+    let imported = read_export(&args)?;
+    let state = &imported.verified.log.state;
+    let signer = match &imported.device_plane {
+        Some(_) => {
+            let path = args
+                .keystore
+                .clone()
+                .unwrap_or_else(|| args.signer.sign_with.clone());
+            Some(signer_keystore(&path, &state.did)?)
+        }
+        None => None,
+    };
+    let rt = runtime()?;
+    let (server, accepted, plane) = rt.block_on(hand_over(&args, &imported, signer.as_ref()))?;
     let summary = serde_json::json!({
         "did": state.did.as_str(),
         "user_ids": state.user_ids.iter().map(UserId::as_str).collect::<Vec<_>>(),
@@ -160,20 +273,28 @@ pub fn import(args: ImportArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
         "homeserver": server.as_str(),
         "new_ops": accepted,
         "keystore_restored": args.keystore.as_ref().map(|p| p.display().to_string()),
+        "device_plane": plane,
     });
     if args.json {
         print_json(&summary);
-    } else {
+        return Ok(());
+    }
+    println!(
+        "imported {} into {server}: {accepted} new op(s), head {}",
+        state.did, state.head
+    );
+    if let Some(p) = &args.keystore {
         println!(
-            "imported {} into {server}: {accepted} new op(s), head {}",
-            state.did, state.head
+            "keystore restored to {} (same passphrase as when exported)",
+            p.display()
         );
-        if let Some(p) = &args.keystore {
-            println!(
-                "keystore restored to {} (same passphrase as when exported)",
-                p.display()
-            );
-        }
+    }
+    match &plane {
+        Some(out) => println!(
+            "device plane restored: {}",
+            device_plane::describe_outcome(out)
+        ),
+        None => println!("the file carries no device plane"),
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! challenges ([`challenge`]), per-DID op limits ([`oprate`]), group commit of log changes ([`group`]) and
 //! server-to-server calls ([`federation`]). This file only names them.
 
+pub mod carry;
 pub mod challenge;
 pub mod commit;
 pub mod federation;

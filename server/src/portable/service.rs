@@ -96,6 +96,7 @@ pub fn summary_of(st: &AccountState) -> LogSummary {
         user_ids: st.user_ids.clone(),
         deactivated: st.deactivated,
         updated_at: st.updated_at,
+        devices: Some(st.devices.clone()),
     }
 }
 

@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::keys::{QueryAnswer, claim_entry, claim_local, per_user, query_entry, required_object};
 use crate::error::AppError;
+use crate::portable::carry::{answers_for, inbox_of};
 use crate::state::AppState;
 use crate::store::device_plane::{ToDeviceMessage, TxnKey};
 
@@ -50,15 +51,17 @@ async fn authenticate(
     Ok((origin, content))
 }
 
-/// A local user from a path.
-fn local_user(
+/// A user this server answers for, from a path: a local one, or a user ID of another server
+/// carried here by a migration.
+async fn local_user(
     state: &AppState,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<UserId, AppError> {
     let bad = || AppError::InvalidParam("Invalid user ID".into());
     let Path(raw) = path.map_err(|_| bad())?;
     let user = UserId::parse(&raw).map_err(|_| bad())?;
-    if user.server_name() != state.config().server_name {
+    let (own, u) = (state.config().server_name.clone(), user.clone());
+    if !state.db(move |s| answers_for(s, &own, &u)).await? {
         return Err(AppError::InvalidParam("Not a user of this server".into()));
     }
     Ok(user)
@@ -74,7 +77,7 @@ pub async fn user_devices(
     body: Bytes,
 ) -> Result<Json<Value>, AppError> {
     authenticate(&state, &method, &uri, &headers, &body).await?;
-    let user = local_user(&state, path)?;
+    let user = local_user(&state, path).await?;
     let answer = state
         .db(move |s| {
             let mut q = QueryAnswer::default();
@@ -123,8 +126,10 @@ pub async fn keys_query(
     let answer = state
         .db(move |s| {
             let mut q = QueryAnswer::default();
-            for (user, devices) in wanted.into_iter().filter(|(u, _)| u.server_name() == own) {
-                q.add_user(s, &user, &devices, None)?;
+            for (user, devices) in wanted {
+                if answers_for(s, &own, &user)? {
+                    q.add_user(s, &user, &devices, None)?;
+                }
             }
             Ok(
                 json!({"device_keys": q.device_keys, "master_keys": q.master,
@@ -149,20 +154,27 @@ pub async fn keys_claim(
         "one_time_keys",
     )?;
     let own = state.config().server_name.clone();
-    let wanted: Vec<_> = per_user(&requested, claim_entry)?
-        .into_iter()
-        .filter(|(u, _)| u.server_name() == own)
-        .collect();
-    let keys = state.db(move |s| claim_local(s, wanted)).await?;
+    let wanted = per_user(&requested, claim_entry)?;
+    let keys = state
+        .db(move |s| {
+            let mut ours = Vec::new();
+            for (user, devices) in wanted {
+                if answers_for(s, &own, &user)? {
+                    ours.push((user, devices));
+                }
+            }
+            claim_local(s, ours)
+        })
+        .await?;
     Ok(Json(json!({"one_time_keys": keys})))
 }
 
 /// One incoming message: the local recipient, the device ID (or `*`) and the content.
 type Incoming = (UserId, String, Value);
 
-/// The local to-device messages of one `m.direct_to_device` EDU from `origin`.
+/// The to-device messages of one `m.direct_to_device` EDU from `origin` (the recipients
+/// this server answers for are picked when they are stored).
 fn direct_to_device(
-    state: &AppState,
     origin: &ServerName,
     content: &Value,
 ) -> Option<(TxnKey, Vec<Incoming>, Value)> {
@@ -173,15 +185,11 @@ fn direct_to_device(
     }
     let kind = content["type"].as_str()?.to_owned();
     let message_id = content["message_id"].as_str()?.to_owned();
-    let own = &state.config().server_name;
     let mut out = Vec::new();
     for (user, devices) in content["messages"].as_object()? {
         let Ok(user) = UserId::parse(user) else {
             continue;
         };
-        if user.server_name() != *own {
-            continue;
-        }
         for (device, body) in devices.as_object().into_iter().flatten() {
             if body.is_object() {
                 out.push((user.clone(), device.clone(), body.clone()));
@@ -199,13 +207,18 @@ fn direct_to_device(
 
 /// Stores one `m.direct_to_device` EDU's messages for local devices (once per message ID).
 async fn deliver(state: &AppState, origin: &ServerName, content: &Value) -> Result<(), AppError> {
-    let Some((txn, messages, event)) = direct_to_device(state, origin, content) else {
+    let Some((txn, messages, event)) = direct_to_device(origin, content) else {
         return Ok(());
     };
+    let own = state.config().server_name.clone();
     state
         .db(move |s| {
             let mut out = Vec::new();
             for (user, device, body) in messages {
+                // A carried (old) user ID's messages go to the account's local user.
+                let Some(user) = inbox_of(s, &own, &user)? else {
+                    continue;
+                };
                 let mut e = event.clone();
                 e["content"] = body;
                 for d in s.devices(&user)? {

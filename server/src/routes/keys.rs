@@ -20,6 +20,7 @@ use super::devices::require_password_uia_for;
 use crate::clock::now_ms;
 use crate::error::AppError;
 use crate::extract::{Authenticated, MatrixJson, QueryParams};
+use crate::portable::carry::answers_for;
 use crate::state::AppState;
 use crate::store::{
     CrossSigningKind, KeySignature, KeysUpload, OneTimeKey, SigningSnapshot, Store, StoreError,
@@ -250,6 +251,25 @@ fn merge_signatures(
     }
 }
 
+/// The `unsigned` field of a portable user's device keys in query answers: whether the
+/// account key signed this device (with these keys) into the account log. A device of a
+/// portable account without it was not added by the account's owner.
+pub const IN_ACCOUNT_LOG: &str = "io.roam.in_account_log";
+
+/// The devices the account log signs in, for a user of a portable account held here (its
+/// local user ID, or one carried here); `None` for other users.
+fn log_devices(
+    s: &dyn Store,
+    user: &UserId,
+) -> StoreResult<Option<BTreeMap<DeviceId, roam_identity_core::log::DeviceKeys>>> {
+    let did = match s.did_of_user(user)? {
+        Some(d) => Some(d),
+        None => s.carried_did(user)?,
+    };
+    let Some(did) = did else { return Ok(None) };
+    Ok(s.log_summary(&did)?.and_then(|summary| summary.devices))
+}
+
 /// The public key text of a cross-signing key (its single `keys` value).
 fn cross_signing_public(key: &Value) -> Option<&str> {
     let keys = key.get("keys")?.as_object()?;
@@ -292,10 +312,26 @@ pub(super) fn per_user<T>(
 /// The users of this server, and the others (asked of their servers over federation).
 type Split<T> = (Vec<(UserId, T)>, Vec<(UserId, T)>);
 
-fn split_users<T>(wanted: Vec<(UserId, T)>, own_server: &ServerName) -> Split<T> {
-    wanted
-        .into_iter()
-        .partition(|(user, _)| user.server_name() == *own_server)
+/// Splits the users this server answers for (its own, and user IDs of other servers carried
+/// here by a migration) from the others.
+async fn split_users<T: Send + 'static>(
+    state: &AppState,
+    wanted: Vec<(UserId, T)>,
+) -> Result<Split<T>, AppError> {
+    let own = state.config().server_name.clone();
+    state
+        .db(move |s| {
+            let (mut local, mut remote) = (Vec::new(), Vec::new());
+            for (user, v) in wanted {
+                if answers_for(s, &own, &user)? {
+                    local.push((user, v));
+                } else {
+                    remote.push((user, v));
+                }
+            }
+            Ok((local, remote))
+        })
+        .await
 }
 
 /// `POST /keys/query`. Users of other servers are asked of the server that hosts them now
@@ -307,10 +343,9 @@ pub async fn query(
 ) -> Result<Json<Value>, AppError> {
     let requested = required_object(body.device_keys, "device_keys")?;
     let wanted = per_user(&requested, query_entry)?;
-    let own_server = state.config().server_name.clone();
     let requester = auth.user_id.clone();
     let queried: Vec<UserId> = wanted.iter().map(|(u, _)| u.clone()).collect();
-    let (local, remote) = split_users(wanted, &own_server);
+    let (local, remote) = split_users(&state, wanted).await?;
     let remote = state.remote_keys().query(remote).await;
     let result = state
         .db(move |s| {
@@ -356,13 +391,22 @@ impl QueryAnswer {
         requester: Option<&UserId>,
     ) -> StoreResult<()> {
         let sigs = s.key_signatures(user)?;
+        let in_log = log_devices(s, user)?;
         let mut per_device = Map::new();
         for (device, mut keys) in s.device_keys(user, devices)? {
             merge_signatures(&mut keys, device.device_id.as_str(), user, requester, &sigs);
+            let signed_in = in_log.as_ref().map(|log| {
+                let key = device_ed25519(&keys, &device.device_id).map(|k| k.to_bytes());
+                log.get(&device.device_id)
+                    .is_some_and(|k| Some(k.ed25519) == key)
+            });
             if let Some(obj) = keys.as_object_mut() {
                 let unsigned = obj.entry("unsigned").or_insert_with(|| json!({}));
                 if let Some(unsigned) = unsigned.as_object_mut() {
                     unsigned.insert("device_display_name".into(), json!(device.display_name));
+                    if let Some(signed_in) = signed_in {
+                        unsigned.insert(IN_ACCOUNT_LOG.into(), json!(signed_in));
+                    }
                 }
             }
             per_device.insert(device.device_id.to_string(), keys);
@@ -409,8 +453,7 @@ pub async fn claim(
 ) -> Result<Json<Value>, AppError> {
     let requested = required_object(body.one_time_keys, "one_time_keys")?;
     let wanted = per_user(&requested, claim_entry)?;
-    let own_server = state.config().server_name.clone();
-    let (local, remote) = split_users(wanted, &own_server);
+    let (local, remote) = split_users(&state, wanted).await?;
     let (remote_keys, failures) = state.remote_keys().claim(remote).await;
     let mut keys = state.db(move |s| claim_local(s, local)).await?;
     keys.extend(remote_keys);

@@ -114,6 +114,10 @@ fn client_routes() -> Router<AppState> {
 /// Body cap of the routes that carry whole account logs (up to 1000 ops of up to 4 KiB).
 const LOG_BODY_LIMIT: usize = 4 * 1024 * 1024;
 
+/// Body cap of a device-plane import: a key backup of up to 50 000 keys (~1 KiB each with
+/// their JSON) and the keys of a few user IDs.
+const DEVICE_PLANE_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
 /// The `/_roam/v1` API.
 fn roam_routes() -> Router<AppState> {
     Router::new()
@@ -141,6 +145,12 @@ fn roam_routes() -> Router<AppState> {
             post(roam::start_migration).layer(DefaultBodyLimit::max(LOG_BODY_LIMIT)),
         )
         .route("/migrate/{id}", get(roam::migration_status))
+        .route(
+            "/device-plane",
+            get(roam::device_plane_export)
+                .post(roam::device_plane_import)
+                .layer(DefaultBodyLimit::max(DEVICE_PLANE_BODY_LIMIT)),
+        )
 }
 
 /// The complete application with its state.

@@ -494,3 +494,27 @@ pub async fn identifiers(
     let (status, body) = resolution_result(&view, repr);
     respond(status, body, repr.content_type())
 }
+
+/// `GET /_roam/v1/device-plane`: the caller's account data, current key backup, and
+/// cross-signing and device keys, as one object to carry to another server.
+pub async fn device_plane_export(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> Result<Json<Value>, AppError> {
+    Ok(Json(
+        state.portable().export_device_plane(&auth.user_id).await?,
+    ))
+}
+
+/// `POST /_roam/v1/device-plane`: a device plane taken in, signed by the account's update
+/// key for this server (no access token: the signature is the authority).
+pub async fn device_plane_import(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    MatrixJson(body): MatrixJson<Value>,
+) -> Result<Json<Value>, AppError> {
+    register_limit(&state, &ip)?;
+    let out = state.portable().import_device_plane(body).await?;
+    state.wake_sync();
+    Ok(Json(out))
+}

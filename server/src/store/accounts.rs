@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use roam_identity_core::{DeviceId, Millis, UserId};
 use serde_json::Value;
 
+use super::carry::CarryStore;
 use super::device_plane::DevicePlaneStore;
 use super::error::{StoreError, StoreResult};
 use super::key_backup::KeyBackupStore;
@@ -22,7 +23,7 @@ use super::records::{
 /// Implementations must make each method atomic: either all of its changes are committed
 /// before it returns `Ok`, or none are.
 pub trait Store:
-    LogStore + DevicePlaneStore + KeyBackupStore + Send + Sync + std::fmt::Debug + 'static
+    LogStore + DevicePlaneStore + KeyBackupStore + CarryStore + Send + Sync + std::fmt::Debug + 'static
 {
     // --- server keys ---
 

@@ -423,7 +423,8 @@ fn device_plane_tables(from: &RedbStore) -> Result<Vec<TableCopy>, StoreError> {
     })
 }
 
-/// Key backups: versions (deleted ones too, so a number is never reused) and their keys.
+/// Key backups: versions (deleted ones too, so a number is never reused) and their keys;
+/// and the user IDs of other servers carried here (their keys are copied with every user's).
 fn key_backup_tables(from: &RedbStore) -> Result<Vec<TableCopy>, StoreError> {
     from.read(|txn| {
         let txt = |s: &str| Col::Text(s.to_owned());
@@ -441,6 +442,11 @@ fn key_backup_tables(from: &RedbStore) -> Result<Vec<TableCopy>, StoreError> {
                 u(row.count),
                 Col::Bool(row.deleted),
             ]);
+        }
+        let mut carried = Vec::new();
+        for e in txn.open_table(t::CARRIED_USERS)?.iter()? {
+            let (k, v) = e?;
+            carried.push(vec![txt(k.value()), txt(v.value())]);
         }
         let mut keys = Vec::new();
         for e in txn.open_table(t::BACKUP_KEYS)?.iter()? {
@@ -465,6 +471,11 @@ fn key_backup_tables(from: &RedbStore) -> Result<Vec<TableCopy>, StoreError> {
                 name: "key backup keys",
                 sql: "INSERT INTO backup_keys VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                 rows: keys,
+            },
+            TableCopy {
+                name: "carried user IDs",
+                sql: "INSERT INTO carried_users VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                rows: carried,
             },
         ])
     })
@@ -606,7 +617,8 @@ fn log_rows(from: &RedbStore, did: &Did, now: Millis) -> Result<Vec<TableCopy>, 
         },
         TableCopy {
             name: "log heads",
-            sql: "INSERT INTO log_heads VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            sql: "INSERT INTO log_heads VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                  ON CONFLICT DO NOTHING",
             rows: vec![vec![
                 Col::Text(d.into()),
                 Col::Text(head.head),
@@ -615,6 +627,7 @@ fn log_rows(from: &RedbStore, did: &Did, now: Millis) -> Result<Vec<TableCopy>, 
                 Col::TextArr(head.user_ids),
                 Col::Bool(head.deactivated),
                 u(head.updated_at),
+                Col::OptText(head.devices.as_ref().map(to_json).transpose()?),
             ]],
         },
     ];

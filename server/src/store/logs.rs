@@ -4,6 +4,9 @@
 //! A separate trait from `Store` (which requires it) so the account-log half can be
 //! read on its own; the redb implementation shares the same file and transactions.
 
+use std::collections::BTreeMap;
+
+use roam_identity_core::log::DeviceKeys;
 use roam_identity_core::{DeviceId, Did, Millis, OpHash, ServerName, UserId};
 use serde_json::Value;
 
@@ -19,6 +22,9 @@ pub struct LogSummary {
     pub user_ids: Vec<UserId>,
     pub deactivated: bool,
     pub updated_at: Millis,
+    /// The devices the account key signed in (`None` in summaries stored before this was
+    /// kept: unknown until the next change to the log).
+    pub devices: Option<BTreeMap<DeviceId, DeviceKeys>>,
 }
 
 /// One atomic change to a held log.

@@ -12,22 +12,25 @@
 //! Files: `accounts.rs` (the `Store` trait), [`logs`] (the `LogStore` trait and its
 //! records), [`device_plane`] (the `DevicePlaneStore` trait: to-device messages, account
 //! data, filters, profiles, sync positions), [`key_backup`] (the `KeyBackupStore` trait),
+//! [`carry`] (the `CarryStore` trait: a device plane exported and imported whole),
 //! `records.rs`, `error.rs`, `db.rs` (the async handle), [`tables`]; the redb
 //! implementation in `redb_database.rs` (the database, transactions, row encoding),
-//! `redb_store.rs`, `redb_logs.rs`, `redb_device_plane.rs` and `redb_key_backup.rs`; the
-//! PostgreSQL implementation (several nodes on one database) in `pg_database.rs` (pool,
-//! migrations in `pg/`, serializable transactions), `pg_store.rs`, `pg_logs.rs`,
-//! `pg_device_plane.rs`, `pg_key_backup.rs`, `pg_served.rs` (the verify-on-write answers) and
-//! `pg_shared.rs` (UIA sessions and login challenges shared by nodes); [`copy`] moves a redb
-//! store into PostgreSQL. This file only names them.
+//! `redb_store.rs`, `redb_logs.rs`, `redb_device_plane.rs`, `redb_key_backup.rs` and
+//! `redb_carry.rs`; the PostgreSQL implementation (several nodes on one database) in
+//! `pg_database.rs` (pool, migrations in `pg/`, serializable transactions), `pg_store.rs`,
+//! `pg_logs.rs`, `pg_device_plane.rs`, `pg_key_backup.rs`, `pg_carry.rs`, `pg_served.rs` (the
+//! verify-on-write answers) and `pg_shared.rs` (UIA sessions and login challenges shared by
+//! nodes); [`copy`] moves a redb store into PostgreSQL. This file only names them.
 
 mod accounts;
+pub mod carry;
 pub mod copy;
 mod db;
 pub mod device_plane;
 mod error;
 pub mod key_backup;
 pub mod logs;
+mod pg_carry;
 mod pg_database;
 mod pg_device_plane;
 mod pg_key_backup;
@@ -36,6 +39,7 @@ mod pg_served;
 mod pg_shared;
 mod pg_store;
 mod records;
+mod redb_carry;
 mod redb_database;
 mod redb_device_plane;
 mod redb_key_backup;
@@ -44,6 +48,7 @@ mod redb_store;
 pub mod tables;
 
 pub use accounts::Store;
+pub use carry::CarryStore;
 pub use db::Db;
 pub use device_plane::DevicePlaneStore;
 pub use error::{BoxError, StoreError, StoreResult};

@@ -27,6 +27,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "shared state", include_str!("pg/0002_shared_state.sql")),
     (10, "device plane", include_str!("pg/0010_device_plane.sql")),
     (11, "served answers", include_str!("pg/0011_served.sql")),
+    (
+        20,
+        "carried device planes",
+        include_str!("pg/0020_carry.sql"),
+    ),
 ];
 
 /// How many transaction attempts a serialization failure may cost before giving up.

@@ -118,7 +118,7 @@ async fn send_in(
     Ok(true)
 }
 
-async fn put_account_data_in(
+pub(super) async fn put_account_data_in(
     c: &mut PgConnection,
     u: &str,
     kind: &str,

@@ -45,7 +45,7 @@ async fn live(c: &mut PgConnection, u: &str, version: u64) -> StoreResult<Backup
 }
 
 /// The current version: the newest one not deleted.
-async fn current(c: &mut PgConnection, u: &str) -> StoreResult<Option<BackupVersion>> {
+pub(super) async fn current(c: &mut PgConnection, u: &str) -> StoreResult<Option<BackupVersion>> {
     let row = sqlx::query(&format!(
         "SELECT {VERSION_COLUMNS} FROM backup_versions WHERE user_id = $1 AND NOT deleted \
          ORDER BY version DESC LIMIT 1"
@@ -57,7 +57,11 @@ async fn current(c: &mut PgConnection, u: &str) -> StoreResult<Option<BackupVers
 }
 
 /// Writes a version's etag and count.
-async fn save_counts(c: &mut PgConnection, u: &str, v: &BackupVersion) -> StoreResult<()> {
+pub(super) async fn save_counts(
+    c: &mut PgConnection,
+    u: &str,
+    v: &BackupVersion,
+) -> StoreResult<()> {
     sqlx::query(
         "UPDATE backup_versions SET etag = $3, count = $4 WHERE user_id = $1 AND version = $2",
     )
@@ -101,7 +105,7 @@ async fn remove_keys(
 /// Stores the keys that replace what is stored, in upload order (a later duplicate in one
 /// upload competes with the earlier one); returns how many new ones were added and whether
 /// anything changed.
-async fn store_keys(
+pub(super) async fn store_keys(
     c: &mut PgConnection,
     u: &str,
     version: u64,
@@ -164,7 +168,12 @@ async fn store_keys(
     Ok((added, true))
 }
 
-async fn create_in(c: &mut PgConnection, u: &str, algorithm: &str, auth: &str) -> StoreResult<u64> {
+pub(super) async fn create_in(
+    c: &mut PgConnection,
+    u: &str,
+    algorithm: &str,
+    auth: &str,
+) -> StoreResult<u64> {
     let last: Option<i64> =
         sqlx::query_scalar("SELECT max(version) FROM backup_versions WHERE user_id = $1")
             .bind(u)

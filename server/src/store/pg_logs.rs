@@ -17,6 +17,7 @@ use super::pg_database::{PgStore, insert_account, to_i64, to_u64};
 use super::pg_served::{due_in, mark_due_in, put_served, served_in};
 use super::records::NewAccount;
 use super::redb_database::{from_json, to_json};
+use super::redb_logs::{devices_from_row, devices_to_row};
 
 fn canonical(op: &Value) -> StoreResult<String> {
     roam_identity_core::canonical::to_canonical_string(op).map_err(StoreError::corrupt("op"))
@@ -43,6 +44,10 @@ fn summary_from_row(row: &sqlx::postgres::PgRow) -> StoreResult<LogSummary> {
             .collect::<StoreResult<_>>()?,
         deactivated: row.try_get("deactivated")?,
         updated_at: to_u64(row.try_get("updated_at")?)?,
+        devices: {
+            let text: Option<String> = row.try_get("devices")?;
+            devices_from_row(text.as_deref().map(from_json).transpose()?)?
+        },
     })
 }
 
@@ -66,11 +71,11 @@ async fn move_head(c: &mut PgConnection, commit: &LogCommit) -> StoreResult<()> 
     let servers: Vec<String> = s.servers.iter().map(|x| x.to_string()).collect();
     let users: Vec<String> = s.user_ids.iter().map(|x| x.to_string()).collect();
     sqlx::query(
-        "INSERT INTO log_heads (did, head, seq, servers, user_ids, deactivated, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (did) DO UPDATE SET \
+        "INSERT INTO log_heads (did, head, seq, servers, user_ids, deactivated, updated_at, \
+         devices) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (did) DO UPDATE SET \
          head = excluded.head, seq = excluded.seq, servers = excluded.servers, \
          user_ids = excluded.user_ids, deactivated = excluded.deactivated, \
-         updated_at = excluded.updated_at",
+         updated_at = excluded.updated_at, devices = excluded.devices",
     )
     .bind(did)
     .bind(s.head.to_multibase())
@@ -79,6 +84,7 @@ async fn move_head(c: &mut PgConnection, commit: &LogCommit) -> StoreResult<()> 
     .bind(&users)
     .bind(s.deactivated)
     .bind(to_i64(s.updated_at))
+    .bind(devices_to_row(s).map(|d| to_json(&d)).transpose()?)
     .execute(&mut *c)
     .await?;
     Ok(())

@@ -139,7 +139,7 @@ async fn count_otks(c: &mut PgConnection, u: &str, d: &str) -> StoreResult<BTree
 }
 
 /// One user's cross-signing keys, in the caller's transaction.
-async fn cross_signing_in(
+pub(super) async fn cross_signing_in(
     c: &mut PgConnection,
     user_id: &UserId,
 ) -> StoreResult<BTreeMap<CrossSigningKind, Value>> {
@@ -191,7 +191,10 @@ async fn snapshot_in(
 }
 
 /// Stores signatures and marks the targets' key lists as changed.
-async fn insert_signatures(c: &mut PgConnection, signatures: &[KeySignature]) -> StoreResult<()> {
+pub(super) async fn insert_signatures(
+    c: &mut PgConnection,
+    signatures: &[KeySignature],
+) -> StoreResult<()> {
     let mut touched = BTreeSet::new();
     for s in signatures {
         sqlx::query(

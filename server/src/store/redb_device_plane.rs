@@ -27,7 +27,7 @@ fn meta_u64(txn: &redb::ReadTransaction, name: &str) -> StoreResult<u64> {
 }
 
 /// Takes the next message stream position.
-fn next_message_pos(txn: &WriteTransaction) -> StoreResult<u64> {
+pub(super) fn next_message_pos(txn: &WriteTransaction) -> StoreResult<u64> {
     let mut meta = txn.open_table(t::META)?;
     let current = meta
         .get(t::META_MESSAGE_STREAM)?

@@ -41,7 +41,7 @@ fn live_row<T: ReadableTable<(&'static str, u64), &'static str>>(
 }
 
 /// The current version: the newest one not deleted.
-fn current<T: ReadableTable<(&'static str, u64), &'static str>>(
+pub(super) fn current<T: ReadableTable<(&'static str, u64), &'static str>>(
     table: &T,
     user: &str,
 ) -> StoreResult<Option<(u64, t::BackupVersionRow)>> {
@@ -86,7 +86,7 @@ fn remove_keys(
 }
 
 /// Stores the keys that replace what is stored; returns how many new ones were added.
-fn store_keys(
+pub(super) fn store_keys(
     txn: &WriteTransaction,
     user: &str,
     version: u64,

@@ -746,7 +746,10 @@ fn token_id(key: &str) -> &str {
 
 /// Stores signatures and marks the targets' key lists as changed, in the caller's
 /// transaction.
-fn insert_signatures(txn: &WriteTransaction, signatures: &[KeySignature]) -> StoreResult<()> {
+pub(super) fn insert_signatures(
+    txn: &WriteTransaction,
+    signatures: &[KeySignature],
+) -> StoreResult<()> {
     let mut touched = std::collections::BTreeSet::new();
     {
         let mut table = txn.open_table(t::KEY_SIGNATURES)?;
@@ -798,7 +801,7 @@ fn snapshot_in(
 }
 
 /// One user's cross-signing keys, read from `table` (in the caller's transaction).
-fn cross_signing_in(
+pub(super) fn cross_signing_in(
     table: &impl ReadableTable<(&'static str, &'static str), &'static str>,
     user_id: &UserId,
 ) -> StoreResult<BTreeMap<CrossSigningKind, Value>> {

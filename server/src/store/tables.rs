@@ -191,6 +191,10 @@ pub struct LogSummaryRow {
     pub user_ids: Vec<String>,
     pub deactivated: bool,
     pub updated_at: u64,
+    /// `device_id → [ed25519, curve25519]` (unpadded base64) of the devices signed in;
+    /// absent in rows written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<std::collections::BTreeMap<String, [String; 2]>>,
 }
 
 // --- the device plane (to-device messages, account data, filters, profiles) ---
@@ -223,6 +227,10 @@ pub const BACKUP_VERSIONS: TableDefinition<(&str, u64), &str> =
 /// `(user_id, version, room_id, session_id) → KeyBackupData JSON`.
 pub const BACKUP_KEYS: TableDefinition<(&str, u64, &str, &str), &str> =
     TableDefinition::new("backup_keys");
+
+/// `user_id → did`: user IDs of other servers whose keys this server holds for an account it
+/// hosts (carried by a device-plane import after a migration).
+pub const CARRIED_USERS: TableDefinition<&str, &str> = TableDefinition::new("carried_users");
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct BackupVersionRow {
@@ -281,6 +289,7 @@ pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> 
     txn.open_table(TRACKED_USERS)?;
     txn.open_table(BACKUP_VERSIONS)?;
     txn.open_table(BACKUP_KEYS)?;
+    txn.open_table(CARRIED_USERS)?;
     txn.open_table(SERVED)?;
     txn.open_table(SERVED_META)?;
     txn.open_table(SERVED_DUE)?;

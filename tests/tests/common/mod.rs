@@ -471,3 +471,81 @@ pub async fn run_client(
     );
     server.stop().await;
 }
+
+/// One server of [`federation`]; dropping it stops the server.
+pub struct Node {
+    pub name: String,
+    pub base: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    pub fn client(&self) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            base: self.base.clone(),
+            token: None,
+        }
+    }
+
+    pub fn uid(&self, localpart: &str) -> String {
+        format!("@{localpart}:{}", self.name)
+    }
+
+    /// `--federation-override` value for a `roam` client.
+    pub fn override_arg(&self) -> String {
+        format!("{}={}", self.name, self.base)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Servers named `names` on loopback ports, each reaching the others through its federation
+/// overrides (and those overrides, `NAME=URL`, for a `roam` client: [`Node::override_arg`]).
+pub async fn federation(names: &[&str]) -> Vec<Node> {
+    let mut listeners = Vec::new();
+    let mut overrides = std::collections::BTreeMap::new();
+    for n in names {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        overrides.insert(
+            ServerName::parse(n).unwrap(),
+            url::Url::parse(&format!("http://{addr}")).unwrap(),
+        );
+        listeners.push((n.to_string(), l, addr));
+    }
+    let mut nodes = Vec::new();
+    for (name, listener, addr) in listeners {
+        let dir = tempfile::tempdir().unwrap();
+        let sn = ServerName::parse(&name).unwrap();
+        let mut config = ServerConfig::for_server_name(sn, addr, dir.path().to_owned());
+        config.rate_limits = RateLimits::unlimited();
+        config.federation_overrides = overrides.clone();
+        let fed = roam_server::portable::federation::HttpFederation::new(&config).unwrap();
+        let store = roam_server::store::RedbStore::open_dir(dir.path()).unwrap();
+        let state = roam_server::state::AppState::with_federation(
+            config,
+            std::sync::Arc::new(store),
+            std::sync::Arc::new(fed),
+        )
+        .unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(roam_server::run(listener, state, async move {
+            let _ = rx.await;
+        }));
+        nodes.push(Node {
+            name,
+            base: format!("http://{addr}"),
+            shutdown: Some(tx),
+            _dir: dir,
+        });
+    }
+    nodes
+}

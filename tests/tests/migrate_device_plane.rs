@@ -1,0 +1,507 @@
+//! Migration carries the device plane (issue 12, point 7): a user of a.test sets up what a
+//! Matrix client makes — cross-signing keys, secret storage in account data, a key backup
+//! with keys, device keys and one-time keys — then moves with the `roam` CLI.
+//!
+//! - `migrate_carries_the_device_plane`: `roam migrate` (old server up) carries it to b.test:
+//!   account data and the backup are the same there, and a user of a third server, c.test,
+//!   still reaches the account through its old user ID: the query answers the validly signed
+//!   old keys (devices signed into the account log marked as such), a one-time key is
+//!   claimed and a to-device message reaches the device on b.test.
+//! - `export_then_import_when_the_old_server_is_gone`: `roam export` taken earlier, a.test
+//!   gone, `roam migrate` says the device plane was not carried, `roam import` restores it
+//!   (the export's bundle binds the old user ID though its server is gone).
+//! - `a_forged_or_replayed_import_is_refused`: an import signed by another key, for another
+//!   server, too old, tampered with, malformed, with a device not signed by itself, or for an
+//!   account not hosted here is refused with its errcode; the export needs a session.
+
+use std::path::PathBuf;
+
+use ed25519_dalek::SigningKey;
+use roam_client::keystore::Keystore;
+use roam_identity_core::device_plane::sign_import;
+use roam_identity_core::{KeyId, signed};
+use serde_json::{Value, json};
+
+mod common;
+use common::{C, Client, Node, cross_signing_key, cs_key_id, device_keys, enc, federation};
+
+const PASS: &str = "alice passphrase";
+
+/// The `roam` CLI as one user: a home directory, the servers' overrides.
+struct Cli {
+    bin: PathBuf,
+    home: tempfile::TempDir,
+    overrides: Vec<String>,
+}
+
+impl Cli {
+    fn new(nodes: &[Node]) -> Self {
+        Self {
+            bin: common::roam_bin(),
+            home: tempfile::tempdir().unwrap(),
+            overrides: nodes.iter().map(Node::override_arg).collect(),
+        }
+    }
+
+    fn keystore(&self) -> PathBuf {
+        self.home.path().join("alice.json")
+    }
+
+    /// Runs `roam ARGS` (off the async workers); returns success, stdout and stderr.
+    async fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let mut cmd = std::process::Command::new(&self.bin);
+        for o in &self.overrides {
+            cmd.arg("--federation-override").arg(o);
+        }
+        cmd.args(args)
+            .env("HOME", self.home.path())
+            .env("XDG_CONFIG_HOME", self.home.path().join("config"))
+            .env("XDG_CACHE_HOME", self.home.path().join("cache"))
+            .env("ROAM_PASSPHRASE", PASS)
+            .env("ROAM_PASSWORD", "pw-alice-1")
+            .env("ROAM_INSECURE_FAST_KDF", "1")
+            .env_remove("ROAM_KEYSTORE")
+            .stdin(std::process::Stdio::null());
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.run(args).await;
+        assert!(ok, "roam {}:\n{out}\n{err}", args.join(" "));
+        format!("{out}{err}")
+    }
+
+    /// `key new`, `account create` as alice and `login` (a device signed into the log).
+    async fn create_account(&self, homeserver: &str) {
+        let ks = self.keystore();
+        let ks = ks.to_str().unwrap();
+        self.ok(&["key", "new", "--keystore", ks]).await;
+        let create = [
+            "account",
+            "create",
+            "--keystore",
+            ks,
+            "--homeserver",
+            homeserver,
+            "--user",
+            "alice",
+        ];
+        self.ok(&create).await;
+        self.ok(&["login", "--keystore", ks, "--homeserver", homeserver])
+            .await;
+    }
+
+    fn load(&self) -> Keystore {
+        Keystore::load(&self.keystore(), PASS).unwrap()
+    }
+}
+
+/// What the test's Matrix client made on a.test, to compare with what b.test holds.
+struct Made {
+    account_data: Vec<(String, Value)>,
+    auth_data: Value,
+    sessions: Value,
+    master: Value,
+    master_key: SigningKey,
+    phone_key: SigningKey,
+}
+
+/// Sets up the device plane of `@alice:a.test`: the CLI's device (in the account log), a
+/// second device `PHONE` (not in the log) with a one-time key, cross-signing with the
+/// self-signing key signing the CLI's device, secret storage, and a key backup.
+async fn set_up(a: &Node, ks: &Keystore) -> Made {
+    let alice = a.uid("alice");
+    let cli = a
+        .client()
+        .with_token(ks.secrets.access_token.as_deref().unwrap());
+    let (phone, _) = a.client().login("alice", "pw-alice-1", Some("PHONE")).await;
+    let phone_key = SigningKey::from_bytes(&[31; 32]);
+    let mut otk = json!({"key": "phone-otk"});
+    signed::sign(
+        &mut otk,
+        &alice,
+        &KeyId::parse("ed25519:PHONE").unwrap(),
+        &phone_key,
+    )
+    .unwrap();
+    let body = json!({"device_keys": device_keys(&alice, "PHONE", &phone_key),
+                      "one_time_keys": {"signed_curve25519:AAAAAQ": otk}});
+    let (s, v) = phone.post(&format!("{C}/keys/upload"), body).await;
+    assert_eq!(s, 200, "{v}");
+
+    let (master_key, ssk, usk) = (
+        SigningKey::from_bytes(&[41; 32]),
+        SigningKey::from_bytes(&[42; 32]),
+        SigningKey::from_bytes(&[43; 32]),
+    );
+    let master = cross_signing_key(&alice, "master", &master_key);
+    let mut self_signing = cross_signing_key(&alice, "self_signing", &ssk);
+    let mut user_signing = cross_signing_key(&alice, "user_signing", &usk);
+    for k in [&mut self_signing, &mut user_signing] {
+        signed::sign(k, &alice, &cs_key_id(&master_key), &master_key).unwrap();
+    }
+    let body = json!({"master_key": master, "self_signing_key": self_signing,
+                      "user_signing_key": user_signing});
+    let (s, v) = cli
+        .post(&format!("{C}/keys/device_signing/upload"), body)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // The self-signing key signs the CLI's device keys, as stored.
+    let device = ks.public.device_id.clone().unwrap();
+    let (s, q) = cli
+        .post(
+            &format!("{C}/keys/query"),
+            json!({"device_keys": {&alice: [&device]}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{q}");
+    let mut stored = q["device_keys"][&alice][&device].clone();
+    let obj = stored.as_object_mut().unwrap();
+    obj.remove("unsigned");
+    obj.remove("signatures");
+    signed::sign(&mut stored, &alice, &cs_key_id(&ssk), &ssk).unwrap();
+    let (s, v) = cli
+        .post(
+            &format!("{C}/keys/signatures/upload"),
+            json!({&alice: {&device: stored}}),
+        )
+        .await;
+    assert_eq!((s, &v["failures"]), (200, &json!({})), "{v}");
+
+    // Secret storage: encrypted blobs the server cannot read.
+    let account_data = vec![
+        (
+            "m.secret_storage.default_key".to_owned(),
+            json!({"key": "K1"}),
+        ),
+        (
+            "m.secret_storage.key.K1".to_owned(),
+            json!({"algorithm": "m.secret_storage.v1.aes-hmac-sha2", "iv": "aXY", "mac": "bWFj"}),
+        ),
+        (
+            "m.cross_signing.master".to_owned(),
+            json!({"encrypted": {"K1": {"iv": "aXY", "ciphertext": "Y3Q", "mac": "bWFj"}}}),
+        ),
+        (
+            "m.megolm_backup.v1".to_owned(),
+            json!({"encrypted": {"K1": {"iv": "aXY", "ciphertext": "YmFja3Vw", "mac": "bWFj"}}}),
+        ),
+    ];
+    for (kind, content) in &account_data {
+        let path = format!("{C}/user/{}/account_data/{kind}", enc(&alice));
+        let (s, v) = cli.put(&path, content.clone()).await;
+        assert_eq!(s, 200, "{v}");
+    }
+
+    // A key backup, its auth_data signed by the master key.
+    let mut auth_data = json!({"public_key": "YmFja3VwLXB1YmxpYy1rZXk"});
+    signed::sign(&mut auth_data, &alice, &cs_key_id(&master_key), &master_key).unwrap();
+    let (s, v) = cli
+        .post(
+            &format!("{C}/room_keys/version"),
+            json!({"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": auth_data}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let version = v["version"].as_str().unwrap().to_owned();
+    let sessions = json!({
+        "!room:a.test": {"sessions": {
+            "s1": {"first_message_index": 0, "forwarded_count": 0, "is_verified": true,
+                   "session_data": {"ephemeral": "ZQ", "ciphertext": "Yw", "mac": "bQ"}},
+            "s2": {"first_message_index": 3, "forwarded_count": 1, "is_verified": false,
+                   "session_data": {"ephemeral": "ZTI", "ciphertext": "YzI", "mac": "bTI"}},
+        }},
+    });
+    let (s, v) = cli
+        .put(
+            &format!("{C}/room_keys/keys?version={version}"),
+            json!({"rooms": sessions}),
+        )
+        .await;
+    assert_eq!((s, &v["count"]), (200, &json!(2)), "{v}");
+    Made {
+        account_data,
+        auth_data,
+        sessions,
+        master,
+        master_key,
+        phone_key,
+    }
+}
+
+/// The account on b.test holds what was made on a.test: the same account data, and the
+/// backup restorable (same algorithm and `auth_data`, the same keys).
+async fn assert_restored(b: &Node, ks: &Keystore, made: &Made) -> Client {
+    let alice_b = b.uid("alice");
+    assert_eq!(ks.public.user_id.as_deref(), Some(alice_b.as_str()));
+    let me = b
+        .client()
+        .with_token(ks.secrets.access_token.as_deref().unwrap());
+    for (kind, content) in &made.account_data {
+        let path = format!("{C}/user/{}/account_data/{kind}", enc(&alice_b));
+        let (s, v) = me.get(&path).await;
+        assert_eq!((s, &v), (200, content), "{kind}");
+    }
+    let (s, v) = me.get(&format!("{C}/room_keys/version")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["auth_data"], made.auth_data);
+    assert_eq!(v["algorithm"], "m.megolm_backup.v1.curve25519-aes-sha2");
+    assert_eq!(v["count"], 2, "{v}");
+    let version = v["version"].as_str().unwrap();
+    let (s, keys) = me
+        .get(&format!("{C}/room_keys/keys?version={version}"))
+        .await;
+    assert_eq!(s, 200, "{keys}");
+    assert_eq!(keys["rooms"], made.sessions);
+    me
+}
+
+/// What a user of another server gets for `@alice:a.test`: the keys as Alice's clients
+/// signed them, the devices signed into the account log marked so.
+fn assert_old_keys(q: &Value, alice: &str, cli_device: &str, made: &Made) {
+    assert_eq!(q["failures"], json!({}), "{q}");
+    let devices = &q["device_keys"][alice];
+    let phone = &devices["PHONE"];
+    signed::verify(
+        phone,
+        alice,
+        &KeyId::parse("ed25519:PHONE").unwrap(),
+        &made.phone_key.verifying_key(),
+    )
+    .expect("PHONE's keys as it signed them");
+    assert_eq!(phone["unsigned"]["io.roam.in_account_log"], false, "{q}");
+    let cli = &devices[cli_device];
+    assert_eq!(cli["user_id"], alice, "{q}");
+    assert_eq!(cli["unsigned"]["io.roam.in_account_log"], true, "{q}");
+    let mut master = q["master_keys"][alice].clone();
+    master.as_object_mut().unwrap().remove("signatures");
+    assert_eq!(master, made.master, "{q}");
+    signed::verify(
+        &q["self_signing_keys"][alice],
+        alice,
+        &cs_key_id(&made.master_key),
+        &made.master_key.verifying_key(),
+    )
+    .expect("the self-signing key signed by the master key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_carries_the_device_plane() {
+    let nodes = federation(&["a.test", "b.test", "c.test"]).await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let cli = Cli::new(&nodes);
+    let ks_path = cli.keystore();
+    let ks = ks_path.to_str().unwrap();
+    cli.create_account(&a.base).await;
+    let before = cli.load();
+    let device = before
+        .public
+        .device_id
+        .clone()
+        .expect("a session on a.test");
+    let made = set_up(a, &before).await;
+
+    let out = cli
+        .ok(&["migrate", "--keystore", ks, "--to", &b.base])
+        .await;
+    assert!(out.contains("[done] device-plane"), "{out}");
+    let after = cli.load();
+    let me = assert_restored(b, &after, &made).await;
+
+    // Carol, on c.test, reaches Alice through her old user ID: c.test's resolver sends her to
+    // b.test, which answers with the keys carried there.
+    let alice = a.uid("alice");
+    let carol = c.client().register("carol", "pw-carol-1").await;
+    let (s, q) = carol
+        .post(
+            &format!("{C}/keys/query"),
+            json!({"device_keys": {&alice: []}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{q}");
+    assert_old_keys(&q, &alice, &device, &made);
+    let (s, claimed) = carol
+        .post(
+            &format!("{C}/keys/claim"),
+            json!({"one_time_keys": {&alice: {"PHONE": "signed_curve25519"}}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{claimed}");
+    let otk = &claimed["one_time_keys"][&alice]["PHONE"]["signed_curve25519:AAAAAQ"];
+    assert_eq!(otk["key"], "phone-otk", "{claimed}");
+
+    // A to-device message to the old user ID reaches the device on b.test.
+    let (s, first) = me.get(&format!("{C}/sync")).await;
+    assert_eq!(s, 200, "{first}");
+    let since = first["next_batch"].as_str().unwrap().to_owned();
+    let body = json!({"messages": {&alice: {&device: {"hello": "via the old ID"}}}});
+    let (s, v) = carol
+        .put(&format!("{C}/sendToDevice/m.roam.test/t1"), body)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, got) = me
+        .get(&format!("{C}/sync?since={since}&timeout=5000"))
+        .await;
+    assert_eq!(s, 200, "{got}");
+    let events = got["to_device"]["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{got}");
+    assert_eq!(events[0]["sender"], c.uid("carol"));
+    assert_eq!(events[0]["content"]["hello"], "via the old ID");
+
+    // The export of b.test carries the old user ID's keys on (a second hop would take them).
+    let (s, plane) = me.get("/_roam/v1/device-plane").await;
+    assert_eq!(s, 200, "{plane}");
+    assert!(plane["users"][&alice]["master_key"].is_object(), "{plane}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_then_import_when_the_old_server_is_gone() {
+    let mut nodes = federation(&["a.test", "b.test"]).await;
+    let cli = Cli::new(&nodes);
+    let ks_path = cli.keystore();
+    let ks = ks_path.to_str().unwrap();
+    let (a_base, b_base) = (nodes[0].base.clone(), nodes[1].base.clone());
+    cli.create_account(&a_base).await;
+    let made = set_up(&nodes[0], &cli.load()).await;
+    let file = cli.home.path().join("alice-export.json");
+    let out = cli
+        .ok(&["export", "--keystore", ks, "--out", file.to_str().unwrap()])
+        .await;
+    assert!(out.contains("the device plane"), "{out}");
+
+    drop(nodes.remove(0)); // a.test is gone
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let b = &nodes[0];
+    let out = cli
+        .ok(&["migrate", "--keystore", ks, "--to", &b_base])
+        .await;
+    assert!(out.contains("[skipped] device-plane"), "{out}");
+    assert!(out.contains("roam import"), "{out}");
+    let out = cli
+        .ok(&[
+            "import",
+            "--in",
+            file.to_str().unwrap(),
+            "--homeserver",
+            &b_base,
+            "--sign-with",
+            ks,
+        ])
+        .await;
+    assert!(out.contains("device plane restored"), "{out}");
+    let after = cli.load();
+    let me = assert_restored(b, &after, &made).await;
+    // The old user ID's keys are held on b.test, bound by the export's attestations.
+    let alice = "@alice:a.test";
+    let (s, q) = me
+        .post(
+            &format!("{C}/keys/query"),
+            json!({"device_keys": {alice: []}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{q}");
+    let device = after.public.device_id.clone().unwrap();
+    assert_old_keys(&q, alice, &device, &made);
+    // Importing the same file again changes nothing (no second backup version).
+    cli.ok(&[
+        "import",
+        "--in",
+        file.to_str().unwrap(),
+        "--homeserver",
+        &b_base,
+        "--sign-with",
+        ks,
+    ])
+    .await;
+    let (_, v) = me.get(&format!("{C}/room_keys/version")).await;
+    assert_eq!(v["count"], 2, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_or_replayed_import_is_refused() {
+    let nodes = federation(&["b.test"]).await;
+    let b = &nodes[0];
+    let cli = Cli::new(&nodes);
+    cli.create_account(&b.base).await;
+    let k = cli.load();
+    let did = k.did().unwrap();
+    let server = roam_identity_core::ServerName::parse("b.test").unwrap();
+    let me = b
+        .client()
+        .with_token(k.secrets.access_token.as_deref().unwrap());
+    let (s, plane) = me.get("/_roam/v1/device-plane").await;
+    assert_eq!(s, 200, "{plane}");
+    let anon = b.client();
+    let post = |req: Value| {
+        let anon = anon.clone();
+        async move { anon.post("/_roam/v1/device-plane", req).await }
+    };
+    let now = common::now();
+    let sign = |key: &SigningKey, server: &roam_identity_core::ServerName, at: u64, p: Value| {
+        sign_import(key, &did, server, at, p, None).unwrap()
+    };
+    let good = sign(&k.update_key(), &server, now, plane.clone());
+    let (s, v) = post(good.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["user_id"], "@alice:b.test", "{v}");
+
+    let stranger = SigningKey::from_bytes(&[77; 32]);
+    common::assert_err(
+        &post(sign(&stranger, &server, now, plane.clone())).await,
+        403,
+        "M_FORBIDDEN",
+    );
+    let other = roam_identity_core::ServerName::parse("c.test").unwrap();
+    common::assert_err(
+        &post(sign(&k.update_key(), &other, now, plane.clone())).await,
+        400,
+        "M_INVALID_PARAM",
+    );
+    common::assert_err(
+        &post(sign(
+            &k.update_key(),
+            &server,
+            now - 3_600_000,
+            plane.clone(),
+        ))
+        .await,
+        403,
+        "M_FORBIDDEN",
+    );
+    let mut tampered = good.clone();
+    tampered["device_plane"]["account_data"] = json!({"m.evil": {"x": 1}});
+    common::assert_err(&post(tampered).await, 403, "M_FORBIDDEN");
+    common::assert_err(
+        &post(sign(&k.update_key(), &server, now, json!({"type": "x"}))).await,
+        400,
+        "M_BAD_JSON",
+    );
+    let mut forged_device = plane.clone();
+    forged_device["users"]["@alice:b.test"]["devices"]["FORGED"] = json!({
+        "keys": device_keys("@alice:b.test", "FORGED", &stranger),
+    });
+    forged_device["users"]["@alice:b.test"]["devices"]["FORGED"]["keys"]["device_id"] =
+        json!("OTHER");
+    common::assert_err(
+        &post(sign(&k.update_key(), &server, now, forged_device)).await,
+        400,
+        "M_INVALID_SIGNATURE",
+    );
+    let unknown = SigningKey::from_bytes(&[78; 32]);
+    let unknown_did = roam_identity_core::Did::from_key(&unknown.verifying_key()).unwrap();
+    let req = sign_import(&unknown, &unknown_did, &server, now, plane.clone(), None).unwrap();
+    common::assert_err(&post(req).await, 404, "M_NOT_FOUND");
+    common::assert_err(&post(json!({"type": "x"})).await, 400, "M_MISSING_PARAM");
+    common::assert_err(
+        &anon.get("/_roam/v1/device-plane").await,
+        401,
+        "M_MISSING_TOKEN",
+    );
+}
