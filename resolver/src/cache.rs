@@ -189,6 +189,17 @@ impl CacheStore {
         Ok(self.record_for_did(did).await?.map(|r| r.bundle))
     }
 
+    /// The decoded answer held in memory for the account `user` was bound to, if any: no
+    /// I/O. A positive answer held here means no negative one is stored for `user` (storing
+    /// a negative answer drops the user's mapping; storing a positive one clears negatives).
+    fn memo_for_user(&self, user: &UserId) -> Option<Resolution> {
+        let memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
+        memo.users
+            .get(user.as_str())
+            .and_then(|d| memo.accounts.get(d))
+            .cloned()
+    }
+
     /// The stored resolution of the account `user` was bound to.
     pub async fn resolution_for_user(
         &self,
@@ -411,9 +422,72 @@ impl<R: Resolver> Cached<R> {
 
     async fn resolve_user_impl(&self, user: &UserId) -> ResolveResult {
         let now = self.clock.now_ms();
-        let neg_key = format!("user:{user}");
-        if let Some(e) = self.fresh_negative(neg_key.clone(), now).await {
-            return Err(e);
+        let cached = match self.lookup_user(user, now).await {
+            Lookup::Answered(a) => return a,
+            Lookup::Ask(cached) => cached,
+        };
+        // What was verified earlier goes along: if the origin is down, the account's servers
+        // are asked and the origin's attestation verified earlier still counts (§10.2).
+        let known = cached.as_ref().map(KnownAccount::of);
+        let answer = self.inner.resolve_user_known(user, known.as_ref()).await;
+        self.settle(answer, cached, Some(user), format!("user:{user}"), now)
+            .await
+    }
+
+    /// Several user IDs: what the cache answers is answered from it; the others are asked
+    /// of the inner resolver together (a network resolver asks the names of one server in
+    /// one bulk query), and each answer is settled as [`Self::resolve_user_impl`] settles
+    /// one. A name the bulk path found unreachable is asked again alone with what the cache
+    /// knew of it, so the §10.2 fallback through the account's servers still applies.
+    async fn resolve_users_impl(&self, users: &[UserId]) -> Vec<ResolveResult> {
+        let now = self.clock.now_ms();
+        let mut out: Vec<Option<ResolveResult>> = Vec::with_capacity(users.len());
+        let mut ask: Vec<(usize, Option<Resolution>)> = Vec::new();
+        for (i, user) in users.iter().enumerate() {
+            match self.lookup_user(user, now).await {
+                Lookup::Answered(a) => out.push(Some(a)),
+                Lookup::Ask(cached) => {
+                    out.push(None);
+                    ask.push((i, cached));
+                }
+            }
+        }
+        let names: Vec<UserId> = ask.iter().map(|(i, _)| users[*i].clone()).collect();
+        let answers = self.inner.resolve_users(&names).await;
+        for ((i, cached), mut answer) in ask.into_iter().zip(answers) {
+            let user = &users[i];
+            if let (Err(ResolveError::Unreachable { .. }), Some(c)) = (&answer, &cached) {
+                let known = KnownAccount::of(c);
+                answer = self.inner.resolve_user_known(user, Some(&known)).await;
+            }
+            let settled = self
+                .settle(answer, cached, Some(user), format!("user:{user}"), now)
+                .await;
+            out[i] = Some(settled);
+        }
+        out.into_iter().flatten().collect()
+    }
+
+    /// What the cache says of `user` at `now`: a fresh answer (positive or negative), or the
+    /// record to weigh a new answer against.
+    async fn lookup_user(&self, user: &UserId, now: Millis) -> Lookup {
+        // The hot path: a fresh answer decoded in memory needs no negative lookup (see
+        // `CacheStore::memo_for_user`) and no blocking-pool hop.
+        if let Some(c) = self.store.memo_for_user(user)
+            && c.user_ids.contains(user)
+            && c.fresh_until(self.policy.positive_ttl_ms) > now
+        {
+            let notices = c.notices.clone();
+            return Lookup::Answered(Ok(relabel(
+                c,
+                Some(user.clone()),
+                ResolveStatus::Cached,
+                Vec::new(),
+                notices,
+            )));
+        }
+        if let Some(e) = self.fresh_negative(format!("user:{user}"), now).await {
+            return Lookup::Answered(Err(e));
         }
         let cached = self
             .store
@@ -427,19 +501,15 @@ impl<R: Resolver> Cached<R> {
         if let Some(c) = &cached
             && c.fresh_until(self.policy.positive_ttl_ms) > now
         {
-            return Ok(relabel(
+            return Lookup::Answered(Ok(relabel(
                 c.clone(),
                 Some(user.clone()),
                 ResolveStatus::Cached,
                 Vec::new(),
                 c.notices.clone(),
-            ));
+            )));
         }
-        // What was verified earlier goes along: if the origin is down, the account's servers
-        // are asked and the origin's attestation verified earlier still counts (§10.2).
-        let known = cached.as_ref().map(KnownAccount::of);
-        let answer = self.inner.resolve_user_known(user, known.as_ref()).await;
-        self.settle(answer, cached, Some(user), neg_key, now).await
+        Lookup::Ask(cached)
     }
 
     async fn resolve_did_impl(&self, did: &Did, hints: &[ServerName]) -> ResolveResult {
@@ -689,6 +759,14 @@ fn subject_user(user: Option<&UserId>, c: &Resolution) -> Option<UserId> {
     user.cloned().or_else(|| c.user_ids.first().cloned())
 }
 
+/// What the cache says before anyone is asked.
+enum Lookup {
+    /// A fresh answer: no one needs asking.
+    Answered(ResolveResult),
+    /// Ask; the record held (possibly stale) goes along.
+    Ask(Option<Resolution>),
+}
+
 fn relabel(
     mut r: Resolution,
     user: Option<UserId>,
@@ -706,6 +784,10 @@ fn relabel(
 impl<R: Resolver> Resolver for Cached<R> {
     fn resolve_user<'a>(&'a self, user_id: &'a UserId) -> BoxFuture<'a, ResolveResult> {
         self.resolve_user_impl(user_id).boxed()
+    }
+
+    fn resolve_users<'a>(&'a self, users: &'a [UserId]) -> BoxFuture<'a, Vec<ResolveResult>> {
+        self.resolve_users_impl(users).boxed()
     }
 
     fn resolve_did_via<'a>(

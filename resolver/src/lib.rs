@@ -138,6 +138,20 @@ pub trait Resolver: Send + Sync {
         self.resolve_user(user_id)
     }
 
+    /// Resolves several user IDs, answering in the same order. The default asks one by one;
+    /// the network resolver asks the names of one server in one bulk query
+    /// (`POST /_roam/v1/query`), and [`Cached`] answers what it can from the cache and asks
+    /// the rest together.
+    fn resolve_users<'a>(&'a self, users: &'a [UserId]) -> BoxFuture<'a, Vec<ResolveResult>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(users.len());
+            for u in users {
+                out.push(self.resolve_user(u).await);
+            }
+            out
+        })
+    }
+
     /// Resolves a DID, asking `hints` first (servers the caller already associates with it),
     /// then servers learned from earlier answers and configured ones.
     fn resolve_did_via<'a>(
@@ -178,6 +192,10 @@ impl<R: Resolver + ?Sized> Resolver for Arc<R> {
         hints: &'a [ServerName],
     ) -> BoxFuture<'a, ResolveResult> {
         (**self).resolve_did_via(did, hints)
+    }
+
+    fn resolve_users<'a>(&'a self, users: &'a [UserId]) -> BoxFuture<'a, Vec<ResolveResult>> {
+        (**self).resolve_users(users)
     }
 
     fn is_offline(&self) -> bool {

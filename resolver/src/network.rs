@@ -533,6 +533,10 @@ impl Resolver for NetworkResolver {
         self.resolve(Subject::Did(did), hints, None).boxed()
     }
 
+    fn resolve_users<'a>(&'a self, users: &'a [UserId]) -> BoxFuture<'a, Vec<ResolveResult>> {
+        NetworkResolver::resolve_users(self, users).boxed()
+    }
+
     fn is_offline(&self) -> bool {
         NetworkResolver::is_offline(self)
     }

@@ -34,6 +34,9 @@ fn main() {
     let next = Arc::new(AtomicU32::new(0));
     let started = Instant::now();
     rt.block_on(async {
+        // The answers stored below are made with this server key: record it first, as
+        // `roam serve` does, so the next start does not re-make them all.
+        state.portable().schedule_for_key().await.unwrap();
         let mut tasks = Vec::new();
         for _ in 0..WRITERS {
             let (state, next, name) = (state.clone(), next.clone(), name.clone());

@@ -149,3 +149,32 @@ async fn unsigned_and_forged_server_requests_are_refused() {
         "{v}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_naming_several_users_of_one_server_resolves_them_in_one_bulk_query() {
+    let nodes = federation(&["a.test", "b.test"]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    for name in ["amy", "ann", "ada"] {
+        a.client().register(name, "pw-a-users-1").await;
+    }
+    b.client().register("ben", "pw-ben-1").await;
+    let (ben, _) = b.client().login("ben", "pw-ben-1", Some("BDESK")).await;
+    let wanted: serde_json::Map<String, Value> = ["amy", "ann", "ada"]
+        .iter()
+        .map(|n| (a.uid(n), json!([])))
+        .collect();
+    let (s, q) = ben
+        .post(&format!("{C}/keys/query"), json!({"device_keys": wanted}))
+        .await;
+    assert_eq!(s, 200, "{q}");
+    assert_eq!(q["failures"], json!({}), "{q}");
+    let (_, metrics) = a.client().get("/metrics").await;
+    let metrics = metrics.as_str().unwrap();
+    let bulk =
+        "roam_http_requests_total{method=\"POST\",route=\"/_roam/v1/query\",status=\"200\"} 1";
+    assert!(metrics.contains(bulk), "{metrics}");
+    assert!(
+        !metrics.contains("route=\"/_roam/v1/users/{user_id}\""),
+        "one bulk query, not a lookup per user: {metrics}"
+    );
+}

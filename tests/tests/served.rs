@@ -420,6 +420,59 @@ async fn the_resolver_asks_several_names_of_one_server_in_one_query() {
     s.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cached_resolver_answers_what_it_holds_and_asks_the_rest_in_one_query() {
+    use roam_identity_core::{ServerName, UserId};
+    use roam_resolver::{CachePolicy, CacheStore, Cached, NetworkResolver, ResolverConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), |_| {}).await;
+    let mut names = Vec::new();
+    for (i, local) in ["nia", "oto", "pia"].iter().enumerate() {
+        let user = format!("@{local}:{SERVER_NAME}");
+        register(&s, &Owner::new(40 + i as u8, &user, &[SERVER_NAME]), local).await;
+        names.push(UserId::parse(&user).unwrap());
+    }
+    let mut config = ResolverConfig::default();
+    config.overrides.insert(
+        ServerName::parse(SERVER_NAME).unwrap(),
+        url::Url::parse(&s.base).unwrap(),
+    );
+    let clock = std::sync::Arc::new(roam_resolver::SystemClock);
+    let network = NetworkResolver::new(config, clock.clone()).unwrap();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let store = CacheStore::open(cache_dir.path().join("cache.redb")).unwrap();
+    let cached = Cached::new(network, store, clock, CachePolicy::default());
+    let query_count = |m: &str| {
+        m.lines()
+            .find(|l| {
+                l.starts_with("roam_http_requests_total{method=\"POST\",route=\"/_roam/v1/query\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+    // One name first, alone: one single lookup, cached.
+    let one = roam_resolver::Resolver::resolve_user(&cached, &names[0])
+        .await
+        .unwrap();
+    assert_eq!(one.status, roam_resolver::ResolveStatus::Verified);
+    // All three: the first from the cache, the other two in one bulk query.
+    let all = roam_resolver::Resolver::resolve_users(&cached, &names).await;
+    let statuses: Vec<_> = all.iter().map(|r| r.as_ref().unwrap().status).collect();
+    use roam_resolver::ResolveStatus::{Cached as C, Verified as V};
+    assert_eq!(statuses, vec![C, V, V]);
+    for (r, n) in all.iter().zip(&names) {
+        assert_eq!(r.as_ref().unwrap().user_id.as_ref(), Some(n));
+    }
+    let (_, m) = s.client().get("/metrics").await;
+    assert_eq!(query_count(m.as_str().unwrap()), 1, "{m}");
+    // Again: everything from the cache, nobody asked.
+    let again = roam_resolver::Resolver::resolve_users(&cached, &names).await;
+    assert!(again.iter().all(|r| r.as_ref().unwrap().status == C));
+    let (_, m) = s.client().get("/metrics").await;
+    assert_eq!(query_count(m.as_str().unwrap()), 1, "{m}");
+    s.stop().await;
+}
+
 /// A commit of `owner`'s genesis, as the server would store it (no answers).
 fn genesis_commit(owner: &Owner, bind: Option<&str>) -> LogCommit {
     let st = owner.state();
@@ -594,5 +647,60 @@ async fn export_streams_every_op_after_a_cursor() {
         page.headers()["x-roam-next-cursor"],
         cursors[509].to_string().as_str()
     );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_live_follow_waits_for_the_next_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), |_| {}).await;
+    let user = format!("@uma:{SERVER_NAME}");
+    register(&s, &Owner::new(50, &user, &[SERVER_NAME]), "uma").await;
+    let first = get(&s, "/_roam/v1/export?limit=100", None, None).await;
+    let cursor = first.headers()["x-roam-next-cursor"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(!first.text().await.unwrap().is_empty());
+    // Nothing after the cursor and no timeout: an empty page at once.
+    let empty = get(
+        &s,
+        &format!("/_roam/v1/export?after={cursor}&limit=100"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(empty.status(), StatusCode::OK);
+    assert_eq!(empty.text().await.unwrap(), "");
+    // A follower waits; the next account's genesis wakes it with exactly that op.
+    let url = format!("/_roam/v1/export?after={cursor}&limit=100&timeout=20000");
+    let follower = {
+        let base = s.base.clone();
+        tokio::spawn(async move {
+            reqwest::get(format!("{base}{url}"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !follower.is_finished(),
+        "the follower answered before any op"
+    );
+    let vic = Owner::new(51, &format!("@vic:{SERVER_NAME}"), &[SERVER_NAME]);
+    register(&s, &vic, "vic").await;
+    let got = follower.await.unwrap();
+    let lines: Vec<Value> = got
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{got}");
+    assert_eq!(lines[0]["did"], vic.did());
+    // A timeout that is not a number is refused.
+    let bad = get(&s, "/_roam/v1/export?timeout=soon", None, None).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     s.stop().await;
 }

@@ -85,6 +85,18 @@ pub trait Federation: Send + Sync + std::fmt::Debug {
     fn resolve_did<'a>(&'a self, did: &'a Did) -> BoxFut<'a, ResolveResult>;
     /// Resolves a user ID of another server (where its account is hosted now).
     fn resolve_user<'a>(&'a self, user: &'a UserId) -> BoxFut<'a, ResolveResult>;
+    /// Resolves several user IDs of other servers, answering in the same order. The default
+    /// asks one by one; [`HttpFederation`] lets the resolver ask the names of one server in
+    /// one bulk query.
+    fn resolve_users<'a>(&'a self, users: &'a [UserId]) -> BoxFut<'a, Vec<ResolveResult>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(users.len());
+            for u in users {
+                out.push(self.resolve_user(u).await);
+            }
+            out
+        })
+    }
     /// A Matrix server-server request to `server` (`path`: the path and query under its base
     /// URL), signed with `sign`.
     fn matrix_request<'a>(
@@ -264,6 +276,10 @@ impl Federation for HttpFederation {
     fn resolve_user<'a>(&'a self, user: &'a UserId) -> BoxFut<'a, ResolveResult> {
         use roam_resolver::Resolver;
         self.resolver.resolve_user(user)
+    }
+
+    fn resolve_users<'a>(&'a self, users: &'a [UserId]) -> BoxFut<'a, Vec<ResolveResult>> {
+        Box::pin(self.resolver.resolve_users(users))
     }
 
     fn matrix_request<'a>(

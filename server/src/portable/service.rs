@@ -283,8 +283,7 @@ impl Portable {
     /// the answers were made with another server key, then re-makes due answers (re-issuing
     /// attestations before they expire) every [`REFRESH_EVERY`], until `stop` turns true.
     pub async fn keep_answers_fresh(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let key_id = self.signer.key().key_id.as_str().to_owned();
-        match self.db.run(move |s| s.mark_served_due(&key_id)).await {
+        match self.schedule_for_key().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 accounts = n,
@@ -308,6 +307,16 @@ impl Portable {
                 () = tokio::time::sleep(REFRESH_EVERY) => {}
             }
         }
+    }
+
+    /// Records the server key that makes stored answers from now on, and marks every held
+    /// log due if its answers were made with another key (or none is recorded); returns how
+    /// many. [`Self::keep_answers_fresh`] starts with it; a tool that fills a store without
+    /// running the server (the bulk loader) calls it first, so the answers it stores count as
+    /// made with this key.
+    pub async fn schedule_for_key(&self) -> Result<u64, AppError> {
+        let key_id = self.signer.key().key_id.as_str().to_owned();
+        Ok(self.db.run(move |s| s.mark_served_due(&key_id)).await?)
     }
 
     /// Re-makes the answers of up to `limit` DIDs that are due at `now`; returns how many.

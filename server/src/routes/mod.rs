@@ -11,6 +11,7 @@ mod edge;
 mod federation;
 mod key_backup;
 mod keys;
+mod long_poll;
 mod metrics;
 mod query;
 mod roam;

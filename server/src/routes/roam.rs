@@ -19,6 +19,7 @@ use crate::extract::{
 use crate::portable::challenge::ChallengeError;
 use crate::portable::commit::AccountMode;
 use crate::portable::migrate::MigrateRequest;
+use crate::routes::long_poll::{long_poll, timeout_param};
 use crate::routes::{account, conditional};
 use crate::state::AppState;
 use crate::store::{AccountRef, Served, ServedKind};
@@ -231,9 +232,35 @@ fn export_lines(rows: Vec<crate::store::ExportedOp>) -> String {
     body
 }
 
-/// `GET /_roam/v1/export?after=CURSOR&limit=N` (`since` is `after`): JSON lines of every op
-/// held. With `limit`, one page and `X-Roam-Next-Cursor`; without, a stream of every op after
-/// the cursor to the end, read a page at a time (memory bounded whatever the size).
+/// Most export live follows waiting at once in this process; a request beyond them is
+/// answered at once, as without `timeout`, so strangers cannot hold requests open at will.
+static EXPORT_FOLLOWERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(64);
+
+/// Waits (live follow) until an op is held after `after`, up to `timeout`, if a follower slot
+/// is free; returns at once without one.
+async fn wait_for_ops(
+    state: &AppState,
+    after: u64,
+    timeout: std::time::Duration,
+) -> Result<(), AppError> {
+    if timeout.is_zero() {
+        return Ok(());
+    }
+    let Ok(_slot) = EXPORT_FOLLOWERS.try_acquire() else {
+        return Ok(());
+    };
+    long_poll(state, timeout, || async {
+        let next = state.db(move |s| s.export_ops(after, 1)).await?;
+        Ok(((), !next.is_empty()))
+    })
+    .await
+}
+
+/// `GET /_roam/v1/export?after=CURSOR&limit=N&timeout=MS` (`since` is `after`): JSON lines of
+/// every op held. With `limit`, one page and `X-Roam-Next-Cursor`; without, a stream of every
+/// op after the cursor to the end, read a page at a time (memory bounded whatever the size).
+/// With `timeout` (live follow for replicas), a request finding nothing after the cursor
+/// waits up to that long for the next op.
 pub async fn export(State(state): State<AppState>, q: QueryParams) -> Result<Response, AppError> {
     let after: u64 = match q.get("after").or_else(|| q.get("since")) {
         Some(s) => s.parse().map_err(|_| {
@@ -250,6 +277,7 @@ pub async fn export(State(state): State<AppState>, q: QueryParams) -> Result<Res
         ),
         None => None,
     };
+    wait_for_ops(&state, after, timeout_param(q.get("timeout"))?).await?;
     let mut resp = match limit {
         Some(limit) => {
             let rows = state.db(move |s| s.export_ops(after, limit)).await?;

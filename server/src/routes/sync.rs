@@ -3,14 +3,13 @@
 //! data and sync filters. There are no rooms on a Roam server: `rooms` and `presence` are
 //! always empty.
 
-use std::time::{Duration, Instant};
-
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use roam_identity_core::UserId;
 use serde_json::{Map, Value, json};
 
+use super::long_poll::{long_poll, timeout_param};
 use crate::error::AppError;
 use crate::extract::{Authenticated, MatrixJson, QueryParams};
 use crate::state::AppState;
@@ -18,10 +17,6 @@ use crate::store::device_plane::{SyncPositions, ToDeviceMessage, TxnKey};
 
 /// To-device messages per `/sync` answer; the rest come with the next one.
 const TO_DEVICE_LIMIT: usize = 100;
-/// How often a long-poll looks again without a wake-up (writes by other processes).
-const POLL_EVERY: Duration = Duration::from_secs(1);
-/// A long-poll ends this long before the request timeout, so it answers 200, not 503.
-const TIMEOUT_MARGIN: Duration = Duration::from_secs(2);
 /// Longest accepted transaction ID.
 const MAX_TXN_ID: usize = 255;
 
@@ -207,29 +202,14 @@ pub async fn sync(
         .get("since")
         .map(|s| SyncToken::parse(s).map(|t| t.0))
         .transpose()?;
-    let timeout = match query.get("timeout") {
-        Some(t) => Duration::from_millis(t.parse::<u64>().map_err(|_| {
-            AppError::InvalidParam("timeout must be a number of milliseconds".into())
-        })?),
-        None => Duration::ZERO,
-    };
+    let timeout = timeout_param(query.get("timeout"))?;
     let filter = sync_filter(&state, &auth, query.get("filter")).await?;
-    let longest = state
-        .config()
-        .edge
-        .request_timeout
-        .saturating_sub(TIMEOUT_MARGIN);
-    let deadline = Instant::now() + timeout.min(longest);
-    let mut wakes = state.sync_wakes();
-    loop {
-        wakes.borrow_and_update();
+    let body = long_poll(&state, timeout, || async {
         let snap = snapshot(&state, &auth, since, &filter).await?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        if since.is_none() || snap.news || left.is_zero() {
-            return Ok(Json(snap.body));
-        }
-        let _ = tokio::time::timeout(left.min(POLL_EVERY), wakes.changed()).await;
-    }
+        Ok((snap.body, since.is_none() || snap.news))
+    })
+    .await?;
+    Ok(Json(body))
 }
 
 /// The `{userId}` of a `/user/{userId}/…` path: it must be the caller.
