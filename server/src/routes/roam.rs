@@ -24,11 +24,12 @@ use crate::state::AppState;
 use crate::store::{AccountRef, Served, ServedKind};
 
 /// The per-IP registration limit, shared by every way an account or a DID arrives.
-fn register_limit(state: &AppState, ip: &ClientIp) -> Result<(), AppError> {
+async fn register_limit(state: &AppState, ip: &ClientIp) -> Result<(), AppError> {
     state
         .limiters()
         .register_per_ip
         .check(ip.key())
+        .await
         .map_err(|retry_after_ms| AppError::LimitExceeded { retry_after_ms })
 }
 
@@ -196,7 +197,7 @@ pub async fn post_ops(
     }
     let d = did.clone();
     if state.db(move |s| s.log_summary(&d)).await?.is_none() {
-        register_limit(&state, &ip)?;
+        register_limit(&state, &ip).await?;
     }
     state
         .portable()
@@ -309,6 +310,7 @@ pub async fn login_challenge(
         .limiters()
         .challenge_per_ip
         .check(ip.key())
+        .await
         .map_err(|retry_after_ms| AppError::LimitExceeded { retry_after_ms })?;
     let (challenge, expires_at) = state
         .portable()
@@ -336,7 +338,7 @@ pub async fn adopt_did(
     auth: Authenticated,
     RawBody(body): RawBody,
 ) -> Result<Json<Value>, AppError> {
-    register_limit(&state, &ip)?;
+    register_limit(&state, &ip).await?;
     let ops = ops_body(&body)?;
     let first = ops
         .first()
@@ -369,7 +371,7 @@ pub async fn start_migration(
     ip: ClientIp,
     RawBody(body): RawBody,
 ) -> Result<Json<Value>, AppError> {
-    register_limit(&state, &ip)?;
+    register_limit(&state, &ip).await?;
     let value = strict_json(&body)?;
     let req: MigrateRequest = from_body_value(value)?;
     let token = migration_gate(&state, &req).await?;
