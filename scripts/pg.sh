@@ -3,6 +3,7 @@
 #
 #   eval "$(bash scripts/pg.sh start)"   # prints `export ROAM_TEST_DATABASE_URL=…`
 #   bash scripts/pg.sh stop
+#   bash scripts/pg.sh discard            # stop and delete the cluster (every test database)
 #
 # Installs PostgreSQL from the Debian packages when no server binaries are found, creates a
 # cluster in target/pg (project-local, never the system cluster), and starts it on a Unix
@@ -82,11 +83,18 @@ stop() {
   fi
 }
 
+# Every test makes a database of its own; discarding the cluster after a run frees them all.
+discard() {
+  stop
+  rm -rf "$DIR"
+}
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
+  discard) discard ;;
   *)
-    echo "usage: scripts/pg.sh start|stop" >&2
+    echo "usage: scripts/pg.sh start|stop|discard" >&2
     exit 2
     ;;
 esac

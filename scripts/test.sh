@@ -13,8 +13,9 @@ fi
 bash .ci/setup-node.sh
 
 # The store and integration tests run on redb and on PostgreSQL: a throwaway cluster in
-# target/pg (scripts/pg.sh installs the Debian packages when missing), stopped on exit.
-trap 'bash scripts/pg.sh stop' EXIT
+# target/pg (scripts/pg.sh installs the Debian packages when missing), stopped and deleted on
+# exit (each test makes a database of its own).
+trap 'bash scripts/pg.sh discard' EXIT
 eval "$(bash scripts/pg.sh start)"
 
 cargo test --workspace --locked "$@"

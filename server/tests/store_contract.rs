@@ -102,6 +102,11 @@ pub fn redb_file_store() -> (tempfile::TempDir, Arc<dyn Store>) {
 /// A store on a fresh PostgreSQL database (its own, so tests run in parallel) on the server
 /// `ROAM_TEST_DATABASE_URL` names. `scripts/test.sh` starts one (scripts/pg.sh).
 pub fn pg_store() -> Arc<dyn Store> {
+    pg_connect(&pg_database())
+}
+
+/// A fresh PostgreSQL database of the test's own; its URL.
+pub fn pg_database() -> String {
     use roam_server::store::PgStore;
     let url = std::env::var("ROAM_TEST_DATABASE_URL").expect(
         "ROAM_TEST_DATABASE_URL is not set: the PostgreSQL tests need a server; run \
@@ -115,8 +120,12 @@ pub fn pg_store() -> Arc<dyn Store> {
         .subsec_nanos();
     let name = format!("roam_t_{}_{n}_{nanos}", std::process::id());
     PgStore::create_database(&url, &name).unwrap();
-    let url = PgStore::url_with_database(&url, &name).unwrap();
-    Arc::new(PgStore::connect(&url, 8).unwrap())
+    PgStore::url_with_database(&url, &name).unwrap()
+}
+
+/// A store (a node's pool) on the PostgreSQL database at `url`.
+pub fn pg_connect(url: &str) -> Arc<dyn Store> {
+    Arc::new(roam_server::store::PgStore::connect(url, 8).unwrap())
 }
 
 // --- the contract ---
@@ -778,12 +787,107 @@ fn postgres_shared_state_is_capped_expiring_and_single_use() {
     assert!(s.shared_get("test", "a3", 1500).unwrap().is_some());
 }
 
+/// Two nodes (two pools) on one database count against the same rate-limit bucket.
+#[test]
+fn postgres_rate_limit_buckets_are_shared_by_nodes() {
+    let url = pg_database();
+    let (a, b) = (pg_connect(&url), pg_connect(&url));
+    // Three tokens, refilled at one a day: the fourth take, on either node, must wait.
+    let take = |s: &Arc<dyn Store>, key: &str| s.shared_take_token("test", key, 1.0 / 86_400.0, 3);
+    assert_eq!(take(&a, "10.0.0.1").unwrap(), Ok(()));
+    assert_eq!(take(&b, "10.0.0.1").unwrap(), Ok(()));
+    assert_eq!(take(&a, "10.0.0.1").unwrap(), Ok(()));
+    let wait = take(&b, "10.0.0.1").unwrap().unwrap_err();
+    assert!(wait > 3_600_000, "{wait} ms");
+    assert!(take(&a, "10.0.0.1").unwrap().is_err());
+    // Another key and another limiter have buckets of their own.
+    assert_eq!(take(&b, "10.0.0.2").unwrap(), Ok(()));
+    assert_eq!(
+        b.shared_take_token("other", "10.0.0.1", 1.0, 1).unwrap(),
+        Ok(())
+    );
+    // A fast refill: the bucket is soon usable again (a wait of at most a second).
+    let fast = |s: &Arc<dyn Store>| s.shared_take_token("fast", "k", 1000.0, 1);
+    assert_eq!(fast(&a).unwrap(), Ok(()));
+    let mut again = fast(&b).unwrap();
+    for _ in 0..100 {
+        if again.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(again.unwrap_err()));
+        again = fast(&b).unwrap();
+    }
+    assert_eq!(again, Ok(()));
+    // Many concurrent takes from one bucket on both nodes: exactly `burst` succeed.
+    let threads: Vec<_> = (0..16)
+        .map(|i| {
+            let s = Arc::clone(if i % 2 == 0 { &a } else { &b });
+            std::thread::spawn(move || s.shared_take_token("race", "k", 1e-6, 5).unwrap())
+        })
+        .collect();
+    let won = threads
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .filter(Result::is_ok)
+        .count();
+    assert_eq!(won, 5);
+}
+
+/// A write announced by one node wakes the listeners of another (LISTEN/NOTIFY), not its
+/// own.
+#[test]
+fn postgres_write_announcements_reach_the_other_nodes() {
+    use std::sync::mpsc;
+    let url = pg_database();
+    let (a, b) = (pg_connect(&url), pg_connect(&url));
+    let (tx_a, rx_a) = mpsc::channel::<()>();
+    let (tx_b, rx_b) = mpsc::channel::<()>();
+    let tx_a = std::sync::Mutex::new(tx_a);
+    let tx_b = std::sync::Mutex::new(tx_b);
+    a.on_remote_writes(Arc::new(move || {
+        let _ = tx_a.lock().unwrap().send(());
+    }));
+    b.on_remote_writes(Arc::new(move || {
+        let _ = tx_b.lock().unwrap().send(());
+    }));
+    let patience = std::time::Duration::from_secs(30);
+    // The listeners connect in the background: announce until b hears one.
+    let mut heard = false;
+    for _ in 0..60 {
+        a.announce_write();
+        if rx_b
+            .recv_timeout(std::time::Duration::from_millis(500))
+            .is_ok()
+        {
+            heard = true;
+            break;
+        }
+    }
+    assert!(heard, "node b never heard node a's writes");
+    while rx_b.try_recv().is_ok() {}
+    b.announce_write();
+    rx_a.recv_timeout(patience)
+        .expect("node a never heard node b's write");
+    // Node a's own announcements do not wake node a.
+    while rx_a.try_recv().is_ok() {}
+    a.announce_write();
+    rx_b.recv_timeout(patience).expect("node b heard nothing");
+    assert!(
+        rx_a.recv_timeout(std::time::Duration::from_millis(500))
+            .is_err()
+    );
+}
+
 #[test]
 fn redb_keeps_shared_state_in_memory() {
     let (_dir, s) = redb_file_store();
     assert!(!s.is_shared());
     assert!(matches!(
         s.shared_get("test", "x", 1),
+        Err(StoreError::Unsupported(_))
+    ));
+    assert!(matches!(
+        s.shared_take_token("test", "x", 1.0, 1),
         Err(StoreError::Unsupported(_))
     ));
 }

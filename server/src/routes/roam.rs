@@ -25,11 +25,12 @@ use crate::state::AppState;
 use crate::store::{AccountRef, Served, ServedKind};
 
 /// The per-IP registration limit, shared by every way an account or a DID arrives.
-fn register_limit(state: &AppState, ip: &ClientIp) -> Result<(), AppError> {
+async fn register_limit(state: &AppState, ip: &ClientIp) -> Result<(), AppError> {
     state
         .limiters()
         .register_per_ip
         .check(ip.key())
+        .await
         .map_err(|retry_after_ms| AppError::LimitExceeded { retry_after_ms })
 }
 
@@ -197,7 +198,7 @@ pub async fn post_ops(
     }
     let d = did.clone();
     if state.db(move |s| s.log_summary(&d)).await?.is_none() {
-        register_limit(&state, &ip)?;
+        register_limit(&state, &ip).await?;
     }
     state
         .portable()
@@ -337,6 +338,7 @@ pub async fn login_challenge(
         .limiters()
         .challenge_per_ip
         .check(ip.key())
+        .await
         .map_err(|retry_after_ms| AppError::LimitExceeded { retry_after_ms })?;
     let (challenge, expires_at) = state
         .portable()
@@ -364,7 +366,7 @@ pub async fn adopt_did(
     auth: Authenticated,
     RawBody(body): RawBody,
 ) -> Result<Json<Value>, AppError> {
-    register_limit(&state, &ip)?;
+    register_limit(&state, &ip).await?;
     let ops = ops_body(&body)?;
     let first = ops
         .first()
@@ -397,7 +399,7 @@ pub async fn start_migration(
     ip: ClientIp,
     RawBody(body): RawBody,
 ) -> Result<Json<Value>, AppError> {
-    register_limit(&state, &ip)?;
+    register_limit(&state, &ip).await?;
     let value = strict_json(&body)?;
     let req: MigrateRequest = from_body_value(value)?;
     let token = migration_gate(&state, &req).await?;
@@ -541,7 +543,7 @@ pub async fn device_plane_import(
     ip: ClientIp,
     MatrixJson(body): MatrixJson<Value>,
 ) -> Result<Json<Value>, AppError> {
-    register_limit(&state, &ip)?;
+    register_limit(&state, &ip).await?;
     let out = state.portable().import_device_plane(body).await?;
     state.wake_sync();
     Ok(Json(out))

@@ -193,4 +193,22 @@ pub trait Store:
     fn shared_take(&self, _kind: &str, _id: &str, _now: Millis) -> StoreResult<Option<Value>> {
         Err(StoreError::Unsupported("shared node state"))
     }
+    /// Takes one token from the bucket `key` of the rate limit `limiter` (`burst` tokens,
+    /// refilled at `per_second`), which every node counts against, timed by the store's
+    /// clock: `Ok(Err(ms))` says how long until one is available.
+    fn shared_take_token(
+        &self,
+        _limiter: &str,
+        _key: &str,
+        _per_second: f64,
+        _burst: u32,
+    ) -> StoreResult<Result<(), u64>> {
+        Err(StoreError::Unsupported("shared node state"))
+    }
+    /// Tells the other nodes that something a waiting `/sync` may want was written; returns
+    /// at once. Nothing to do for a store of one process.
+    fn announce_write(&self) {}
+    /// Calls `wake` whenever another node announces a write, for as long as the store lives.
+    /// Nothing to do for a store of one process.
+    fn on_remote_writes(&self, _wake: std::sync::Arc<dyn Fn() + Send + Sync>) {}
 }

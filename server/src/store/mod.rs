@@ -19,8 +19,9 @@
 //! `redb_carry.rs`; the PostgreSQL implementation (several nodes on one database) in
 //! `pg_database.rs` (pool, migrations in `pg/`, serializable transactions), `pg_store.rs`,
 //! `pg_logs.rs`, `pg_device_plane.rs`, `pg_key_backup.rs`, `pg_carry.rs`, `pg_served.rs` (the
-//! verify-on-write answers) and `pg_shared.rs` (UIA sessions and login challenges shared by
-//! nodes); [`copy`] moves a redb store into PostgreSQL. This file only names them.
+//! verify-on-write answers), `pg_shared.rs` (UIA sessions and login challenges shared by
+//! nodes) and `pg_nodes.rs` (rate-limit buckets shared by nodes, write announcements by
+//! LISTEN/NOTIFY); [`copy`] moves a redb store into PostgreSQL. This file only names them.
 
 mod accounts;
 pub mod carry;
@@ -35,6 +36,7 @@ mod pg_database;
 mod pg_device_plane;
 mod pg_key_backup;
 mod pg_logs;
+mod pg_nodes;
 mod pg_served;
 mod pg_shared;
 mod pg_store;

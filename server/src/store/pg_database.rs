@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "shared state", include_str!("pg/0002_shared_state.sql")),
     (10, "device plane", include_str!("pg/0010_device_plane.sql")),
     (11, "served answers", include_str!("pg/0011_served.sql")),
+    (12, "node state", include_str!("pg/0012_node_state.sql")),
     (
         20,
         "carried device planes",
@@ -41,6 +42,14 @@ const MAX_ATTEMPTS: usize = 20;
 #[derive(Debug)]
 pub struct PgStore {
     pub(super) pool: PgPool,
+    /// How to reach the database (the write listener opens its own connection).
+    options: PgConnectOptions,
+    /// This node's name in write announcements (random), so it ignores its own.
+    node: String,
+    /// Bumped by [`PgStore::announce`]; the announcer task sends a NOTIFY after each bump.
+    writes: tokio::sync::watch::Sender<u64>,
+    /// Token takes so far (every so many, expired buckets are deleted).
+    pub(super) takes: std::sync::atomic::AtomicU64,
     runtime: OwnedRuntime,
 }
 
@@ -125,7 +134,7 @@ impl PgStore {
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections.max(1))
                 .acquire_timeout(Duration::from_secs(10))
-                .connect_with(opts)
+                .connect_with(opts.clone())
                 .await
                 .map_err(backend("connecting to PostgreSQL"))?;
             migrator()
@@ -137,7 +146,21 @@ impl PgStore {
                 })?;
             Ok::<_, StoreError>(pool)
         })?;
-        Ok(Self { pool, runtime })
+        let mut id = [0u8; 8];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+        let node = hex::encode(id);
+        let (writes, rx) = tokio::sync::watch::channel(0);
+        if let Some(rt) = &runtime.0 {
+            rt.spawn(super::pg_nodes::announcer(pool.clone(), rx, node.clone()));
+        }
+        Ok(Self {
+            pool,
+            options: opts,
+            node,
+            writes,
+            takes: std::sync::atomic::AtomicU64::new(0),
+            runtime,
+        })
     }
 
     /// Creates the database `name` on the server `url` points at (for tests and for
@@ -228,6 +251,23 @@ impl PgStore {
                 }
             }
         })
+    }
+
+    /// Tells the other nodes a write happened (returns at once; the NOTIFY goes out on the
+    /// store's runtime, one per burst of writes).
+    pub fn announce(&self) {
+        self.writes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Calls `wake` for every write another node announces, for as long as the store lives.
+    pub fn listen_for_writes(&self, wake: std::sync::Arc<dyn Fn() + Send + Sync>) {
+        if let Some(rt) = &self.runtime.0 {
+            rt.spawn(super::pg_nodes::listener(
+                self.options.clone(),
+                self.node.clone(),
+                wake,
+            ));
+        }
     }
 
     /// Checks that the database answers (`/health`).

@@ -961,4 +961,29 @@ impl Store for PgStore {
     fn shared_take(&self, kind: &str, id: &str, now: Millis) -> StoreResult<Option<Value>> {
         self.txn(async |c| pg_shared::take(c, kind, id, now).await)
     }
+
+    fn shared_take_token(
+        &self,
+        limiter: &str,
+        key: &str,
+        per_second: f64,
+        burst: u32,
+    ) -> StoreResult<Result<(), u64>> {
+        self.block(super::pg_nodes::take_token(
+            &self.pool,
+            &self.takes,
+            limiter,
+            key,
+            per_second,
+            burst,
+        ))
+    }
+
+    fn announce_write(&self) {
+        self.announce();
+    }
+
+    fn on_remote_writes(&self, wake: std::sync::Arc<dyn Fn() + Send + Sync>) {
+        self.listen_for_writes(wake);
+    }
 }
