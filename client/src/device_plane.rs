@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::account;
 use crate::homeserver::{Homeserver, HomeserverError};
 use crate::keystore::Keystore;
+use crate::secret_storage;
 
 /// Why carrying the device plane failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,8 @@ pub enum DevicePlaneError {
     Sign(#[from] roam_identity_core::signed::SignError),
     #[error("not a device plane: {0}")]
     Format(&'static str),
+    #[error(transparent)]
+    SecretStorage(#[from] crate::secret_storage::SecretStorageError),
 }
 
 /// Fetches the account's device plane from `hs` (authenticated with the account's session).
@@ -63,6 +66,48 @@ pub async fn import(
         bundle,
     )?;
     Ok(hs.import_device_plane(&req).await?)
+}
+
+/// Re-signs the account's cross-signing identity for `user` (its user ID on `hs`, where the
+/// session belongs) with the same master key, opened from secret storage with `recovery_key`
+/// on this machine: the cross-signing keys for `user` and the master key's signature on the
+/// current backup's `auth_data`. The carried master key (under an old user ID) must be the
+/// one the recovery key opens. Returns what was done, in words.
+pub async fn cross_sign(
+    hs: &Homeserver,
+    user: &UserId,
+    recovery_key: &[u8; 32],
+) -> Result<String, DevicePlaneError> {
+    let plane = fetch(hs).await?;
+    let carried = plane["users"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .find_map(|(_, u)| u.get("master_key"))
+        .ok_or(DevicePlaneError::Format(
+            "no cross-signing keys were carried to re-sign",
+        ))?;
+    let secrets = secret_storage::open_cross_signing(&plane["account_data"], recovery_key)?;
+    let upload = secret_storage::resign_for(&secrets, carried, user)?;
+    hs.upload_cross_signing(&upload).await?;
+    let master = carried["keys"]
+        .as_object()
+        .and_then(|k| k.values().next())
+        .and_then(Value::as_str)
+        .unwrap_or("?")
+        .to_owned();
+    let mut done = format!("cross-signing keys of {user} signed by the same master key {master}");
+    if let Some(b) = hs.backup_version().await? {
+        let (Some(version), Some(algorithm)) = (b["version"].as_str(), b["algorithm"].as_str())
+        else {
+            return Ok(done);
+        };
+        let auth_data = secret_storage::sign_backup(&secrets, &b["auth_data"], user)?;
+        hs.update_backup_auth_data(version, algorithm, &auth_data)
+            .await?;
+        done.push_str(&format!(", and key backup version {version} signed by it"));
+    }
+    Ok(done)
 }
 
 /// What a device plane holds, in words.

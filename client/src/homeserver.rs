@@ -593,6 +593,47 @@ impl Homeserver {
         self.post("/_roam/v1/device-plane", req).await
     }
 
+    /// `POST /logout`: ends this session (and deletes its device).
+    pub async fn logout(&self) -> Result<(), HomeserverError> {
+        self.post("/_matrix/client/v3/logout", &json!({}))
+            .await
+            .map(|_| ())
+    }
+
+    /// `POST /keys/device_signing/upload` (no UIA: for an account without cross-signing keys,
+    /// or with the same ones).
+    pub async fn upload_cross_signing(&self, body: &Value) -> Result<(), HomeserverError> {
+        self.post("/_matrix/client/v3/keys/device_signing/upload", body)
+            .await
+            .map(|_| ())
+    }
+
+    /// `GET /room_keys/version`: the current key backup version, `None` when there is none.
+    pub async fn backup_version(&self) -> Result<Option<Value>, HomeserverError> {
+        match self.get("/_matrix/client/v3/room_keys/version").await {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `PUT /room_keys/version/{version}` with a new `auth_data`.
+    pub async fn update_backup_auth_data(
+        &self,
+        version: &str,
+        algorithm: &str,
+        auth_data: &Value,
+    ) -> Result<(), HomeserverError> {
+        let path = format!(
+            "/_matrix/client/v3/room_keys/version/{}",
+            encode_segment(version)
+        );
+        let body = json!({"version": version, "algorithm": algorithm, "auth_data": auth_data});
+        self.send(reqwest::Method::PUT, &path, Some(&body))
+            .await
+            .map(|_| ())
+    }
+
     /// `GET /_roam/v1/migrate/{id}`.
     pub async fn migration(&self, id: &str) -> Result<Migration, HomeserverError> {
         let path = format!("/_roam/v1/migrate/{}", encode_segment(id));

@@ -9,6 +9,8 @@
 //!   always checked by identity-core against the client's own record before signing.
 //! - [`homeserver`]: a typed HTTP client for one homeserver (Matrix + `/_roam/v1`).
 //! - [`directory`]: which base URL answers for a server name.
+//! - [`secret_storage`]: Matrix secret storage opened with the recovery key, on this machine
+//!   only, to re-sign the cross-signing keys for a new user ID.
 //! - [`session`]: key login and signing the device into the log.
 //! - [`sync`]: bringing servers up to date with the ops the client signed.
 //! - [`migration`]: the resumable, step-by-step move to another homeserver.
@@ -34,6 +36,7 @@ pub mod keystore;
 pub mod local_cache;
 pub mod migration;
 pub mod phrase;
+pub mod secret_storage;
 pub mod session;
 pub mod sync;
 pub mod verify;

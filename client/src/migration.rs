@@ -131,6 +131,10 @@ pub struct MigrateOptions {
     /// For a new server whose registration needs a token: migration creates an account there
     /// under the same policy as `/register`. Never saved in the keystore.
     pub registration_token: Option<String>,
+    /// The secret-storage recovery key: with it, the cross-signing keys are re-signed for
+    /// the new user ID with the same master key after login ([`crate::device_plane::cross_sign`]).
+    /// Never saved.
+    pub recovery_key: Option<zeroize::Zeroizing<[u8; 32]>>,
 }
 
 /// How one step ended.
@@ -241,6 +245,7 @@ pub async fn run(
         dir,
         plan,
         registration_token: opts.registration_token.as_deref(),
+        recovery_key: opts.recovery_key.as_deref(),
         save,
         report,
     };
@@ -285,6 +290,7 @@ struct Driver<'a, S, R> {
     dir: &'a mut ServerDirectory,
     plan: PendingMigration,
     registration_token: Option<&'a str>,
+    recovery_key: Option<&'a [u8; 32]>,
     save: S,
     report: R,
 }
@@ -422,7 +428,15 @@ where
         let out = crate::device_plane::import(&t.hs, self.ks, &t.server, &plane, None)
             .await
             .map_err(|e| stopped(Step::DevicePlane)(StepError::DevicePlane(e)))?;
-        let detail = crate::device_plane::describe_outcome(&out);
+        let mut detail = crate::device_plane::describe_outcome(&out);
+        let carried = crate::device_plane::cross_signed_users(&plane);
+        if !carried.is_empty() && self.recovery_key.is_none() {
+            let names: Vec<String> = carried.iter().map(ToString::to_string).collect();
+            detail.push_str(&format!(
+                "; the cross-signing keys stay valid for {} — to cross-sign the new user ID with the same identity, a Matrix client with the recovery key must re-sign them (or pass --recovery-key)",
+                names.join(", ")
+            ));
+        }
         self.finish(Step::DevicePlane, StepState::Done, detail)
     }
 
@@ -450,17 +464,28 @@ where
     }
 
     /// Step 5: key login on the new server with the same device ID; the plan is dropped.
+    /// With the recovery key, the cross-signing keys are then re-signed for the new user ID
+    /// (a failure keeps the plan: a re-run logs in and tries again).
     async fn login(&mut self, t: &Target) -> Result<(), MigrationError> {
         let (user_id, device_id) = self.log_in(t).await.map_err(stopped(Step::Login))?;
+        let mut detail = format!(
+            "logged in to {} as {user_id}, device {device_id}",
+            self.plan.to_server
+        );
+        if let Some(key) = self.recovery_key {
+            let token = self.ks.secrets.access_token.clone().unwrap_or_default();
+            let hs = t.hs.clone().with_token(token);
+            let done = crate::device_plane::cross_sign(&hs, &user_id, key)
+                .await
+                .map_err(|e| stopped(Step::Login)(StepError::DevicePlane(e)))?;
+            detail.push_str(&format!("; {done}"));
+        }
         self.ks.public.pending_migration = None;
         (self.save)(self.ks)?;
         (self.report)(&StepReport {
             step: Step::Login,
             state: StepState::Done,
-            detail: format!(
-                "logged in to {} as {user_id}, device {device_id}",
-                self.plan.to_server
-            ),
+            detail,
         });
         Ok(())
     }

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 
 use ed25519_dalek::SigningKey;
 use roam_client::keystore::Keystore;
+use roam_client::secret_storage;
 use roam_identity_core::device_plane::sign_import;
 use roam_identity_core::{KeyId, signed};
 use serde_json::{Value, json};
@@ -47,8 +48,9 @@ impl Cli {
         self.home.path().join("alice.json")
     }
 
-    /// Runs `roam ARGS` (off the async workers); returns success, stdout and stderr.
-    async fn run(&self, args: &[&str]) -> (bool, String, String) {
+    /// Runs `roam ARGS` with `input` on standard input (off the async workers); returns
+    /// success, stdout and stderr.
+    async fn run_input(&self, args: &[&str], input: Option<String>) -> (bool, String, String) {
         let mut cmd = std::process::Command::new(&self.bin);
         for o in &self.overrides {
             cmd.arg("--federation-override").arg(o);
@@ -61,10 +63,21 @@ impl Cli {
             .env("ROAM_PASSWORD", "pw-alice-1")
             .env("ROAM_INSECURE_FAST_KDF", "1")
             .env_remove("ROAM_KEYSTORE")
-            .stdin(std::process::Stdio::null());
-        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-            .await
-            .unwrap();
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let out = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut child = cmd.spawn().unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            stdin
+                .write_all(input.unwrap_or_default().as_bytes())
+                .unwrap();
+            drop(stdin);
+            child.wait_with_output().unwrap()
+        })
+        .await
+        .unwrap();
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -73,7 +86,11 @@ impl Cli {
     }
 
     async fn ok(&self, args: &[&str]) -> String {
-        let (ok, out, err) = self.run(args).await;
+        self.ok_input(args, None).await
+    }
+
+    async fn ok_input(&self, args: &[&str], input: Option<String>) -> String {
+        let (ok, out, err) = self.run_input(args, input).await;
         assert!(ok, "roam {}:\n{out}\n{err}", args.join(" "));
         format!("{out}{err}")
     }
@@ -111,6 +128,8 @@ struct Made {
     master: Value,
     master_key: SigningKey,
     phone_key: SigningKey,
+    /// The secret-storage recovery key, as a client shows it.
+    recovery_key: String,
 }
 
 /// Sets up the device plane of `@alice:a.test`: the CLI's device (in the account log), a
@@ -175,7 +194,14 @@ async fn set_up(a: &Node, ks: &Keystore) -> Made {
         .await;
     assert_eq!((s, &v["failures"]), (200, &json!({})), "{v}");
 
-    // Secret storage: encrypted blobs the server cannot read.
+    // Secret storage, as a client makes it: the cross-signing private keys encrypted under
+    // a recovery key the server never sees.
+    let ssss = [51u8; 32];
+    let secret = |name: &str, seed: &[u8; 32], iv: u8| {
+        let text = roam_identity_core::b64::encode(seed);
+        json!({"encrypted": {"K1": secret_storage::encrypt(&ssss, name, text.as_bytes(), [iv; 16])}})
+    };
+    let check = secret_storage::encrypt(&ssss, "", &[0; 32], [5; 16]);
     let account_data = vec![
         (
             "m.secret_storage.default_key".to_owned(),
@@ -183,15 +209,23 @@ async fn set_up(a: &Node, ks: &Keystore) -> Made {
         ),
         (
             "m.secret_storage.key.K1".to_owned(),
-            json!({"algorithm": "m.secret_storage.v1.aes-hmac-sha2", "iv": "aXY", "mac": "bWFj"}),
+            json!({"algorithm": "m.secret_storage.v1.aes-hmac-sha2", "iv": check["iv"], "mac": check["mac"]}),
         ),
         (
             "m.cross_signing.master".to_owned(),
-            json!({"encrypted": {"K1": {"iv": "aXY", "ciphertext": "Y3Q", "mac": "bWFj"}}}),
+            secret("m.cross_signing.master", &master_key.to_bytes(), 1),
+        ),
+        (
+            "m.cross_signing.self_signing".to_owned(),
+            secret("m.cross_signing.self_signing", &ssk.to_bytes(), 2),
+        ),
+        (
+            "m.cross_signing.user_signing".to_owned(),
+            secret("m.cross_signing.user_signing", &usk.to_bytes(), 3),
         ),
         (
             "m.megolm_backup.v1".to_owned(),
-            json!({"encrypted": {"K1": {"iv": "aXY", "ciphertext": "YmFja3Vw", "mac": "bWFj"}}}),
+            secret("m.megolm_backup.v1", &[61; 32], 4),
         ),
     ];
     for (kind, content) in &account_data {
@@ -233,6 +267,7 @@ async fn set_up(a: &Node, ks: &Keystore) -> Made {
         master,
         master_key,
         phone_key,
+        recovery_key: secret_storage::format_recovery_key(&ssss).to_string(),
     }
 }
 
@@ -251,7 +286,13 @@ async fn assert_restored(b: &Node, ks: &Keystore, made: &Made) -> Client {
     }
     let (s, v) = me.get(&format!("{C}/room_keys/version")).await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!(v["auth_data"], made.auth_data);
+    // The same auth_data (a re-signing adds the master key's signature for the new user ID).
+    let mut auth_data = v["auth_data"].clone();
+    auth_data["signatures"]
+        .as_object_mut()
+        .unwrap()
+        .remove(&alice_b);
+    assert_eq!(auth_data, made.auth_data);
     assert_eq!(v["algorithm"], "m.megolm_backup.v1.curve25519-aes-sha2");
     assert_eq!(v["count"], 2, "{v}");
     let version = v["version"].as_str().unwrap();
@@ -292,6 +333,32 @@ fn assert_old_keys(q: &Value, alice: &str, cli_device: &str, made: &Made) {
     .expect("the self-signing key signed by the master key");
 }
 
+/// Under the new user ID, the same master key: cross-signing keys naming it, signed by that
+/// master key, and the backup's `auth_data` signed by it for the new user ID.
+async fn assert_same_identity(me: &Client, alice_b: &str, made: &Made) {
+    let (s, q) = me
+        .post(
+            &format!("{C}/keys/query"),
+            json!({"device_keys": {alice_b: []}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{q}");
+    let master = &q["master_keys"][alice_b];
+    assert_eq!(master["user_id"], alice_b, "{q}");
+    assert_eq!(
+        master["keys"], made.master["keys"],
+        "the same master key: {q}"
+    );
+    let (id, key) = (cs_key_id(&made.master_key), made.master_key.verifying_key());
+    signed::verify(&q["self_signing_keys"][alice_b], alice_b, &id, &key)
+        .expect("the new self-signing key is signed by the same master key");
+    signed::verify(&q["user_signing_keys"][alice_b], alice_b, &id, &key)
+        .expect("the new user-signing key is signed by the same master key");
+    let (_, v) = me.get(&format!("{C}/room_keys/version")).await;
+    signed::verify(&v["auth_data"], alice_b, &id, &key)
+        .expect("the backup is signed by the master key for the new user ID");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_carries_the_device_plane() {
     let nodes = federation(&["a.test", "b.test", "c.test"]).await;
@@ -309,11 +376,23 @@ async fn migrate_carries_the_device_plane() {
     let made = set_up(a, &before).await;
 
     let out = cli
-        .ok(&["migrate", "--keystore", ks, "--to", &b.base])
+        .ok_input(
+            &[
+                "migrate",
+                "--keystore",
+                ks,
+                "--to",
+                &b.base,
+                "--recovery-key",
+            ],
+            Some(made.recovery_key.clone()),
+        )
         .await;
     assert!(out.contains("[done] device-plane"), "{out}");
+    assert!(out.contains("signed by the same master key"), "{out}");
     let after = cli.load();
     let me = assert_restored(b, &after, &made).await;
+    assert_same_identity(&me, &b.uid("alice"), &made).await;
 
     // Carol, on c.test, reaches Alice through her old user ID: c.test's resolver sends her to
     // b.test, which answers with the keys carried there.
@@ -396,6 +475,7 @@ async fn export_then_import_when_the_old_server_is_gone() {
         ])
         .await;
     assert!(out.contains("device plane restored"), "{out}");
+    assert!(out.contains("must re-sign them"), "{out}");
     let after = cli.load();
     let me = assert_restored(b, &after, &made).await;
     // The old user ID's keys are held on b.test, bound by the export's attestations.

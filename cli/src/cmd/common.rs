@@ -246,9 +246,20 @@ impl Session {
 /// from standard input (never from the command line, where other users and the shell
 /// history would see it).
 pub fn read_phrase() -> anyhow::Result<Zeroizing<String>> {
+    read_hidden("Recovery phrase (24 words, not shown): ")
+}
+
+/// Reads a Matrix secret-storage recovery key the same way (a hidden prompt, else standard
+/// input; never a flag value) and decodes it.
+pub fn read_recovery_key() -> anyhow::Result<Zeroizing<[u8; 32]>> {
+    let text = read_hidden("Secret storage recovery key (not shown): ")?;
+    Ok(roam_client::secret_storage::parse_recovery_key(&text)?)
+}
+
+fn read_hidden(prompt: &str) -> anyhow::Result<Zeroizing<String>> {
     if std::io::stdin().is_terminal() {
-        let text = rpassword::prompt_password("Recovery phrase (24 words, not shown): ")
-            .map_err(|e| CliError::PhraseInput(e.to_string()))?;
+        let text =
+            rpassword::prompt_password(prompt).map_err(|e| CliError::PhraseInput(e.to_string()))?;
         return Ok(Zeroizing::new(text));
     }
     let mut text = Zeroizing::new(String::new());

@@ -22,6 +22,7 @@ use roam_client::export::ExportError;
 use roam_client::homeserver::HomeserverError;
 use roam_client::keystore::KeystoreError;
 use roam_client::migration::{MigrationError, StepError};
+use roam_client::secret_storage::SecretStorageError;
 use roam_client::session::SessionError;
 use roam_client::verify::VerifyError;
 use roam_resolver::ResolveError;
@@ -108,11 +109,15 @@ fn classify_one(cause: &(dyn std::error::Error + 'static)) -> Option<Verdict> {
     if let Some(e) = cause.downcast_ref::<KeystoreError>() {
         return Some(keystore(e));
     }
+    if cause.downcast_ref::<SecretStorageError>().is_some() {
+        return Some((KEYSTORE, None));
+    }
     if let Some(e) = cause.downcast_ref::<DevicePlaneError>() {
         return match e {
             DevicePlaneError::Homeserver(inner) => classify_one(inner),
             DevicePlaneError::Keystore(inner) => classify_one(inner),
             DevicePlaneError::Sign(_) | DevicePlaneError::Format(_) => Some((FAILURE, None)),
+            DevicePlaneError::SecretStorage(_) => Some((KEYSTORE, None)),
         };
     }
     if let Some(e) = cause.downcast_ref::<AccountError>() {

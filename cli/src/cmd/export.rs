@@ -16,7 +16,7 @@ use url::Url;
 
 use super::common::{
     GlobalArgs, KeystoreArg, Progress, Session, default_keystore, parse_url, passphrase,
-    print_json, runtime,
+    print_json, read_recovery_key, runtime,
 };
 use super::exit::CliError;
 
@@ -47,19 +47,25 @@ pub struct ImportArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Then re-sign the cross-signing keys for the account's user ID on the homeserver with
+    /// the same master key: reads the Matrix secret-storage recovery key at a hidden prompt
+    /// (or from standard input) and opens secret storage on this machine only.
+    #[arg(long)]
+    recovery_key: bool,
     /// The account's keystore, to sign the device plane over to the homeserver when
     /// --keystore does not restore one (it is read, not changed).
     #[command(flatten)]
     signer: SignerArg,
 }
 
-/// `--sign-with FILE` (env `ROAM_KEYSTORE`, else the default keystore).
+/// `--sign-with FILE` (env `ROAM_KEYSTORE`; else the default keystore, when it exists).
 #[derive(Debug, Args)]
 pub struct SignerArg {
-    /// The keystore that signs the device plane over [default: ROAM_KEYSTORE or the default
-    /// keystore].
-    #[arg(long = "sign-with", value_name = "FILE", env = "ROAM_KEYSTORE", default_value_os_t = default_keystore())]
-    sign_with: PathBuf,
+    /// The keystore that signs the device plane over [default: ROAM_KEYSTORE, else the
+    /// default keystore if it is this account's; without one the log is imported and the
+    /// device plane left out].
+    #[arg(long = "sign-with", value_name = "FILE", env = "ROAM_KEYSTORE")]
+    sign_with: Option<PathBuf>,
 }
 
 pub fn export(args: ExportArgs, global: &GlobalArgs) -> anyhow::Result<()> {
@@ -180,6 +186,37 @@ fn signer_keystore(
     Ok(ks)
 }
 
+/// The keystore that signs the device plane over: the one named (restored with `--keystore`,
+/// or `--sign-with` / `ROAM_KEYSTORE`), which must open and be this account's; else the
+/// default keystore if it is this account's; else none (the device plane is left out, said
+/// on stderr).
+fn find_signer(
+    args: &ImportArgs,
+    did: &roam_identity_core::Did,
+) -> anyhow::Result<Option<Keystore>> {
+    if let Some(path) = args.keystore.as_ref().or(args.signer.sign_with.as_ref()) {
+        return Ok(Some(signer_keystore(path, did)?));
+    }
+    let path = default_keystore();
+    let found = path
+        .exists()
+        .then(|| signer_keystore(&path, did))
+        .transpose();
+    match found {
+        Ok(Some(ks)) => Ok(Some(ks)),
+        Ok(None) => {
+            eprintln!(
+                "warning: the file carries the device plane; to restore it, name the account's keystore with --sign-with FILE (only the log is imported)"
+            );
+            Ok(None)
+        }
+        Err(e) => {
+            eprintln!("warning: the device plane is left out: {e}");
+            Ok(None)
+        }
+    }
+}
+
 /// Reads and verifies the export file; restores the keystore it carries to `--keystore`.
 fn read_export(args: &ImportArgs) -> anyhow::Result<export::Imported> {
     let text = std::fs::read_to_string(&args.input).map_err(|source| KeystoreError::Io {
@@ -207,12 +244,33 @@ fn read_export(args: &ImportArgs) -> anyhow::Result<export::Imported> {
     Ok(imported)
 }
 
+/// Re-signs the cross-signing keys for the account's user on `hs` (`out`: the import's
+/// answer), in a session of its own (key login, a new device, logged out after).
+async fn cross_sign(
+    hs: &Homeserver,
+    ks: &Keystore,
+    server: &roam_identity_core::ServerName,
+    out: &serde_json::Value,
+    recovery_key: &[u8; 32],
+) -> anyhow::Result<String> {
+    let user = UserId::parse(out["user_id"].as_str().unwrap_or_default())?;
+    let login = roam_client::session::key_login(hs, ks, server, &user, None).await?;
+    let session = hs.clone().with_token(login.access_token);
+    let done = device_plane::cross_sign(&session, &user, recovery_key).await;
+    if let Err(e) = session.logout().await {
+        eprintln!("warning: the session opened to cross-sign was not closed: {e}");
+    }
+    Ok(done?)
+}
+
 /// Hands the log (the file's, and the signing keystore's, which may be newer: a move signed
-/// after the export) to the homeserver, then the device plane.
+/// after the export) to the homeserver, then the device plane (re-signing the cross-signing
+/// keys with `recovery_key`).
 async fn hand_over(
     args: &ImportArgs,
     imported: &export::Imported,
     signer: Option<&Keystore>,
+    recovery_key: Option<&[u8; 32]>,
 ) -> anyhow::Result<(
     roam_identity_core::ServerName,
     usize,
@@ -242,7 +300,11 @@ async fn hand_over(
     let plane = match (&imported.device_plane, signer) {
         (Some(p), Some(ks)) => {
             let bundle = Some(imported.bundle.to_value());
-            Some(device_plane::import(&hs, ks, &server, p, bundle).await?)
+            let mut out = device_plane::import(&hs, ks, &server, p, bundle).await?;
+            if let Some(key) = recovery_key {
+                out["cross_signed"] = cross_sign(&hs, ks, &server, &out, key).await?.into();
+            }
+            Some(out)
         }
         _ => None,
     };
@@ -253,17 +315,26 @@ pub fn import(args: ImportArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
     let imported = read_export(&args)?;
     let state = &imported.verified.log.state;
     let signer = match &imported.device_plane {
-        Some(_) => {
-            let path = args
-                .keystore
-                .clone()
-                .unwrap_or_else(|| args.signer.sign_with.clone());
-            Some(signer_keystore(&path, &state.did)?)
-        }
+        Some(_) => find_signer(&args, &state.did)?,
         None => None,
     };
+    let recovery_key = match (&signer, args.recovery_key) {
+        (Some(_), true) => Some(read_recovery_key()?),
+        (None, true) => {
+            return Err(CliError::usage(
+                "--recovery-key re-signs the carried cross-signing keys, and the file carries no device plane",
+            )
+            .into());
+        }
+        _ => None,
+    };
     let rt = runtime()?;
-    let (server, accepted, plane) = rt.block_on(hand_over(&args, &imported, signer.as_ref()))?;
+    let (server, accepted, plane) = rt.block_on(hand_over(
+        &args,
+        &imported,
+        signer.as_ref(),
+        recovery_key.as_deref(),
+    ))?;
     let summary = serde_json::json!({
         "did": state.did.as_str(),
         "user_ids": state.user_ids.iter().map(UserId::as_str).collect::<Vec<_>>(),
@@ -290,10 +361,21 @@ pub fn import(args: ImportArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
         );
     }
     match &plane {
-        Some(out) => println!(
-            "device plane restored: {}",
-            device_plane::describe_outcome(out)
-        ),
+        Some(out) => {
+            println!(
+                "device plane restored: {}",
+                device_plane::describe_outcome(out)
+            );
+            match out["cross_signed"].as_str() {
+                Some(done) => println!("{done}"),
+                None => println!(
+                    "cross-signing keys keep their old user ID; to cross-sign the new one with the same identity, a Matrix client with the recovery key must re-sign them (or pass --recovery-key)"
+                ),
+            }
+        }
+        None if imported.device_plane.is_some() => {
+            println!("the device plane was not restored (no keystore of the account to sign it)")
+        }
         None => println!("the file carries no device plane"),
     }
     Ok(())

@@ -6,7 +6,9 @@ use url::Url;
 
 use roam_identity_core::ServerName;
 
-use super::common::{GlobalArgs, KeystoreArg, Progress, Session, joined, parse_url, runtime};
+use super::common::{
+    GlobalArgs, KeystoreArg, Progress, Session, joined, parse_url, read_recovery_key, runtime,
+};
 use super::exit::CliError;
 
 #[derive(Debug, Args)]
@@ -30,8 +32,13 @@ pub struct MigrateArgs {
         hide_env_values = true
     )]
     registration_token: Option<String>,
+    /// Re-sign the cross-signing keys for the new user ID with the same master key: reads the
+    /// Matrix secret-storage recovery key at a hidden prompt (or from standard input) and
+    /// opens secret storage on this machine only.
+    #[arg(long)]
+    recovery_key: bool,
     /// Forget an unfinished migration (ops already signed stay in the log).
-    #[arg(long, conflicts_with_all = ["to", "user", "keep_old_as_backup"])]
+    #[arg(long, conflicts_with_all = ["to", "user", "keep_old_as_backup", "recovery_key"])]
     abandon: bool,
 }
 
@@ -49,6 +56,11 @@ pub fn run(args: MigrateArgs, global: &GlobalArgs) -> anyhow::Result<()> {
     let Some(to) = args.to.clone() else {
         return Err(CliError::usage("--to URL is required").into());
     };
+    let recovery_key = if args.recovery_key {
+        Some(read_recovery_key()?)
+    } else {
+        None
+    };
     let resuming = migration::pending(&s.ks).is_some();
     if resuming {
         eprintln!("resuming the unfinished migration");
@@ -58,6 +70,7 @@ pub fn run(args: MigrateArgs, global: &GlobalArgs) -> anyhow::Result<()> {
         localpart: args.user.clone(),
         keep_old_as_backup: args.keep_old_as_backup,
         registration_token: args.registration_token.clone(),
+        recovery_key,
     };
     let rt = runtime()?;
     let progress = Progress::bar(migration::STEPS.len() as u64, "migrating");
