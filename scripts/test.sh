@@ -12,6 +12,12 @@ fi
 # and the matrix-js-sdk test drives the server with Node.js (tests/js-sdk, npm ci).
 bash .ci/setup-node.sh
 
+# The store and integration tests run on redb and on PostgreSQL: a throwaway cluster in
+# target/pg (scripts/pg.sh installs the Debian packages when missing), stopped and deleted on
+# exit (each test makes a database of its own).
+trap 'bash scripts/pg.sh discard' EXIT
+eval "$(bash scripts/pg.sh start)"
+
 cargo test --workspace --locked "$@"
 
 # ssi's build graph (vc-ssi/, excluded from the workspace, its own Cargo.lock): ssi turns on

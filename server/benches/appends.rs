@@ -5,6 +5,8 @@
 //! account log naming this server; the ops are signed before the clock starts.
 //!
 //! Run with `cargo bench -p roam-server --bench appends` (optionally `-- N` appends per level).
+//! With `ROAM_BENCH_DATABASE_URL=postgres://…` (a server, e.g. scripts/pg.sh's) the appends go
+//! to a fresh database there instead: each acknowledged once PostgreSQL committed it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -79,10 +81,27 @@ fn main() {
         "127.0.0.1:0".parse().unwrap(),
         dir.path().to_owned(),
     );
-    let store = RedbStore::open_dir(dir.path()).unwrap();
-    let state = AppState::new(config, Arc::new(store)).unwrap();
+    let (store, what): (Arc<dyn roam_server::Store>, _) =
+        match std::env::var("ROAM_BENCH_DATABASE_URL") {
+            Ok(url) => {
+                use roam_server::store::PgStore;
+                let name = format!("roam_bench_appends_{}", std::process::id());
+                PgStore::create_database(&url, &name).unwrap();
+                let url = PgStore::url_with_database(&url, &name).unwrap();
+                let pool = config.database_pool_size;
+                (
+                    Arc::new(PgStore::connect(&url, pool).unwrap()),
+                    "PostgreSQL",
+                )
+            }
+            Err(_) => (
+                Arc::new(RedbStore::open_dir(dir.path()).unwrap()),
+                "redb file",
+            ),
+        };
+    let state = AppState::new(config, store).unwrap();
     println!(
-        "durable op appends ({per_level} per level, redb file, {} cores):",
+        "durable op appends ({per_level} per level, {what}, {} cores):",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let mut first = 0;

@@ -164,6 +164,11 @@ pub struct ServerConfig {
     pub server_name: ServerName,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// `postgres://…`: keep the store in PostgreSQL (several nodes may share it) instead of
+    /// redb in `data_dir`.
+    pub database_url: Option<String>,
+    /// Connections each node keeps to PostgreSQL at most.
+    pub database_pool_size: u32,
     /// What `/.well-known/matrix/client` advertises as `m.homeserver.base_url`.
     pub public_base_url: String,
     /// What `/.well-known/matrix/server` advertises as `m.server`.
@@ -299,6 +304,8 @@ impl ServerConfig {
             server_name,
             listen,
             data_dir,
+            database_url: None,
+            database_pool_size: 16,
             public_base_url,
             federation_address,
             registration: RegistrationMode::Open,
@@ -353,6 +360,8 @@ pub enum ConfigError {
         "federation override {0:?}: expected NAME=URL, e.g. b.test=http://127.0.0.1:8009 ({1})"
     )]
     FederationOverride(String, String),
+    #[error("database_url: expected postgres://user:password@host:port/database")]
+    DatabaseUrl,
 }
 
 /// The TOML file's shape. Every key is optional; unknown keys are an error so typos show.
@@ -362,6 +371,10 @@ pub struct FileConfig {
     pub server_name: Option<String>,
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// `postgres://user:password@host:port/database`: the store in PostgreSQL.
+    pub database_url: Option<String>,
+    /// Connections to PostgreSQL per node (default 16).
+    pub database_pool_size: Option<u32>,
     pub public_base_url: Option<String>,
     pub federation_address: Option<String>,
     pub registration: Option<RegistrationMode>,
@@ -402,6 +415,7 @@ pub struct Overrides {
     pub server_name: Option<String>,
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
     pub public_base_url: Option<String>,
     pub registration: Option<String>,
     /// `NAME=URL` pairs; added to (and winning over) the file's.
@@ -442,6 +456,12 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<ServerConfig, Config
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     let mut config = ServerConfig::for_server_name(server_name, listen, data_dir);
     config.edge = edge;
+    apply_database(
+        &mut config,
+        file.database_url,
+        file.database_pool_size,
+        over.database_url,
+    )?;
     if let Some(url) = over.public_base_url.or(file.public_base_url) {
         config.public_base_url = url.trim_end_matches('/').to_owned();
     }
@@ -481,6 +501,26 @@ pub fn resolve(file: FileConfig, over: Overrides) -> Result<ServerConfig, Config
     config.allow_private_fetch =
         over.allow_private_fetch || file.allow_private_fetch.unwrap_or(false);
     Ok(config)
+}
+
+fn apply_database(
+    config: &mut ServerConfig,
+    file_url: Option<String>,
+    pool_size: Option<u32>,
+    over: Option<String>,
+) -> Result<(), ConfigError> {
+    let url = over.or(file_url);
+    if let Some(url) = url.filter(|u| !u.is_empty()) {
+        let scheme_ok = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        if !scheme_ok {
+            return Err(ConfigError::DatabaseUrl);
+        }
+        config.database_url = Some(url);
+    }
+    if let Some(n) = pool_size {
+        config.database_pool_size = n.clamp(1, 1000);
+    }
+    Ok(())
 }
 
 fn apply_edge(edge: &mut EdgeConfig, file: &FileConfig) {

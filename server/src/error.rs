@@ -294,6 +294,7 @@ impl From<StoreError> for AppError {
             | StoreError::Corrupt { .. }
             | StoreError::Dangling { .. }
             | StoreError::CreateDir { .. }
+            | StoreError::Unsupported(_)
             | StoreError::Backend { .. }) => AppError::Internal(e.to_string()),
         }
     }

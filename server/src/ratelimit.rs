@@ -1,7 +1,11 @@
 //! Token-bucket rate limiting keyed by a string (a client-address bucket or a user ID).
 //!
-//! Small and in-process on purpose: the limits protect one server. A deployment with several
-//! replicas would need a shared limiter; this one would then still cap each replica.
+//! On a store several nodes share (PostgreSQL), the buckets live in the store
+//! ([`crate::store::Store::shared_take_token`]), so a limit holds for the whole deployment
+//! however a load balancer spreads the requests; should the database not answer, each node
+//! falls back to its own buckets (below) rather than refusing or waving everything through.
+//!
+//! Otherwise the buckets are in-process (a single node over redb):
 //!
 //! Bounded without scans: the keys are spread over [`SHARDS`] mutexes, and each shard keeps
 //! two generations of buckets. New and recently used keys live in the current generation;
@@ -16,6 +20,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::config::RateLimit;
+use crate::store::Db;
 
 /// Shards, so that unrelated clients rarely wait on the same lock.
 const SHARDS: usize = 16;
@@ -28,6 +33,8 @@ pub struct RateLimiter {
     limit: RateLimit,
     hasher: RandomState,
     shards: Vec<Mutex<Shard>>,
+    /// The shared store and this limiter's name there, when nodes share the store.
+    shared: Option<(Db, &'static str)>,
 }
 
 #[derive(Debug, Default)]
@@ -65,16 +72,40 @@ impl Shard {
 }
 
 impl RateLimiter {
+    /// A limiter of this process only.
     pub fn new(limit: RateLimit) -> Self {
         Self {
             limit,
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            shared: None,
         }
     }
 
+    /// A limiter named `name` whose buckets live in `db` when that store is shared by
+    /// several nodes (in this process otherwise).
+    pub fn for_store(limit: RateLimit, name: &'static str, db: &Db) -> Self {
+        let mut limiter = Self::new(limit);
+        if db.store().is_shared() {
+            limiter.shared = Some((db.clone(), name));
+        }
+        limiter
+    }
+
     /// Takes one token for `key`, or says how many milliseconds until one is available.
-    pub fn check(&self, key: &str) -> Result<(), u64> {
+    pub async fn check(&self, key: &str) -> Result<(), u64> {
+        if let Some((db, name)) = &self.shared {
+            let (name, owned, limit) = (*name, key.to_owned(), self.limit);
+            let taken = db
+                .run(move |s| s.shared_take_token(name, &owned, limit.per_second, limit.burst))
+                .await;
+            match taken {
+                Ok(outcome) => return outcome,
+                Err(e) => {
+                    tracing::warn!(error = %e, limiter = name, "shared rate limit unavailable; using this node's")
+                }
+            }
+        }
         self.check_at(key, Instant::now())
     }
 

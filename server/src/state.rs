@@ -46,8 +46,9 @@ struct Inner {
     metrics: Arc<Metrics>,
     request_permits: Arc<Semaphore>,
     remote_keys: RemoteKeys,
-    /// Bumped after every write, so `/sync` long-polls look again.
-    sync_wake: tokio::sync::watch::Sender<u64>,
+    /// Bumped after every write (here, or announced by another node sharing the store), so
+    /// `/sync` long-polls look again.
+    sync_wake: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Cheap to clone: everything lives behind one `Arc`.
@@ -83,15 +84,24 @@ impl AppState {
             federation,
         );
         let limits = config.rate_limits;
+        let uia = UiaSessions::for_store(db.store());
+        let limiter = |limit, name| RateLimiter::for_store(limit, name, &db);
+        let limiters = Limiters {
+            register_per_ip: limiter(limits.register_per_ip, "register_per_ip"),
+            login_per_ip: limiter(limits.login_per_ip, "login_per_ip"),
+            login_per_account: limiter(limits.login_per_account, "login_per_account"),
+            challenge_per_ip: limiter(limits.challenge_per_ip, "challenge_per_ip"),
+            write_per_ip: limiter(limits.write_per_ip, "write_per_ip"),
+            uia_per_ip: limiter(limits.uia_per_ip, "uia_per_ip"),
+        };
+        // Another node's write wakes this node's `/sync` long-polls too.
+        let sync_wake = Arc::new(tokio::sync::watch::Sender::new(0u64));
+        let wake = Arc::clone(&sync_wake);
+        db.store().on_remote_writes(Arc::new(move || {
+            wake.send_modify(|n| *n = n.wrapping_add(1))
+        }));
         Ok(Self(Arc::new(Inner {
-            limiters: Limiters {
-                register_per_ip: RateLimiter::new(limits.register_per_ip),
-                login_per_ip: RateLimiter::new(limits.login_per_ip),
-                login_per_account: RateLimiter::new(limits.login_per_account),
-                challenge_per_ip: RateLimiter::new(limits.challenge_per_ip),
-                write_per_ip: RateLimiter::new(limits.write_per_ip),
-                uia_per_ip: RateLimiter::new(limits.uia_per_ip),
-            },
+            limiters,
             request_permits: Arc::new(Semaphore::new(
                 config
                     .edge
@@ -101,10 +111,10 @@ impl AppState {
             config,
             db,
             signer,
-            uia: UiaSessions::default(),
+            uia,
             portable,
             metrics,
-            sync_wake: tokio::sync::watch::Sender::new(0),
+            sync_wake,
             remote_keys,
         })))
     }
@@ -146,9 +156,11 @@ impl AppState {
         &self.0.remote_keys
     }
 
-    /// Wakes `/sync` long-polls of this process: something was written.
+    /// Wakes `/sync` long-polls: something was written. Those of this process at once;
+    /// those of other nodes sharing the store through the store's announcement.
     pub fn wake_sync(&self) {
         self.0.sync_wake.send_modify(|n| *n = n.wrapping_add(1));
+        self.0.db.store().announce_write();
     }
 
     /// What a `/sync` long-poll waits on (see [`AppState::wake_sync`]).

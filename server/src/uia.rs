@@ -4,17 +4,21 @@
 //! repeats the request with `auth: {type, session, …}` for each stage until one flow is
 //! complete. A session is bound to what it authorises (registration, or one user's device
 //! deletion / key replacement) so that it cannot be replayed for something else. Sessions live
-//! in memory for a few minutes: losing them on restart only makes a client start over.
+//! for a few minutes, in memory (losing them on restart only makes a client start over), or,
+//! when several nodes share a PostgreSQL store, in the store, so that each stage may be
+//! answered by a different node.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
-use roam_identity_core::UserId;
+use roam_identity_core::{Millis, UserId};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::clock::now_ms;
 use crate::error::{AppError, StageError, UiaChallenge};
 use crate::secrets;
+use crate::store::{SharedEntry, Store, StoreError};
 
 pub const DUMMY: &str = "m.login.dummy";
 pub const PASSWORD: &str = "m.login.password";
@@ -22,11 +26,13 @@ pub const REGISTRATION_TOKEN: &str = "m.login.registration_token";
 /// Roam key login: a challenge signed with the account's current update key (spec/api.md).
 pub const ROAM_KEY: &str = "m.login.roam.key";
 
-const SESSION_TTL: Duration = Duration::from_secs(15 * 60);
+const SESSION_TTL_MS: Millis = 15 * 60 * 1000;
 const MAX_SESSIONS: usize = 10_000;
+/// The `kind` of UIA sessions in the shared store.
+const SHARED_KIND: &str = "uia";
 
 /// What a UIA session authorises.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Purpose {
     Register,
     /// Deleting devices of this user.
@@ -39,18 +45,25 @@ pub enum Purpose {
     Deactivate(UserId),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Session {
     purpose: Purpose,
-    created: Instant,
+    created: Millis,
     completed: Vec<String>,
     registration_token: Option<String>,
 }
 
-/// The in-memory session table.
+impl Session {
+    fn live(&self, now: Millis) -> bool {
+        now.saturating_sub(self.created) < SESSION_TTL_MS
+    }
+}
+
+/// The session table: in this process's memory, or in a store several nodes share.
 #[derive(Debug, Default)]
 pub struct UiaSessions {
     sessions: Mutex<HashMap<String, Session>>,
+    shared: Option<Arc<dyn Store>>,
 }
 
 /// A stage the client claims to have completed, before checking it.
@@ -73,36 +86,86 @@ pub struct Completed {
 }
 
 impl UiaSessions {
+    /// Sessions kept in `store` when it is shared by several nodes, else in memory.
+    pub fn for_store(store: &Arc<dyn Store>) -> Self {
+        Self {
+            sessions: Mutex::default(),
+            shared: store.is_shared().then(|| Arc::clone(store)),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
         // The map stays consistent even if a holder panicked: every update is one insert.
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn create(&self, purpose: Purpose) -> String {
+    /// The live session `id`.
+    fn get(&self, id: &str) -> Result<Option<Session>, AppError> {
+        let now = now_ms();
+        let Some(store) = &self.shared else {
+            return Ok(self.lock().get(id).filter(|s| s.live(now)).cloned());
+        };
+        let value = store.shared_get(SHARED_KIND, id, now)?;
+        Ok(value.and_then(|v| serde_json::from_value(v).ok()))
+    }
+
+    /// Stores session `id` (new or updated).
+    fn save(&self, id: &str, session: Session) -> Result<(), AppError> {
+        let Some(store) = &self.shared else {
+            self.lock().insert(id.to_owned(), session);
+            return Ok(());
+        };
+        let value = serde_json::to_value(&session).map_err(|e| {
+            AppError::from(StoreError::Corrupt {
+                what: "UIA session",
+                source: Box::new(e),
+            })
+        })?;
+        store.shared_put(SharedEntry {
+            kind: SHARED_KIND,
+            id: id.to_owned(),
+            value,
+            expires_at: session.created + SESSION_TTL_MS,
+            owner: String::new(),
+            client: String::new(),
+        })?;
+        Ok(())
+    }
+
+    /// Removes session `id`; false when it was already gone (another request, maybe on
+    /// another node, completed it first).
+    fn remove(&self, id: &str) -> Result<bool, AppError> {
+        Ok(match &self.shared {
+            Some(store) => store.shared_take(SHARED_KIND, id, now_ms())?.is_some(),
+            None => self.lock().remove(id).is_some(),
+        })
+    }
+
+    fn create(&self, purpose: Purpose) -> Result<String, AppError> {
         let id = secrets::new_opaque_id(24);
-        let mut map = self.lock();
-        let now = Instant::now();
-        map.retain(|_, s| now.duration_since(s.created) < SESSION_TTL);
-        if map.len() >= MAX_SESSIONS {
-            // Bound memory against clients that open sessions and never finish them.
-            if let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, s)| s.created)
-                .map(|(k, _)| k.clone())
-            {
-                map.remove(&oldest);
+        let now = now_ms();
+        let session = Session {
+            purpose,
+            created: now,
+            completed: Vec::new(),
+            registration_token: None,
+        };
+        if self.shared.is_none() {
+            let mut map = self.lock();
+            map.retain(|_, s| s.live(now));
+            if map.len() >= MAX_SESSIONS {
+                // Bound memory against clients that open sessions and never finish them.
+                if let Some(oldest) = map
+                    .iter()
+                    .min_by_key(|(_, s)| s.created)
+                    .map(|(k, _)| k.clone())
+                {
+                    map.remove(&oldest);
+                }
             }
         }
-        map.insert(
-            id.clone(),
-            Session {
-                purpose,
-                created: now,
-                completed: Vec::new(),
-                registration_token: None,
-            },
-        );
-        id
+        self.save(&id, session)?;
+        Ok(id)
     }
 
     /// Starts or continues UIA for `purpose`. Returns the stage to check, or the 401
@@ -114,24 +177,19 @@ impl UiaSessions {
         auth: Option<&Value>,
     ) -> Result<StageAttempt, AppError> {
         let Some(auth) = auth.filter(|a| !a.is_null()) else {
-            let session = self.create(purpose);
+            let session = self.create(purpose)?;
             return Err(self.challenge(&session, flows, None));
         };
         if !auth.is_object() {
             return Err(AppError::BadJson("auth must be an object".into()));
         }
         let session = match auth.get("session") {
-            None => self.create(purpose.clone()),
-            Some(Value::String(id)) => {
-                let map = self.lock();
-                match map.get(id) {
-                    Some(s) if s.purpose == purpose && s.created.elapsed() < SESSION_TTL => {
-                        id.clone()
-                    }
-                    // Unknown, expired, or issued for another operation or user.
-                    _ => return Err(AppError::BadRequest("Unknown session ID".into())),
-                }
-            }
+            None => self.create(purpose.clone())?,
+            Some(Value::String(id)) => match self.get(id)? {
+                Some(s) if s.purpose == purpose => id.clone(),
+                // Unknown, expired, or issued for another operation or user.
+                _ => return Err(AppError::BadRequest("Unknown session ID".into())),
+            },
             Some(_) => return Err(AppError::BadJson("auth.session must be a string".into())),
         };
         match auth.get("type") {
@@ -168,8 +226,7 @@ impl UiaSessions {
             Ok(token) => token,
             Err(error) => return Err(self.challenge(&attempt.session, flows, Some(error))),
         };
-        let mut map = self.lock();
-        let Some(session) = map.get_mut(&attempt.session) else {
+        let Some(mut session) = self.get(&attempt.session)? else {
             return Err(AppError::BadRequest("Unknown session ID".into()));
         };
         if !session.completed.contains(&attempt.kind) {
@@ -184,10 +241,12 @@ impl UiaSessions {
         });
         if done {
             let registration_token = session.registration_token.take();
-            map.remove(&attempt.session);
+            if !self.remove(&attempt.session)? {
+                return Err(AppError::BadRequest("Unknown session ID".into()));
+            }
             return Ok(Completed { registration_token });
         }
-        drop(map);
+        self.save(&attempt.session, session)?;
         Err(self.challenge(&attempt.session, flows, None))
     }
 
@@ -197,11 +256,10 @@ impl UiaSessions {
         flows: &[Vec<&'static str>],
         error: Option<StageError>,
     ) -> AppError {
-        let completed = self
-            .lock()
-            .get(session)
-            .map(|s| s.completed.clone())
-            .unwrap_or_default();
+        let completed = match self.get(session) {
+            Ok(s) => s.map(|s| s.completed).unwrap_or_default(),
+            Err(e) => return e,
+        };
         AppError::Uia(Box::new(UiaChallenge {
             session: session.to_owned(),
             flows: flows.to_vec(),

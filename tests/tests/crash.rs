@@ -1,7 +1,9 @@
 //! Crash safety of the real `roam serve` binary: concurrent registrations, key uploads and
 //! account-log writes, the process SIGKILLed mid-stream several times and restarted on the
 //! same data directory. Every write that was acknowledged (a 200 received) must be there
-//! after the restart, and the store must open cleanly each time.
+//! after the restart, and the store must open cleanly each time. Run on both stores: redb
+//! (the process holds the database), and PostgreSQL (a node dies, the database lives on:
+//! what a node acknowledged was committed there).
 
 mod common;
 
@@ -10,7 +12,7 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{C, Owner, add_device, device_keys, roam_bin, spawn_serve};
+use common::{Backend, C, Owner, add_device, device_keys, roam_bin, spawn_serve};
 use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
 
@@ -183,15 +185,28 @@ async fn check(base: &str, ack: &Ack) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_sigkill() {
+    acknowledged_writes_survive_sigkill_on(Backend::Redb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_sigkill_on_postgres() {
+    acknowledged_writes_survive_sigkill_on(Backend::postgres()).await;
+}
+
+async fn acknowledged_writes_survive_sigkill_on(backend: Backend) {
     let bin = roam_bin();
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("roam.toml");
     let unlimited = "{ per_second = 1000000.0, burst = 1000000 }";
+    let database = match &backend {
+        Backend::Redb => String::new(),
+        Backend::Postgres(url) => format!("database_url = \"{url}\"\n"),
+    };
     std::fs::write(
         &config,
         format!(
-            "server_name = \"{NAME}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[rate_limits]\nregister_per_ip = {unlimited}\nlogin_per_ip = {unlimited}\nwrite_per_ip = {unlimited}\n[op_limits]\nper_hour = 100000\nper_day = 100000\n",
+            "server_name = \"{NAME}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{database}[rate_limits]\nregister_per_ip = {unlimited}\nlogin_per_ip = {unlimited}\nwrite_per_ip = {unlimited}\n[op_limits]\nper_hour = 100000\nper_day = 100000\n",
             dir.path().join("data").display()
         ),
     )
@@ -248,10 +263,20 @@ async fn acknowledged_writes_survive_sigkill() {
         .unwrap();
     assert!(status.success());
     assert!(child.wait().unwrap().success());
-    roam_server::RedbStore::open_dir(&dir.path().join("data")).expect("the store opens cleanly");
-    assert!(
-        started.elapsed() < Duration::from_secs(60),
-        "took {:?}",
-        started.elapsed()
-    );
+    match backend {
+        Backend::Redb => {
+            roam_server::RedbStore::open_dir(&dir.path().join("data"))
+                .expect("the store opens cleanly");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "took {:?}",
+                started.elapsed()
+            );
+        }
+        Backend::Postgres(url) => {
+            let store = roam_server::store::PgStore::connect(&url, 1).expect("the database opens");
+            store.ping().unwrap();
+            eprintln!("on PostgreSQL: took {:?}", started.elapsed());
+        }
+    }
 }

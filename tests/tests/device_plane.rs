@@ -1,12 +1,13 @@
 //! The device plane over real HTTP (issue 12): `/sync` with long-polling, to-device
 //! messages, device-list changes, global account data, filters, profiles, the start-up
-//! endpoints, password change and deactivation.
+//! endpoints, password change and deactivation. The flows that touch the store run on redb
+//! and on PostgreSQL.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{C, Client, assert_err, device_keys, start};
+use common::{Backend, C, Client, assert_err, device_keys, start, start_on};
 use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
 
@@ -34,8 +35,17 @@ fn next(v: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn to_device_messages_arrive_once_through_sync() {
+    to_device_messages_arrive_once_through_sync_on(Backend::Redb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn to_device_messages_arrive_once_through_sync_on_postgres() {
+    to_device_messages_arrive_once_through_sync_on(Backend::postgres()).await;
+}
+
+async fn to_device_messages_arrive_once_through_sync_on(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), |_| {}).await;
+    let server = start_on(&backend, dir.path(), |_| {}).await;
     let anon = server.client();
     anon.register("alice", "pw-alice-1").await;
     anon.register("bob", "pw-bob-1").await;
@@ -94,8 +104,17 @@ async fn to_device_messages_arrive_once_through_sync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_tokens_survive_a_restart() {
+    sync_tokens_survive_a_restart_on(Backend::Redb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_tokens_survive_a_restart_on_postgres() {
+    sync_tokens_survive_a_restart_on(Backend::postgres()).await;
+}
+
+async fn sync_tokens_survive_a_restart_on(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), |_| {}).await;
+    let server = start_on(&backend, dir.path(), |_| {}).await;
     let anon = server.client();
     anon.register("carol", "pw-carol-1").await;
     let (carol, _) = anon.login("carol", "pw-carol-1", Some("CDEV")).await;
@@ -103,7 +122,7 @@ async fn sync_tokens_survive_a_restart() {
     let access = carol.token.clone().unwrap();
     server.stop().await;
 
-    let server = start(dir.path(), |_| {}).await;
+    let server = start_on(&backend, dir.path(), |_| {}).await;
     let carol = server.client().with_token(&access);
     let body = json!({"messages": {uid("carol"): {"CDEV": {"after": "restart"}}}});
     let (s, _) = carol
@@ -117,8 +136,17 @@ async fn sync_tokens_survive_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_list_changes_reach_those_who_track_the_user() {
+    device_list_changes_reach_those_who_track_the_user_on(Backend::Redb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_list_changes_reach_those_who_track_the_user_on_postgres() {
+    device_list_changes_reach_those_who_track_the_user_on(Backend::postgres()).await;
+}
+
+async fn device_list_changes_reach_those_who_track_the_user_on(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), |_| {}).await;
+    let server = start_on(&backend, dir.path(), |_| {}).await;
     let anon = server.client();
     for u in ["dave", "erin", "frank"] {
         anon.register(u, &format!("pw-{u}-1")).await;
@@ -169,8 +197,17 @@ async fn device_list_changes_reach_those_who_track_the_user() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_data_and_filters() {
+    account_data_and_filters_on(Backend::Redb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_data_and_filters_on_postgres() {
+    account_data_and_filters_on(Backend::postgres()).await;
+}
+
+async fn account_data_and_filters_on(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), |_| {}).await;
+    let server = start_on(&backend, dir.path(), |_| {}).await;
     let anon = server.client();
     let gina = anon.register("gina", "pw-gina-1").await;
     let hank = anon.register("hank", "pw-hank-1").await;
@@ -352,8 +389,17 @@ fn password_auth(user: &str, password: &str, session: &Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_change_and_deactivation() {
+    password_change_and_deactivation_on(Backend::Redb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_change_and_deactivation_on_postgres() {
+    password_change_and_deactivation_on(Backend::postgres()).await;
+}
+
+async fn password_change_and_deactivation_on(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), |_| {}).await;
+    let server = start_on(&backend, dir.path(), |_| {}).await;
     let anon = server.client();
     anon.register("kate", "pw-kate-1").await;
     let (kate, _) = anon.login("kate", "pw-kate-1", Some("KMAIN")).await;
@@ -463,8 +509,17 @@ async fn to_device_bad_input_is_refused_with_errcodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_backup_versions_and_keys() {
+    key_backup_versions_and_keys_on(Backend::Redb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_backup_versions_and_keys_on_postgres() {
+    key_backup_versions_and_keys_on(Backend::postgres()).await;
+}
+
+async fn key_backup_versions_and_keys_on(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), |_| {}).await;
+    let server = start_on(&backend, dir.path(), |_| {}).await;
     let anon = server.client();
     let mia = anon.register("mia", "pw-mia-1").await;
     let other = anon.register("ned", "pw-ned-1").await;
@@ -578,8 +633,17 @@ async fn key_backup_versions_and_keys() {
 /// is a device-list change for the users who follow that account.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_log_device_ops_are_device_list_changes() {
+    account_log_device_ops_are_device_list_changes_on(Backend::Redb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_log_device_ops_are_device_list_changes_on_postgres() {
+    account_log_device_ops_are_device_list_changes_on(Backend::postgres()).await;
+}
+
+async fn account_log_device_ops_are_device_list_changes_on(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), |_| {}).await;
+    let server = start_on(&backend, dir.path(), |_| {}).await;
     let anon = server.client();
     let mut owner = common::Owner::new(41, &uid("olga"), &[common::SERVER_NAME]);
     let (s, v) = anon

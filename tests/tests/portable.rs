@@ -15,13 +15,15 @@ use roam_identity_core::{DeviceId, KeyCommitment, ServerName, UserId, b64};
 use roam_resolver::{NetworkResolver, Resolver, ResolverConfig, SystemClock};
 use roam_server::config::ServerConfig;
 use roam_server::portable::federation::HttpFederation;
-use roam_server::{AppState, RateLimits, RedbStore};
+use roam_server::{AppState, RateLimits};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 mod common;
-use common::{Owner, add_device, assert_err, enc, migration_step, move_to, now, verify_bundle};
+use common::{
+    Backend, Owner, add_device, assert_err, enc, migration_step, move_to, now, verify_bundle,
+};
 
 /// A homeserver of the test federation.
 struct Node {
@@ -30,6 +32,7 @@ struct Node {
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<std::io::Result<()>>>,
     dir: Option<tempfile::TempDir>,
+    backend: Backend,
 }
 
 impl Node {
@@ -43,8 +46,13 @@ impl Node {
     }
 }
 
-/// Starts one server per name, all knowing each other's addresses.
+/// Starts one server per name, all knowing each other's addresses, each on redb.
 async fn federation(names: &[&str]) -> Vec<Node> {
+    federation_on(names, |_| Backend::Redb).await
+}
+
+/// Starts one server per name on the store `backend` picks for it.
+async fn federation_on(names: &[&str], backend: impl Fn(&str) -> Backend) -> Vec<Node> {
     let mut listeners = Vec::new();
     let mut overrides = BTreeMap::new();
     for n in names {
@@ -54,29 +62,54 @@ async fn federation(names: &[&str]) -> Vec<Node> {
             ServerName::parse(n).unwrap(),
             url::Url::parse(&format!("http://{addr}")).unwrap(),
         );
-        listeners.push((n.to_string(), l, addr));
+        listeners.push((n.to_string(), l));
     }
     let mut nodes = Vec::new();
-    for (name, listener, addr) in listeners {
-        let dir = tempfile::tempdir().unwrap();
-        let sn = ServerName::parse(&name).unwrap();
-        let mut config = ServerConfig::for_server_name(sn.clone(), addr, dir.path().to_owned());
-        config.rate_limits = RateLimits::unlimited();
-        config.federation_overrides = overrides.clone();
-        let fed = HttpFederation::new(&config).unwrap();
-        let store = RedbStore::open_dir(dir.path()).unwrap();
-        let state = AppState::with_federation(config, Arc::new(store), Arc::new(fed)).unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(roam_server::run(listener, state, async move {
-            let _ = rx.await;
-        }));
-        nodes.push(Node {
-            name: sn,
-            base: format!("http://{addr}"),
-            shutdown: Some(tx),
-            handle: Some(handle),
-            dir: Some(dir),
-        });
+    for (name, listener) in listeners {
+        let backend = backend(&name);
+        nodes.push(start_node(&name, listener, backend, &overrides).await);
+    }
+    nodes
+}
+
+/// Starts one server named `name` on `listener` and `backend`.
+async fn start_node(
+    name: &str,
+    listener: tokio::net::TcpListener,
+    backend: Backend,
+    overrides: &BTreeMap<ServerName, url::Url>,
+) -> Node {
+    let addr = listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sn = ServerName::parse(name).unwrap();
+    let mut config = ServerConfig::for_server_name(sn.clone(), addr, dir.path().to_owned());
+    config.rate_limits = RateLimits::unlimited();
+    config.federation_overrides = overrides.clone();
+    let fed = HttpFederation::new(&config).unwrap();
+    let store = backend.open(dir.path()).await;
+    let state = AppState::with_federation(config, store, Arc::new(fed)).unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(roam_server::run(listener, state, async move {
+        let _ = rx.await;
+    }));
+    Node {
+        name: sn,
+        base: format!("http://{addr}"),
+        shutdown: Some(tx),
+        handle: Some(handle),
+        dir: Some(dir),
+        backend,
+    }
+}
+
+/// Two nodes of one homeserver (`a.test`) on one PostgreSQL database, as behind a load
+/// balancer.
+async fn two_nodes_one_database() -> Vec<Node> {
+    let backend = Backend::postgres();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        nodes.push(start_node("a.test", l, backend.clone(), &BTreeMap::new()).await);
     }
     nodes
 }
@@ -201,7 +234,18 @@ fn resolver(nodes: &[&Node]) -> NetworkResolver {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_login_device_and_bundle() {
-    let nodes = federation(&["a.test"]).await;
+    create_login_device_and_bundle_on(federation(&["a.test"]).await).await;
+}
+
+/// The portable log commit path (register with a log, key login, devices signed into the
+/// log, bundles) on a PostgreSQL store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_login_device_and_bundle_on_postgres() {
+    let nodes = federation_on(&["a.test"], |_| Backend::postgres()).await;
+    create_login_device_and_bundle_on(nodes).await;
+}
+
+async fn create_login_device_and_bundle_on(nodes: Vec<Node>) {
     let a = &nodes[0];
     let mut alice = Owner::new(1, "@alice:a.test", &["a.test"]);
     let did = alice.did();
@@ -495,7 +539,17 @@ async fn bad_input_gets_documented_errcodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_with_old_server_up_then_down() {
-    let mut nodes = federation(&["a.test", "b.test"]).await;
+    migrate_with_old_server_up_then_down_on(federation(&["a.test", "b.test"]).await).await;
+}
+
+/// The same migration with both servers on PostgreSQL (one database each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_with_old_server_up_then_down_on_postgres() {
+    let nodes = federation_on(&["a.test", "b.test"], |_| Backend::postgres()).await;
+    migrate_with_old_server_up_then_down_on(nodes).await;
+}
+
+async fn migrate_with_old_server_up_then_down_on(mut nodes: Vec<Node>) {
     let mut alice = Owner::new(10, "@alice:a.test", &["a.test"]);
     let did = alice.did();
     assert_eq!(register(&nodes[0], &alice, "alice").await.0, 200);
@@ -817,8 +871,8 @@ async fn restart(old: &mut Node) -> Node {
     let mut config = ServerConfig::for_server_name(old.name.clone(), addr, path.clone());
     config.rate_limits = RateLimits::unlimited();
     let fed = HttpFederation::new(&config).unwrap();
-    let store = RedbStore::open_dir(&path).unwrap();
-    let state = AppState::with_federation(config, Arc::new(store), Arc::new(fed)).unwrap();
+    let store = old.backend.open(&path).await;
+    let state = AppState::with_federation(config, store, Arc::new(fed)).unwrap();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(roam_server::run(listener, state, async move {
         let _ = rx.await;
@@ -829,6 +883,7 @@ async fn restart(old: &mut Node) -> Node {
         shutdown: Some(tx),
         handle: Some(handle),
         dir: Some(dir),
+        backend: old.backend.clone(),
     }
 }
 
@@ -886,4 +941,76 @@ async fn password_account_adopts_a_did() {
             UserId::parse("@carola:a.test").unwrap()
         ]
     );
+}
+
+/// Consecutive requests of one client hit different nodes: UIA started on one is finished on
+/// the other, a login challenge issued by one is redeemed on the other (once), tokens work
+/// everywhere, and both nodes sign with the one server key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_uia_logins_and_keys() {
+    let mut nodes = two_nodes_one_database().await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let (_, ka) = get(a, "/_matrix/key/v2/server").await;
+    let (_, kb) = get(b, "/_matrix/key/v2/server").await;
+    assert_eq!(ka["verify_keys"], kb["verify_keys"]);
+
+    // UIA: the 401 (and its session) from node a, the stage answered on node b.
+    let body = json!({"username": "bob", "password": "pw-bob"});
+    let (s, r) = post(a, "/_matrix/client/v3/register", body.clone()).await;
+    assert_eq!(s, 401, "{r}");
+    let session = r["session"].as_str().unwrap().to_owned();
+    let mut done = body.clone();
+    done["auth"] = json!({"type": "m.login.dummy", "session": session});
+    let (s, r) = post(b, "/_matrix/client/v3/register", done.clone()).await;
+    assert_eq!(s, 200, "{r}");
+    let token = r["access_token"].as_str().unwrap().to_owned();
+    // The session is single-use on every node.
+    done["username"] = json!("carl");
+    let (s, r) = post(a, "/_matrix/client/v3/register", done).await;
+    assert_err(&(s, r), 400, "M_UNKNOWN");
+    let whoami = |node: &Node, token: String| {
+        let url = format!("{}/_matrix/client/v3/account/whoami", node.base);
+        async move { call(reqwest::Method::GET, url, None, Some(&token)).await }
+    };
+    let (s, r) = whoami(a, token.clone()).await;
+    assert_eq!((s, r["user_id"].as_str()), (200, Some("@bob:a.test")));
+
+    // Password login on b, the token used on a.
+    let (s, r) = post(
+        b,
+        "/_matrix/client/v3/login",
+        json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "bob"},
+               "password": "pw-bob"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    let (s, _) = whoami(a, r["access_token"].as_str().unwrap().to_owned()).await;
+    assert_eq!(s, 200);
+
+    // Key login: the challenge from a, the signed answer to b; a replay on a fails.
+    let alice = Owner::new(1, "@alice:a.test", &["a.test"]);
+    let (s, r) = register(a, &alice, "alice").await;
+    assert_eq!(s, 200, "{r}");
+    let (s, c) = post(
+        a,
+        "/_roam/v1/login/challenge",
+        json!({"user_id": "@alice:a.test"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{c}");
+    let challenge = c["challenge"].as_str().unwrap();
+    let msg = login_message(challenge, &a.name, &UserId::parse("@alice:a.test").unwrap());
+    let login = json!({
+        "type": "m.login.roam.key",
+        "identifier": {"type": "m.id.user", "user": "@alice:a.test"},
+        "challenge": challenge,
+        "signature": b64::encode(&alice.update.sign(&msg).to_bytes()),
+    });
+    let (s, r) = post(b, "/_matrix/client/v3/login", login.clone()).await;
+    assert_eq!(s, 200, "{r}");
+    let (s, r) = post(a, "/_matrix/client/v3/login", login).await;
+    assert_err(&(s, r), 403, "M_FORBIDDEN");
+    for n in nodes.iter_mut() {
+        n.stop().await;
+    }
 }

@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{C, SERVER_NAME, assert_err, cross_signing_key, cs_key_id, device_keys, start};
+use common::{
+    Backend, C, SERVER_NAME, assert_err, cross_signing_key, cs_key_id, device_keys, start, start_on,
+};
 use ed25519_dalek::SigningKey;
 use roam_identity_core::{KeyId, VerifyingKey, b64, signed};
 use roam_server::config::RateLimit;
@@ -29,8 +31,17 @@ fn check_server_keys(doc: &Value) -> (String, String) {
 
 #[tokio::test]
 async fn every_flow_then_restart() {
+    every_flow_then_restart_on(Backend::Redb).await;
+}
+
+#[tokio::test]
+async fn every_flow_then_restart_on_postgres() {
+    every_flow_then_restart_on(Backend::postgres()).await;
+}
+
+async fn every_flow_then_restart_on(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), |_| {}).await;
+    let server = start_on(&backend, dir.path(), |_| {}).await;
     let anon = server.client();
 
     let (s, keys_before) = anon.get("/_matrix/key/v2/server").await;
@@ -258,7 +269,7 @@ async fn every_flow_then_restart() {
 
     // Restart on the same data directory.
     server.stop().await;
-    let server = start(dir.path(), |_| {}).await;
+    let server = start_on(&backend, dir.path(), |_| {}).await;
     let anon = server.client();
     let alice1 = alice1.clone_to(&server.base);
     let alice2 = alice2.clone_to(&server.base);

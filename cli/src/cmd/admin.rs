@@ -1,14 +1,19 @@
-//! `roam admin`: maintenance on a data directory. It opens the redb file directly, which
-//! redb allows to one process at a time: stop `roam serve` first (the command says so if
-//! the file is busy).
+//! `roam admin`: maintenance on a data directory or a PostgreSQL store. It opens the redb
+//! file directly, which redb allows to one process at a time: stop `roam serve` first (the
+//! command says so if the file is busy). With `--database-url` it works on PostgreSQL while
+//! the servers keep running.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use roam_server::config::DEFAULT_DATA_DIR;
 use roam_server::secrets;
-use roam_server::store::{RegistrationToken, Store};
+use roam_server::store::copy::copy_redb_to_postgres;
+use roam_server::store::{PgStore, RegistrationToken, Store};
+
+use super::common::Progress;
 use roam_server::{RedbStore, StoreError};
 
 #[derive(Debug, Args)]
@@ -24,6 +29,16 @@ enum AdminCommand {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Copy a redb data directory into PostgreSQL, verifying every account log on the way.
+    /// Stop `roam serve` first; if interrupted, run it again: it resumes.
+    MigrateStore {
+        /// The data directory to copy (its roam.redb).
+        #[arg(long)]
+        from: PathBuf,
+        /// postgres://user:password@host:port/database to copy into (the schema is created).
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -31,6 +46,9 @@ struct DataDir {
     /// The server's data directory.
     #[arg(long, env = "ROAM_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
+    /// The server's PostgreSQL store (postgres://…) instead of the data directory.
+    #[arg(long, env = "ROAM_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -62,18 +80,38 @@ enum TokenCommand {
     },
 }
 
-fn open(dir: &DataDir) -> anyhow::Result<RedbStore> {
-    match RedbStore::open_dir(&dir.data_dir) {
+fn open(dir: &DataDir) -> anyhow::Result<Arc<dyn Store>> {
+    open_store(&dir.data_dir, dir.database_url.as_deref(), 2)
+}
+
+/// Opens the configured store: PostgreSQL when a `database_url` is given, otherwise redb in
+/// `data_dir`.
+pub fn open_store(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    pool_size: u32,
+) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(url) = database_url {
+        let store = PgStore::connect(url, pool_size)
+            .with_context(|| format!("opening the store at {}", PgStore::redacted(url)))?;
+        return Ok(Arc::new(store));
+    }
+    match RedbStore::open_dir(data_dir) {
         Err(StoreError::Locked) => anyhow::bail!(
             "{} is in use by a running roam server; stop it, run this command, then start it again",
-            dir.data_dir.display()
+            data_dir.display()
         ),
-        other => other.with_context(|| format!("opening the store in {}", dir.data_dir.display())),
+        other => Ok(Arc::new(other.with_context(|| {
+            format!("opening the store in {}", data_dir.display())
+        })?)),
     }
 }
 
 pub fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let AdminCommand::Token { command } = args.command;
+    let command = match args.command {
+        AdminCommand::Token { command } => command,
+        AdminCommand::MigrateStore { from, to } => return migrate_store(&from, &to),
+    };
     match command {
         TokenCommand::Create {
             dir,
@@ -136,5 +174,45 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             println!("revoked {token}");
         }
     }
+    Ok(())
+}
+
+/// `roam admin migrate-store`: copies the redb store in `from` into PostgreSQL at `to`.
+fn migrate_store(from: &Path, to: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        from.join("roam.redb").is_file(),
+        "{} has no roam.redb: not a roam data directory",
+        from.display()
+    );
+    let source = match RedbStore::open_dir(from) {
+        Err(StoreError::Locked) => anyhow::bail!(
+            "{} is in use by a running roam server; stop it first",
+            from.display()
+        ),
+        other => other.with_context(|| format!("opening the store in {}", from.display()))?,
+    };
+    let target = PgStore::connect(to, 4)
+        .with_context(|| format!("opening the store at {}", PgStore::redacted(to)))?;
+    let mut bar: Option<Progress> = None;
+    let mut progress = |what: &str, _done: u64, total: u64| {
+        bar.get_or_insert_with(|| Progress::bar(total, "copying"))
+            .step(what);
+    };
+    let report = copy_redb_to_postgres(
+        &source,
+        &target,
+        roam_server::state::now_ms(),
+        &mut progress,
+    )
+    .context("copying the store")?;
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    println!(
+        "copied {} rows into {}; {} account logs verified",
+        report.rows,
+        PgStore::redacted(to),
+        report.logs_verified
+    );
     Ok(())
 }

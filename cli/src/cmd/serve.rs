@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::common::shutdown_signal;
 use roam_server::config::{self, FileConfig, Overrides};
-use roam_server::{AppState, RedbStore, RegistrationMode, StoreError};
+use roam_server::{AppState, RegistrationMode};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -24,6 +24,10 @@ pub struct ServeArgs {
     /// Directory of the redb database (default: ./.roam-data).
     #[arg(long, env = "ROAM_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// postgres://user:password@host:port/database: keep the store in PostgreSQL (several
+    /// `roam serve` nodes may share it) instead of redb in the data directory.
+    #[arg(long, env = "ROAM_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// Base URL clients should use, for /.well-known/matrix/client.
     #[arg(long, env = "ROAM_PUBLIC_BASE_URL")]
     public_base_url: Option<String>,
@@ -37,8 +41,9 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs, global: &super::GlobalArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ROAM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn")),
+            tracing_subscriber::EnvFilter::try_from_env("ROAM_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,tower_http=warn,sqlx=warn")
+            }),
         )
         .init();
     let file = match &args.config {
@@ -51,6 +56,7 @@ pub fn run(args: ServeArgs, global: &super::GlobalArgs) -> anyhow::Result<()> {
             server_name: args.server_name,
             listen: args.listen,
             data_dir: args.data_dir,
+            database_url: args.database_url,
             public_base_url: args.public_base_url,
             registration: args.registration,
             federation_overrides: global
@@ -61,20 +67,14 @@ pub fn run(args: ServeArgs, global: &super::GlobalArgs) -> anyhow::Result<()> {
             allow_private_fetch: global.allow_private_fetch,
         },
     )?;
-    let store = match RedbStore::open_dir(&config.data_dir) {
-        Err(StoreError::Locked) => {
-            anyhow::bail!(
-                "{} is in use by another roam process",
-                config.data_dir.display()
-            )
-        }
-        other => {
-            other.with_context(|| format!("opening the store in {}", config.data_dir.display()))?
-        }
-    };
+    let store = super::admin::open_store(
+        &config.data_dir,
+        config.database_url.as_deref(),
+        config.database_pool_size,
+    )?;
     let federation = roam_server::portable::federation::HttpFederation::new(&config)
         .context("building the server-to-server HTTP client")?;
-    let state = AppState::with_federation(config.clone(), Arc::new(store), Arc::new(federation))?;
+    let state = AppState::with_federation(config.clone(), store, Arc::new(federation))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -106,9 +106,15 @@ fn banner(config: &roam_server::ServerConfig, addr: std::net::SocketAddr, key_id
         "roam: homeserver {} listening on http://{addr}",
         config.server_name
     );
+    let data = match &config.database_url {
+        Some(url) => format!(
+            "PostgreSQL at {}",
+            roam_server::store::PgStore::redacted(url)
+        ),
+        None => config.data_dir.display().to_string(),
+    };
     println!(
-        "      data in {}, server key {key_id}, registration {}",
-        config.data_dir.display(),
+        "      data in {data}, server key {key_id}, registration {}",
         config.registration
     );
     let edge = &config.edge;

@@ -6,10 +6,16 @@
 //! challenge on first use makes a replay fail even on the same server.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use roam_identity_core::login::{self, LoginSignatureError};
 use roam_identity_core::{Millis, ServerName, UserId, VerifyingKey, b64};
+use serde_json::json;
+
+use crate::store::{SharedCaps, SharedEntry, Store};
+
+/// The `kind` of challenges in a shared store.
+const SHARED_KIND: &str = "login_challenge";
 
 /// How long a challenge may be answered.
 pub const CHALLENGE_TTL_MS: Millis = 2 * 60 * 1000;
@@ -35,6 +41,9 @@ pub enum ChallengeError {
     BadSignature,
     #[error("too many outstanding login challenges; try again shortly")]
     Busy,
+    /// The shared store (several nodes) failed; the cause is logged.
+    #[error("login challenges are unavailable: {0}")]
+    Store(String),
 }
 
 #[derive(Debug)]
@@ -45,13 +54,73 @@ struct Pending {
     expires_at: Millis,
 }
 
-/// Outstanding challenges, in memory: a restart invalidates them, which only costs a retry.
+/// Outstanding challenges, in memory (a restart invalidates them, which only costs a retry),
+/// or in the store when several nodes share it, so that the node that redeems a challenge
+/// need not be the one that issued it.
 #[derive(Debug, Default)]
 pub struct Challenges {
     pending: Mutex<HashMap<String, Pending>>,
+    shared: Option<Arc<dyn Store>>,
 }
 
 impl Challenges {
+    /// Challenges kept in `store` when it is shared by several nodes, else in memory.
+    pub fn for_store(store: &Arc<dyn Store>) -> Self {
+        Self {
+            pending: Mutex::default(),
+            shared: store.is_shared().then(|| Arc::clone(store)),
+        }
+    }
+
+    /// Takes challenge `id` (single use), from memory or the shared store.
+    fn take(&self, challenge: &str, now: Millis) -> Result<Option<Pending>, ChallengeError> {
+        let Some(store) = &self.shared else {
+            let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            return Ok(map.remove(challenge));
+        };
+        let value = store
+            .shared_take(SHARED_KIND, challenge, now)
+            .map_err(|e| ChallengeError::Store(e.to_string()))?;
+        let Some(value) = value else { return Ok(None) };
+        let user_id = value["user_id"]
+            .as_str()
+            .and_then(|u| UserId::parse(u).ok())
+            .ok_or(ChallengeError::Unknown)?;
+        Ok(Some(Pending {
+            user_id,
+            client: value["client"].as_str().unwrap_or_default().to_owned(),
+            expires_at: value["expires_at"].as_u64().unwrap_or(0),
+        }))
+    }
+
+    fn issue_shared(
+        store: &dyn Store,
+        user_id: &UserId,
+        client: &str,
+        challenge: &str,
+        expires_at: Millis,
+        now: Millis,
+    ) -> Result<(), ChallengeError> {
+        let entry = SharedEntry {
+            kind: SHARED_KIND,
+            id: challenge.to_owned(),
+            value: json!({"user_id": user_id, "client": client, "expires_at": expires_at}),
+            expires_at,
+            owner: user_id.to_string(),
+            client: client.to_owned(),
+        };
+        let caps = SharedCaps {
+            per_owner_client: MAX_PER_USER,
+            per_client: MAX_PER_CLIENT,
+            total: MAX_OUTSTANDING,
+        };
+        match store.shared_insert_capped(entry, caps, now) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ChallengeError::Busy),
+            Err(e) => Err(ChallengeError::Store(e.to_string())),
+        }
+    }
+
     /// Issues a challenge for `user_id` to the client at `client` (its address); `random`
     /// is 32 fresh random bytes from the caller. The challenge is only ever returned to
     /// that client.
@@ -70,6 +139,10 @@ impl Challenges {
     ) -> Result<(String, Millis), ChallengeError> {
         let challenge = b64::encode(&random);
         let expires_at = now + CHALLENGE_TTL_MS;
+        if let Some(store) = &self.shared {
+            Self::issue_shared(store.as_ref(), user_id, client, &challenge, expires_at, now)?;
+            return Ok((challenge, expires_at));
+        }
         let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, p| p.expires_at > now);
         let from_client = map.values().filter(|p| p.client == client).count();
@@ -97,9 +170,10 @@ impl Challenges {
 
     /// Forgets a challenge without checking anything (the login failed before the proof
     /// could be checked): a challenge is single-use whatever the outcome.
-    pub fn discard(&self, challenge: &str) {
-        let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(challenge);
+    pub fn discard(&self, challenge: &str, now: Millis) {
+        if let Err(e) = self.take(challenge, now) {
+            tracing::warn!(error = %e, "discarding a login challenge failed");
+        }
     }
 
     /// Consumes `challenge` (whatever the outcome, so a wrong guess cannot be retried) and
@@ -113,10 +187,7 @@ impl Challenges {
         key: &VerifyingKey,
         now: Millis,
     ) -> Result<(), ChallengeError> {
-        let pending = {
-            let mut map = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            map.remove(challenge).ok_or(ChallengeError::Unknown)?
-        };
+        let pending = self.take(challenge, now)?.ok_or(ChallengeError::Unknown)?;
         if pending.expires_at <= now {
             return Err(ChallengeError::Unknown);
         }

@@ -11,7 +11,7 @@ use roam_identity_core::{Did, Millis, ServerName, UserId, attestation};
 use roam_vc::BindingCredential;
 use serde_json::Value;
 
-use super::challenge::Challenges;
+use super::challenge::{ChallengeError, Challenges};
 use super::federation::Federation;
 use super::group::GroupCommit;
 use super::oprate::OpRateLimiter;
@@ -109,12 +109,12 @@ impl Portable {
         federation: Arc<dyn Federation>,
     ) -> Self {
         Self {
+            challenges: Challenges::for_store(db.store()),
             db,
             server: config.server_name.clone(),
             signer,
             metrics,
             federation,
-            challenges: Challenges::default(),
             op_limits: OpRateLimiter::new(config.op_limits),
             locks: DidLocks::default(),
             group: GroupCommit::default(),
@@ -408,7 +408,7 @@ impl Portable {
         let log = match self.hosted_log(user_id).await? {
             Ok(Some(log)) => log,
             other => {
-                self.challenges.discard(&challenge);
+                self.challenges.discard(&challenge, now_ms());
                 return Err(match other {
                     Err(e) => e.into(),
                     _ => AppError::Forbidden("Invalid username or key signature".into()),
@@ -424,7 +424,10 @@ impl Portable {
                 &log.state.update_key,
                 now_ms(),
             )
-            .map_err(|e| AppError::Forbidden(format!("Key login failed: {e}")))?;
+            .map_err(|e| match e {
+                ChallengeError::Store(message) => AppError::Internal(message),
+                e => AppError::Forbidden(format!("Key login failed: {e}")),
+            })?;
         Metrics::add(&self.metrics.key_logins, 1);
         Ok(())
     }

@@ -50,6 +50,7 @@ pub async fn register(
         .limiters()
         .register_per_ip
         .check(ip.key())
+        .await
         .map_err(|retry_after_ms| AppError::LimitExceeded { retry_after_ms })?;
     let fields = RegisterFields::parse(&body)?;
     let requested = match opt_string(&body.username, "username")? {
@@ -477,6 +478,7 @@ pub async fn login(
         .limiters()
         .login_per_ip
         .check(ip.key())
+        .await
         .map_err(|retry_after_ms| AppError::LimitExceeded { retry_after_ms })?;
     let refresh = bool_field(body.rest.get("refresh_token"), "refresh_token")?;
     let rest = Value::Object(body.rest);
@@ -494,6 +496,7 @@ pub async fn login(
         .limiters()
         .login_per_account
         .check(user_id.as_str())
+        .await
         .map_err(|retry_after_ms| AppError::LimitExceeded { retry_after_ms })?;
     match password {
         Some(password) => {

@@ -95,9 +95,9 @@ pub async fn limit_writes(
         Metrics::add(&state.metrics().requests_rate_limited, 1);
         AppError::LimitExceeded { retry_after_ms }
     };
-    limiters.write_per_ip.check(&key).map_err(over)?;
+    limiters.write_per_ip.check(&key).await.map_err(over)?;
     if client.is_some_and(|rest| checks_password(&method, rest)) {
-        limiters.uia_per_ip.check(&key).map_err(over)?;
+        limiters.uia_per_ip.check(&key).await.map_err(over)?;
     }
     let resp = next.run(req).await;
     // A write may be news for a waiting `/sync` (a to-device message, new keys, account

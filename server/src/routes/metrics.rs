@@ -35,7 +35,37 @@ pub async fn endpoint(State(state): State<AppState>) -> Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        state.metrics().render(),
+        state.metrics().render() + &pool_metrics(state.store().pool_stats()),
     )
         .into_response()
+}
+
+/// The connection pool's gauges, when the store has a pool (PostgreSQL).
+fn pool_metrics(stats: Option<crate::store::PoolStats>) -> String {
+    let Some(p) = stats else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for (name, help, v) in [
+        (
+            "roam_db_pool_connections",
+            "Open connections to the database.",
+            p.size,
+        ),
+        (
+            "roam_db_pool_idle_connections",
+            "Open connections not in use.",
+            p.idle,
+        ),
+        (
+            "roam_db_pool_max_connections",
+            "The most connections this node opens.",
+            p.max,
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
+        ));
+    }
+    out
 }

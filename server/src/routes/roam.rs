@@ -16,6 +16,7 @@ use crate::error::AppError;
 use crate::extract::{
     Authenticated, ClientIp, MatrixJson, PathParam, QueryParams, RawBody, from_body_value,
 };
+use crate::portable::challenge::ChallengeError;
 use crate::portable::commit::AccountMode;
 use crate::portable::migrate::MigrateRequest;
 use crate::routes::long_poll::{long_poll, timeout_param};
@@ -24,11 +25,12 @@ use crate::state::AppState;
 use crate::store::{AccountRef, Served, ServedKind};
 
 /// The per-IP registration limit, shared by every way an account or a DID arrives.
-fn register_limit(state: &AppState, ip: &ClientIp) -> Result<(), AppError> {
+async fn register_limit(state: &AppState, ip: &ClientIp) -> Result<(), AppError> {
     state
         .limiters()
         .register_per_ip
         .check(ip.key())
+        .await
         .map_err(|retry_after_ms| AppError::LimitExceeded { retry_after_ms })
 }
 
@@ -196,7 +198,7 @@ pub async fn post_ops(
     }
     let d = did.clone();
     if state.db(move |s| s.log_summary(&d)).await?.is_none() {
-        register_limit(&state, &ip)?;
+        register_limit(&state, &ip).await?;
     }
     state
         .portable()
@@ -336,13 +338,17 @@ pub async fn login_challenge(
         .limiters()
         .challenge_per_ip
         .check(ip.key())
+        .await
         .map_err(|retry_after_ms| AppError::LimitExceeded { retry_after_ms })?;
     let (challenge, expires_at) = state
         .portable()
         .challenges
         .issue(&user, ip.key(), random, now_ms())
-        .map_err(|_| AppError::LimitExceeded {
-            retry_after_ms: 1000,
+        .map_err(|e| match e {
+            ChallengeError::Store(message) => AppError::Internal(message),
+            _ => AppError::LimitExceeded {
+                retry_after_ms: 1000,
+            },
         })?;
     Ok(Json(
         json!({"challenge": challenge, "expires_at": expires_at}),
@@ -360,7 +366,7 @@ pub async fn adopt_did(
     auth: Authenticated,
     RawBody(body): RawBody,
 ) -> Result<Json<Value>, AppError> {
-    register_limit(&state, &ip)?;
+    register_limit(&state, &ip).await?;
     let ops = ops_body(&body)?;
     let first = ops
         .first()
@@ -393,7 +399,7 @@ pub async fn start_migration(
     ip: ClientIp,
     RawBody(body): RawBody,
 ) -> Result<Json<Value>, AppError> {
-    register_limit(&state, &ip)?;
+    register_limit(&state, &ip).await?;
     let value = strict_json(&body)?;
     let req: MigrateRequest = from_body_value(value)?;
     let token = migration_gate(&state, &req).await?;
@@ -537,7 +543,7 @@ pub async fn device_plane_import(
     ip: ClientIp,
     MatrixJson(body): MatrixJson<Value>,
 ) -> Result<Json<Value>, AppError> {
-    register_limit(&state, &ip)?;
+    register_limit(&state, &ip).await?;
     let out = state.portable().import_device_plane(body).await?;
     state.wake_sync();
     Ok(Json(out))

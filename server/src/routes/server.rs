@@ -31,9 +31,16 @@ pub async fn well_known_client(State(state): State<AppState>) -> Json<Value> {
     Json(json!({"m.homeserver": {"base_url": state.config().public_base_url}}))
 }
 
-/// `GET /health`: the process is up and its store answers.
+/// `GET /health`: the process is up and its store answers (for PostgreSQL: the database is
+/// reachable and the schema readable), so a load balancer takes a node whose database is
+/// gone out of rotation.
 pub async fn health(State(state): State<AppState>) -> Result<&'static str, AppError> {
-    state.db(|s| s.key_change_position()).await?;
+    state
+        .db(|s| {
+            s.ping()?;
+            s.key_change_position()
+        })
+        .await?;
     Ok("OK")
 }
 

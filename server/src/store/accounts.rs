@@ -9,13 +9,13 @@ use serde_json::Value;
 
 use super::carry::CarryStore;
 use super::device_plane::DevicePlaneStore;
-use super::error::StoreResult;
+use super::error::{StoreError, StoreResult};
 use super::key_backup::KeyBackupStore;
 use super::logs::LogStore;
 use super::records::{
     Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,
-    OldServerKey, OneTimeKey, RefreshedTokens, RegistrationToken, ServerKeyRecord, SigningSnapshot,
-    TokenOwner,
+    OldServerKey, OneTimeKey, RefreshedTokens, RegistrationToken, ServerKeyRecord, SharedCaps,
+    SharedEntry, SigningSnapshot, TokenOwner,
 };
 
 /// The durable state of one homeserver.
@@ -150,4 +150,65 @@ pub trait Store:
     fn registration_token(&self, token: &str) -> StoreResult<Option<RegistrationToken>>;
     /// Deletes a token; `NotFound` if it did not exist.
     fn revoke_registration_token(&self, token: &str) -> StoreResult<()>;
+
+    // --- operations ---
+
+    /// Checks that the database answers (`/health`). An embedded store always does.
+    fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+    /// How busy the connection pool is, for a store that has one.
+    fn pool_stats(&self) -> Option<super::pg_database::PoolStats> {
+        None
+    }
+
+    // --- short-lived state shared by several nodes ---
+
+    /// True when several server processes may share this store (PostgreSQL): UIA sessions
+    /// and key-login challenges then live here (the methods below) instead of in one
+    /// process's memory.
+    fn is_shared(&self) -> bool {
+        false
+    }
+    /// Stores (or replaces) an entry.
+    fn shared_put(&self, _entry: SharedEntry) -> StoreResult<()> {
+        Err(StoreError::Unsupported("shared node state"))
+    }
+    /// Stores a new entry within `caps` (counting live entries of its kind): false, and
+    /// nothing written, when the client or the total is at its cap.
+    fn shared_insert_capped(
+        &self,
+        _entry: SharedEntry,
+        _caps: SharedCaps,
+        _now: Millis,
+    ) -> StoreResult<bool> {
+        Err(StoreError::Unsupported("shared node state"))
+    }
+    /// The live entry (`None` when missing or expired at `now`).
+    fn shared_get(&self, _kind: &str, _id: &str, _now: Millis) -> StoreResult<Option<Value>> {
+        Err(StoreError::Unsupported("shared node state"))
+    }
+    /// Removes the entry and returns it if it was live (single use: of two nodes taking it
+    /// at once, one gets it).
+    fn shared_take(&self, _kind: &str, _id: &str, _now: Millis) -> StoreResult<Option<Value>> {
+        Err(StoreError::Unsupported("shared node state"))
+    }
+    /// Takes one token from the bucket `key` of the rate limit `limiter` (`burst` tokens,
+    /// refilled at `per_second`), which every node counts against, timed by the store's
+    /// clock: `Ok(Err(ms))` says how long until one is available.
+    fn shared_take_token(
+        &self,
+        _limiter: &str,
+        _key: &str,
+        _per_second: f64,
+        _burst: u32,
+    ) -> StoreResult<Result<(), u64>> {
+        Err(StoreError::Unsupported("shared node state"))
+    }
+    /// Tells the other nodes that something a waiting `/sync` may want was written; returns
+    /// at once. Nothing to do for a store of one process.
+    fn announce_write(&self) {}
+    /// Calls `wake` whenever another node announces a write, for as long as the store lives.
+    /// Nothing to do for a store of one process.
+    fn on_remote_writes(&self, _wake: std::sync::Arc<dyn Fn() + Send + Sync>) {}
 }

@@ -53,6 +53,10 @@ pub enum StoreError {
     /// A row names another row that is missing.
     #[error("stored data is corrupt: {what} names a missing row")]
     Dangling { what: &'static str },
+    /// This backend does not keep that kind of state (e.g. shared node state on redb,
+    /// where one process holds it in memory).
+    #[error("storage backend does not support {0}")]
+    Unsupported(&'static str),
     /// The data directory could not be created.
     #[error("storage backend failed: cannot create {}: {source}", path.display())]
     CreateDir {

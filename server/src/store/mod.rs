@@ -11,17 +11,35 @@
 //!
 //! Files: `accounts.rs` (the `Store` trait), [`logs`] (the `LogStore` trait and its
 //! records), [`device_plane`] (the `DevicePlaneStore` trait: to-device messages, account
-//! data, filters, profiles, sync positions), [`key_backup`] (the `KeyBackupStore` trait), [`carry`] (the `CarryStore` trait: a device plane exported and imported whole), `records.rs`, `error.rs`, `db.rs` (the async
-//! handle), [`tables`]; the redb implementation in `redb_database.rs` (the database,
-//! transactions, row encoding), `redb_store.rs`, `redb_logs.rs`, `redb_device_plane.rs`, `redb_key_backup.rs` and `redb_carry.rs`. This file only names them.
+//! data, filters, profiles, sync positions), [`key_backup`] (the `KeyBackupStore` trait),
+//! [`carry`] (the `CarryStore` trait: a device plane exported and imported whole),
+//! `records.rs`, `error.rs`, `db.rs` (the async handle), [`tables`]; the redb
+//! implementation in `redb_database.rs` (the database, transactions, row encoding),
+//! `redb_store.rs`, `redb_logs.rs`, `redb_device_plane.rs`, `redb_key_backup.rs` and
+//! `redb_carry.rs`; the PostgreSQL implementation (several nodes on one database) in
+//! `pg_database.rs` (pool, migrations in `pg/`, serializable transactions), `pg_store.rs`,
+//! `pg_logs.rs`, `pg_device_plane.rs`, `pg_key_backup.rs`, `pg_carry.rs`, `pg_served.rs` (the
+//! verify-on-write answers), `pg_shared.rs` (UIA sessions and login challenges shared by
+//! nodes) and `pg_nodes.rs` (rate-limit buckets shared by nodes, write announcements by
+//! LISTEN/NOTIFY); [`copy`] moves a redb store into PostgreSQL. This file only names them.
 
 mod accounts;
 pub mod carry;
+pub mod copy;
 mod db;
 pub mod device_plane;
 mod error;
 pub mod key_backup;
 pub mod logs;
+mod pg_carry;
+mod pg_database;
+mod pg_device_plane;
+mod pg_key_backup;
+mod pg_logs;
+mod pg_nodes;
+mod pg_served;
+mod pg_shared;
+mod pg_store;
 mod records;
 mod redb_carry;
 mod redb_database;
@@ -41,9 +59,10 @@ pub use logs::{
     AccountRef, EvidenceCap, ExportedOp, LogCommit, LogStore, LogSummary, OpWindowUpdate, Served,
     ServedKind, ServedViews,
 };
+pub use pg_database::{PgStore, PoolStats};
 pub use records::{
     Account, CrossSigningKind, Device, KeySignature, KeysUpload, NewAccount, NewSession,
-    OldServerKey, OneTimeKey, RefreshedTokens, RegistrationToken, ServerKeyRecord, SigningSnapshot,
-    TokenOwner,
+    OldServerKey, OneTimeKey, RefreshedTokens, RegistrationToken, ServerKeyRecord, SharedCaps,
+    SharedEntry, SigningSnapshot, TokenOwner,
 };
 pub use redb_database::RedbStore;

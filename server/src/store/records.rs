@@ -167,3 +167,28 @@ pub struct RefreshedTokens {
     pub refresh_hash: [u8; 32],
     pub now: Millis,
 }
+
+/// Short-lived state that several server nodes share (a UIA session, a key-login
+/// challenge): one JSON value under (`kind`, `id`) until `expires_at`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedEntry {
+    pub kind: &'static str,
+    pub id: String,
+    pub value: Value,
+    pub expires_at: Millis,
+    /// Who it is for (a user ID), for per-owner caps; may be empty.
+    pub owner: String,
+    /// Who asked for it (a client address), for per-client caps; may be empty.
+    pub client: String,
+}
+
+/// Bounds on the live entries of one kind when inserting one more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedCaps {
+    /// Per (owner, client): a new entry retires the pair's oldest beyond this.
+    pub per_owner_client: usize,
+    /// Per client: beyond this a new entry is refused.
+    pub per_client: usize,
+    /// In all: beyond this a new entry is refused.
+    pub total: usize,
+}

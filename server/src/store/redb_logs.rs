@@ -30,25 +30,45 @@ fn summary_from_row(row: t::LogSummaryRow) -> StoreResult<LogSummary> {
             .collect::<StoreResult<_>>()?,
         deactivated: row.deactivated,
         updated_at: row.updated_at,
-        devices: row
-            .devices
-            .map(|d| {
-                d.iter()
-                    .map(|(id, [ed, curve])| {
-                        let key = |k: &str| {
-                            b64::decode_array::<32>(k).map_err(StoreError::corrupt("device key"))
-                        };
-                        Ok((
-                            DeviceId::parse(id).map_err(StoreError::corrupt("device ID"))?,
-                            DeviceKeys {
-                                ed25519: key(ed)?,
-                                curve25519: key(curve)?,
-                            },
-                        ))
-                    })
-                    .collect::<StoreResult<_>>()
+        devices: devices_from_row(row.devices)?,
+    })
+}
+
+/// The signed-in devices of a summary as stored: `device_id → [ed25519, curve25519]`
+/// (unpadded base64), the same in redb and PostgreSQL.
+pub(super) type DeviceRows = std::collections::BTreeMap<String, [String; 2]>;
+
+pub(super) fn devices_from_row(
+    rows: Option<DeviceRows>,
+) -> StoreResult<Option<std::collections::BTreeMap<DeviceId, DeviceKeys>>> {
+    rows.map(|d| {
+        d.iter()
+            .map(|(id, [ed, curve])| {
+                let key =
+                    |k: &str| b64::decode_array::<32>(k).map_err(StoreError::corrupt("device key"));
+                Ok((
+                    DeviceId::parse(id).map_err(StoreError::corrupt("device ID"))?,
+                    DeviceKeys {
+                        ed25519: key(ed)?,
+                        curve25519: key(curve)?,
+                    },
+                ))
             })
-            .transpose()?,
+            .collect::<StoreResult<_>>()
+    })
+    .transpose()
+}
+
+pub(super) fn devices_to_row(s: &LogSummary) -> Option<DeviceRows> {
+    s.devices.as_ref().map(|d| {
+        d.iter()
+            .map(|(id, k)| {
+                (
+                    id.to_string(),
+                    [b64::encode(&k.ed25519), b64::encode(&k.curve25519)],
+                )
+            })
+            .collect()
     })
 }
 
@@ -60,16 +80,7 @@ fn row_from_summary(s: &LogSummary) -> t::LogSummaryRow {
         user_ids: s.user_ids.iter().map(|x| x.to_string()).collect(),
         deactivated: s.deactivated,
         updated_at: s.updated_at,
-        devices: s.devices.as_ref().map(|d| {
-            d.iter()
-                .map(|(id, k)| {
-                    (
-                        id.to_string(),
-                        [b64::encode(&k.ed25519), b64::encode(&k.curve25519)],
-                    )
-                })
-                .collect()
-        }),
+        devices: devices_to_row(s),
     }
 }
 

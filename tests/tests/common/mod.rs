@@ -12,7 +12,8 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use roam_identity_core::{KeyId, ServerName, b64, signed};
 use roam_server::config::ServerConfig;
-use roam_server::{AppState, RateLimits, RedbStore, StoreError};
+use roam_server::store::PgStore;
+use roam_server::{AppState, RateLimits, RedbStore, Store, StoreError};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -28,18 +29,65 @@ pub struct TestServer {
     handle: JoinHandle<std::io::Result<()>>,
 }
 
+/// Which store a test server runs on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// redb in the server's directory.
+    Redb,
+    /// PostgreSQL at this URL (a database of the test's own).
+    Postgres(String),
+}
+
+impl Backend {
+    /// A fresh PostgreSQL database on the server `ROAM_TEST_DATABASE_URL` names (which
+    /// `scripts/test.sh` starts with scripts/pg.sh); fails with a message when it is unset.
+    pub fn postgres() -> Self {
+        let url = std::env::var("ROAM_TEST_DATABASE_URL").expect(
+            "ROAM_TEST_DATABASE_URL is not set: the PostgreSQL tests need a server; run \
+             `eval \"$(bash scripts/pg.sh start)\"` (scripts/test.sh does this)",
+        );
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!("roam_it_{}_{n}_{nanos}", std::process::id());
+        PgStore::create_database(&url, &name).unwrap();
+        Backend::Postgres(PgStore::url_with_database(&url, &name).unwrap())
+    }
+
+    /// Opens the store for a server whose directory is `dir`.
+    pub async fn open(&self, dir: &Path) -> Arc<dyn Store> {
+        match self {
+            Backend::Redb => Arc::new(open_store(dir).await),
+            Backend::Postgres(url) => Arc::new(PgStore::connect(url, 8).unwrap()),
+        }
+    }
+}
+
 /// Starts a server on `127.0.0.1:0` whose data lives in `dir`.
 pub async fn start(dir: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
-    start_with(dir, tweak, false).await
+    start_on(&Backend::Redb, dir, tweak).await
+}
+
+/// Starts a server on `127.0.0.1:0` on `backend` (redb files live in `dir`).
+pub async fn start_on(
+    backend: &Backend,
+    dir: &Path,
+    tweak: impl FnOnce(&mut ServerConfig),
+) -> TestServer {
+    start_with(backend, dir, tweak, false).await
 }
 
 /// [`start`] with a federation client (`HttpFederation`): the other servers it may reach are
 /// the `federation_overrides` that `tweak` sets.
 pub async fn start_federated(dir: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
-    start_with(dir, tweak, true).await
+    start_with(&Backend::Redb, dir, tweak, true).await
 }
 
 async fn start_with(
+    backend: &Backend,
     dir: &Path,
     tweak: impl FnOnce(&mut ServerConfig),
     federated: bool,
@@ -53,7 +101,7 @@ async fn start_with(
     );
     config.rate_limits = RateLimits::unlimited();
     tweak(&mut config);
-    let store = Arc::new(open_store(dir).await);
+    let store = backend.open(dir).await;
     let state = if federated {
         let fed = roam_server::portable::federation::HttpFederation::new(&config).unwrap();
         AppState::with_federation(config, store, Arc::new(fed)).unwrap()
