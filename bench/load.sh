@@ -37,7 +37,9 @@ DATA=$(mktemp -d)
 LOG="$DATA/server.log"
 STORE_ARGS=(--data-dir "$DATA/server")
 if [ "$STORE" = postgres ]; then
-  eval "$(bash scripts/pg.sh start)"
+  # An assignment, not `eval "$(…)"`: a cluster that does not start stops the run here.
+  pg_env=$(bash scripts/pg.sh start)
+  eval "$pg_env"
   DB="roam_bench_$$"
   PSQL=$(ls /usr/lib/postgresql/*/bin/psql | head -n 1)
   "$PSQL" -q "$ROAM_TEST_DATABASE_URL" -c "CREATE DATABASE $DB"

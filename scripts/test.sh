@@ -16,7 +16,9 @@ bash .ci/setup-node.sh
 # target/pg (scripts/pg.sh installs the Debian packages when missing), stopped and deleted on
 # exit (each test makes a database of its own).
 trap 'bash scripts/pg.sh discard' EXIT
-eval "$(bash scripts/pg.sh start)"
+# An assignment, not `eval "$(…)"`: a cluster that does not start stops the run here.
+pg_env=$(bash scripts/pg.sh start)
+eval "$pg_env"
 
 cargo test --workspace --locked "$@"
 
