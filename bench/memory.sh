@@ -36,6 +36,6 @@ for line in sys.stdin:
     did = json.loads(line)["did"]
     print(f"url = \"http://127.0.0.1:'"$PORT"'/_roam/v1/accounts/{did}\"\noutput = \"/dev/null\"")
 ' > "$DATA/urls"
-curl -sf --parallel --parallel-max 16 -K "$DATA/urls" || { echo "reading bundles failed" >&2; exit 1; }
+curl -sf --no-progress-meter --parallel --parallel-max 16 -K "$DATA/urls" || { echo "reading bundles failed" >&2; exit 1; }
 echo "after reading 2000 bundles:        $(rss $SERVER)"
 stop
