@@ -2,7 +2,6 @@
 //! (`redb_carry.rs`), each method one serializable transaction.
 
 use roam_identity_core::{DeviceId, Did, Millis, UserId};
-use serde_json::Value;
 use sqlx::{PgConnection, Row};
 
 use super::carry::{
@@ -13,8 +12,10 @@ use super::error::{StoreError, StoreResult};
 use super::key_backup::BackupVersion;
 use super::pg_database::{PgStore, bump_key_stream, to_i64};
 use super::pg_device_plane::put_account_data_in;
-use super::pg_key_backup::{create_in, current, save_counts, store_keys};
-use super::pg_store::{cross_signing_in, insert_signatures};
+use super::pg_key_backup::{
+    VERSION_COLUMNS, create_in, current, save_counts, store_keys, version_from_row,
+};
+use super::pg_store::{cross_signing_in, insert_signatures, write_cross_signing};
 use super::records::{KeySignature, OneTimeKey};
 use super::redb_database::{from_json, to_json};
 
@@ -208,17 +209,7 @@ async fn write_user(c: &mut PgConnection, user: &CarriedUser, now: Millis) -> St
     for dev in &user.devices {
         write_device(c, u, dev, now).await?;
     }
-    for (kind, key) in &user.cross_signing {
-        sqlx::query(
-            "INSERT INTO cross_signing_keys (user_id, kind, key) VALUES ($1, $2, $3) \
-             ON CONFLICT (user_id, kind) DO UPDATE SET key = excluded.key",
-        )
-        .bind(u)
-        .bind(kind.as_str())
-        .bind(to_json(key)?)
-        .execute(&mut *c)
-        .await?;
-    }
+    write_cross_signing(c, u, &user.cross_signing).await?;
     insert_signatures(c, &user.signatures).await?;
     bump_key_stream(c, u).await?;
     Ok(())
@@ -227,25 +218,18 @@ async fn write_user(c: &mut PgConnection, user: &CarriedUser, now: Millis) -> St
 /// Puts the keys into the live version with the same algorithm and `auth_data`, else into a
 /// new current version; returns the version and how many keys were new.
 async fn write_backup(c: &mut PgConnection, u: &str, b: &CarriedBackup) -> StoreResult<(u64, u64)> {
-    let rows = sqlx::query(
-        "SELECT version, algorithm, auth_data, etag, count FROM backup_versions \
-         WHERE user_id = $1 AND NOT deleted ORDER BY version",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT {VERSION_COLUMNS} FROM backup_versions WHERE user_id = $1 AND NOT deleted \
+         ORDER BY version"
+    ))
     .bind(u)
     .fetch_all(&mut *c)
     .await?;
     let mut same: Option<BackupVersion> = None;
-    for row in rows {
-        let auth: Value = from_json(row.try_get(2)?)?;
-        let algorithm: String = row.try_get(1)?;
-        if algorithm == b.algorithm && auth == b.auth_data {
-            same = Some(BackupVersion {
-                version: super::pg_database::to_u64(row.try_get(0)?)?,
-                algorithm,
-                auth_data: auth,
-                etag: super::pg_database::to_u64(row.try_get(3)?)?,
-                count: super::pg_database::to_u64(row.try_get(4)?)?,
-            });
+    for row in &rows {
+        let v = version_from_row(row)?;
+        if v.algorithm == b.algorithm && v.auth_data == b.auth_data {
+            same = Some(v);
         }
     }
     let mut v = match same {

@@ -16,9 +16,9 @@ use super::key_backup::{
 use super::pg_database::{PgStore, to_i64, to_u64};
 use super::redb_database::{from_json, to_json};
 
-const VERSION_COLUMNS: &str = "version, algorithm, auth_data, etag, count";
+pub(super) const VERSION_COLUMNS: &str = "version, algorithm, auth_data, etag, count";
 
-fn version_from_row(row: &PgRow) -> StoreResult<BackupVersion> {
+pub(super) fn version_from_row(row: &PgRow) -> StoreResult<BackupVersion> {
     Ok(BackupVersion {
         version: to_u64(row.try_get("version")?)?,
         algorithm: row.try_get("algorithm")?,

@@ -366,17 +366,12 @@ async fn claim_key_in(
         .transpose()
 }
 
-async fn put_cross_signing_in(
+/// Writes cross-signing keys of `u` as given (no checks), in the caller's transaction.
+pub(super) async fn write_cross_signing<'a>(
     c: &mut PgConnection,
-    user_id: &UserId,
-    keys: &[(CrossSigningKind, Value)],
-    expected: &BTreeMap<CrossSigningKind, Value>,
-) -> StoreResult<bool> {
-    if cross_signing_in(c, user_id).await? != *expected {
-        // Changed since the caller checked (and maybe authorised) the upload.
-        return Ok(false);
-    }
-    let u = user_id.as_str();
+    u: &str,
+    keys: impl IntoIterator<Item = (&'a CrossSigningKind, &'a Value)>,
+) -> StoreResult<()> {
     for (kind, key) in keys {
         sqlx::query(
             "INSERT INTO cross_signing_keys (user_id, kind, key) VALUES ($1, $2, $3) \
@@ -388,6 +383,21 @@ async fn put_cross_signing_in(
         .execute(&mut *c)
         .await?;
     }
+    Ok(())
+}
+
+async fn put_cross_signing_in(
+    c: &mut PgConnection,
+    user_id: &UserId,
+    keys: &[(CrossSigningKind, Value)],
+    expected: &BTreeMap<CrossSigningKind, Value>,
+) -> StoreResult<bool> {
+    if cross_signing_in(c, user_id).await? != *expected {
+        // Changed since the caller checked (and maybe authorised) the upload.
+        return Ok(false);
+    }
+    let u = user_id.as_str();
+    write_cross_signing(c, u, keys.iter().map(|(k, v)| (k, v))).await?;
     if keys.iter().any(|(k, _)| *k == CrossSigningKind::Master) {
         // Signatures made by or on the old identity no longer describe the new one.
         exec(
