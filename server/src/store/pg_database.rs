@@ -357,6 +357,25 @@ pub(super) async fn insert_account(c: &mut PgConnection, new: &NewAccount) -> St
     Ok(())
 }
 
+/// Deletes the access and refresh tokens named by a device row's `(token_hash,
+/// refresh_hash)`, in the caller's transaction.
+pub(super) async fn drop_tokens(
+    c: &mut PgConnection,
+    row: &sqlx::postgres::PgRow,
+) -> StoreResult<()> {
+    let token: Option<Vec<u8>> = row.try_get(0)?;
+    let refresh: Option<Vec<u8>> = row.try_get(1)?;
+    sqlx::query("DELETE FROM access_tokens WHERE hash = $1")
+        .bind(token)
+        .execute(&mut *c)
+        .await?;
+    sqlx::query("DELETE FROM refresh_tokens WHERE hash = $1")
+        .bind(refresh)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
 /// Inserts or updates a device row and points a fresh token at it, revoking the old one.
 pub(super) async fn put_session(
     c: &mut PgConnection,
@@ -372,16 +391,7 @@ pub(super) async fn put_session(
     .fetch_optional(&mut *c)
     .await?;
     if let Some(old) = old {
-        let token: Option<Vec<u8>> = old.try_get(0)?;
-        let refresh: Option<Vec<u8>> = old.try_get(1)?;
-        sqlx::query("DELETE FROM access_tokens WHERE hash = $1")
-            .bind(token)
-            .execute(&mut *c)
-            .await?;
-        sqlx::query("DELETE FROM refresh_tokens WHERE hash = $1")
-            .bind(refresh)
-            .execute(&mut *c)
-            .await?;
+        drop_tokens(c, &old).await?;
     }
     sqlx::query(
         "INSERT INTO devices (user_id, device_id, display_name, created_at, token_hash, \

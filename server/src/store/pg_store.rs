@@ -11,7 +11,8 @@ use sqlx::{PgConnection, Row};
 use super::accounts::Store;
 use super::error::{StoreError, StoreResult};
 use super::pg_database::{
-    PgStore, PoolStats, bump_key_stream, insert_account, opt_u64, put_session, to_i64, to_u64,
+    PgStore, PoolStats, bump_key_stream, drop_tokens, insert_account, opt_u64, put_session, to_i64,
+    to_u64,
 };
 use super::pg_shared;
 use super::records::{
@@ -68,16 +69,7 @@ async fn remove_device(c: &mut PgConnection, u: &str, d: &str) -> StoreResult<()
     .fetch_optional(&mut *c)
     .await?;
     let Some(row) = row else { return Ok(()) };
-    let token: Option<Vec<u8>> = row.try_get(0)?;
-    let refresh: Option<Vec<u8>> = row.try_get(1)?;
-    sqlx::query("DELETE FROM access_tokens WHERE hash = $1")
-        .bind(token)
-        .execute(&mut *c)
-        .await?;
-    sqlx::query("DELETE FROM refresh_tokens WHERE hash = $1")
-        .bind(refresh)
-        .execute(&mut *c)
-        .await?;
+    drop_tokens(c, &row).await?;
     let had_keys = exec(
         c,
         "DELETE FROM device_keys WHERE user_id = $1 AND device_id = $2",
