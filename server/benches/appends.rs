@@ -85,9 +85,7 @@ fn main() {
         match std::env::var("ROAM_BENCH_DATABASE_URL") {
             Ok(url) => {
                 use roam_server::store::PgStore;
-                let name = format!("roam_bench_appends_{}", std::process::id());
-                PgStore::create_database(&url, &name).unwrap();
-                let url = PgStore::url_with_database(&url, &name).unwrap();
+                let url = PgStore::create_fresh_database(&url, "roam_bench_appends").unwrap();
                 let pool = config.database_pool_size;
                 (
                     Arc::new(PgStore::connect(&url, pool).unwrap()),

@@ -112,15 +112,7 @@ pub fn pg_database() -> String {
         "ROAM_TEST_DATABASE_URL is not set: the PostgreSQL tests need a server; run \
          `eval \"$(bash scripts/pg.sh start)\"` (scripts/test.sh does this)",
     );
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let name = format!("roam_t_{}_{n}_{nanos}", std::process::id());
-    PgStore::create_database(&url, &name).unwrap();
-    PgStore::url_with_database(&url, &name).unwrap()
+    PgStore::create_fresh_database(&url, "roam_t").unwrap()
 }
 
 /// A store (a node's pool) on the PostgreSQL database at `url`.

@@ -194,6 +194,20 @@ impl PgStore {
         })
     }
 
+    /// Creates a new, empty database on the server `url` names, called `prefix` plus this
+    /// process ID, a counter and the clock's nanoseconds (so parallel tests and runs never
+    /// share one), and returns its URL. For tests and benchmarks.
+    pub fn create_fresh_database(url: &str, prefix: &str) -> StoreResult<String> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!("{prefix}_{}_{n}_{nanos}", std::process::id());
+        Self::create_database(url, &name)?;
+        Self::url_with_database(url, &name)
+    }
+
     /// `url` with its database name replaced by `name` (same server, user and options).
     pub fn url_with_database(url: &str, name: &str) -> StoreResult<String> {
         let mut parsed = url::Url::parse(url).map_err(|e| StoreError::Backend {

@@ -46,15 +46,7 @@ impl Backend {
             "ROAM_TEST_DATABASE_URL is not set: the PostgreSQL tests need a server; run \
              `eval \"$(bash scripts/pg.sh start)\"` (scripts/test.sh does this)",
         );
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!("roam_it_{}_{n}_{nanos}", std::process::id());
-        PgStore::create_database(&url, &name).unwrap();
-        Backend::Postgres(PgStore::url_with_database(&url, &name).unwrap())
+        Backend::Postgres(PgStore::create_fresh_database(&url, "roam_it").unwrap())
     }
 
     /// Opens the store for a server whose directory is `dir`.
