@@ -22,6 +22,11 @@ eval "$pg_env"
 
 cargo test --workspace --locked "$@"
 
+# The integration tests again, with every server they start in process on PostgreSQL instead
+# of redb (tests/tests/common: `Backend::for_dir`); the tests that choose a store themselves
+# (the crash test, two nodes, the `*_on_postgres` ones) run as they did.
+ROAM_TEST_STORE=postgres cargo test --locked -p roam-tests "$@"
+
 # ssi's build graph (vc-ssi/, excluded from the workspace, its own Cargo.lock): ssi turns on
 # serde_json's `arbitrary_precision` there. Its tests check that ssi verifies Roam's
 # credentials (and proves them with eddsa-rdfc-2022), and run identity-core's and roam-vc's

@@ -435,10 +435,42 @@ impl Homeserver {
         devices: &[String],
         answer: &UiaAnswer,
     ) -> Result<(), HomeserverError> {
-        const PATH: &str = "/_matrix/client/v3/delete_devices";
-        let first = self.post(PATH, &json!({"devices": devices})).await;
-        let challenge = match first {
-            Ok(_) => return Ok(()),
+        self.post_with_uia(
+            "/_matrix/client/v3/delete_devices",
+            json!({"devices": devices}),
+            answer,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `POST /account/password` without logging out the other devices, answering the UIA
+    /// challenge with `answer` (the account key sets a password on a server the account
+    /// has none on yet, as after a migration).
+    pub async fn set_password(
+        &self,
+        new_password: &str,
+        answer: &UiaAnswer,
+    ) -> Result<(), HomeserverError> {
+        self.post_with_uia(
+            "/_matrix/client/v3/account/password",
+            json!({"new_password": new_password, "logout_devices": false}),
+            answer,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `POST path` with `body`; when the server answers with a UIA challenge (401 with
+    /// `flows`), once more with `body.auth` answering it with `answer`.
+    async fn post_with_uia(
+        &self,
+        path: &str,
+        mut body: Value,
+        answer: &UiaAnswer,
+    ) -> Result<Value, HomeserverError> {
+        let challenge = match self.post(path, &body).await {
+            Ok(v) => return Ok(v),
             Err(e)
                 if e.status() == Some(401)
                     && e.body().is_some_and(|b| b.get("flows").is_some()) =>
@@ -490,7 +522,7 @@ impl Homeserver {
             }),
             _ => {
                 return Err(HomeserverError::Refused {
-                    url: self.url(PATH),
+                    url: self.url(path),
                     status: 401,
                     errcode: "M_FORBIDDEN".into(),
                     message: format!(
@@ -501,9 +533,8 @@ impl Homeserver {
                 });
             }
         };
-        self.post(PATH, &json!({"devices": devices, "auth": auth}))
-            .await
-            .map(|_| ())
+        body["auth"] = auth;
+        self.post(path, &body).await
     }
 
     /// `GET /_roam/v1/users/{user_id}`: a bundle (not yet verified).

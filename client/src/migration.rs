@@ -31,7 +31,7 @@ use url::Url;
 
 use crate::account::{self, AccountError};
 use crate::directory::ServerDirectory;
-use crate::homeserver::{Homeserver, HomeserverError, MigrateRequest, Migration};
+use crate::homeserver::{Homeserver, HomeserverError, MigrateRequest, Migration, UiaAnswer};
 use crate::keystore::{Keystore, KeystoreError};
 use crate::session::{self, SessionError};
 use crate::sync;
@@ -472,9 +472,23 @@ where
             "logged in to {} as {user_id}, device {device_id}",
             self.plan.to_server
         );
+        let token = self.ks.secrets.access_token.clone().unwrap_or_default();
+        let hs = t.hs.clone().with_token(token);
+        // The new server got the account from its log, without a Matrix password: the one
+        // the keystore keeps is set there (authorised by the account key), so that clients
+        // without key login sign in to the new server as they did to the old one.
+        if let Some(password) = self.ks.secrets.password.clone() {
+            let answer = UiaAnswer::Key {
+                user_id: user_id.clone(),
+                server: t.server.clone(),
+                key: Box::new(self.ks.update_key()),
+            };
+            hs.set_password(&password, &answer)
+                .await
+                .map_err(|e| stopped(Step::Login)(StepError::Homeserver(e)))?;
+            detail.push_str("; the Matrix password from the keystore is set there");
+        }
         if let Some(key) = self.recovery_key {
-            let token = self.ks.secrets.access_token.clone().unwrap_or_default();
-            let hs = t.hs.clone().with_token(token);
             let done = crate::device_plane::cross_sign(&hs, &user_id, key)
                 .await
                 .map_err(|e| stopped(Step::Login)(StepError::DevicePlane(e)))?;

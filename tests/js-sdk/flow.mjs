@@ -15,6 +15,7 @@
 
 import { createRequire } from "node:module";
 import { randomBytes } from "node:crypto";
+import { readFileSync, writeFileSync } from "node:fs";
 
 import * as sdk from "matrix-js-sdk";
 import { decodeRecoveryKey, CryptoEvent } from "matrix-js-sdk/lib/crypto-api/index.js";
@@ -42,9 +43,20 @@ console.warn = (...args) => {
   realWarn(...args);
 };
 
-const base = process.argv[2];
-if (!base) {
-  console.error("usage: node flow.mjs BASE_URL");
+// `node flow.mjs BASE_URL`: the whole flow on one server, for a new user.
+// Around a migration, for an existing user (USER: localpart; STATE: a JSON file):
+//   `node flow.mjs --before-migration BASE_URL USER PASSWORD STATE`: device 1 (cross-signing,
+//     secret storage, a key backup with a room key in it); STATE gets what device 2 checks;
+//   `node flow.mjs --after-migration BASE_URL USER PASSWORD STATE`: device 2 on the new server
+//     opens secret storage with the recovery key, finds the same cross-signing identity and
+//     restores the backup.
+const [mode, args] = process.argv[2]?.startsWith("--")
+  ? [process.argv[2], process.argv.slice(3)]
+  : ["--whole", process.argv.slice(2)];
+const base = args[0];
+const wanted = mode === "--whole" ? 1 : 4;
+if (!base || args.length !== wanted || !["--whole", "--before-migration", "--after-migration"].includes(mode)) {
+  console.error("usage: node flow.mjs BASE_URL | node flow.mjs --before-migration|--after-migration BASE_URL USER PASSWORD STATE");
   process.exit(2);
 }
 // The SDK logs a lot at debug level; keep warnings and errors, which explain failures.
@@ -83,8 +95,8 @@ async function waitFor(step, what, timeoutMs = 30000) {
   }
 }
 
-const username = `js${randomBytes(4).toString("hex")}`;
-const password = `pw-${randomBytes(12).toString("hex")}`;
+const username = mode === "--whole" ? `js${randomBytes(4).toString("hex")}` : args[1];
+const password = mode === "--whole" ? `pw-${randomBytes(12).toString("hex")}` : args[2];
 
 async function register() {
   const c = sdk.createClient({ baseUrl: base });
@@ -373,12 +385,59 @@ async function deviceTwo(userId, one) {
   return d2;
 }
 
+/**
+ * The user ID the server gives `username` (the account exists: made by the caller), and,
+ * with `look`, what `look(token)` finds in a short password session.
+ */
+async function existingUser(look = async () => null) {
+  const c = sdk.createClient({ baseUrl: base });
+  const login = await c.loginRequest({
+    type: "m.login.password",
+    identifier: { type: "m.id.user", user: username },
+    password,
+    initial_device_display_name: "js-sdk probe",
+  });
+  check(login.user_id?.startsWith(`@${username}:`), `password login to ${base}`, login);
+  const found = await look(login.access_token);
+  await api("POST", "/logout", login.access_token, {});
+  return { userId: login.user_id, found };
+}
+
+async function beforeMigration() {
+  const { userId } = await existingUser();
+  const one = await deviceOne(userId);
+  const state = {
+    userId,
+    deviceId: one.d1.deviceId,
+    master: one.master,
+    recovery: { encodedPrivateKey: one.recovery.encodedPrivateKey },
+    version: one.version,
+    room: { key: one.room.key },
+  };
+  writeFileSync(args[3], JSON.stringify(state));
+  one.d1.client.stopClient();
+  console.log("matrix-js-sdk before-migration flow passed");
+}
+
+async function afterMigration() {
+  const before = JSON.parse(readFileSync(args[3], "utf8"));
+  // The new server numbers backup versions itself; the carried backup is the latest there.
+  const { userId, found: latest } = await existingUser((token) => api("GET", "/room_keys/version", token));
+  check(userId !== before.userId, "after the migration: a new user ID", { before: before.userId, userId });
+  check(latest.status === 200 && latest.body.count === 1, "after the migration: the backup is on the new server", latest);
+  const d2 = await deviceTwo(userId, { ...before, version: latest.body.version, d1: { deviceId: before.deviceId } });
+  d2.client.stopClient();
+  console.log("matrix-js-sdk after-migration flow passed");
+}
+
 async function main() {
   // A hung request must fail the test, not hang it.
   setTimeout(() => {
     console.error("FAIL: the flow did not finish within 5 minutes");
     process.exit(1);
   }, 300_000).unref();
+  if (mode === "--before-migration") return beforeMigration();
+  if (mode === "--after-migration") return afterMigration();
   const userId = await register();
   const one = await deviceOne(userId);
   const d2 = await deviceTwo(userId, one);

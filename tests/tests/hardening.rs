@@ -124,18 +124,7 @@ async fn registration_tokens_are_stored_hashed() {
         .await;
     assert_eq!((s, &v["valid"]), (200, &json!(true)), "{v}");
     server.stop().await;
-    let raw = std::fs::read(dir.path().join("roam.redb"))
-        .or_else(|_| {
-            let f = std::fs::read_dir(dir.path())
-                .unwrap()
-                .find_map(|e| {
-                    e.ok()
-                        .filter(|e| e.path().extension().is_some_and(|x| x == "redb"))
-                })
-                .unwrap();
-            std::fs::read(f.path())
-        })
-        .unwrap();
+    let raw = common::stored_bytes(dir.path());
     assert!(
         !raw.windows(12).any(|w| w == b"s3cret-token"),
         "the token is in the database file"
@@ -478,9 +467,9 @@ async fn access_tokens_expire_and_refresh_tokens_rotate() {
     let (s, v) = client.post(&format!("{C}/login"), login).await;
     assert_eq!(s, 200, "{v}");
     assert!(v["refresh_token"].is_string(), "{v}");
-    // Tokens are stored hashed: the database file holds neither.
+    // Tokens are stored hashed: the database holds neither.
     server.stop().await;
-    let raw = std::fs::read(dir.path().join("roam.redb")).unwrap();
+    let raw = common::stored_bytes(dir.path());
     let tail = refresh.as_bytes();
     assert!(!raw.windows(tail.len()).any(|w| w == tail));
 }

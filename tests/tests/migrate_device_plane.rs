@@ -13,6 +13,9 @@
 //! - `a_forged_or_replayed_import_is_refused`: an import signed by another key, for another
 //!   server, too old, tampered with, malformed, with a device not signed by itself, or for an
 //!   account not hosted here is refused with its errcode; the export needs a session.
+//! - `a_matrix_js_sdk_client_keeps_its_backup_and_identity_across_a_migration`: the same with
+//!   a real client (matrix-js-sdk, tests/js-sdk/flow.mjs) making the device plane on a.test
+//!   and restoring it on b.test, signed in with the same password.
 
 use std::path::PathBuf;
 
@@ -390,9 +393,23 @@ async fn migrate_carries_the_device_plane() {
         .await;
     assert!(out.contains("[done] device-plane"), "{out}");
     assert!(out.contains("signed by the same master key"), "{out}");
+    assert!(
+        out.contains("Matrix password from the keystore is set"),
+        "{out}"
+    );
     let after = cli.load();
     let me = assert_restored(b, &after, &made).await;
     assert_same_identity(&me, &b.uid("alice"), &made).await;
+    // A client without key login signs in to b.test with the password used on a.test, and
+    // the migrated session stays logged in.
+    let (laptop, _) = b
+        .client()
+        .login("alice", "pw-alice-1", Some("LAPTOP"))
+        .await;
+    let (s, v) = laptop.get(&format!("{C}/account/whoami")).await;
+    assert_eq!((s, &v["user_id"]), (200, &json!(b.uid("alice"))), "{v}");
+    let (s, v) = me.get(&format!("{C}/account/whoami")).await;
+    assert_eq!(s, 200, "{v}");
 
     // Carol, on c.test, reaches Alice through her old user ID: c.test's resolver sends her to
     // b.test, which answers with the keys carried there.
@@ -584,4 +601,84 @@ async fn a_forged_or_replayed_import_is_refused() {
         401,
         "M_MISSING_TOKEN",
     );
+}
+
+/// tests/js-sdk/flow.mjs, after checking that matrix-js-sdk is installed there.
+fn js_sdk_flow() -> PathBuf {
+    let project = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js-sdk");
+    let sdk = project.join("node_modules/matrix-js-sdk/package.json");
+    assert!(
+        sdk.exists(),
+        "{} is missing: run `bash .ci/setup-node.sh` (or the README's test command, \
+         `bash scripts/test.sh`) to install matrix-js-sdk",
+        sdk.display()
+    );
+    project.join("flow.mjs")
+}
+
+/// Runs one part of the js-sdk flow (`mode`) against `base` as alice; `state` carries what
+/// the first part made to the second.
+async fn run_js_sdk(flow: &std::path::Path, mode: &str, base: &str, state: &std::path::Path) {
+    let mut cmd = std::process::Command::new("node");
+    cmd.arg(flow)
+        .arg(mode)
+        .arg(base)
+        .args(["alice", "pw-alice-1"])
+        .arg(state);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("running node (`bash .ci/setup-node.sh` installs it): {e}"));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    println!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains(&format!("{} flow passed", &mode[2..])),
+        "matrix-js-sdk {mode} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+}
+
+/// A real client around a migration: matrix-js-sdk with its Rust crypto sets up
+/// cross-signing, secret storage and a key backup holding a room key on a.test; `roam migrate`
+/// moves the account to b.test, given the recovery key the SDK made; there a new
+/// matrix-js-sdk device, signed in with the same password, opens secret storage with the
+/// recovery key, finds the same cross-signing identity, cross-signs itself and restores the
+/// room key from the backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matrix_js_sdk_client_keeps_its_backup_and_identity_across_a_migration() {
+    let flow = js_sdk_flow();
+    let nodes = federation(&["a.test", "b.test"]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let cli = Cli::new(&nodes);
+    let ks_path = cli.keystore();
+    let ks = ks_path.to_str().unwrap();
+    cli.create_account(&a.base).await;
+    let state = cli.home.path().join("js-sdk-state.json");
+    run_js_sdk(&flow, "--before-migration", &a.base, &state).await;
+    let saved: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(saved["userId"], a.uid("alice"));
+    let recovery = saved["recovery"]["encodedPrivateKey"]
+        .as_str()
+        .expect("the recovery key the SDK made")
+        .to_owned();
+
+    let out = cli
+        .ok_input(
+            &[
+                "migrate",
+                "--keystore",
+                ks,
+                "--to",
+                &b.base,
+                "--recovery-key",
+            ],
+            Some(recovery),
+        )
+        .await;
+    assert!(out.contains("[done] device-plane"), "{out}");
+    assert!(out.contains("signed by the same master key"), "{out}");
+    run_js_sdk(&flow, "--after-migration", &b.base, &state).await;
 }

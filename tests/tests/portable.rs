@@ -46,9 +46,10 @@ impl Node {
     }
 }
 
-/// Starts one server per name, all knowing each other's addresses, each on redb.
+/// Starts one server per name, all knowing each other's addresses, on the tests' store
+/// ([`Backend::from_env`]).
 async fn federation(names: &[&str]) -> Vec<Node> {
-    federation_on(names, |_| Backend::Redb).await
+    federation_on(names, |_| Backend::from_env()).await
 }
 
 /// Starts one server per name on the store `backend` picks for it.

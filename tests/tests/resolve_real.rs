@@ -14,8 +14,7 @@ use roam_resolver::{
 };
 use roam_server::config::ServerConfig;
 use roam_server::portable::federation::HttpFederation;
-use roam_server::store::LogStore;
-use roam_server::{AppState, RateLimits, RedbStore};
+use roam_server::{AppState, RateLimits};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -51,8 +50,8 @@ impl Home {
         config.key_validity_ms = 30 * DAY_MS;
         config.federation_overrides = self.overrides.clone();
         let fed = HttpFederation::new(&config).unwrap();
-        let store = RedbStore::open_dir(self.dir.path()).unwrap();
-        let state = AppState::with_federation(config, Arc::new(store), Arc::new(fed)).unwrap();
+        let store = common::open_dir_store(self.dir.path()).await;
+        let state = AppState::with_federation(config, store, Arc::new(fed)).unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(roam_server::run(listener, state, async move {
             let _ = rx.await;
@@ -272,7 +271,7 @@ async fn invalid_when_a_server_serves_a_forged_attestation() {
     // another key: the server will serve it as is.
     hs[0].stop().await;
     {
-        let store = RedbStore::open_dir(hs[0].dir.path()).unwrap();
+        let store = common::open_dir_store(hs[0].dir.path()).await;
         let summary = store.log_summary(&did).unwrap().unwrap();
         let mut atts = store.issued_attestations(&did).unwrap();
         let forger = roam_identity_core::server_keys::ServerSigningKey {

@@ -195,7 +195,7 @@ struct Filled {
 /// redb server in `data`.
 async fn fill_redb_store(data: &Path) -> Filled {
     use common::C;
-    let server = common::start(data, |_| {}).await;
+    let server = common::start_on(&common::Backend::Redb, data, |_| {}).await;
     let anon = server.client();
     let alice = anon.register("alice", "secret-a").await;
     let (phone, _) = anon.login("alice", "secret-a", Some("PHONE")).await;

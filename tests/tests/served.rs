@@ -227,7 +227,7 @@ async fn answers_missing_from_an_older_store_are_made_once() {
     s.stop().await;
     {
         // What an older version stored: the log, no answers.
-        let store = roam_server::RedbStore::open_dir(dir.path()).unwrap();
+        let store = common::open_dir_store(dir.path()).await;
         let d = roam_identity_core::Did::parse(&did).unwrap();
         let summary = store.log_summary(&d).unwrap().unwrap();
         store
@@ -564,7 +564,7 @@ async fn concurrent_appends_are_all_acknowledged_durably() {
         assert_eq!(st, 200, "{v}");
     }
     s.stop().await;
-    let store = roam_server::RedbStore::open_dir(dir.path()).unwrap();
+    let store = common::open_dir_store(dir.path()).await;
     for o in &owners {
         let did = roam_identity_core::Did::parse(&o.did()).unwrap();
         assert_eq!(
@@ -589,7 +589,7 @@ async fn export_streams_every_op_after_a_cursor() {
     let dir = tempfile::tempdir().unwrap();
     {
         // More ops than one page of the stream (1000).
-        let store = roam_server::RedbStore::open_dir(dir.path()).unwrap();
+        let store = common::open_dir_store(dir.path()).await;
         let commits = (0..1100u32)
             .map(|i| {
                 let mut seed = [7u8; 32];

@@ -49,6 +49,35 @@ impl Backend {
         Backend::Postgres(PgStore::create_fresh_database(&url, "roam_it").unwrap())
     }
 
+    /// The store of the server whose directory is `dir`, for the tests that do not pick one:
+    /// redb, or PostgreSQL when `ROAM_TEST_STORE=postgres` (scripts/test.sh runs the
+    /// integration tests once each way). On PostgreSQL the database made for `dir` is named in
+    /// a file there, so a server restarted on the same directory finds its data again.
+    pub fn for_dir(dir: &Path) -> Self {
+        if !postgres_wanted() {
+            return Backend::Redb;
+        }
+        let marker = dir.join(".roam-test-database-url");
+        if let Ok(url) = std::fs::read_to_string(&marker) {
+            return Backend::Postgres(url);
+        }
+        let backend = Backend::postgres();
+        if let Backend::Postgres(url) = &backend {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(&marker, url).unwrap();
+        }
+        backend
+    }
+
+    /// A new store for a server that is never restarted: as [`Backend::for_dir`].
+    pub fn from_env() -> Self {
+        if postgres_wanted() {
+            Backend::postgres()
+        } else {
+            Backend::Redb
+        }
+    }
+
     /// Opens the store for a server whose directory is `dir`.
     pub async fn open(&self, dir: &Path) -> Arc<dyn Store> {
         match self {
@@ -58,9 +87,19 @@ impl Backend {
     }
 }
 
+/// True when `ROAM_TEST_STORE=postgres`: the integration tests then run their servers on
+/// PostgreSQL (see [`Backend::for_dir`]).
+fn postgres_wanted() -> bool {
+    match std::env::var("ROAM_TEST_STORE").as_deref() {
+        Ok("postgres") => true,
+        Ok("redb") | Err(std::env::VarError::NotPresent) => false,
+        other => panic!("ROAM_TEST_STORE must be `redb` or `postgres`, not {other:?}"),
+    }
+}
+
 /// Starts a server on `127.0.0.1:0` whose data lives in `dir`.
 pub async fn start(dir: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
-    start_on(&Backend::Redb, dir, tweak).await
+    start_on(&Backend::for_dir(dir), dir, tweak).await
 }
 
 /// Starts a server on `127.0.0.1:0` on `backend` (redb files live in `dir`).
@@ -75,7 +114,7 @@ pub async fn start_on(
 /// [`start`] with a federation client (`HttpFederation`): the other servers it may reach are
 /// the `federation_overrides` that `tweak` sets.
 pub async fn start_federated(dir: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
-    start_with(&Backend::Redb, dir, tweak, true).await
+    start_with(&Backend::for_dir(dir), dir, tweak, true).await
 }
 
 async fn start_with(
@@ -109,6 +148,51 @@ async fn start_with(
         state,
         shutdown: Some(tx),
         handle,
+    }
+}
+
+/// The store of a stopped server whose directory is `dir` (see [`Backend::for_dir`]), for
+/// tests that change what it holds behind the server's back.
+pub async fn open_dir_store(dir: &Path) -> Arc<dyn Store> {
+    Backend::for_dir(dir).open(dir).await
+}
+
+/// Everything a stopped server whose directory is `dir` stored, as bytes: its redb file, or a
+/// `pg_dump --data-only` of its PostgreSQL database (for tests that check what is never
+/// stored in the clear).
+pub fn stored_bytes(dir: &Path) -> Vec<u8> {
+    match Backend::for_dir(dir) {
+        Backend::Redb => {
+            let file = std::fs::read_dir(dir)
+                .unwrap()
+                .filter_map(Result::ok)
+                .find(|e| e.path().extension().is_some_and(|x| x == "redb"))
+                .unwrap_or_else(|| panic!("no redb file in {}", dir.display()));
+            std::fs::read(file.path()).unwrap()
+        }
+        Backend::Postgres(url) => {
+            let pg_dump = std::fs::read_dir("/usr/lib/postgresql")
+                .ok()
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .map(|v| v.path().join("bin/pg_dump"))
+                .find(|p| p.exists())
+                .expect(
+                    "pg_dump is missing (Debian: postgresql-client; scripts/pg.sh installs it)",
+                );
+            let out = std::process::Command::new(pg_dump)
+                .args(["--data-only", "--no-owner", &url])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "pg_dump: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.stdout.len() > 1000, "pg_dump wrote almost nothing");
+            out.stdout
+        }
     }
 }
 
