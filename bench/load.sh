@@ -62,9 +62,10 @@ cleanup() {
   rm -rf "$DATA"
 }
 trap cleanup EXIT
-up() { curl -sf "http://127.0.0.1:$1/health" >/dev/null; }
+# A node answers /health; the baseline serves only `/`.
+up() { curl -sf "http://127.0.0.1:$1${2:-/health}" >/dev/null; }
 for i in $(seq 300); do
-  up "$PORT" && up "$BASE_PORT" && { [ "$NODES" = 1 ] || up "$PORT2"; } && break
+  up "$PORT" && up "$BASE_PORT" / && { [ "$NODES" = 1 ] || up "$PORT2"; } && break
   if [ "$i" = 300 ]; then
     echo "servers did not come up:" >&2; cat "$DATA"/server*.log >&2; exit 1
   fi

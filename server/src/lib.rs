@@ -25,6 +25,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod device_list_updates;
 pub mod error;
 pub mod extract;
 pub mod metrics;
@@ -68,6 +69,10 @@ where
         let state = state.clone();
         async move { state.portable().keep_answers_fresh(stopped).await }
     });
+    let updates = tokio::spawn({
+        let (state, stopped) = (state.clone(), stop_refresher.subscribe());
+        device_list_updates::send_loop(state, stopped)
+    });
     let app = router(state).layer(tower_http::trace::TraceLayer::new_for_http());
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
@@ -94,6 +99,7 @@ where
     // The refresher holds the store: it ends before `run` returns, so the file can reopen.
     let _ = stop_refresher.send(true);
     let _ = refresher.await;
+    let _ = updates.await;
     let grace = edge.request_timeout + edge.header_read_timeout;
     if tokio::time::timeout(grace, graceful.shutdown())
         .await

@@ -218,6 +218,32 @@ impl RemoteKeys {
         }
     }
 
+    /// Tells `servers` that `user`'s device list changed: one `m.device_list_update` EDU each,
+    /// with `device_id` `*` (Roam's convention: the list as a whole; the receiver asks for
+    /// it again) and no `prev_id`. Unreachable servers are logged (best effort).
+    pub async fn send_device_list_update(
+        &self,
+        user: &UserId,
+        stream_id: u64,
+        servers: &[ServerName],
+    ) {
+        for server in servers.iter().filter(|s| **s != self.own) {
+            let edu = json!({"edu_type": "m.device_list_update", "content": {
+                "user_id": user.as_str(), "device_id": "*", "stream_id": stream_id,
+                "prev_id": [], "deleted": false,
+            }});
+            let txn = format!("dl-{}-{stream_id}", now_ms());
+            let body = json!({"origin": self.own.as_str(), "origin_server_ts": now_ms(), "pdus": [], "edus": [edu]});
+            let path = format!(
+                "/_matrix/federation/v1/send/{}",
+                roam_resolver::discovery::encode_segment(&txn)
+            );
+            if let Err(e) = self.call(server, Method::PUT, &path, body).await {
+                tracing::warn!(%server, %user, error = %e, "device-list update not delivered");
+            }
+        }
+    }
+
     /// Checks an incoming server-server request's `X-Matrix` signature against the origin's
     /// keys; the origin server.
     pub async fn verify_request(

@@ -681,6 +681,40 @@ fn device_planes_are_carried(s: &dyn Store) {
     assert_eq!(s.device_keys(&old, &[]).unwrap().len(), 1);
 }
 
+/// The servers told of a user's device-list changes: remembered once each, per user, up to
+/// the cap; a user at the cap keeps its followers and takes no more.
+fn remote_followers_are_remembered_up_to_the_cap(s: &dyn Store) {
+    use roam_server::store::device_plane::MAX_REMOTE_FOLLOWERS;
+    let (ann, ben) = (user("ann"), user("ben"));
+    let server = |i: usize| ServerName::parse(&format!("s{i}.example")).unwrap();
+    assert!(s.remote_followers(&ann).unwrap().is_empty());
+    s.add_remote_follower(&server(1), &[ann.clone(), ben.clone()])
+        .unwrap();
+    s.add_remote_follower(&server(1), std::slice::from_ref(&ann)).unwrap();
+    s.add_remote_follower(&server(2), std::slice::from_ref(&ann)).unwrap();
+    s.add_remote_follower(&server(3), &[]).unwrap();
+    assert_eq!(
+        s.remote_followers(&ann).unwrap(),
+        vec![server(1), server(2)]
+    );
+    assert_eq!(s.remote_followers(&ben).unwrap(), vec![server(1)]);
+    for i in 3..=MAX_REMOTE_FOLLOWERS {
+        s.add_remote_follower(&server(i), std::slice::from_ref(&ann)).unwrap();
+    }
+    assert_eq!(
+        s.remote_followers(&ann).unwrap().len(),
+        MAX_REMOTE_FOLLOWERS
+    );
+    // One more server: answered by the caller, not remembered; ben still takes it.
+    let late = server(MAX_REMOTE_FOLLOWERS + 1);
+    s.add_remote_follower(&late, &[ann.clone(), ben.clone()])
+        .unwrap();
+    let followers = s.remote_followers(&ann).unwrap();
+    assert_eq!(followers.len(), MAX_REMOTE_FOLLOWERS);
+    assert!(!followers.contains(&late));
+    assert_eq!(s.remote_followers(&ben).unwrap(), vec![server(1), late]);
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod redb {
@@ -715,6 +749,7 @@ contract!(
     a_group_commit_applies_each_change_whole_or_not_at_all,
     summaries_keep_signed_in_devices,
     device_planes_are_carried,
+    remote_followers_are_remembered_up_to_the_cap,
 );
 
 #[test]

@@ -1,7 +1,8 @@
 //! Keys across servers (issue 12): two homeservers on loopback, each resolving the other
 //! through its federation overrides. A user on one queries and claims the device keys of a
 //! user on the other and sends them a to-device message, all as `X-Matrix`-signed
-//! server-server requests; unsigned or forged server-server requests are refused.
+//! server-server requests; unsigned or forged server-server requests are refused. A
+//! device-list change reaches the servers that asked for the user's keys (`m.device_list_update`).
 
 use ed25519_dalek::SigningKey;
 use roam_identity_core::ServerName;
@@ -177,4 +178,56 @@ async fn a_query_naming_several_users_of_one_server_resolves_them_in_one_bulk_qu
         !metrics.contains("route=\"/_roam/v1/users/{user_id}\""),
         "one bulk query, not a lookup per user: {metrics}"
     );
+}
+
+/// A device-list change reaches the users of other servers who follow the user: b.test asked
+/// a.test for Alice's keys, so a.test sends it an `m.device_list_update` when Alice adds a
+/// device, and Bob's `/sync` on b.test lists her in `device_lists.changed`; his next query
+/// finds the new device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_list_changes_reach_the_servers_that_follow_the_user() {
+    let nodes = federation(&["a.test", "b.test"]).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    a.client().register("alice", "pw-alice-1").await;
+    b.client().register("bob", "pw-bob-1").await;
+    let (bob, _) = b.client().login("bob", "pw-bob-1", Some("BLAPTOP")).await;
+    let alice = a.uid("alice");
+    let query = json!({"device_keys": {&alice: []}});
+    let (s, q) = bob.post(&format!("{C}/keys/query"), query.clone()).await;
+    assert_eq!((s, &q["failures"]), (200, &json!({})), "{q}");
+    assert!(q["device_keys"][&alice].get("APHONE").is_none(), "{q}");
+    let (s, first) = bob.get(&format!("{C}/sync")).await;
+    assert_eq!(s, 200, "{first}");
+    let mut since = first["next_batch"].as_str().unwrap().to_owned();
+
+    // Alice signs in on a phone and uploads its keys, on a.test.
+    let (phone, _) = a
+        .client()
+        .login("alice", "pw-alice-1", Some("APHONE"))
+        .await;
+    let phone_key = SigningKey::from_bytes(&[23; 32]);
+    let body = json!({"device_keys": device_keys(&alice, "APHONE", &phone_key)});
+    let (s, v) = phone.post(&format!("{C}/keys/upload"), body).await;
+    assert_eq!(s, 200, "{v}");
+
+    // Bob's /sync on b.test hears of it (a long poll: woken when the EDU arrives).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (s, got) = bob
+            .get(&format!("{C}/sync?since={since}&timeout=5000"))
+            .await;
+        assert_eq!(s, 200, "{got}");
+        let changed = got["device_lists"]["changed"].as_array().unwrap();
+        if changed.iter().any(|u| u == &json!(alice)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b.test never heard of Alice's new device: {got}"
+        );
+        since = got["next_batch"].as_str().unwrap().to_owned();
+    }
+    let (s, q) = bob.post(&format!("{C}/keys/query"), query).await;
+    assert_eq!(s, 200, "{q}");
+    assert!(q["device_keys"][&alice].get("APHONE").is_some(), "{q}");
 }

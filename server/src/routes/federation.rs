@@ -76,10 +76,14 @@ pub async fn user_devices(
     path: Result<Path<String>, PathRejection>,
     body: Bytes,
 ) -> Result<Json<Value>, AppError> {
-    authenticate(&state, &method, &uri, &headers, &body).await?;
+    let (origin, _) = authenticate(&state, &method, &uri, &headers, &body).await?;
     let user = local_user(&state, path).await?;
+    let own = state.config().server_name.clone();
     let answer = state
         .db(move |s| {
+            if user.server_name() == own {
+                s.add_remote_follower(&origin, std::slice::from_ref(&user))?;
+            }
             let mut q = QueryAnswer::default();
             q.add_user(s, &user, &[], None)?;
             let stream_id = s.sync_positions()?.keys;
@@ -116,7 +120,7 @@ pub async fn keys_query(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, AppError> {
-    let (_, content) = authenticate(&state, &method, &uri, &headers, &body).await?;
+    let (origin, content) = authenticate(&state, &method, &uri, &headers, &body).await?;
     let requested = required_object(
         content.and_then(|c| c.get("device_keys").cloned()),
         "device_keys",
@@ -126,11 +130,17 @@ pub async fn keys_query(
     let answer = state
         .db(move |s| {
             let mut q = QueryAnswer::default();
+            let mut followed = Vec::new();
             for (user, devices) in wanted {
                 if answers_for(s, &own, &user)? {
                     q.add_user(s, &user, &devices, None)?;
+                    if user.server_name() == own {
+                        followed.push(user);
+                    }
                 }
             }
+            // The asking server is told of these users' changes from now on.
+            s.add_remote_follower(&origin, &followed)?;
             Ok(
                 json!({"device_keys": q.device_keys, "master_keys": q.master,
                       "self_signing_keys": q.self_signing}),

@@ -344,7 +344,7 @@ fn portable_tables(from: &RedbStore) -> Result<Vec<TableCopy>, StoreError> {
 }
 
 /// The device plane: to-device inboxes and transaction IDs, account data, filters,
-/// profiles, tracked users.
+/// profiles, tracked users, remote followers.
 fn device_plane_tables(from: &RedbStore) -> Result<Vec<TableCopy>, StoreError> {
     from.read(|txn| {
         let txt = |s: &str| Col::Text(s.to_owned());
@@ -388,6 +388,12 @@ fn device_plane_tables(from: &RedbStore) -> Result<Vec<TableCopy>, StoreError> {
             let (user, other) = k.value();
             tracked.push(vec![txt(user), txt(other)]);
         }
+        let mut followers = Vec::new();
+        for e in txn.open_table(t::REMOTE_FOLLOWERS)?.iter()? {
+            let (k, _) = e?;
+            let (user, server) = k.value();
+            followers.push(vec![txt(user), txt(server)]);
+        }
         Ok(vec![
             TableCopy {
                 name: "to-device messages",
@@ -418,6 +424,11 @@ fn device_plane_tables(from: &RedbStore) -> Result<Vec<TableCopy>, StoreError> {
                 name: "tracked users",
                 sql: "INSERT INTO tracked_users VALUES ($1, $2) ON CONFLICT DO NOTHING",
                 rows: tracked,
+            },
+            TableCopy {
+                name: "remote followers",
+                sql: "INSERT INTO remote_followers VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                rows: followers,
             },
         ])
     })

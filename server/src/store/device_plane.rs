@@ -6,7 +6,7 @@
 //! Key changes keep their own stream (`Store::key_change_position`); to-device messages and
 //! account data share the message stream here.
 
-use roam_identity_core::{DeviceId, UserId};
+use roam_identity_core::{DeviceId, ServerName, UserId};
 use serde_json::Value;
 
 use super::error::StoreResult;
@@ -20,6 +20,10 @@ pub const MAX_ACCOUNT_DATA_TYPES: usize = 1_000;
 pub const MAX_FILTERS: usize = 1_000;
 /// At most this many tracked users per user.
 pub const MAX_TRACKED: usize = 10_000;
+
+/// At most this many other servers are told of one user's device-list changes; a server
+/// asking after that is answered but not remembered.
+pub const MAX_REMOTE_FOLLOWERS: usize = 1_000;
 
 /// One to-device message for one device of a local user.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,4 +98,12 @@ pub trait DevicePlaneStore {
     /// and the users it tracks.
     fn device_list_changes(&self, user_id: &UserId, from: u64, to: u64)
     -> StoreResult<Vec<UserId>>;
+
+    /// Remembers that `server` follows the device lists of the local `users` (it asked for
+    /// their keys over federation), so that their changes are sent to it
+    /// (`m.device_list_update`). A user already followed by [`MAX_REMOTE_FOLLOWERS`] servers
+    /// is left as it is.
+    fn add_remote_follower(&self, server: &ServerName, users: &[UserId]) -> StoreResult<()>;
+    /// The servers that follow `user_id`'s device list.
+    fn remote_followers(&self, user_id: &UserId) -> StoreResult<Vec<ServerName>>;
 }

@@ -33,6 +33,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "carried device planes",
         include_str!("pg/0020_carry.sql"),
     ),
+    (
+        21,
+        "remote followers",
+        include_str!("pg/0021_remote_followers.sql"),
+    ),
 ];
 
 /// How many transaction attempts a serialization failure may cost before giving up.

@@ -5,13 +5,13 @@
 
 use std::collections::HashMap;
 
-use roam_identity_core::{DeviceId, UserId};
+use roam_identity_core::{DeviceId, ServerName, UserId};
 use serde_json::Value;
 use sqlx::{PgConnection, Row};
 
 use super::device_plane::{
-    DevicePlaneStore, MAX_ACCOUNT_DATA_TYPES, MAX_FILTERS, MAX_INBOX, MAX_TRACKED, Profile,
-    SyncPositions, ToDeviceMessage, TxnKey,
+    DevicePlaneStore, MAX_ACCOUNT_DATA_TYPES, MAX_FILTERS, MAX_INBOX, MAX_REMOTE_FOLLOWERS,
+    MAX_TRACKED, Profile, SyncPositions, ToDeviceMessage, TxnKey,
 };
 use super::error::{StoreError, StoreResult};
 use super::pg_database::{PgStore, bump_key_stream, to_i64, to_u64};
@@ -376,6 +376,44 @@ impl DevicePlaneStore for PgStore {
             .fetch_all(&self.pool)
             .await?;
             users.iter().map(|u| parse_user(u)).collect()
+        })
+    }
+
+    fn add_remote_follower(&self, server: &ServerName, users: &[UserId]) -> StoreResult<()> {
+        if users.is_empty() {
+            return Ok(());
+        }
+        let users: Vec<&str> = users.iter().map(UserId::as_str).collect();
+        self.txn(async |c| {
+            // Each new (user, server) pair, for users followed by fewer than the cap.
+            sqlx::query(
+                "INSERT INTO remote_followers (user_id, server_name) \
+                 SELECT u, $2 FROM UNNEST($1::text[]) u \
+                 WHERE (SELECT count(*) FROM (SELECT 1 FROM remote_followers f \
+                        WHERE f.user_id = u LIMIT $3) capped) < $3 \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&users)
+            .bind(server.as_str())
+            .bind(to_i64(MAX_REMOTE_FOLLOWERS as u64))
+            .execute(&mut *c)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn remote_followers(&self, user_id: &UserId) -> StoreResult<Vec<ServerName>> {
+        self.block(async {
+            let names: Vec<String> = sqlx::query_scalar(
+                "SELECT server_name FROM remote_followers WHERE user_id = $1 ORDER BY server_name",
+            )
+            .bind(user_id.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+            names
+                .iter()
+                .map(|n| ServerName::parse(n).map_err(StoreError::corrupt("server name")))
+                .collect()
         })
     }
 }

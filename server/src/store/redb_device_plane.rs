@@ -3,12 +3,12 @@
 use std::collections::BTreeSet;
 
 use redb::{ReadableTable, WriteTransaction};
-use roam_identity_core::{DeviceId, UserId};
+use roam_identity_core::{DeviceId, ServerName, UserId};
 use serde_json::Value;
 
 use super::device_plane::{
-    DevicePlaneStore, MAX_ACCOUNT_DATA_TYPES, MAX_FILTERS, MAX_INBOX, MAX_TRACKED, Profile,
-    SyncPositions, ToDeviceMessage, TxnKey,
+    DevicePlaneStore, MAX_ACCOUNT_DATA_TYPES, MAX_FILTERS, MAX_INBOX, MAX_REMOTE_FOLLOWERS,
+    MAX_TRACKED, Profile, SyncPositions, ToDeviceMessage, TxnKey,
 };
 use super::error::{StoreError, StoreResult};
 use super::redb_database::{RedbStore, decode_u64, from_json, to_json};
@@ -275,6 +275,50 @@ impl DevicePlaneStore for RedbStore {
                 }
             }
             users.iter().map(|u| parse_user(u)).collect()
+        })
+    }
+
+    fn add_remote_follower(&self, server: &ServerName, users: &[UserId]) -> StoreResult<()> {
+        let known = self.read(|txn| {
+            let table = txn.open_table(t::REMOTE_FOLLOWERS)?;
+            users
+                .iter()
+                .map(|u| Ok(table.get((u.as_str(), server.as_str()))?.is_some()))
+                .collect::<StoreResult<Vec<bool>>>()
+        })?;
+        if known.iter().all(|k| *k) {
+            return Ok(());
+        }
+        self.write(|txn| {
+            let mut table = txn.open_table(t::REMOTE_FOLLOWERS)?;
+            for u in users {
+                let user = u.as_str();
+                if table.get((user, server.as_str()))?.is_some() {
+                    continue;
+                }
+                let followers = table
+                    .range((user, "")..(user, PRINTABLE_END))?
+                    .take(MAX_REMOTE_FOLLOWERS)
+                    .count();
+                if followers < MAX_REMOTE_FOLLOWERS {
+                    table.insert((user, server.as_str()), ())?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn remote_followers(&self, user_id: &UserId) -> StoreResult<Vec<ServerName>> {
+        self.read(|txn| {
+            let table = txn.open_table(t::REMOTE_FOLLOWERS)?;
+            let me = user_id.as_str();
+            let mut out = Vec::new();
+            for row in table.range((me, "")..(me, PRINTABLE_END))? {
+                let (k, _) = row?;
+                let name = k.value().1;
+                out.push(ServerName::parse(name).map_err(StoreError::corrupt("server name"))?);
+            }
+            Ok(out)
         })
     }
 }

@@ -219,6 +219,11 @@ pub const PROFILES: TableDefinition<&str, &str> = TableDefinition::new("profiles
 /// `(user_id, tracked user_id) → ()`: whose device lists a user follows.
 pub const TRACKED_USERS: TableDefinition<(&str, &str), ()> = TableDefinition::new("tracked_users");
 
+/// `(local user_id, server name) → ()`: the other servers told of a user's device-list
+/// changes.
+pub const REMOTE_FOLLOWERS: TableDefinition<(&str, &str), ()> =
+    TableDefinition::new("remote_followers");
+
 /// `(user_id, version) → JSON BackupVersionRow`: key backup versions, deleted ones too (a
 /// version number is never reused).
 pub const BACKUP_VERSIONS: TableDefinition<(&str, u64), &str> =
@@ -287,6 +292,7 @@ pub fn create_all(txn: &redb::WriteTransaction) -> Result<(), redb::TableError> 
     txn.open_table(FILTERS)?;
     txn.open_table(PROFILES)?;
     txn.open_table(TRACKED_USERS)?;
+    txn.open_table(REMOTE_FOLLOWERS)?;
     txn.open_table(BACKUP_VERSIONS)?;
     txn.open_table(BACKUP_KEYS)?;
     txn.open_table(CARRIED_USERS)?;
