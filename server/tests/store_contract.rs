@@ -690,8 +690,10 @@ fn remote_followers_are_remembered_up_to_the_cap(s: &dyn Store) {
     assert!(s.remote_followers(&ann).unwrap().is_empty());
     s.add_remote_follower(&server(1), &[ann.clone(), ben.clone()])
         .unwrap();
-    s.add_remote_follower(&server(1), std::slice::from_ref(&ann)).unwrap();
-    s.add_remote_follower(&server(2), std::slice::from_ref(&ann)).unwrap();
+    s.add_remote_follower(&server(1), std::slice::from_ref(&ann))
+        .unwrap();
+    s.add_remote_follower(&server(2), std::slice::from_ref(&ann))
+        .unwrap();
     s.add_remote_follower(&server(3), &[]).unwrap();
     assert_eq!(
         s.remote_followers(&ann).unwrap(),
@@ -699,7 +701,8 @@ fn remote_followers_are_remembered_up_to_the_cap(s: &dyn Store) {
     );
     assert_eq!(s.remote_followers(&ben).unwrap(), vec![server(1)]);
     for i in 3..=MAX_REMOTE_FOLLOWERS {
-        s.add_remote_follower(&server(i), std::slice::from_ref(&ann)).unwrap();
+        s.add_remote_follower(&server(i), std::slice::from_ref(&ann))
+            .unwrap();
     }
     assert_eq!(
         s.remote_followers(&ann).unwrap().len(),
