@@ -117,12 +117,23 @@ pub async fn start_federated(dir: &Path, tweak: impl FnOnce(&mut ServerConfig)) 
     start_with(&Backend::for_dir(dir), dir, tweak, true).await
 }
 
+/// Shows the servers' error logs (an internal error's cause, which the client only sees as
+/// `M_UNKNOWN`) in a failing test's output; `RUST_LOG` shows more.
+pub fn show_server_errors() {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
+}
+
 async fn start_with(
     backend: &Backend,
     dir: &Path,
     tweak: impl FnOnce(&mut ServerConfig),
     federated: bool,
 ) -> TestServer {
+    show_server_errors();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut config = ServerConfig::for_server_name(
@@ -586,6 +597,7 @@ impl Drop for Node {
 /// Servers named `names` on loopback ports, each reaching the others through its federation
 /// overrides (and those overrides, `NAME=URL`, for a `roam` client: [`Node::override_arg`]).
 pub async fn federation(names: &[&str]) -> Vec<Node> {
+    show_server_errors();
     let mut listeners = Vec::new();
     let mut overrides = std::collections::BTreeMap::new();
     for n in names {
