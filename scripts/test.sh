@@ -24,8 +24,26 @@ cargo test --workspace --locked "$@"
 
 # The integration tests again, with every server they start in process on PostgreSQL instead
 # of redb (tests/tests/common: `Backend::for_dir`); the tests that choose a store themselves
-# (the crash test, two nodes, the `*_on_postgres` ones) run as they did.
-ROAM_TEST_STORE=postgres cargo test --locked -p roam-tests "$@"
+# (the crash test, two nodes, the `*_on_postgres` ones) run as they did. The binaries are the
+# ones just built (`cargo test -p roam-tests` would unify features differently and build much
+# of the graph a second time), run from the package directory as cargo runs them.
+mapfile -t integration < <(cargo test --workspace --locked --no-run --message-format=json 2>/dev/null |
+  python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if (m.get("reason") == "compiler-artifact" and m.get("executable")
+            and m["target"]["kind"] == ["test"] and "#roam-tests@" in m["package_id"]):
+        print(m["executable"])
+')
+if [ "${#integration[@]}" -lt 10 ]; then
+  echo "test.sh: found ${#integration[@]} integration test binaries of roam-tests, expected more" >&2
+  exit 1
+fi
+for bin in "${integration[@]}"; do
+  echo "== on PostgreSQL: $(basename "$bin")"
+  (cd tests && ROAM_TEST_STORE=postgres "$bin")
+done
 
 # ssi's build graph (vc-ssi/, excluded from the workspace, its own Cargo.lock): ssi turns on
 # serde_json's `arbitrary_precision` there. Its tests check that ssi verifies Roam's
