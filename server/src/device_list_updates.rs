@@ -13,7 +13,6 @@
 
 use std::time::Duration;
 
-use roam_identity_core::UserId;
 use tokio::sync::watch;
 
 use crate::state::AppState;
@@ -68,19 +67,10 @@ async fn send_changes_after(state: &AppState, after: u64) -> Result<u64, crate::
         })
         .await?;
     for (user, servers) in followed {
-        send(state, &user, now, &servers).await;
+        state
+            .remote_keys()
+            .send_device_list_update(&user, now, &servers)
+            .await;
     }
     Ok(now)
-}
-
-async fn send(
-    state: &AppState,
-    user: &UserId,
-    stream_id: u64,
-    servers: &[roam_identity_core::ServerName],
-) {
-    state
-        .remote_keys()
-        .send_device_list_update(user, stream_id, servers)
-        .await;
 }

@@ -19,19 +19,9 @@ use std::path::PathBuf;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn matrix_js_sdk_cross_signing_secret_storage_and_key_backup() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let project = root.join("tests/js-sdk");
-    let sdk = project.join("node_modules/matrix-js-sdk/package.json");
-    if !sdk.exists() {
-        panic!(
-            "{} is missing: run `bash .ci/setup-node.sh` (or the README's test command, \
-             `bash scripts/test.sh`) to install matrix-js-sdk",
-            sdk.display()
-        );
-    }
     common::run_client(
         PathBuf::from("node"),
-        project.join("flow.mjs"),
+        common::js_sdk_flow(),
         "matrix-js-sdk",
         "matrix-js-sdk flow passed",
         ".ci/setup-node.sh",

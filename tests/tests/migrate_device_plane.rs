@@ -118,6 +118,24 @@ impl Cli {
             .await;
     }
 
+    /// `roam migrate --to URL --recovery-key` (the key on standard input): the device plane
+    /// is carried and the cross-signing keys re-signed by the same master key. Its output.
+    async fn migrate_with_recovery_key(&self, to: &str, recovery_key: String) -> String {
+        let ks = self.keystore();
+        let args = [
+            "migrate",
+            "--keystore",
+            ks.to_str().unwrap(),
+            "--to",
+            to,
+            "--recovery-key",
+        ];
+        let out = self.ok_input(&args, Some(recovery_key)).await;
+        assert!(out.contains("[done] device-plane"), "{out}");
+        assert!(out.contains("signed by the same master key"), "{out}");
+        out
+    }
+
     fn load(&self) -> Keystore {
         Keystore::load(&self.keystore(), PASS).unwrap()
     }
@@ -367,8 +385,6 @@ async fn migrate_carries_the_device_plane() {
     let nodes = federation(&["a.test", "b.test", "c.test"]).await;
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     let cli = Cli::new(&nodes);
-    let ks_path = cli.keystore();
-    let ks = ks_path.to_str().unwrap();
     cli.create_account(&a.base).await;
     let before = cli.load();
     let device = before
@@ -379,20 +395,8 @@ async fn migrate_carries_the_device_plane() {
     let made = set_up(a, &before).await;
 
     let out = cli
-        .ok_input(
-            &[
-                "migrate",
-                "--keystore",
-                ks,
-                "--to",
-                &b.base,
-                "--recovery-key",
-            ],
-            Some(made.recovery_key.clone()),
-        )
+        .migrate_with_recovery_key(&b.base, made.recovery_key.clone())
         .await;
-    assert!(out.contains("[done] device-plane"), "{out}");
-    assert!(out.contains("signed by the same master key"), "{out}");
     assert!(
         out.contains("Matrix password from the keystore is set"),
         "{out}"
@@ -603,19 +607,6 @@ async fn a_forged_or_replayed_import_is_refused() {
     );
 }
 
-/// tests/js-sdk/flow.mjs, after checking that matrix-js-sdk is installed there.
-fn js_sdk_flow() -> PathBuf {
-    let project = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js-sdk");
-    let sdk = project.join("node_modules/matrix-js-sdk/package.json");
-    assert!(
-        sdk.exists(),
-        "{} is missing: run `bash .ci/setup-node.sh` (or the README's test command, \
-         `bash scripts/test.sh`) to install matrix-js-sdk",
-        sdk.display()
-    );
-    project.join("flow.mjs")
-}
-
 /// Runs one part of the js-sdk flow (`mode`) against `base` as alice; `state` carries what
 /// the first part made to the second.
 async fn run_js_sdk(flow: &std::path::Path, mode: &str, base: &str, state: &std::path::Path) {
@@ -649,12 +640,10 @@ async fn run_js_sdk(flow: &std::path::Path, mode: &str, base: &str, state: &std:
 /// room key from the backup.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_matrix_js_sdk_client_keeps_its_backup_and_identity_across_a_migration() {
-    let flow = js_sdk_flow();
+    let flow = common::js_sdk_flow();
     let nodes = federation(&["a.test", "b.test"]).await;
     let (a, b) = (&nodes[0], &nodes[1]);
     let cli = Cli::new(&nodes);
-    let ks_path = cli.keystore();
-    let ks = ks_path.to_str().unwrap();
     cli.create_account(&a.base).await;
     let state = cli.home.path().join("js-sdk-state.json");
     run_js_sdk(&flow, "--before-migration", &a.base, &state).await;
@@ -665,20 +654,6 @@ async fn a_matrix_js_sdk_client_keeps_its_backup_and_identity_across_a_migration
         .expect("the recovery key the SDK made")
         .to_owned();
 
-    let out = cli
-        .ok_input(
-            &[
-                "migrate",
-                "--keystore",
-                ks,
-                "--to",
-                &b.base,
-                "--recovery-key",
-            ],
-            Some(recovery),
-        )
-        .await;
-    assert!(out.contains("[done] device-plane"), "{out}");
-    assert!(out.contains("signed by the same master key"), "{out}");
+    cli.migrate_with_recovery_key(&b.base, recovery).await;
     run_js_sdk(&flow, "--after-migration", &b.base, &state).await;
 }

@@ -384,6 +384,20 @@ impl DevicePlaneStore for PgStore {
             return Ok(());
         }
         let users: Vec<&str> = users.iter().map(UserId::as_str).collect();
+        // Most queries come from servers already remembered: a read, no write transaction.
+        let known: i64 = self.block(async {
+            Ok(sqlx::query_scalar(
+                "SELECT count(*) FROM remote_followers \
+                 WHERE user_id = ANY($1::text[]) AND server_name = $2",
+            )
+            .bind(&users)
+            .bind(server.as_str())
+            .fetch_one(&self.pool)
+            .await?)
+        })?;
+        if to_u64(known)? as usize == users.len() {
+            return Ok(());
+        }
         self.txn(async |c| {
             // Each new (user, server) pair, for users followed by fewer than the cap.
             sqlx::query(

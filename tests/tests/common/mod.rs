@@ -521,6 +521,20 @@ pub fn spawn_serve(mut cmd: std::process::Command) -> (std::process::Child, Stri
     (child, base)
 }
 
+/// tests/js-sdk/flow.mjs (the matrix-js-sdk client), after checking that matrix-js-sdk is
+/// installed there: without it the test fails with the command that installs it.
+pub fn js_sdk_flow() -> std::path::PathBuf {
+    let project = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js-sdk");
+    let sdk = project.join("node_modules/matrix-js-sdk/package.json");
+    assert!(
+        sdk.exists(),
+        "{} is missing: run `bash .ci/setup-node.sh` (or the README's test command, \
+         `bash scripts/test.sh`) to install matrix-js-sdk",
+        sdk.display()
+    );
+    project.join("flow.mjs")
+}
+
 /// Starts a server, runs an independent client program (`program script BASE_URL`) against
 /// it, and asserts that it succeeded and printed `passed`. `what` names the client in
 /// failures; a program that cannot start fails with `setup`, the command that installs it.
