@@ -224,7 +224,11 @@ impl Portable {
                     None => continue,
                 },
             };
-            if self.remake_served(&did, now_ms()).await? {
+            // Unless another read or the background task made them while this one waited.
+            if self
+                .remake_served_unless_made_since(&did, 0, now_ms())
+                .await?
+            {
                 let refs = vec![AccountRef::Did(did)];
                 *slot = self
                     .db
@@ -242,6 +246,34 @@ impl Portable {
     /// log is not held. `now` is when (attestations and the key document count from it).
     pub async fn remake_served(&self, did: &Did, now: Millis) -> Result<bool, AppError> {
         let _guard = self.locks.lock(did).await;
+        self.remake_served_locked(did, now).await
+    }
+
+    /// [`Self::remake_served`], unless answers made after `since` are stored by the time
+    /// the DID's lock is taken (another caller made them while this one waited): so answers a
+    /// read found missing, or a due log, are made once. True when answers are stored.
+    async fn remake_served_unless_made_since(
+        &self,
+        did: &Did,
+        since: Millis,
+        now: Millis,
+    ) -> Result<bool, AppError> {
+        let _guard = self.locks.lock(did).await;
+        let refs = vec![AccountRef::Did(did.clone())];
+        // Every kind is stored by one commit: one kind says when they were made.
+        let stored = self
+            .db
+            .run(move |s| s.served(&refs, ServedKind::Bundle))
+            .await?
+            .pop()
+            .flatten();
+        if stored.is_some_and(|s| s.generation > since) {
+            return Ok(true);
+        }
+        self.remake_served_locked(did, now).await
+    }
+
+    async fn remake_served_locked(&self, did: &Did, now: Millis) -> Result<bool, AppError> {
         let Some((_, log)) = self.held_log(did).await? else {
             return Ok(false);
         };
@@ -324,7 +356,8 @@ impl Portable {
         let due = self.db.run(move |s| s.served_due(now, limit)).await?;
         let mut done = 0;
         for did in due {
-            if !self.remake_served(&did, now).await? {
+            // A read may have made them since the due list was read.
+            if !self.remake_served_unless_made_since(&did, now, now).await? {
                 tracing::warn!(%did, "answers due for a log that is not held");
             }
             done += 1;
