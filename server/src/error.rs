@@ -74,6 +74,10 @@ pub enum AppError {
     NotFound(String),
     #[error("{0}")]
     TooLarge(String),
+    /// A request body over the route's cap. Its rest is never read, so the answer also
+    /// closes the connection: a client must not send its next request on it.
+    #[error("Request body too large")]
+    BodyTooLarge,
     #[error("Too Many Requests")]
     LimitExceeded { retry_after_ms: u64 },
     /// Load shed: the server is handling as many requests as it allows.
@@ -142,7 +146,7 @@ impl AppError {
             InvalidParam(_) => (StatusCode::BAD_REQUEST, "M_INVALID_PARAM", msg),
             InvalidSignature(_) => (StatusCode::BAD_REQUEST, "M_INVALID_SIGNATURE", msg),
             NotFound(_) => (StatusCode::NOT_FOUND, "M_NOT_FOUND", msg),
-            TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", msg),
+            TooLarge(_) | BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", msg),
             LimitExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED", msg),
             Overloaded { .. } | TimedOut => {
                 (StatusCode::SERVICE_UNAVAILABLE, "M_LIMIT_EXCEEDED", msg)
@@ -255,6 +259,14 @@ impl IntoResponse for AppError {
             _ => json!({"errcode": errcode, "error": error}),
         };
         let mut response = (status, Json(body)).into_response();
+        if matches!(self, AppError::BodyTooLarge) {
+            // Without this a client may reuse the connection, which the server closes as it
+            // answers, and see its next request fail with a broken pipe.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
         if let Some(retry_after_ms) = self.retry_after_ms() {
             // Seconds, rounded up, for clients and proxies that read the standard header.
             let secs = retry_after_ms.div_ceil(1000).max(1);

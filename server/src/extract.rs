@@ -36,7 +36,7 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
 /// The one mapping of a body that could not be read to a Matrix error.
 fn body_rejection(rejection: BytesRejection) -> AppError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        AppError::TooLarge("Request body too large".into())
+        AppError::BodyTooLarge
     } else {
         AppError::BadJson(rejection.body_text())
     }

@@ -384,7 +384,25 @@ async fn errors_over_http() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
+    // The rest of the body is never read, so the connection closes and says so: a client
+    // that reused it would see its next request fail.
+    assert_eq!(r.headers()["connection"], "close");
     assert_eq!(r.json::<Value>().await.unwrap()["errcode"], "M_TOO_LARGE");
+    for _ in 0..3 {
+        let r = http
+            .post(url(&format!("{C}/login")))
+            .body("x".repeat(10_000_000))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413);
+        let r = http.get(url("/_matrix/client/versions")).send().await;
+        assert_eq!(
+            r.unwrap().status(),
+            200,
+            "the next request on the same client"
+        );
+    }
 
     assert_err(
         &anon.get(&format!("{C}/account/whoami")).await,
