@@ -20,7 +20,7 @@ use crate::state::AppState;
 /// How often the loop looks at the stream without being woken.
 const TICK: Duration = Duration::from_secs(5);
 
-/// Runs until `stopped` turns true.
+/// Runs until `stopped` turns true; a send in progress then is dropped.
 pub async fn send_loop(state: AppState, mut stopped: watch::Receiver<bool>) {
     let mut sent = match state.db(|s| Ok(s.sync_positions()?.keys)).await {
         Ok(p) => p,
@@ -39,9 +39,13 @@ pub async fn send_loop(state: AppState, mut stopped: watch::Receiver<bool>) {
         if *stopped.borrow() {
             return;
         }
-        match send_changes_after(&state, sent).await {
-            Ok(now) => sent = now,
-            Err(e) => tracing::warn!(error = %e, "device-list updates: reading the stream failed"),
+        // A stop does not wait for a slow follower: what is unsent now is not sent.
+        tokio::select! {
+            result = send_changes_after(&state, sent) => match result {
+                Ok(now) => sent = now,
+                Err(e) => tracing::warn!(error = %e, "device-list updates: reading the stream failed"),
+            },
+            _ = stopped.changed() => return,
         }
     }
 }
