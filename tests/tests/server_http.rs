@@ -369,32 +369,23 @@ async fn errors_over_http() {
     assert_eq!(r.json::<Value>().await.unwrap()["errcode"], "M_NOT_JSON");
     let r = raw("\"a string\"").await.unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["errcode"], "M_BAD_JSON");
-    let r = http
-        .post(url(&format!("{C}/keys/upload")))
-        .body("x".repeat(10_000))
-        .send()
-        .await
-        .unwrap();
+    // A body of `n` bytes to a client-server path.
+    let padded = |path: &str, n: usize| {
+        http.post(url(&format!("{C}{path}")))
+            .body("x".repeat(n))
+            .send()
+    };
+    let r = padded("/keys/upload", 10_000).await.unwrap();
     // On authenticated endpoints the token is checked before the body is read, as in Synapse.
     assert_eq!(r.status(), 401);
-    let r = http
-        .post(url(&format!("{C}/login")))
-        .body("x".repeat(10_000))
-        .send()
-        .await
-        .unwrap();
+    let r = padded("/login", 10_000).await.unwrap();
     assert_eq!(r.status(), 413);
     // The rest of the body is never read, so the connection closes and says so: a client
     // that reused it would see its next request fail.
     assert_eq!(r.headers()["connection"], "close");
     assert_eq!(r.json::<Value>().await.unwrap()["errcode"], "M_TOO_LARGE");
     for _ in 0..3 {
-        let r = http
-            .post(url(&format!("{C}/login")))
-            .body("x".repeat(10_000_000))
-            .send()
-            .await
-            .unwrap();
+        let r = padded("/login", 10_000_000).await.unwrap();
         assert_eq!(r.status(), 413);
         let r = http.get(url("/_matrix/client/versions")).send().await;
         assert_eq!(
